@@ -1,0 +1,3 @@
+from kyara.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,264 @@
+"""Image I/O and THA's pixel conventions, as pure functions.
+
+Model space ("signed linear"): float32 tensors (C=4, H, W) or (N, 4, H, W); RGB is *linear* light,
+every channel in [-1, 1] (x*2-1 of [0, 1]); alpha is straight (not premultiplied); fully
+transparent pixels are (0, 0, 0, 0) in [0, 1] terms, i.e. (-1, -1, -1, -1) in model space.
+File space: 8-bit sRGB RGBA (H, W, 4) uint8.
+
+Every conversion between the two lives here (tha3-tha4-facts.md §2). Nothing else in kyara writes
+``* 2 - 1``, ``/ 255`` or an sRGB curve.
+"""
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from kyara.geometry import CANVAS
+
+# Decompression-bomb guard: refuse images above this many pixels before decoding them.
+MAX_IMAGE_PIXELS = 40_000_000
+MAX_IMAGE_BYTES = 200 * 1024 * 1024
+SRGB_TO_LINEAR_THRESHOLD = 0.04045
+LINEAR_TO_SRGB_THRESHOLD = 0.003130804953560372
+
+
+class ImageError(ValueError):
+    """An input image cannot be used. The message names the file and what was expected."""
+
+
+# -- colour curves (numpy float64 in, same out; torch variants keep dtype) --------------------------
+def srgb_to_linear(x):
+    """sRGB-encoded values in [0, 1] → linear light in [0, 1] (input clipped first)."""
+    if isinstance(x, torch.Tensor):
+        x = x.clamp(0.0, 1.0)
+        return torch.where(x <= SRGB_TO_LINEAR_THRESHOLD, x / 12.92, ((x + 0.055) / 1.055) ** 2.4)
+    x = np.clip(x, 0.0, 1.0)
+    return np.where(x <= SRGB_TO_LINEAR_THRESHOLD, x / 12.92, ((x + 0.055) / 1.055) ** 2.4)
+
+
+def linear_to_srgb(x):
+    """Linear light in [0, 1] → sRGB-encoded values in [0, 1] (input clipped first)."""
+    if isinstance(x, torch.Tensor):
+        x = x.clamp(0.0, 1.0)
+        return torch.where(x <= LINEAR_TO_SRGB_THRESHOLD, x * 12.92, 1.055 * x ** (1.0 / 2.4) - 0.055)
+    x = np.clip(x, 0.0, 1.0)
+    return np.where(x <= LINEAR_TO_SRGB_THRESHOLD, x * 12.92, 1.055 * x ** (1.0 / 2.4) - 0.055)
+
+
+def unit_to_signed(x):
+    """[0, 1] → [-1, 1]."""
+    return x * 2.0 - 1.0
+
+
+def signed_to_unit(x):
+    """[-1, 1] → [0, 1] (no clipping)."""
+    return (x + 1.0) * 0.5
+
+
+def premultiply(image_unit: torch.Tensor) -> torch.Tensor:
+    """(..., 4, H, W) straight RGBA in [0, 1] → premultiplied RGBA in [0, 1]."""
+    return torch.cat([image_unit[..., :3, :, :] * image_unit[..., 3:4, :, :], image_unit[..., 3:4, :, :]], dim=-3)
+
+
+# -- file space <-> model space --------------------------------------------------------------------
+def rgba_u8_to_tensor(rgba: np.ndarray) -> torch.Tensor:
+    """(H, W, 4) uint8 sRGB straight RGBA → (4, H, W) float32 model space.
+
+    Fully transparent pixels are zeroed first (THA3 convention), then sRGB→linear in float64,
+    then [-1, 1]. Bit-identical to the official tha3 loader.
+    """
+    if rgba.ndim != 3 or rgba.shape[2] != 4 or rgba.dtype != np.uint8:
+        raise ImageError(f"expected an (H, W, 4) uint8 RGBA array, got {rgba.shape} {rgba.dtype}")
+    rgba = rgba.copy()
+    rgba[rgba[:, :, 3] == 0] = 0
+    unit = rgba / 255.0
+    unit[:, :, :3] = srgb_to_linear(unit[:, :, :3])
+    return torch.from_numpy(np.ascontiguousarray(unit_to_signed(unit).transpose(2, 0, 1))).float()
+
+
+def tensor_to_rgba_float(image: torch.Tensor) -> np.ndarray:
+    """(4, H, W) model space → (H, W, 4) float32 sRGB straight RGBA in [0, 1] (the reference's float output)."""
+    if image.ndim != 3 or image.shape[0] != 4:
+        raise ImageError(f"expected a (4, H, W) image tensor, got {tuple(image.shape)}")
+    unit = signed_to_unit(image.detach().float().cpu().numpy().transpose(1, 2, 0))
+    rgb = linear_to_srgb(unit[:, :, :3])
+    alpha = np.clip(unit[:, :, 3:4], 0.0, 1.0)
+    return np.concatenate([rgb, alpha], axis=2)
+
+
+def tensor_to_rgba_u8(image: torch.Tensor) -> np.ndarray:
+    """(4, H, W) model space → (H, W, 4) uint8 sRGB straight RGBA."""
+    return np.rint(tensor_to_rgba_float(image) * 255.0).astype(np.uint8)
+
+
+def parse_color(color: str | tuple[int, int, int] | None) -> tuple[int, int, int] | None:
+    """'transparent'/None → None; 'green', '#00ff00', '0,255,0' or a tuple → (r, g, b) 0..255."""
+    if color is None:
+        return None
+    if isinstance(color, tuple):
+        return tuple(int(c) for c in color)  # type: ignore[return-value]
+    s = color.strip().lower()
+    named = {"transparent": None, "green": (0, 255, 0), "blue": (0, 0, 255), "black": (0, 0, 0),
+             "white": (255, 255, 255), "magenta": (255, 0, 255), "gray": (128, 128, 128)}
+    if s in named:
+        return named[s]
+    try:
+        if s.startswith("#") and len(s) == 7:
+            return tuple(int(s[i:i + 2], 16) for i in (1, 3, 5))  # type: ignore[return-value]
+        parts = [int(p) for p in s.split(",")]
+        if len(parts) == 3 and all(0 <= p <= 255 for p in parts):
+            return tuple(parts)  # type: ignore[return-value]
+    except ValueError:
+        pass
+    raise ImageError(f"cannot parse colour {color!r}: use a name ({', '.join(named)}), '#rrggbb' or 'r,g,b'")
+
+
+def composite_over(rgba: np.ndarray, background: tuple[int, int, int]) -> np.ndarray:
+    """(H, W, 4) uint8 straight sRGB RGBA over an opaque colour → (H, W, 3) uint8.
+
+    Blends in sRGB space after conversion, as the official puppeteers do.
+    """
+    alpha = rgba[:, :, 3:4].astype(np.float32) / 255.0
+    bg = np.asarray(background, dtype=np.float32).reshape(1, 1, 3)
+    out = rgba[:, :, :3].astype(np.float32) * alpha + bg * (1.0 - alpha)
+    return np.rint(out).astype(np.uint8)
+
+
+# -- loading ----------------------------------------------------------------------------------------
+def open_image(path: str | Path) -> Image.Image:
+    """Open and fully decode an image file with clear errors (missing, unreadable, truncated, bomb)."""
+    path = Path(path)
+    if not path.exists():
+        raise ImageError(f"{path}: file not found")
+    if not path.is_file():
+        raise ImageError(f"{path}: not a file")
+    size = path.stat().st_size
+    if size == 0:
+        raise ImageError(f"{path}: file is empty")
+    if size > MAX_IMAGE_BYTES:
+        raise ImageError(f"{path}: file is {size / 2**20:.0f} MiB; the limit is {MAX_IMAGE_BYTES // 2**20} MiB")
+    return decode_image_bytes(path.read_bytes(), name=str(path))
+
+
+def decode_image_bytes(data: bytes, name: str = "<bytes>") -> Image.Image:
+    try:
+        img = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        raise ImageError(f"{name}: not a readable image (PNG, WebP or JPEG expected)") from None
+    except Exception as e:
+        raise ImageError(f"{name}: cannot read image: {e}") from None
+    w, h = img.size
+    if w * h > MAX_IMAGE_PIXELS:
+        raise ImageError(f"{name}: image is {w}×{h} = {w * h / 1e6:.0f} MP; the limit is {MAX_IMAGE_PIXELS / 1e6:.0f} MP "
+                         "(decompression-bomb guard)")
+    try:
+        img.load()
+    except OSError as e:
+        raise ImageError(f"{name}: image data is truncated or corrupt ({e})") from None
+    except Exception as e:
+        raise ImageError(f"{name}: cannot decode image: {e}") from None
+    return img
+
+
+def to_rgba_array(img: Image.Image, name: str = "image", require_alpha: bool = True) -> np.ndarray:
+    """PIL image → (H, W, 4) uint8, checking that it really has transparency."""
+    has_alpha = img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info)
+    if not has_alpha and require_alpha:
+        raise ImageError(
+            f"{name}: image has no alpha channel (mode {img.mode}). THA needs a character on a transparent "
+            "background (alpha = 0 outside the character); remove the background first."
+        )
+    rgba = np.asarray(img.convert("RGBA"), dtype=np.uint8)
+    if require_alpha and rgba[:, :, 3].min() == 255:
+        raise ImageError(
+            f"{name}: image has an alpha channel but no transparent pixels. THA needs the background "
+            "to be transparent (alpha = 0); remove the background first."
+        )
+    return rgba
+
+
+def fit_to_canvas(rgba: np.ndarray, size: int = CANVAS) -> np.ndarray:
+    """Scale (H, W, 4) uint8 RGBA to fit a size×size canvas keeping the aspect ratio, centred, padded
+    with transparent pixels."""
+    h, w = rgba.shape[:2]
+    scale = size / max(h, w)
+    nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+    # Resize premultiplied so transparent pixels' colours do not bleed into edges.
+    img = Image.fromarray(rgba, "RGBA").convert("RGBa").resize((nw, nh), Image.LANCZOS).convert("RGBA")
+    canvas = Image.new("RGBA", (size, size), (0, 0, 0, 0))
+    canvas.paste(img, ((size - nw) // 2, (size - nh) // 2))
+    return np.asarray(canvas, dtype=np.uint8)
+
+
+def load_rgba(path: str | Path, fit: bool = False, size: int = CANVAS) -> np.ndarray:
+    """Load a character image as (size, size, 4) uint8 sRGB RGBA, validated for THA.
+
+    fit=True scales and pads other sizes to size×size keeping the aspect ratio; otherwise any other
+    size is an error that suggests --fit.
+    """
+    img = open_image(path)
+    rgba = to_rgba_array(img, name=str(path))
+    h, w = rgba.shape[:2]
+    if (h, w) != (size, size):
+        if not fit:
+            raise ImageError(f"{path}: image is {w}×{h}; THA needs {size}×{size}. Use --fit to scale and pad it "
+                             "(keeps the aspect ratio), or crop it yourself so the head sits in the top-centre.")
+        rgba = fit_to_canvas(rgba, size)
+    return rgba
+
+
+def load_image(path: str | Path, fit: bool = False) -> torch.Tensor:
+    """Load a character image file → (4, 512, 512) float32 model space (see module docstring)."""
+    return rgba_u8_to_tensor(load_rgba(path, fit=fit))
+
+
+# -- saving -----------------------------------------------------------------------------------------
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write bytes to path via a temp file in the same directory and an atomic rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def encode_image(rgba: np.ndarray, fmt: str = "PNG", background: tuple[int, int, int] | None = None, **opts) -> bytes:
+    """(H, W, 4) uint8 RGBA → encoded bytes (PNG/WEBP/JPEG); over `background` if given (JPEG needs one)."""
+    fmt = fmt.upper()
+    if background is None and fmt == "JPEG":
+        background = (255, 255, 255)
+    img = Image.fromarray(composite_over(rgba, background), "RGB") if background else Image.fromarray(rgba, "RGBA")
+    buf = io.BytesIO()
+    img.save(buf, format=fmt, **opts)
+    return buf.getvalue()
+
+
+FORMATS = {".png": "PNG", ".webp": "WEBP", ".jpg": "JPEG", ".jpeg": "JPEG"}
+
+
+def save_image(image: torch.Tensor | np.ndarray, path: str | Path, background: str | tuple | None = None) -> Path:
+    """Save a (4, H, W) model-space tensor or (H, W, 4) uint8 array to PNG/WebP/JPEG, atomically."""
+    path = Path(path)
+    fmt = FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise ImageError(f"{path}: unsupported output extension; use one of {', '.join(FORMATS)}")
+    rgba = tensor_to_rgba_u8(image) if isinstance(image, torch.Tensor) else image
+    opts = {"lossless": True} if fmt == "WEBP" else {}
+    atomic_write_bytes(path, encode_image(rgba, fmt, parse_color(background) if isinstance(background, str) else background, **opts))
+    return path
