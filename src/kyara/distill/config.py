@@ -1,0 +1,92 @@
+"""DistillConfig: every knob of a distillation run, with one default each.
+
+Example counts follow THA4's units ("examples shown to the student"); the schedules are THA4's
+(facts §4.3) expressed as fractions of the run, so a short run keeps the same shape.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+
+
+@dataclass(frozen=True)
+class Phase:
+    until: float          # fraction of the run's examples at which this phase ends
+    lr: float
+    w_blended: float = 1.0
+    w_warped: float = 1.0
+    w_flow: float = 1.0
+    w_color: float = 1.0
+
+
+# THA4 body-morpher schedule (200k/400k/600k/800k/1.3M/1.5M of 1.5M examples).
+THA4_BODY_PHASES: tuple[Phase, ...] = (
+    Phase(200 / 1500, 1e-4, 0.25, 0.25, 0.5, 2.0),
+    Phase(400 / 1500, 3e-5, 0.25, 0.25, 0.5, 2.0),
+    Phase(600 / 1500, 3e-5, 1.0, 2.5, 5.0, 1.0),
+    Phase(800 / 1500, 1e-5, 1.0, 2.5, 5.0, 1.0),
+    Phase(1300 / 1500, 1e-5, 10.0, 1.0, 1.0, 1.0),
+    Phase(1.0, 3e-6, 10.0, 1.0, 1.0, 1.0),
+)
+# THA4 face-morpher schedule: 1e-4, /3 after 20%, /10 after 50%, /30 after 80%.
+THA4_FACE_PHASES: tuple[Phase, ...] = (
+    Phase(0.2, 1e-4), Phase(0.5, 1e-4 / 3), Phase(0.8, 1e-5), Phase(1.0, 1e-4 / 30),
+)
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    teacher: str = "tha3/separable_float"   # registry name in kyara.teacher.TEACHERS
+    seed: int = 0
+    examples: int = 200_000                 # body-morpher examples shown (THA4: 1.5M); 0 = fit the time budget
+    batch_size: int = 16                    # body-morpher poses per step
+    face_batch_multiplier: int = 4          # face morpher sees this many × batch_size poses per step (it is ~8× cheaper)
+    lr_scale: float = 4.0                   # multiplies every phase's LR (THA4 used batch 8; we use larger batches)
+    face_mask_weight: float = 20.0          # THA4: L1 + 20 × L1 inside the movable-parts mask
+    teacher_batch_size: int = 32            # poses per teacher forward
+    pool_size: int = 4096                   # teacher examples kept on the device for reuse
+    reuse: float = 4.0                      # average times each teacher example is shown to the student
+    eval_poses: int = 32                    # held-out poses for the progress-bar PSNR
+    eval_every_s: float = 30.0
+    checkpoint_every_examples: int = 50_000
+    masked_flow: bool = True                # flow loss only where the teacher's output is visible
+    identity_init: bool = True              # start the body morpher at "no motion" (zero flow/alpha/colour head)
+    tf32: bool = False                      # TF32 matmuls for the student (faster; see docs/benchmarks.md for its cost)
+    mask_poses: int = 64                    # poses used to derive the movable-parts mask
+    body_phases: tuple[Phase, ...] = THA4_BODY_PHASES
+    face_phases: tuple[Phase, ...] = THA4_FACE_PHASES
+
+    def __post_init__(self):
+        if self.examples < 0:
+            raise ValueError("DistillConfig.examples must be >= 0 (0 = size the run to the time budget)")
+        for f in ("batch_size", "face_batch_multiplier", "teacher_batch_size", "pool_size",
+                  "eval_poses", "checkpoint_every_examples", "mask_poses"):
+            if getattr(self, f) < 1:
+                raise ValueError(f"DistillConfig.{f} must be >= 1, got {getattr(self, f)}")
+        if self.reuse <= 0 or self.lr_scale <= 0:
+            raise ValueError("DistillConfig.reuse and lr_scale must be > 0")
+        if self.pool_size < self.batch_size * self.face_batch_multiplier:
+            raise ValueError("DistillConfig.pool_size must hold at least one face batch "
+                             f"({self.batch_size * self.face_batch_multiplier})")
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "DistillConfig":
+        data = json.loads(text)
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown DistillConfig fields: {', '.join(sorted(unknown))}")
+        for key in ("body_phases", "face_phases"):
+            if key in data:
+                data[key] = tuple(Phase(**p) for p in data[key])
+        return cls(**data)
+
+
+def phase_at(phases: tuple[Phase, ...], fraction: float) -> Phase:
+    for phase in phases:
+        if fraction < phase.until:
+            return phase
+    return phases[-1]

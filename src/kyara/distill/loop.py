@@ -1,0 +1,331 @@
+"""distill(): teach a per-character Student to mimic a teacher, in one readable loop.
+
+Order (nanoGPT style): setup → teacher data pool → mask → student + optimizers → loop
+(sample batch, face loss, body loss, step, eval, checkpoint) → save the .kyara file.
+
+Speed comes from three choices (THA4 takes ~30 h per character):
+* teacher outputs are computed in large batches into an on-device pool and each is shown to the
+  student `reuse` times on average, so the teacher costs a fraction of the student's time;
+* the face and body students train simultaneously from the same teacher batches;
+* larger batches with a proportionally larger learning rate than THA4's batch-8 schedule.
+Resume is exact: the pool content and every batch are pure functions of (seed, step).
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+
+from kyara.character import Character, save_kyara
+from kyara.distill.config import DistillConfig, phase_at
+from kyara.distill.losses import body_loss, face_loss
+from kyara.distill.mask import derive_face_mask, load_face_mask
+from kyara.distill.poses import sample_poses
+from kyara.errors import KyaraError
+from kyara.geometry import FACE_MORPHER_BOX, STUDENT_FACE_BOX
+from kyara.image import atomic_write_bytes
+from kyara.nn.warp import apply_flow
+from kyara.pose import NUM_PARAMETERS
+from kyara.student import Student
+
+CHECKPOINT_NAME = "checkpoint.safetensors"
+AUTO_WARMUP_STEPS = 40
+AUTO_MARGIN_S = 20.0     # final evaluation and file writes
+AUTO_OVERHEAD = 1.08     # periodic evaluation and checkpoints
+LOG_NAME = "log.jsonl"
+STORE_DTYPE = torch.float16   # pool storage; values in [-1, 1] keep ~3 decimal digits
+
+
+def _generator(*key: int) -> torch.Generator:
+    """A CPU generator seeded from an integer key tuple (stable across runs and resumes)."""
+    seed = 0
+    for k in key:
+        seed = (seed * 1_000_003 + int(k)) % (2**63 - 1)
+    return torch.Generator().manual_seed(seed)
+
+
+class TeacherPool:
+    """Ring buffer of teacher examples on the device.
+
+    Per example: face_crop (4, 192, 192) = the teacher's face-morpher output (FACE_MORPHER_BOX of
+    face_morphed_full), final (4, 512, 512) = the teacher's output, flow (2, 512, 512) = the
+    teacher's absolute appearance flow. Chunk k holds the poses sample_poses(seed, k).
+    """
+
+    def __init__(self, teacher, prepared, capacity: int, chunk: int, seed: int, device: torch.device):
+        self.teacher, self.prepared, self.seed = teacher, prepared, seed
+        self.chunk = chunk
+        self.num_slots = max(1, capacity // chunk)
+        n = self.num_slots * chunk
+        fb = FACE_MORPHER_BOX
+        self.face_crop = torch.empty(n, 4, fb.height, fb.width, device=device, dtype=STORE_DTYPE)
+        self.final = torch.empty(n, 4, 512, 512, device=device, dtype=STORE_DTYPE)
+        self.flow = torch.empty(n, 2, 512, 512, device=device, dtype=STORE_DTYPE)
+        self.poses = torch.empty(n, NUM_PARAMETERS, device=device)
+        self.chunks_made = 0
+        self.teacher_seconds = 0.0
+
+    @property
+    def size(self) -> int:
+        return min(self.chunks_made, self.num_slots) * self.chunk
+
+    @torch.no_grad()
+    def make_chunk(self, k: int) -> None:
+        t0 = time.perf_counter()
+        poses = sample_poses(self.chunk, _generator(self.seed, 1, k)).to(self.poses.device)
+        out = self.teacher.pose_all(self.prepared, poses)
+        s = (k % self.num_slots) * self.chunk
+        self.face_crop[s:s + self.chunk] = FACE_MORPHER_BOX.crop(out.face_morphed_full).to(STORE_DTYPE)
+        self.final[s:s + self.chunk] = out.image.to(STORE_DTYPE)
+        self.flow[s:s + self.chunk] = out.editor_grid.to(STORE_DTYPE)
+        self.poses[s:s + self.chunk] = poses
+        if poses.is_cuda:
+            torch.cuda.synchronize()
+        self.teacher_seconds += time.perf_counter() - t0
+
+    def advance_to(self, chunks: int) -> None:
+        """Make chunks up to index `chunks` (exclusive); skips ones that would be overwritten anyway."""
+        first = max(self.chunks_made, chunks - self.num_slots)
+        for k in range(first, chunks):
+            self.make_chunk(k)
+        self.chunks_made = max(self.chunks_made, chunks)
+
+    def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        return torch.randint(self.size, (n,), generator=generator).to(self.poses.device)
+
+
+@dataclass
+class DistillResult:
+    character: Character
+    psnr: float
+    steps: int
+    examples: int
+    wall_seconds: float
+    teacher_seconds: float
+    complete: bool
+
+
+@torch.no_grad()
+def evaluate_psnr(student: Student, image: torch.Tensor, poses: torch.Tensor, targets: torch.Tensor, batch: int = 8) -> float:
+    """Mean PSNR (dB) of student vs teacher on held-out poses (kyara.eval.metrics definition)."""
+    from kyara.eval.metrics import psnr
+
+    values = []
+    for s in range(0, poses.shape[0], batch):
+        pred = student(image, poses[s:s + batch]).image
+        values.append(psnr(pred.float(), targets[s:s + batch].float()).cpu())
+    return float(torch.cat(values).mean())
+
+
+def _optimizer_tensors(name: str, opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    state = opt.state_dict()
+    tensors = {}
+    for idx, st in state["state"].items():
+        for key, value in st.items():
+            tensors[f"{name}.{idx}.{key}"] = value.detach().cpu().contiguous() if torch.is_tensor(value) else torch.tensor(value)
+    return tensors, {"param_groups": state["param_groups"], "keys": sorted(state["state"].keys())}
+
+
+def _load_optimizer(name: str, opt: torch.optim.Optimizer, tensors: dict, meta: dict, device) -> None:
+    state = {}
+    prefix = name + "."
+    for key, value in tensors.items():
+        if key.startswith(prefix):
+            idx, field = key[len(prefix):].split(".", 1)
+            state.setdefault(int(idx), {})[field] = value.to(device) if field != "step" else value
+    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+def save_checkpoint(path: Path, student: Student, face_opt, body_opt, step: int, config: DistillConfig,
+                    mask: torch.Tensor, elapsed: float) -> None:
+    from safetensors.torch import save as st_save
+
+    tensors = {f"student.{k}": v.detach().cpu().contiguous() for k, v in student.state_dict().items()}
+    tensors["mask"] = mask.detach().cpu().contiguous()
+    face_t, face_m = _optimizer_tensors("face_opt", face_opt)
+    body_t, body_m = _optimizer_tensors("body_opt", body_opt)
+    tensors.update(face_t)
+    tensors.update(body_t)
+    meta = {"step": str(step), "config": config.to_json(), "face_opt": json.dumps(face_m),
+            "body_opt": json.dumps(body_m), "elapsed_s": f"{elapsed:.3f}", "format": "kyara-distill-checkpoint"}
+    atomic_write_bytes(path, st_save(tensors, metadata=meta))
+
+
+def load_checkpoint(path: Path):
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:
+        raise KyaraError(f"{path}: cannot read checkpoint ({e})") from None
+    if meta.get("format") != "kyara-distill-checkpoint":
+        raise KyaraError(f"{path}: not a kyara distillation checkpoint")
+    return tensors, meta
+
+
+def distill(image: torch.Tensor, teacher, config: DistillConfig = DistillConfig(), *, out_dir: str | Path,
+            name: str = "character", resume: bool = False, mask_path: str | Path | None = None,
+            max_minutes: float | None = None, progress: bool = True, image_png: bytes | None = None,
+            output: str | Path | None = None, student: Student | None = None) -> DistillResult:
+    """Distill `teacher` into a Student for `image` and write `<out_dir>/<name>.kyara` (or `output`).
+
+    image: (4, 512, 512) float32 model space. teacher: a kyara Teacher (pose_all/prepare).
+    Checkpoints go to `<out_dir>/checkpoint.safetensors` every config.checkpoint_every_examples;
+    resume=True continues exactly from it. max_minutes stops early (after a checkpoint) and still
+    writes the character file. `student` replaces the default (official THA4) architecture, e.g.
+    for ablations or tiny test models.
+    """
+    from tqdm import tqdm
+
+    t_start = time.perf_counter()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path = out_dir / CHECKPOINT_NAME
+    device = teacher.device
+    torch.backends.cuda.matmul.allow_tf32 = config.tf32
+    torch.backends.cudnn.allow_tf32 = config.tf32
+
+    # -- resume: the checkpoint's config wins, so a resumed run is the same run -------------------
+    start_step, ckpt_tensors, ckpt_meta, elapsed_before = 0, None, None, 0.0
+    if resume:
+        if not ckpt_path.exists():
+            raise KyaraError(f"--resume: no checkpoint at {ckpt_path}")
+        ckpt_tensors, ckpt_meta = load_checkpoint(ckpt_path)
+        config = DistillConfig.from_json(ckpt_meta["config"])
+        start_step = int(ckpt_meta["step"])
+        elapsed_before = float(ckpt_meta.get("elapsed_s", 0))
+
+    if config.examples == 0 and not max_minutes:
+        raise KyaraError("examples=0 (auto) needs a time budget (max_minutes / --minutes)")
+    # examples == 0: size the run to the time budget after AUTO_WARMUP_STEPS steps (phase 1 meanwhile);
+    # the resolved count is stored in the checkpoint's config, so resume stays exact.
+    steps_total = math.ceil(config.examples / config.batch_size) if config.examples else 10**9
+    face_batch = config.batch_size * config.face_batch_multiplier
+    image = image.to(device=device, dtype=torch.float32)
+    prepared = teacher.prepare(image)
+
+    # -- teacher data --------------------------------------------------------------------------
+    pool = TeacherPool(teacher, prepared, config.pool_size, config.teacher_batch_size, config.seed, device)
+    refresh_steps = max(1, round(config.teacher_batch_size * config.reuse / config.batch_size))
+    initial_chunks = pool.num_slots
+    pool.advance_to(initial_chunks + start_step // refresh_steps)
+    eval_poses = sample_poses(config.eval_poses, _generator(config.seed, 2)).to(device)
+    with torch.no_grad():
+        eval_targets = torch.cat([teacher.pose(prepared, eval_poses[s:s + 8]) for s in range(0, len(eval_poses), 8)])
+
+    # -- movable-parts mask -----------------------------------------------------------------------
+    if ckpt_tensors is not None:
+        mask = ckpt_tensors["mask"].to(device)
+    elif mask_path is not None:
+        mask = load_face_mask(mask_path, device)
+    else:
+        mask = derive_face_mask(teacher, prepared, config.mask_poses, _generator(config.seed, 3))
+
+    # -- student and optimizers -----------------------------------------------------------------
+    torch.manual_seed(config.seed)
+    student = (student or Student()).to(device)
+    if config.identity_init and ckpt_tensors is None:
+        # THA4 He-initialises the head, so training starts from random flows far from any teacher
+        # output; a zero head starts at the identity warp (output = input) and learns the change.
+        torch.nn.init.zeros_(student.body_morpher.last_linear.weight)
+        torch.nn.init.zeros_(student.body_morpher.last_linear.bias)
+    face_opt = torch.optim.Adam(student.face_morpher.parameters(), lr=1e-4, betas=(0.9, 0.999))
+    body_opt = torch.optim.Adam(student.body_morpher.parameters(), lr=1e-4, betas=(0.9, 0.999))
+    if ckpt_tensors is not None:
+        student.load_state_dict({k[len("student."):]: v for k, v in ckpt_tensors.items() if k.startswith("student.")})
+        _load_optimizer("face_opt", face_opt, ckpt_tensors, json.loads(ckpt_meta["face_opt"]), device)
+        _load_optimizer("body_opt", body_opt, ckpt_tensors, json.loads(ckpt_meta["body_opt"]), device)
+
+    face_box_in_crop = STUDENT_FACE_BOX.relative_to(FACE_MORPHER_BOX)
+    ckpt_every_steps = max(1, config.checkpoint_every_examples // config.batch_size)
+    log_path = out_dir / LOG_NAME
+    last_eval, psnr_value = time.perf_counter(), float("nan")
+    deadline = t_start + max_minutes * 60 if max_minutes else None
+
+    def log(record: dict) -> None:
+        with open(log_path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+
+    loop_start = time.perf_counter()
+    bar = tqdm(total=steps_total if config.examples else None, initial=start_step, disable=not progress, unit="step", dynamic_ncols=True,
+               desc=f"distill {name}")
+    step = start_step
+    stopped_early = False
+    while step < steps_total:
+        if step % refresh_steps == 0 and step > 0:
+            pool.advance_to(initial_chunks + step // refresh_steps)
+        fraction = step / steps_total
+        body_phase, face_phase = phase_at(config.body_phases, fraction), phase_at(config.face_phases, fraction)
+        for group in face_opt.param_groups:
+            group["lr"] = face_phase.lr * config.lr_scale
+        for group in body_opt.param_groups:
+            group["lr"] = body_phase.lr * config.lr_scale
+        g = _generator(config.seed, 4, step)
+
+        # face morpher: pose[0:39] → the teacher's face box
+        idx = pool.sample(face_batch, g)
+        target_face = face_box_in_crop.crop(pool.face_crop[idx]).float()
+        pred_face = student.face_morpher(pool.poses[idx][:, :39])
+        loss_face = face_loss(pred_face, target_face, mask, config.face_mask_weight)
+        face_opt.zero_grad(set_to_none=True)
+        loss_face.backward()
+        face_opt.step()
+
+        # body morpher: the teacher's face-edited image + pose → the teacher's final image
+        idx = pool.sample(config.batch_size, g)
+        body_input = FACE_MORPHER_BOX.paste(image.expand(len(idx), -1, -1, -1), pool.face_crop[idx].float())
+        target_flow = pool.flow[idx].float()
+        with torch.no_grad():
+            target_warped = apply_flow(body_input, target_flow)
+        out = student.body_morpher(body_input, pool.poses[idx])
+        loss_body, terms = body_loss(out, pool.final[idx].float(), target_warped, target_flow, body_phase,
+                                     config.masked_flow)
+        body_opt.zero_grad(set_to_none=True)
+        loss_body.backward()
+        body_opt.step()
+        step += 1
+        bar.update(1)
+        if config.examples == 0 and step == AUTO_WARMUP_STEPS:
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            per_step = (time.perf_counter() - loop_start) / (step - start_step)
+            remaining = deadline - time.perf_counter() - AUTO_MARGIN_S
+            steps_total = max(step + 1, step + int(remaining / (per_step * AUTO_OVERHEAD)))
+            config = replace(config, examples=steps_total * config.batch_size)
+            bar.total = steps_total
+
+        now = time.perf_counter()
+        out_of_time = deadline is not None and now > deadline
+        if now - last_eval > config.eval_every_s or step == steps_total or out_of_time:
+            psnr_value = evaluate_psnr(student, image, eval_poses, eval_targets)
+            last_eval = time.perf_counter()
+            log({"step": step, "examples": step * config.batch_size, "minutes": (elapsed_before + now - t_start) / 60,
+                 "psnr": psnr_value, "loss_face": float(loss_face.detach()), "loss_body": float(loss_body.detach()), **terms,
+                 "teacher_s": pool.teacher_seconds})
+        bar.set_postfix(psnr=f"{psnr_value:.2f}dB", face=f"{float(loss_face.detach()):.4f}", body=f"{float(loss_body.detach()):.4f}",
+                        refresh=False)
+        if step % ckpt_every_steps == 0 or step == steps_total or out_of_time:
+            save_checkpoint(ckpt_path, student, face_opt, body_opt, step, config, mask,
+                            elapsed_before + time.perf_counter() - t_start)
+        if out_of_time and step < steps_total:
+            stopped_early = True
+            break
+    bar.close()
+
+    wall = elapsed_before + time.perf_counter() - t_start
+    student.eval()
+    metadata = {"distill": json.loads(config.to_json()), "metrics": {
+        "heldout_psnr_db": psnr_value, "heldout_poses": config.eval_poses, "steps": step,
+        "examples": step * config.batch_size, "complete": not stopped_early, "wall_seconds": round(wall, 1),
+        "teacher_seconds": round(pool.teacher_seconds, 1)}}
+    character = Character(name, image.cpu(), student, teacher.name, metadata)
+    out_path = Path(output) if output else out_dir / f"{name}.kyara"
+    save_kyara(out_path, name, image.cpu(), student, teacher.name, metadata, image_png=image_png)
+    return DistillResult(character, psnr_value, step, step * config.batch_size, wall, pool.teacher_seconds,
+                         not stopped_early)

@@ -1,0 +1,53 @@
+"""Distillation losses: pure functions of (prediction, target[, mask]) → scalar (THA4 §4.2)."""
+from __future__ import annotations
+
+import torch
+
+from kyara.distill.config import Phase
+
+
+def l1(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return (prediction - target).abs().mean()
+
+
+def face_loss(prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, mask_weight: float) -> torch.Tensor:
+    """L1 over the whole 128×128 face box + mask_weight × L1 inside the movable-parts mask.
+
+    prediction, target: (N, 4, 128, 128) model space; mask: (1, 1, 128, 128) in {0, 1}.
+    """
+    diff = (prediction - target).abs()
+    return diff.mean() + mask_weight * (diff * mask).mean()
+
+
+def flow_weight(target_image: torch.Tensor, dilate_px: int = 8) -> torch.Tensor:
+    """(N, 1, H, W) in {0, 1}: where the teacher's output is visible, dilated by dilate_px.
+
+    The teacher's appearance flow in fully transparent regions samples nothing visible and is
+    arbitrary; matching it wastes the student's capacity, so the flow term ignores it.
+    """
+    visible = (target_image[:, 3:4] > -0.99).float()
+    return torch.nn.functional.max_pool2d(visible, 2 * dilate_px + 1, stride=1, padding=dilate_px)
+
+
+def body_loss(student, target_image: torch.Tensor, target_warped: torch.Tensor, target_flow: torch.Tensor,
+              phase: Phase, masked_flow: bool = True) -> tuple[torch.Tensor, dict[str, float]]:
+    """THA4's four-term body loss. student: BodyMorpherOutput; targets (N, C, 512, 512).
+
+    The direct colour output is pulled towards the teacher's final image, as in THA4. With
+    masked_flow the flow term counts only where the teacher's output is visible (flow_weight),
+    normalised by the visible fraction so the THA4 weights keep their scale.
+    """
+    if masked_flow:
+        w = flow_weight(target_image)
+        flow_term = ((student.flow - target_flow).abs() * w).mean() / w.mean().clamp_min(1e-6)
+    else:
+        flow_term = l1(student.flow, target_flow)
+    terms = {
+        "blended": l1(student.image, target_image),
+        "warped": l1(student.warped, target_warped),
+        "flow": flow_term,
+        "color": l1(student.color, target_image),
+    }
+    total = (phase.w_blended * terms["blended"] + phase.w_warped * terms["warped"]
+             + phase.w_flow * terms["flow"] + phase.w_color * terms["color"])
+    return total, {k: float(v.detach()) for k, v in terms.items()}

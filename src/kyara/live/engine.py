@@ -1,0 +1,418 @@
+"""The live render loop: pose mixer → Pose → character → encoded frame → subscribers; timing stats.
+
+One ``LiveEngine`` owns one render thread. Each tick it asks the mixer for the pose at ``now``; when
+the pose changed (or an input is waiting to be acknowledged) it renders the character, encodes the
+frame once (WebP with alpha) and publishes it as ``engine.latest``. Subscribers are woken without
+ever blocking the loop: each keeps only "there is a newer frame", so a slow client skips frames.
+
+Latency is measured from a pose *input* (``engine.note_input()``, called by ``set_manual``,
+``trigger``, ``set_preset`` or by a tracker hook) to the publication of the first frame whose pose
+was computed after that input.
+
+No HTTP here (the server wraps this), no work at import time.
+"""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import io
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Callable, Mapping, Protocol
+
+import numpy as np
+from PIL import Image
+
+from kyara.pose import NAMES, Pose
+
+log = logging.getLogger(__name__)
+IDLE_PARTS = ("blink", "breathing", "sway")  # the switchable parts of kyara.drive.idle.IdleConfig
+
+
+class RgbaRenderer(Protocol):
+    """What the engine needs from a character: one pose → (512, 512, 4) uint8 sRGB straight RGBA."""
+
+    name: str
+
+    def render_rgba(self, pose: Pose) -> np.ndarray: ...
+
+
+class PoseMixerLike(Protocol):
+    """The subset of ``kyara.drive.mixer.PoseMixer`` the engine calls."""
+
+    def pose(self, now: float) -> Pose: ...
+    def set_manual(self, values: dict) -> None: ...
+    def set_preset(self, name: str, intensity: float) -> None: ...
+    def calibrate(self) -> None: ...
+    def trigger(self, event_name: str, now: float) -> None: ...
+    def sources(self) -> list: ...
+
+
+@dataclass(frozen=True)
+class EncodedFrame:
+    """A published frame. ``rgba``: (H, W, 4) uint8 sRGB straight RGBA; ``webp``: its encoding.
+
+    seq: 1, 2, ... per publication. inputs_applied: the engine's input counter when the pose was
+    read, so a client that sent input number n knows the first frame with inputs_applied >= n
+    includes it. published: time.monotonic() at publication.
+    """
+    seq: int
+    rgba: np.ndarray
+    webp: bytes
+    pose: Pose
+    inputs_applied: int
+    published: float
+
+
+class RollingStat:
+    """The last ``size`` samples of one quantity (e.g. milliseconds); median and p99 on demand."""
+
+    def __init__(self, size: int = 600) -> None:
+        self._samples: deque[float] = deque(maxlen=size)
+        self._lock = threading.Lock()
+
+    def add(self, value: float) -> None:
+        with self._lock:
+            self._samples.append(float(value))
+
+    def summary(self) -> dict[str, float | int | None]:
+        with self._lock:
+            data = np.asarray(self._samples, dtype=np.float64)
+        if data.size == 0:
+            return {"n": 0, "median": None, "p99": None, "max": None}
+        return {"n": int(data.size), "median": round(float(np.median(data)), 3),
+                "p99": round(float(np.percentile(data, 99)), 3), "max": round(float(data.max()), 3)}
+
+
+class Subscription:
+    """A consumer of published frames that never blocks the engine.
+
+    Thread consumers call ``next_frame(timeout_s)``; asyncio consumers create the subscription
+    inside their event loop with ``asyncio_loop=...`` and ``await next_frame_async()``. Either way
+    only the newest frame is returned; frames published meanwhile are skipped.
+    """
+
+    def __init__(self, engine: "LiveEngine", asyncio_loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self._engine = engine
+        self._loop = asyncio_loop
+        self._thread_event = threading.Event()
+        self._async_event = asyncio.Event() if asyncio_loop is not None else None
+        self.last_seq = 0
+        self.skipped = 0  # frames published but never handed to this consumer
+
+    def _notify(self) -> None:
+        """Called on the engine thread: must return at once."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._async_event.set)  # type: ignore[union-attr]
+        else:
+            self._thread_event.set()
+
+    def _take(self) -> EncodedFrame | None:
+        frame = self._engine.latest
+        if frame is None or frame.seq == self.last_seq:
+            return None
+        self.skipped += max(0, frame.seq - self.last_seq - 1) if self.last_seq else 0
+        self.last_seq = frame.seq
+        return frame
+
+    def next_frame(self, timeout_s: float | None = None) -> EncodedFrame | None:
+        """Block until a frame newer than the last one taken exists; None on timeout."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            frame = self._take()
+            if frame is not None:
+                return frame
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return None
+            self._thread_event.wait(remaining)
+            self._thread_event.clear()
+
+    async def next_frame_async(self) -> EncodedFrame:
+        assert self._async_event is not None, "create the subscription with asyncio_loop= to await it"
+        while True:
+            frame = self._take()
+            if frame is not None:
+                return frame
+            await self._async_event.wait()
+            self._async_event.clear()
+
+    def close(self) -> None:
+        self._engine.unsubscribe(self)
+
+
+def encode_webp(rgba: np.ndarray, quality: int = 90) -> bytes:
+    """(H, W, 4) uint8 RGBA → lossy WebP bytes with a lossless alpha plane (method 0: fastest)."""
+    buf = io.BytesIO()
+    Image.fromarray(rgba, "RGBA").save(buf, format="WEBP", quality=quality, alpha_quality=100, method=0)
+    return buf.getvalue()
+
+
+@dataclass
+class _Inputs:
+    counter: int = 0               # total pose inputs so far
+    pending_since: float | None = None  # time of the oldest input not yet in a published frame
+    pending_counter: int = 0
+
+
+class LiveEngine:
+    """The one render loop of a live session.
+
+    character: anything with ``render_rgba(pose) -> (512, 512, 4) uint8`` (a ``kyara.character.Character``).
+    mixer: a ``kyara.drive.mixer.PoseMixer`` (or anything with its methods, see ``PoseMixerLike``).
+    fps: target ticks per second; rendering happens only when the pose changed, an input is pending,
+    or ``refresh_s`` passed since the last render.
+    """
+
+    def __init__(self, character: RgbaRenderer, mixer: PoseMixerLike, fps: float = 60.0, *,
+                 refresh_s: float = 2.0, webp_quality: int = 90,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        if not fps > 0:
+            raise ValueError(f"fps must be > 0, got {fps}")
+        self.character = character
+        self.mixer = mixer
+        self.fps = float(fps)
+        self.refresh_s = float(refresh_s)
+        self.webp_quality = int(webp_quality)
+        self.clock = clock
+        self.latest: EncodedFrame | None = None
+        self.pose: Pose = Pose()          # the last pose read from the mixer
+        self.manual: dict[str, float] = {}  # slider / API values, merged
+        self.render_ms = RollingStat()
+        self.encode_ms = RollingStat()
+        self.latency_ms = RollingStat()
+        self.tick_errors = 0
+        self.last_error: str | None = None
+        self._publish_times: deque[float] = deque(maxlen=240)
+        self._inputs = _Inputs()
+        self._lock = threading.Lock()          # guards _inputs, manual and mixer calls from other threads
+        self._subscribers: list[Subscription] = []
+        self._sub_lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._last_render = -float("inf")
+        self._seq = 0
+        self.started_at: float | None = None
+
+    # -- inputs (any thread) ------------------------------------------------------------------
+    def note_input(self, when: float | None = None) -> int:
+        """Record that a pose input arrived at ``when`` (default now); returns the input number."""
+        when = self.clock() if when is None else when
+        with self._lock:
+            inp = self._inputs
+            inp.counter += 1
+            if inp.pending_since is None:
+                inp.pending_since = when
+            inp.pending_counter = inp.counter
+            return inp.counter
+
+    def set_manual(self, values: Mapping[str, float]) -> int:
+        """Merge validated parameter values into the manual layer; returns the input number."""
+        pose = Pose.from_dict(values)  # validates names, types and ranges; raises PoseError
+        clean = {name: pose[name] for name in values}
+        with self._lock:
+            self.manual.update(clean)
+            self.mixer.set_manual(dict(self.manual))
+        return self.note_input()
+
+    def reset_manual(self) -> int:
+        with self._lock:
+            self.manual.clear()
+            self.mixer.set_manual({})
+        return self.note_input()
+
+    def set_preset(self, name: str, intensity: float) -> int:
+        with self._lock:
+            self.mixer.set_preset(name, float(intensity))
+        return self.note_input()
+
+    def trigger(self, event_name: str) -> int:
+        with self._lock:
+            self.mixer.trigger(event_name, self.clock())
+        return self.note_input()
+
+    def calibrate(self) -> int:
+        with self._lock:
+            self.mixer.calibrate()
+        return self.note_input()
+
+    def set_idle(self, toggles: Mapping[str, bool]) -> dict[str, bool]:
+        """Switch idle parts on/off, e.g. {"blink": False}; returns the resulting state.
+
+        Works on the mixer's ``idle`` (a ``kyara.drive.idle.IdleMotion``), whose frozen config is
+        swapped so its blink schedule and sway phases continue. KeyError for an unknown part.
+        """
+        idle = getattr(self.mixer, "idle", None)
+        if idle is None:
+            raise LookupError("this session has no idle motion")
+        unknown = [k for k in toggles if k not in IDLE_PARTS]
+        if unknown:
+            raise KeyError(f"unknown idle part {unknown[0]!r}; known: {', '.join(IDLE_PARTS)}")
+        with self._lock:
+            idle.config = dataclasses.replace(idle.config, **{k: bool(v) for k, v in toggles.items()})
+        self.note_input()
+        return self.idle_state() or {}
+
+    def idle_state(self) -> dict[str, bool] | None:
+        idle = getattr(self.mixer, "idle", None)
+        if idle is None:
+            return None
+        return {part: bool(getattr(idle.config, part, False)) for part in IDLE_PARTS}
+
+    # -- subscribers ----------------------------------------------------------------------------
+    def subscribe(self, asyncio_loop: asyncio.AbstractEventLoop | None = None) -> Subscription:
+        sub = Subscription(self, asyncio_loop)
+        with self._sub_lock:
+            self._subscribers.append(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        with self._sub_lock:
+            if sub in self._subscribers:
+                self._subscribers.remove(sub)
+
+    @property
+    def subscriber_count(self) -> int:
+        with self._sub_lock:
+            return len(self._subscribers)
+
+    # -- the loop -------------------------------------------------------------------------------
+    def step(self, now: float | None = None) -> EncodedFrame | None:
+        """One tick: read the pose, render + encode + publish if needed. Returns the new frame or None."""
+        now = self.clock() if now is None else now
+        with self._lock:
+            pending_since = self._inputs.pending_since
+            inputs_applied = self._inputs.counter
+            self._inputs.pending_since = None
+            pose = self.mixer.pose(now)
+        changed = pose != self.pose or self.latest is None
+        stale = now - self._last_render >= self.refresh_s
+        self.pose = pose
+        if not (changed or stale or pending_since is not None):
+            return None
+        t0 = time.perf_counter()
+        rgba = np.ascontiguousarray(self.character.render_rgba(pose))
+        t1 = time.perf_counter()
+        if rgba.ndim != 3 or rgba.shape[2] != 4 or rgba.dtype != np.uint8:
+            raise ValueError(f"character.render_rgba returned {rgba.shape} {rgba.dtype}; expected (H, W, 4) uint8")
+        webp = encode_webp(rgba, self.webp_quality)
+        t2 = time.perf_counter()
+        self.render_ms.add((t1 - t0) * 1000.0)
+        self.encode_ms.add((t2 - t1) * 1000.0)
+        self._last_render = now
+        self._seq += 1
+        published = self.clock()
+        frame = EncodedFrame(self._seq, rgba, webp, pose, inputs_applied, published)
+        self.latest = frame
+        self._publish_times.append(published)
+        if pending_since is not None:
+            self.latency_ms.add((published - pending_since) * 1000.0)
+        with self._sub_lock:
+            subs = list(self._subscribers)
+        for sub in subs:
+            try:
+                sub._notify()
+            except RuntimeError:  # its event loop is closed: the client is gone
+                self.unsubscribe(sub)
+        return frame
+
+    def _run(self) -> None:
+        period = 1.0 / self.fps
+        next_tick = self.clock()
+        while not self._stop.is_set():
+            try:
+                self.step()
+            except Exception as e:  # a bad frame must not kill the session; it is counted and shown
+                self.tick_errors += 1
+                self.last_error = f"{type(e).__name__}: {e}"
+                if self.tick_errors <= 3 or self.tick_errors % 100 == 0:
+                    log.exception("live engine tick failed (%d so far)", self.tick_errors)
+                self._stop.wait(0.1)
+            next_tick += period
+            delay = next_tick - self.clock()
+            if delay > 0:
+                self._stop.wait(delay)
+            else:
+                next_tick = self.clock()  # behind schedule: do not try to catch up with a burst
+
+    def start(self) -> None:
+        """Start the render thread (idempotent)."""
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stop.clear()
+        self.started_at = self.clock()
+        self._thread = threading.Thread(target=self._run, name="kyara-live-engine", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Stop the render thread and wait for it (a tick in progress finishes first)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+            if self._thread.is_alive():
+                raise RuntimeError(f"live engine thread did not stop within {timeout_s} s")
+            self._thread = None
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    # -- reporting ------------------------------------------------------------------------------
+    def measured_fps(self, window_s: float = 2.0) -> float:
+        now = self.clock()
+        times = [t for t in list(self._publish_times) if now - t <= window_s]
+        if len(times) < 2:
+            return 0.0
+        span = max(times[-1] - times[0], 1e-9)
+        return (len(times) - 1) / span
+
+    def status(self) -> dict:
+        """JSON-ready snapshot: fps, timings (ms), sources, subscribers, errors."""
+        try:
+            sources = [{"name": str(name), "stats": _jsonable(stats), "live": bool(live)}
+                       for name, stats, live in self.mixer.sources()]
+        except Exception as e:  # reporting must never take the status endpoint down
+            sources = [{"name": "?", "stats": {"error": str(e)}, "live": False}]
+        latest = self.latest
+        return {
+            "character": str(getattr(self.character, "name", "character")),
+            "target_fps": self.fps,
+            "fps": round(self.measured_fps(), 2),
+            "frames": latest.seq if latest else 0,
+            "frame_bytes": len(latest.webp) if latest else 0,
+            "render_ms": self.render_ms.summary(),
+            "encode_ms": self.encode_ms.summary(),
+            "latency_ms": self.latency_ms.summary(),
+            "inputs": self._inputs.counter,
+            "subscribers": self.subscriber_count,
+            "sources": sources,
+            "idle": self.idle_state(),
+            "tick_errors": self.tick_errors,
+            "last_error": self.last_error,
+            "running": self.running,
+        }
+
+
+def _jsonable(value, depth: int = 0):
+    """Sources report arbitrary stats; keep numbers, strings, bools and shallow containers only."""
+    if depth > 3:
+        return None
+    if isinstance(value, (bool, int, str)) or value is None:
+        return value
+    if isinstance(value, float):
+        return value if np.isfinite(value) else None
+    if isinstance(value, (np.floating, np.integer)):
+        return _jsonable(value.item(), depth)
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v, depth + 1) for v in value]
+    if hasattr(value, "__dataclass_fields__"):
+        return {k: _jsonable(getattr(value, k), depth + 1) for k in value.__dataclass_fields__}
+    return str(value)
+
+
+__all__ = ["LiveEngine", "EncodedFrame", "Subscription", "RollingStat", "encode_webp", "NAMES"]

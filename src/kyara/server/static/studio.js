@@ -1,0 +1,134 @@
+// Studio page: parameter sliders, presets, events, idle toggles, background, live stats.
+"use strict";
+
+(async () => {
+  const $ = (id) => document.getElementById(id);
+  const canvas = $("frame");
+  const withToken = (path) => path + (kyara.token ? "?token=" + encodeURIComponent(kyara.token) : "");
+  $("obs-link").href = withToken("/obs");
+  $("obs-url").textContent = location.origin + withToken("/obs");
+
+  const meta = await (await kyara.apiFetch("/api/parameters")).json();
+  const pose = await (await kyara.apiFetch("/api/pose")).json();
+
+  // -- live connection and stats ---------------------------------------------------------------
+  const fmt = (v, digits = 1) => (v === null || v === undefined) ? "–" : Number(v).toFixed(digits);
+  const conn = kyara.connect(canvas, onStatus, (state) => {
+    $("conn").textContent = state === "open" ? "live" : "reconnecting…";
+    $("conn").className = "pill " + (state === "open" ? "on" : "off");
+  });
+  function onStatus(s) {
+    $("character-name").textContent = s.character || "";
+    $("fps").textContent = fmt(s.fps);
+    const lat = s.latency_ms || {};
+    $("latency").textContent = lat.median == null ? "–" : fmt(lat.median, 0) + " / " + fmt(lat.p99, 0);
+    $("render").textContent = fmt((s.render_ms || {}).median);
+    $("clients").textContent = s.server ? s.server.ws_clients : "–";
+    const box = $("sources");
+    box.textContent = "";
+    const sources = s.sources || [];
+    if (!sources.length) box.innerHTML = '<span class="muted">no tracker sources</span>';
+    for (const src of sources) {
+      const chip = document.createElement("span");
+      chip.className = "chip" + (src.live ? " live" : "");
+      chip.textContent = src.name + (src.live ? " ● live" : " ○ silent");
+      chip.title = JSON.stringify(src.stats);
+      box.appendChild(chip);
+    }
+    if (s.idle) syncIdle(s.idle);
+  }
+
+  // -- parameter sliders, sent at most once per animation frame --------------------------------
+  let dirty = {};
+  let scheduled = false;
+  function queue(name, value) {
+    dirty[name] = value;
+    if (!scheduled) {
+      scheduled = true;
+      requestAnimationFrame(() => { scheduled = false; conn.send({ type: "pose", values: dirty }); dirty = {}; });
+    }
+  }
+  const sliders = {};
+  const byCategory = {};
+  for (const p of meta.parameters) (byCategory[p.category] = byCategory[p.category] || []).push(p);
+  for (const category of meta.categories) {
+    const det = document.createElement("details");
+    det.open = ["MOUTH", "FACE_ROTATION", "EYE"].includes(category);
+    det.innerHTML = `<summary>${category.replace("_", " ")} (${byCategory[category].length})</summary>`;
+    for (const p of byCategory[category]) {
+      const row = document.createElement("label");
+      row.className = "slider-row";
+      const step = (p.high - p.low) / 200;
+      row.innerHTML = `<span title="${p.name}">${p.name}</span>
+        <input type="range" min="${p.low}" max="${p.high}" step="${step}" value="${pose[p.name] ?? 0}" data-name="${p.name}">
+        <output>${fmt(pose[p.name] ?? 0, 2)}</output>`;
+      const input = row.querySelector("input"), out = row.querySelector("output");
+      input.addEventListener("input", () => {
+        out.textContent = fmt(input.value, 2);
+        row.classList.add("set");
+        queue(p.name, Number(input.value));
+      });
+      input.addEventListener("dblclick", () => { input.value = 0; input.dispatchEvent(new Event("input")); });
+      sliders[p.name] = { input, out, row };
+      det.appendChild(row);
+    }
+    $("params").appendChild(det);
+  }
+  $("reset").onclick = () => {
+    conn.send({ type: "reset" });
+    for (const { input, out, row } of Object.values(sliders)) { input.value = 0; out.textContent = "0.00"; row.classList.remove("set"); }
+  };
+  $("calibrate").onclick = () => kyara.apiFetch("/api/calibrate", { method: "POST", body: "{}" });
+
+  // -- presets and events ---------------------------------------------------------------------
+  const intensity = $("preset-intensity");
+  intensity.oninput = () => { $("preset-intensity-out").textContent = fmt(intensity.value, 2); if (activePreset) sendPreset(activePreset); };
+  let activePreset = null;
+  function sendPreset(name) { conn.send({ type: "preset", name, intensity: Number(intensity.value) }); }
+  for (const [name, description] of Object.entries(meta.presets)) {
+    const b = document.createElement("button");
+    b.textContent = name;
+    b.title = description;
+    b.dataset.preset = name;
+    b.onclick = () => {
+      activePreset = name;
+      for (const other of $("presets").children) other.classList.toggle("active", other === b);
+      sendPreset(name);
+    };
+    $("presets").appendChild(b);
+  }
+  if (meta.events.length) $("events").textContent = "";
+  for (const name of meta.events) {
+    const b = document.createElement("button");
+    b.textContent = name.replaceAll("_", " ");
+    b.dataset.event = name;
+    b.onclick = () => conn.send({ type: "event", name });
+    $("events").appendChild(b);
+  }
+
+  // -- idle toggles ---------------------------------------------------------------------------
+  const idleBoxes = {};
+  for (const part of meta.idle_parts) {
+    const label = document.createElement("label");
+    label.innerHTML = `<input type="checkbox" data-idle="${part}" checked> ${part}`;
+    const box = label.querySelector("input");
+    box.onchange = () => conn.send({ type: "idle", [part]: box.checked });
+    idleBoxes[part] = box;
+    $("idle").appendChild(label);
+  }
+  function syncIdle(state) {
+    for (const [part, on] of Object.entries(state)) if (idleBoxes[part] && document.activeElement !== idleBoxes[part]) idleBoxes[part].checked = !!on;
+  }
+
+  // -- background (this page only) ------------------------------------------------------------
+  function applyBackground() {
+    const mode = document.querySelector("input[name=bg]:checked").value;
+    $("stage").classList.toggle("checker", mode === "transparent");
+    $("stage").style.backgroundColor = mode === "color" ? $("bg-color").value : "";
+  }
+  for (const r of document.querySelectorAll("input[name=bg]")) r.onchange = applyBackground;
+  $("bg-color").oninput = () => { document.querySelector("input[name=bg][value=color]").checked = true; applyBackground(); };
+
+  window.kyaraStudio = { conn, sliders, ready: true };
+  document.body.dataset.ready = "1";
+})();

@@ -1,0 +1,121 @@
+"""Headless-Chromium checks of the studio and OBS pages against a live server (fake character that
+draws pose-dependent pixels into known regions, so "the right region changed" is exact)."""
+from __future__ import annotations
+
+import base64
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from e2e.fakes import CORNER_BOX, HEAD_BOX, MOUTH_BOX
+
+pytestmark = pytest.mark.e2e
+
+# base64 keeps the 1 MiB pixel transfer fast (a JS array of 10^6 numbers takes a minute to serialize)
+READ_CANVAS = """() => {
+  const c = document.getElementById('frame');
+  const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+  let s = '';
+  for (let i = 0; i < d.length; i += 0x8000) s += String.fromCharCode.apply(null, d.subarray(i, i + 0x8000));
+  return {w: c.width, h: c.height, seq: Number(c.dataset.seq || 0), b64: btoa(s)};
+}"""
+
+
+def canvas_rgba(page) -> tuple[np.ndarray, int]:
+    r = page.evaluate(READ_CANVAS)
+    data = np.frombuffer(base64.b64decode(r["b64"]), np.uint8)
+    return data.reshape(r["h"], r["w"], 4), r["seq"]
+
+
+def wait_new_frame(page, after_seq: int, timeout_ms: int = 10_000) -> None:
+    page.wait_for_function(f"() => Number(document.getElementById('frame').dataset.seq || 0) > {after_seq}",
+                           timeout=timeout_ms)
+
+
+def changed(a: np.ndarray, b: np.ndarray, box) -> float:
+    t, bottom, l, r = box
+    return float(np.mean(np.abs(a[t:bottom, l:r].astype(int) - b[t:bottom, l:r].astype(int)).max(-1) > 24))
+
+
+def set_slider(page, name: str, value: float) -> None:
+    page.evaluate("""([name, value]) => {
+      const s = document.querySelector(`input[data-name="${name}"]`);
+      s.value = value; s.dispatchEvent(new Event('input', {bubbles: true}));
+    }""", [name, value])
+
+
+def test_studio_loads_and_mouth_slider_changes_mouth_region(browser, live_server):
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(live_server.url + "/")
+    page.wait_for_selector("body[data-ready='1']", timeout=10_000)
+    assert page.locator("input[type=range][data-name]").count() == 45
+    assert page.locator("#presets button").count() >= 5
+    assert page.locator("#events button").count() == 3
+    wait_new_frame(page, 0)
+    page.wait_for_function("() => document.getElementById('fps').textContent !== '–'", timeout=10_000)
+    before, seq = canvas_rgba(page)
+    assert before[256, 256, 3] == 255 and before[5, 5, 3] == 0
+
+    set_slider(page, "mouth_aaa", 1.0)
+    page.wait_for_function("() => Number(document.getElementById('frame').dataset.inputs || 0) >= 1", timeout=10_000)
+    after, _ = canvas_rgba(page)
+    assert changed(before, after, MOUTH_BOX) > 0.2, "mouth slider did not change the mouth region"
+    assert changed(before, after, (0, 280, 0, 512)) < 0.01, "mouth slider changed pixels above the mouth"
+
+    set_slider(page, "head_y", 0.8)
+    page.wait_for_function("() => Number(document.getElementById('frame').dataset.inputs || 0) >= 2", timeout=10_000)
+    turned, _ = canvas_rgba(page)
+    assert changed(after, turned, HEAD_BOX) > 0.1
+    assert changed(after, turned, MOUTH_BOX) < 0.01
+    assert live_server.engine.manual == pytest.approx({"mouth_aaa": 1.0, "head_y": 0.8})
+
+    # preset and event buttons reach the mixer
+    page.click("#presets button[data-preset='happy']")
+    page.click("#events button[data-event='wink']")
+    page.wait_for_function("() => Number(document.getElementById('frame').dataset.inputs || 0) >= 4", timeout=10_000)
+    assert live_server.engine.mixer.preset == ("happy", 1.0)
+    assert live_server.engine.mixer.events == ["wink"]
+
+    shots = os.environ.get("KYARA_E2E_SCREENSHOTS")
+    if shots:
+        page.screenshot(path=str(Path(shots) / "studio.png"), full_page=True)
+    assert not errors, errors
+    page.close()
+
+
+def test_obs_page_has_transparent_pixels(browser, live_server):
+    page = browser.new_page(viewport={"width": 512, "height": 512})
+    page.goto(live_server.url + "/obs")
+    wait_new_frame(page, 0)
+    rgba, _ = canvas_rgba(page)
+    assert rgba.shape == (512, 512, 4)
+    t, b, l, r = CORNER_BOX
+    assert (rgba[t:b, l:r, 3] == 0).all(), "OBS frame corner is not transparent"
+    assert (rgba[:, :, 3] == 0).mean() > 0.2 and (rgba[:, :, 3] == 255).mean() > 0.2
+    bg = page.evaluate("() => [getComputedStyle(document.body).backgroundColor, "
+                       "getComputedStyle(document.documentElement).backgroundColor]")
+    assert all(c in ("rgba(0, 0, 0, 0)", "transparent") for c in bg), bg
+    assert page.locator("input, button").count() == 0  # no UI on the OBS page
+    page.close()
+
+
+def test_token_protected_studio_works_with_query_token(browser):
+    pytest.importorskip("uvicorn")
+    from e2e.conftest import LiveServer
+    from e2e.fakes import FakeCharacter, FakeMixer
+    from kyara.live import LiveEngine
+    from kyara.server import ServerSettings
+
+    token = "e2e-token-123456"
+    with LiveServer(LiveEngine(FakeCharacter(), FakeMixer(), fps=30), ServerSettings(port=0, token=token)) as server:
+        page = browser.new_page()
+        assert page.goto(server.url + "/").status == 401
+        page.goto(server.url + f"/?token={token}")
+        page.wait_for_selector("body[data-ready='1']", timeout=10_000)
+        wait_new_frame(page, 0)
+        assert page.get_attribute("#obs-link", "href") == f"/obs?token={token}"
+        page.close()

@@ -1,0 +1,99 @@
+import pytest
+import torch
+
+from kyara.character import (Character, export_tha4_directory, load_character, random_character, save_kyara)
+from kyara.errors import CharacterFileError
+from kyara.pose import Pose, stack
+from kyara.student import BodyMorpher, FaceMorpher, Student
+
+
+def test_parameter_counts_match_official_student():
+    assert sum(p.numel() for p in FaceMorpher().parameters()) == 121_476
+    assert sum(p.numel() for p in BodyMorpher().parameters()) == 331_567
+
+
+def test_state_dict_keys_match_official_layout():
+    face = FaceMorpher().state_dict()
+    body = BodyMorpher().state_dict()
+    assert set(face) == {f"siren.sine_layers.{i}.linear.{w}" for i in range(8) for w in ("weight", "bias")} | {
+        "siren.last_linear.weight", "siren.last_linear.bias"}
+    assert set(body) == {f"siren_layers.{l}.{j}.linear.{w}" for l in range(3) for j in range(3) for w in ("weight", "bias")} | {
+        "last_linear.weight", "last_linear.bias"}
+    assert tuple(body["siren_layers.0.0.linear.weight"].shape) == (360, 47, 1, 1)
+    assert tuple(body["siren_layers.1.0.linear.weight"].shape) == (180, 227, 1, 1)
+    assert tuple(body["siren_layers.2.0.linear.weight"].shape) == (90, 137, 1, 1)
+    assert tuple(body["last_linear.weight"].shape) == (7, 90, 1, 1)
+
+
+def test_student_output_shapes_and_face_box_only_depends_on_pose():
+    torch.manual_seed(0)
+    student = Student()
+    image = torch.rand(4, 512, 512) * 2 - 1
+    poses = stack([Pose(), Pose(mouth_aaa=1.0)])
+    out = student(image, poses)
+    assert out.image.shape == (2, 4, 512, 512)
+    assert out.flow.shape == (2, 2, 512, 512) and out.alpha.shape == (2, 1, 512, 512)
+    # the face edit replaces exactly the student face box
+    edited = student.face_edit(image, poses)
+    outside = edited.clone()
+    outside[..., 80:208, 192:320] = 0
+    ref = image.expand(2, -1, -1, -1).clone()
+    ref[..., 80:208, 192:320] = 0
+    assert torch.equal(outside, ref)
+    with pytest.raises(ValueError):
+        student(image, torch.zeros(2, 44))
+
+
+def test_kyara_file_round_trip(tmp_path):
+    ch = random_character(seed=1)
+    path = save_kyara(tmp_path / "c.kyara", "c", ch.image, ch.poser, "tha3/separable_float", {"metrics": {"psnr": 1.0}})
+    assert path.stat().st_size < 2 * 1024 * 1024, "character files must stay under 2 MiB"
+    loaded = load_character(path)
+    assert loaded.name == "c" and loaded.teacher_name == "tha3/separable_float"
+    assert torch.equal(loaded.image, ch.image)
+    for (k, a), (_, b) in zip(ch.poser.state_dict().items(), loaded.poser.state_dict().items()):
+        assert torch.equal(a, b), k
+    poses = stack([Pose(head_y=0.5)])
+    assert torch.allclose(loaded.render(poses), ch.render(poses))
+
+
+def test_tha4_directory_round_trip(tmp_path):
+    ch = random_character(seed=2)
+    out = export_tha4_directory(ch, tmp_path / "character_model")
+    assert {p.name for p in out.iterdir()} == {"character_model.yaml", "character.png", "face_morpher.pt", "body_morpher.pt"}
+    loaded = load_character(out)
+    for (k, a), (_, b) in zip(ch.poser.state_dict().items(), loaded.poser.state_dict().items()):
+        assert torch.equal(a, b), k
+    assert torch.equal(loaded.image, ch.image)
+
+
+def test_corrupt_and_foreign_character_files(tmp_path):
+    ch = random_character(seed=3)
+    good = save_kyara(tmp_path / "good.kyara", "g", ch.image, ch.poser, "t")
+    data = good.read_bytes()
+    (tmp_path / "trunc.kyara").write_bytes(data[: len(data) // 2])
+    (tmp_path / "junk.kyara").write_bytes(b"not a safetensors file at all")
+    from safetensors.torch import save_file
+    save_file({"x": torch.zeros(3)}, str(tmp_path / "foreign.kyara"), metadata={"format": "something-else"})
+    for name, needle in [("trunc.kyara", "corrupt or foreign"), ("junk.kyara", "corrupt or foreign"),
+                         ("foreign.kyara", "not a kyara character file"), ("missing.kyara", "not found")]:
+        with pytest.raises(CharacterFileError, match=needle) as e:
+            load_character(tmp_path / name)
+        assert name in str(e.value)
+
+
+def test_wrong_shape_weights_named(tmp_path):
+    ch = random_character(seed=4)
+    student = Student()
+    student.body_morpher.last_linear = torch.nn.Conv2d(90, 6, 1)
+    with pytest.raises(CharacterFileError, match="last_linear.weight"):
+        path = save_kyara(tmp_path / "bad.kyara", "b", ch.image, student, "t")
+        load_character(path)
+
+
+def test_fast_channels_last_path_equals_official_conv_formulation():
+    torch.manual_seed(5)
+    face, body = FaceMorpher(), BodyMorpher()
+    pose = torch.rand(2, 45) * 2 - 1
+    assert torch.allclose(face(pose[:, :39]), face.forward_reference(pose[:, :39]), atol=2e-5)
+    assert torch.allclose(body.features(pose), body.features_reference(pose), atol=5e-5)
