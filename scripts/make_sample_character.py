@@ -38,10 +38,10 @@ HAIR_LINE = (28, 32, 64)
 LASH = (38, 24, 34)
 SCLERA = (255, 255, 255)
 SCLERA_SHADE = (214, 220, 238)
-IRIS = (226, 138, 36)
-IRIS_DARK = (150, 62, 18)
+IRIS = (200, 110, 36)
+IRIS_DARK = (70, 30, 20)
 IRIS_LIGHT = (255, 206, 96)
-PUPIL = (74, 26, 14)
+PUPIL = (40, 14, 8)
 BROW = (56, 44, 70)
 MOUTH = (150, 60, 62)
 SHIRT = (250, 250, 252)
@@ -292,12 +292,19 @@ def draw_face(c: Canvas) -> Image.Image:
     return m
 
 
+EYE_SCALE = 1.0   # eye size relative to the offsets below
+LASH_SCALE = 1.6  # upper lash thickness multiplier
+
+
 def draw_eye(c: Canvas, cx: float, side: int) -> None:
     """side=-1: outer corner towards the viewer's left; +1: towards the viewer's right."""
-    cy = EYE_Y
+    cy, k, lw = EYE_Y, EYE_SCALE, LASH_SCALE
 
     def p(dx, dy):
-        return (cx + side * dx, cy + dy)
+        return (cx + side * dx * k, cy + dy * k)
+
+    def ell(dx, dy, rx, ry):
+        return ellipse_pts(cx + side * dx * k, cy + dy * k, rx * k, ry * k)
 
     # sclera: almond between the lash line and the lower lid
     white = spline([p(-10.5, -4), p(-5, -10.5), p(4, -11.5), p(11, -7.5), p(11.5, 3), p(6.5, 10), p(-3, 10),
@@ -307,29 +314,26 @@ def draw_eye(c: Canvas, cx: float, side: int) -> None:
     c.polys([spline([p(-12, -14), p(13, -14), p(12, -5), p(0, -6.5), p(-11, -3)], closed=True)],
             SCLERA_SHADE, clip=wm)
     # iris: vertical ellipse, darker top, lighter bottom, pupil, two highlights
-    ix, iy = cx + side * 0.8, cy + 0.5
-    iris = ellipse_pts(ix, iy, 7.8, 10.6)
+    iris = ell(0.8, 0.5, 7.8, 10.6)
     c.group([iris], IRIS, IRIS_DARK, 0.45, clip=wm)
     im = c.mask([iris])
-    c.polys([ellipse_pts(ix, iy + 4.8, 5.6, 4.8)], IRIS_LIGHT, clip=im, blur=1.0)
-    c.polys([spline([(ix - 9, iy - 12), (ix + 9, iy - 12), (ix + 8, iy - 3.5), (ix, iy - 1.5), (ix - 8, iy - 3.5)],
-                    closed=True)], IRIS_DARK, clip=im)
-    c.polys([ellipse_pts(ix, iy + 0.5, 3.4, 4.8)], PUPIL, clip=im)
-    c.polys([ellipse_pts(ix - side * 3.0, iy - 4.0, 2.6, 3.0)], (255, 255, 255), clip=wm)
-    c.polys([ellipse_pts(ix + side * 3.2, iy + 5.2, 1.2, 1.2)], (255, 255, 255, 230), clip=wm)
+    c.polys([ell(0.8, 5.3, 5.6, 4.8)], IRIS_LIGHT, clip=im, blur=1.0)
+    c.polys([spline([p(-8.2, -11.5), p(9.8, -11.5), p(8.8, -3), p(0.8, -1), p(-7.2, -3)], closed=True)],
+            IRIS_DARK, clip=im)
+    c.polys([ell(0.8, 1.0, 3.4, 4.8)], PUPIL, clip=im)
+    c.polys([ell(-2.2, -3.5, 2.6, 3.0)], (255, 255, 255), clip=wm)
+    c.polys([ell(4.0, 5.7, 1.2, 1.2)], (255, 255, 255, 230), clip=wm)
     # upper lash line: thick, dark, with a flick at the outer corner
     upper = spline([p(-12, -3.5), p(-6, -10.2), p(2, -11.8), p(9, -9.6), p(12.5, -6), p(15, -3)])
-    c.strokes([upper], LASH, 2.4, 1.2, power=0.9)
-    c.strokes([spline([p(-5, -11.2), p(4, -12.4), p(11.5, -9.0)])], LASH, 4.0, 1.0)
-    c.strokes([spline([p(10, -9.2), p(14, -9.4), p(17, -7.5)])], LASH, 1.8, 0.0)  # outer lash
+    c.strokes([upper], LASH, 2.4 * k * lw, 1.2 * k * lw, power=0.9)
+    c.strokes([spline([p(-5, -11.2), p(4, -12.4), p(11.5, -9.0)])], LASH, 4.0 * k * lw, 1.0 * k * lw)
+    c.strokes([spline([p(10, -9.2), p(14, -9.4), p(17, -7.5)])], LASH, 1.8 * k * lw, 0.0)  # outer lash
     # lower lid: thin line, fading towards the inner corner
-    c.strokes([spline([p(11.2, 4), p(6.5, 10.2), p(-2, 10.6)])], LASH, 1.2, 0.2)
-    # double-eyelid crease
-    c.strokes([spline([p(-5, -14.6), p(3, -15.6), p(10, -13.2)])], SKIN_LINE, 0.7, 0.1)
+    c.strokes([spline([p(11.2, 4), p(6.5, 10.2), p(-2, 10.6)])], LASH, 1.2 * k, 0.2 * k)
 
 
 def draw_brows_nose_mouth(c: Canvas) -> None:
-    brow = spline([(222, 121.5), (230, 117.5), (239, 117.5), (246, 119.5)])
+    brow = spline([(222, 117.5), (230, 113.5), (239, 113.5), (246, 115.5)])
     c.strokes([brow, spline(mirror(brow.tolist()))], BROW, 1.2, 1.8)
     c.strokes([brow, spline(mirror(brow.tolist()))], BROW, 2.0, 0.4)
     # nose: a tiny shadow tick
@@ -339,7 +343,7 @@ def draw_brows_nose_mouth(c: Canvas) -> None:
     c.strokes([spline([(251, 172.8), (256, 173.8), (261, 172.8)])], MOUTH, 1.4, 0.3)
 
 
-def draw_front_hair(c: Canvas, face_mask: Image.Image) -> None:
+def draw_front_hair(c: Canvas) -> None:
     cap = spline([(186, 132), (188, 100), (200, 76), (226, 60), (256, 55), (286, 60), (312, 76), (324, 100),
                   (326, 132), (306, 96), (256, 84), (206, 96)], closed=True)
     bangs = [  # (root, mid, tip, width) from the viewer's left to right
@@ -389,11 +393,11 @@ def render() -> np.ndarray:
     draw_body(c)
     draw_neck(c)
     draw_collar(c)
-    face_mask = draw_face(c)
+    draw_face(c)
     draw_eye(c, EYE_X[0], -1)
     draw_eye(c, EYE_X[1], +1)
     draw_brows_nose_mouth(c)
-    draw_front_hair(c, face_mask)
+    draw_front_hair(c)
     return c.downsample()
 
 

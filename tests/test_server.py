@@ -284,3 +284,27 @@ def test_fuzz_10000_messages_http_and_websocket(client):
     n = client.put("/api/pose", json={"mouth_aaa": 0.33}).json()["input"]
     wait_frame(client, n)
     assert client.get("/api/pose").json()["mouth_aaa"] == pytest.approx(0.33)
+
+
+def test_cli_refuses_public_host_without_token(capsys):
+    from kyara.cli import main
+
+    assert main(["live", "--host", "0.0.0.0", "--no-browser", "--no-trackers"]) == 2
+    err = capsys.readouterr().err
+    assert "requires --token" in err and "0.0.0.0" in err
+
+
+def test_real_mixer_idle_toggles_and_events():
+    pytest.importorskip("kyara.drive.mixer")
+    from kyara.drive.events import EVENTS as REAL_EVENTS
+    from kyara.drive.idle import IdleConfig, IdleMotion
+    from kyara.drive.mixer import MixerConfig, PoseMixer
+
+    engine = LiveEngine(FakeCharacter(), PoseMixer(MixerConfig(), IdleMotion(IdleConfig())), fps=60)
+    with TestClient(create_app(engine)) as c:
+        assert c.get("/api/parameters").json()["events"] == list(REAL_EVENTS)
+        r = c.post("/api/idle", json={"breathing": False, "sway": False})
+        assert r.json()["idle"] == {"blink": True, "breathing": False, "sway": False}
+        assert c.post("/api/event", json={"name": "wink"}).status_code == 200
+        assert c.put("/api/pose", json={"mouth_aaa": 0.5}).status_code == 200
+        assert engine.mixer.pose(engine.clock())["mouth_aaa"] == pytest.approx(0.5)

@@ -167,7 +167,7 @@ class SplitConfig:
     interpolating the pose linearly stays within the tolerances below, and no segment is longer
     than body_max_gap_s. body_max_gap_s = 0 runs the body network on every frame's pose (exact).
     """
-    body_max_gap_s: float = 1.0
+    body_max_gap_s: float = 2.0
     angle_tolerance: float = 0.04       # head/body angles (1.0 ≈ 15°, so ≈ 0.6°)
     breathing_tolerance: float = 0.3
     expression_tolerance: float = 0.1   # the slow expression the body network also sees
@@ -245,9 +245,9 @@ def render_track_split(character, poses: np.ndarray, body_poses: np.ndarray, fps
 
     face_unique, face_id = pose_keys(np.ascontiguousarray(poses[:, FACE_ALL]))
     body_unique, body_id = pose_keys(body_poses)
-    stats.unique_poses += len(face_unique) + len(body_unique)
     key_lo, key_hi = body_id[lo], body_id[hi]
     needed_body = np.unique(np.concatenate([key_lo, key_hi]))
+    stats.unique_poses += len(face_unique) + len(needed_body)   # what the two networks will render
     edited = character.image.to(device, dtype).unsqueeze(0).clone()   # (1, 4, 512, 512) face pasted per frame
 
     faces: dict[int, torch.Tensor] = {}

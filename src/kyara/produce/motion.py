@@ -122,7 +122,7 @@ class HeadMotionConfig:
     """Amplitudes are in pose units (head angles: 1.0 ≈ 15°)."""
     nod_depth: float = 0.22           # head_x dip on the strongest stressed syllable
     nod_duration_s: float = 0.45      # length of one nod (down and back)
-    min_stress_gap_s: float = 0.6     # at most one nod per this interval (people do not nod every syllable)
+    min_stress_gap_s: float = 1.0     # at most one nod per this interval (people do not nod every syllable)
     stress_threshold: float = 0.12    # loudness rise (0..1 units over ~60 ms) that counts as stress
     pitch_lift: float = 0.05          # head_x per semitone above the speaker's median pitch
     pitch_lift_max: float = 0.25

@@ -41,7 +41,7 @@ class SpeakConfig:
     batch_size: int = 4
     seed: int = 0
     split: bool = True                   # students: face and body networks on separate schedules (fast)
-    body_max_gap_s: float = 1.0          # with split: longest gap between body-network keyframes (0: every frame)
+    body_max_gap_s: float = 2.0          # with split: longest gap between body-network keyframes (0: every frame)
     mouth_smoothing_s: float = 0.06
     mouth_levels: int = 4                # one vowel shape at a time on 4 openness steps; 0: continuous blend
     head_motion: HeadMotionConfig = field(default_factory=HeadMotionConfig)
