@@ -84,3 +84,62 @@ def test_config_validation():
     assert DistillConfig.from_json(cfg.to_json()) == cfg
     with pytest.raises(ValueError, match="unknown"):
         DistillConfig.from_json('{"bogus": 1}')
+
+
+def _ddp_worker(rank: int, world: int, init_file: str, out_dir: str, queue) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        config = DistillConfig(**{**json.loads(TINY.to_json()), "examples": 8, "body_phases": TINY.body_phases,
+                                  "face_phases": TINY.face_phases})
+        result = distill(_image(), FakeTeacher(), config, out_dir=out_dir, name="tiny", progress=False,
+                         student=_tiny_student())
+        from safetensors.torch import save_file
+
+        # tensors cannot outlive a spawned process through a queue: hand them over as a file
+        save_file({k: v.contiguous() for k, v in result.character.poser.state_dict().items()},
+                  f"{out_dir}/rank{rank}.safetensors")
+        queue.put((rank, result.steps))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_data_parallel_two_ranks_stay_identical_and_split_the_examples(tmp_path):
+    """Two Gloo ranks (what torchrun starts on two GPUs): each sees its own examples, the averaged
+    gradients keep the replicas bit-identical, and the schedule's examples are shared out."""
+    import torch.multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_ddp_worker, args=(r, 2, str(tmp_path / "init"), str(tmp_path / "out"), queue))
+             for r in range(2)]
+    for p in procs:
+        p.start()
+    results = sorted(queue.get(timeout=240) for _ in procs)
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    from safetensors.torch import load_file
+
+    (_, steps0), (_, steps1) = results
+    w0, w1 = (load_file(str(tmp_path / "out" / f"rank{r}.safetensors")) for r in range(2))
+    assert steps0 == steps1 == 4            # 8 examples / (batch 1 × 2 ranks)
+    for k in w0:
+        assert torch.equal(w0[k], w1[k]), f"replicas diverged at {k}"
+    # the replicas trained (not equal to a fresh init) and rank 0 wrote the file and log
+    fresh = _tiny_student().state_dict()
+    assert any(not torch.equal(w0[k], fresh[k]) for k in w0)
+    log = _log(tmp_path / "out")
+    assert log[-1]["examples"] == 8
+    assert (tmp_path / "out" / "tiny.kyara").exists()
+
+
+def test_stop_after_ends_the_session_and_resume_finishes_the_same_schedule(tmp_path):
+    teacher = FakeTeacher()
+    first = distill(_image(), teacher, TINY, out_dir=tmp_path, name="tiny", progress=False,
+                    stop_after_minutes=1e-9, student=_tiny_student())
+    assert not first.complete and first.steps == 1
+    done = distill(_image(), teacher, TINY, out_dir=tmp_path, name="tiny", progress=False, resume=True,
+                   student=_tiny_student())
+    assert done.complete and done.steps == 4

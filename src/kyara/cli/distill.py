@@ -14,7 +14,9 @@ def register(sub) -> None:
     p = sub.add_parser("distill", help="distill a character image into a small real-time student (.kyara)",
                        description="Train a per-character student (THA4 §4) to mimic the teacher. Needs a GPU "
                                    "for practical speed; checkpoints and resumes. Prints progress with ETA and "
-                                   "held-out PSNR against the teacher.",
+                                   "held-out PSNR against the teacher. Several GPUs: "
+                                   "`torchrun --nproc-per-node N -m kyara distill ...` (data parallel; "
+                                   "--examples and --batch-size count per step over all GPUs / per GPU).",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("image", help="512×512 RGBA character image (PNG/WebP), transparent background")
     p.add_argument("-o", "--output", required=True, help="output .kyara file")
@@ -23,7 +25,12 @@ def register(sub) -> None:
     p.add_argument("--device", default="auto", help="auto, cuda, cuda:N or cpu")
     p.add_argument("--work-dir", help="checkpoints and log.jsonl (default: OUTPUT without suffix + '.work')")
     p.add_argument("--resume", action="store_true", help="continue exactly from the work dir's checkpoint")
-    p.add_argument("--minutes", type=float, help="time budget: stop (with a checkpoint) after this many minutes")
+    p.add_argument("--minutes", type=float,
+                   help="time budget of the whole run, resumed sessions included: with --examples 0 the schedule "
+                        "is sized to fit it; the run stops (with a checkpoint) when it is spent")
+    p.add_argument("--stop-after", type=float, metavar="MINUTES",
+                   help="end this session after MINUTES (checkpoint written; continue with --resume), "
+                        "e.g. to fit a job-time limit; the schedule is unchanged")
     p.add_argument("--mask", help="512×512 movable-parts mask PNG (white = movable); default: derived from the teacher")
     p.add_argument("--fit", action="store_true", help="scale and pad a non-512 image to 512×512")
     p.add_argument("--name", help="character name stored in the file (default: image file name)")
@@ -42,6 +49,7 @@ def run(args) -> int:
     import torch
 
     from kyara.distill import distill
+    from kyara.distill.parallel import init_from_torchrun
     from kyara.errors import KyaraError
     from kyara.image import load_image, load_rgba
     from kyara.poser import pick_device
@@ -50,8 +58,9 @@ def run(args) -> int:
     out = Path(args.output)
     if out.suffix.lower() != ".kyara":
         raise KyaraError(f"--output {out}: use a .kyara file name")
-    device = pick_device(args.device)
-    if device.type == "cpu":
+    ranks, device_arg = init_from_torchrun(args.device)
+    device = pick_device(device_arg)
+    if device.type == "cpu" and ranks.world == 1:
         print("warning: distilling on the CPU takes days; use a CUDA GPU (--device cuda)")
     image = load_image(args.image, fit=args.fit)
     config = DistillConfig(**{f.name: getattr(args, f.name) for f in fields(DistillConfig) if hasattr(args, f.name)})
@@ -62,7 +71,10 @@ def run(args) -> int:
         load_rgba(args.image)  # validated above; keep the user's exact bytes
         png = Path(args.image).read_bytes()
     result = distill(image, teacher, config, out_dir=work, name=args.name or Path(args.image).stem,
-                     resume=args.resume, mask_path=args.mask, max_minutes=args.minutes, image_png=png, output=out)
+                     resume=args.resume, mask_path=args.mask, max_minutes=args.minutes,
+                     stop_after_minutes=args.stop_after, image_png=png, output=out)
+    if not ranks.is_main:
+        return 0
     done = "complete" if result.complete else "stopped early (resume with --resume)"
     print(f"wrote {out} ({out.stat().st_size / 1024:.0f} KiB): {result.examples:,} examples, {done}, "
           f"held-out PSNR {result.psnr:.2f} dB, {result.wall_seconds / 60:.1f} min "

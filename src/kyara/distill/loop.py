@@ -9,6 +9,8 @@ Speed comes from three choices (THA4 takes ~30 h per character):
 * the face and body students train simultaneously from the same teacher batches;
 * larger batches with a proportionally larger learning rate than THA4's batch-8 schedule.
 Resume is exact: the pool content and every batch are pure functions of (seed, step).
+Under `torchrun` each GPU runs this loop on its own examples and gradients are averaged
+(kyara.distill.parallel); the schedule counts examples over all GPUs.
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ from kyara.character import Character, save_kyara
 from kyara.distill.config import DistillConfig, phase_at
 from kyara.distill.losses import body_loss, face_loss
 from kyara.distill.mask import derive_face_mask, load_face_mask
+from kyara.distill.parallel import Ranks, current_ranks
 from kyara.distill.poses import sample_poses
 from kyara.errors import KyaraError
 from kyara.geometry import FACE_MORPHER_BOX, STUDENT_FACE_BOX
@@ -56,8 +59,9 @@ class TeacherPool:
     teacher's absolute appearance flow. Chunk k holds the poses sample_poses(seed, k).
     """
 
-    def __init__(self, teacher, prepared, capacity: int, chunk: int, seed: int, device: torch.device):
-        self.teacher, self.prepared, self.seed = teacher, prepared, seed
+    def __init__(self, teacher, prepared, capacity: int, chunk: int, seed: int, device: torch.device,
+                 stream: tuple[int, ...] = ()):
+        self.teacher, self.prepared, self.seed, self.stream = teacher, prepared, seed, stream
         self.chunk = chunk
         self.num_slots = max(1, capacity // chunk)
         n = self.num_slots * chunk
@@ -76,7 +80,7 @@ class TeacherPool:
     @torch.no_grad()
     def make_chunk(self, k: int) -> None:
         t0 = time.perf_counter()
-        poses = sample_poses(self.chunk, _generator(self.seed, 1, k)).to(self.poses.device)
+        poses = sample_poses(self.chunk, _generator(self.seed, 1, k, *self.stream)).to(self.poses.device)
         out = self.teacher.pose_all(self.prepared, poses)
         s = (k % self.num_slots) * self.chunk
         self.face_crop[s:s + self.chunk] = FACE_MORPHER_BOX.crop(out.face_morphed_full).to(STORE_DTYPE)
@@ -171,19 +175,25 @@ def load_checkpoint(path: Path):
 
 def distill(image: torch.Tensor, teacher, config: DistillConfig = DistillConfig(), *, out_dir: str | Path,
             name: str = "character", resume: bool = False, mask_path: str | Path | None = None,
-            max_minutes: float | None = None, progress: bool = True, image_png: bytes | None = None,
-            output: str | Path | None = None, student: Student | None = None) -> DistillResult:
+            max_minutes: float | None = None, stop_after_minutes: float | None = None, progress: bool = True,
+            image_png: bytes | None = None, output: str | Path | None = None,
+            student: Student | None = None) -> DistillResult:
     """Distill `teacher` into a Student for `image` and write `<out_dir>/<name>.kyara` (or `output`).
 
     image: (4, 512, 512) float32 model space. teacher: a kyara Teacher (pose_all/prepare).
     Checkpoints go to `<out_dir>/checkpoint.safetensors` every config.checkpoint_every_examples;
-    resume=True continues exactly from it. max_minutes stops early (after a checkpoint) and still
-    writes the character file. `student` replaces the default (official THA4) architecture, e.g.
-    for ablations or tiny test models.
+    resume=True continues exactly from it. max_minutes is the whole run's time budget (earlier
+    resumed sessions included): it sizes the schedule when config.examples == 0, and the run stops
+    (after a checkpoint) when it is spent, still writing the character file. stop_after_minutes
+    ends this invocation early the same way (e.g. a job-time limit) without changing the schedule.
+    `student` replaces the default (official THA4) architecture, e.g. for ablations or tiny test
+    models. Under torchrun (an initialised process group) every rank calls this; rank 0 writes.
     """
     from tqdm import tqdm
 
     t_start = time.perf_counter()
+    ranks = current_ranks()
+    progress = progress and ranks.is_main
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = out_dir / CHECKPOINT_NAME
@@ -205,19 +215,24 @@ def distill(image: torch.Tensor, teacher, config: DistillConfig = DistillConfig(
         raise KyaraError("examples=0 (auto) needs a time budget (max_minutes / --minutes)")
     # examples == 0: size the run to the time budget after AUTO_WARMUP_STEPS steps (phase 1 meanwhile);
     # the resolved count is stored in the checkpoint's config, so resume stays exact.
-    steps_total = math.ceil(config.examples / config.batch_size) if config.examples else 10**9
+    per_step = config.batch_size * ranks.world      # examples per optimizer step, all ranks
+    steps_total = math.ceil(config.examples / per_step) if config.examples else 10**9
     face_batch = config.batch_size * config.face_batch_multiplier
     image = image.to(device=device, dtype=torch.float32)
     prepared = teacher.prepare(image)
 
     # -- teacher data --------------------------------------------------------------------------
-    pool = TeacherPool(teacher, prepared, config.pool_size, config.teacher_batch_size, config.seed, device)
+    pool = TeacherPool(teacher, prepared, config.pool_size, config.teacher_batch_size, config.seed, device,
+                       stream=ranks.stream_key())
     refresh_steps = max(1, round(config.teacher_batch_size * config.reuse / config.batch_size))
     initial_chunks = pool.num_slots
     pool.advance_to(initial_chunks + start_step // refresh_steps)
     eval_poses = sample_poses(config.eval_poses, _generator(config.seed, 2)).to(device)
-    with torch.no_grad():
-        eval_targets = torch.cat([teacher.pose(prepared, eval_poses[s:s + 8]) for s in range(0, len(eval_poses), 8)])
+    eval_targets = None
+    if ranks.is_main:
+        with torch.no_grad():
+            eval_targets = torch.cat([teacher.pose(prepared, eval_poses[s:s + 8])
+                                      for s in range(0, len(eval_poses), 8)])
 
     # -- movable-parts mask -----------------------------------------------------------------------
     if ckpt_tensors is not None:
@@ -243,10 +258,15 @@ def distill(image: torch.Tensor, teacher, config: DistillConfig = DistillConfig(
         _load_optimizer("body_opt", body_opt, ckpt_tensors, json.loads(ckpt_meta["body_opt"]), device)
 
     face_box_in_crop = STUDENT_FACE_BOX.relative_to(FACE_MORPHER_BOX)
-    ckpt_every_steps = max(1, config.checkpoint_every_examples // config.batch_size)
+    ckpt_every_steps = max(1, config.checkpoint_every_examples // per_step)
     log_path = out_dir / LOG_NAME
     last_eval, psnr_value = time.perf_counter(), float("nan")
-    deadline = t_start + max_minutes * 60 if max_minutes else None
+    # the budget covers earlier sessions of a resumed run; stop_after only ends this one
+    deadline = t_start + max_minutes * 60 - elapsed_before if max_minutes else None
+    stop_at = deadline
+    if stop_after_minutes is not None:
+        own = t_start + stop_after_minutes * 60
+        stop_at = own if stop_at is None else min(stop_at, own)
 
     def log(record: dict) -> None:
         with open(log_path, "a", encoding="utf-8") as f:
@@ -266,7 +286,7 @@ def distill(image: torch.Tensor, teacher, config: DistillConfig = DistillConfig(
             group["lr"] = face_phase.lr * config.lr_scale
         for group in body_opt.param_groups:
             group["lr"] = body_phase.lr * config.lr_scale
-        g = _generator(config.seed, 4, step)
+        g = _generator(config.seed, 4, step, *ranks.stream_key())
 
         # face morpher: pose[0:39] → the teacher's face box
         idx = pool.sample(face_batch, g)
@@ -275,6 +295,7 @@ def distill(image: torch.Tensor, teacher, config: DistillConfig = DistillConfig(
         loss_face = face_loss(pred_face, target_face, mask, config.face_mask_weight)
         face_opt.zero_grad(set_to_none=True)
         loss_face.backward()
+        ranks.average_gradients(student.face_morpher.parameters())
         face_opt.step()
 
         # body morpher: the teacher's face-edited image + pose → the teacher's final image
@@ -288,29 +309,33 @@ def distill(image: torch.Tensor, teacher, config: DistillConfig = DistillConfig(
                                      config.masked_flow)
         body_opt.zero_grad(set_to_none=True)
         loss_body.backward()
+        ranks.average_gradients(student.body_morpher.parameters())
         body_opt.step()
         step += 1
         bar.update(1)
         if config.examples == 0 and step == AUTO_WARMUP_STEPS:
             if device.type == "cuda":
                 torch.cuda.synchronize()
-            per_step = (time.perf_counter() - loop_start) / (step - start_step)
+            step_s = (time.perf_counter() - loop_start) / (step - start_step)
             remaining = deadline - time.perf_counter() - AUTO_MARGIN_S
-            steps_total = max(step + 1, step + int(remaining / (per_step * AUTO_OVERHEAD)))
-            config = replace(config, examples=steps_total * config.batch_size)
+            steps_total = max(step + 1, step + int(remaining / (step_s * AUTO_OVERHEAD)))
+            steps_total = ranks.broadcast_int(steps_total, device)
+            config = replace(config, examples=steps_total * per_step)
             bar.total = steps_total
 
         now = time.perf_counter()
-        out_of_time = deadline is not None and now > deadline
-        if now - last_eval > config.eval_every_s or step == steps_total or out_of_time:
+        out_of_time = ranks.any(stop_at is not None and now > stop_at, device)
+        if ranks.is_main and (now - last_eval > config.eval_every_s or step == steps_total or out_of_time):
             psnr_value = evaluate_psnr(student, image, eval_poses, eval_targets)
             last_eval = time.perf_counter()
-            log({"step": step, "examples": step * config.batch_size, "minutes": (elapsed_before + now - t_start) / 60,
-                 "psnr": psnr_value, "loss_face": float(loss_face.detach()), "loss_body": float(loss_body.detach()), **terms,
+            losses = {"loss_face": float(loss_face.detach()), "loss_body": float(loss_body.detach())}
+            log({"step": step, "examples": step * per_step, "minutes": (elapsed_before + now - t_start) / 60,
+                 "psnr": psnr_value, **losses, **{k: float(v) for k, v in terms.items()},
                  "teacher_s": pool.teacher_seconds})
-        bar.set_postfix(psnr=f"{psnr_value:.2f}dB", face=f"{float(loss_face.detach()):.4f}", body=f"{float(loss_body.detach()):.4f}",
-                        refresh=False)
-        if step % ckpt_every_steps == 0 or step == steps_total or out_of_time:
+            # only here: reading a loss forces a GPU sync, which would stall every step
+            bar.set_postfix(psnr=f"{psnr_value:.2f}dB", face=f"{losses['loss_face']:.4f}",
+                            body=f"{losses['loss_body']:.4f}", refresh=False)
+        if ranks.is_main and (step % ckpt_every_steps == 0 or step == steps_total or out_of_time):
             save_checkpoint(ckpt_path, student, face_opt, body_opt, step, config, mask,
                             elapsed_before + time.perf_counter() - t_start)
         if out_of_time and step < steps_total:
@@ -322,10 +347,12 @@ def distill(image: torch.Tensor, teacher, config: DistillConfig = DistillConfig(
     student.eval()
     metadata = {"distill": json.loads(config.to_json()), "metrics": {
         "heldout_psnr_db": psnr_value, "heldout_poses": config.eval_poses, "steps": step,
-        "examples": step * config.batch_size, "complete": not stopped_early, "wall_seconds": round(wall, 1),
-        "teacher_seconds": round(pool.teacher_seconds, 1)}}
+        "examples": step * per_step, "complete": not stopped_early, "wall_seconds": round(wall, 1),
+        "teacher_seconds": round(pool.teacher_seconds, 1), "gpus": ranks.world}}
     character = Character(name, image.cpu(), student, teacher.name, metadata)
-    out_path = Path(output) if output else out_dir / f"{name}.kyara"
-    save_kyara(out_path, name, image.cpu(), student, teacher.name, metadata, image_png=image_png)
-    return DistillResult(character, psnr_value, step, step * config.batch_size, wall, pool.teacher_seconds,
+    if ranks.is_main:
+        out_path = Path(output) if output else out_dir / f"{name}.kyara"
+        save_kyara(out_path, name, image.cpu(), student, teacher.name, metadata, image_png=image_png)
+    ranks.barrier()
+    return DistillResult(character, psnr_value, step, step * per_step, wall, pool.teacher_seconds,
                          not stopped_early)

@@ -30,7 +30,7 @@ def flow_weight(target_image: torch.Tensor, dilate_px: int = 8) -> torch.Tensor:
 
 
 def body_loss(student, target_image: torch.Tensor, target_warped: torch.Tensor, target_flow: torch.Tensor,
-              phase: Phase, masked_flow: bool = True) -> tuple[torch.Tensor, dict[str, float]]:
+              phase: Phase, masked_flow: bool = True) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """THA4's four-term body loss. student: BodyMorpherOutput; targets (N, C, 512, 512).
 
     The direct colour output is pulled towards the teacher's final image, as in THA4. With
@@ -50,4 +50,4 @@ def body_loss(student, target_image: torch.Tensor, target_warped: torch.Tensor, 
     }
     total = (phase.w_blended * terms["blended"] + phase.w_warped * terms["warped"]
              + phase.w_flow * terms["flow"] + phase.w_color * terms["color"])
-    return total, {k: float(v.detach()) for k, v in terms.items()}
+    return total, {k: v.detach() for k, v in terms.items()}   # tensors: no GPU sync per step
