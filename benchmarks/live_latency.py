@@ -1,30 +1,60 @@
-"""Live server benchmark: frames/s, pose-to-frame latency and memory with N WebSocket clients.
+"""Live server benchmark: delivered frames/s per client, pose-to-frame latency and server memory.
 
-Runs the engine + server in-process (uvicorn on a free loopback port), drives pose changes through
-PUT /api/pose at --pose-rate per second, and for every change measures
-  server latency  — the engine's own: input noted → first frame including it published (ms);
-  client latency  — PUT sent → first WebSocket frame whose header says it includes that input,
-                    received by client 0 (ms; includes HTTP, render, encode, send, receive).
-The mixer is the real PoseMixer with idle motion on, so the pose changes every tick (the worst
-case: a render per tick). RSS of this process is sampled every --rss-every-s.
+The server (``LiveEngine`` + the real ``create_app`` under uvicorn, real ``PoseMixer``) runs in a
+**subprocess** of this script, so its RSS is measured alone and the clients do not share its GIL.
+Default character: the bundled sample student (``kyara.character.SAMPLE_CHARACTER``).
 
-    python benchmarks/live_latency.py --character fake --clients 2 --duration-s 60
-    python benchmarks/live_latency.py --character my.kyara --device cuda
-    python benchmarks/live_latency.py --character random        # random-init student (speed only)
+The clients use only the standard library (a minimal RFC 6455 WebSocket client and http.client),
+so the machine needs only what the server needs: torch, numpy, pillow, safetensors, starlette,
+uvicorn and one WebSocket implementation for uvicorn (``websockets`` or ``wsproto``). Pure-Python
+wheels that are enough where only torch/numpy/safetensors/pillow are installed:
+    pip download --no-deps --only-binary=:all: -d wheels starlette anyio sniffio idna typing_extensions \
+        uvicorn click h11 wsproto   # then: pip install --no-index --find-links wheels starlette uvicorn wsproto
 
-Prints a markdown table (and the RSS series with --rss-series).
+Measured
+  client frames/s  binary WebSocket frames each client received in the measurement window / window.
+  PUT→frame        PUT /api/pose sent (its answer carries the input number n) → first WebSocket frame
+                   whose 8-byte header (``kyara.server.api.FrameHeader``: uint32 seq, uint32 inputs
+                   applied) says inputs_applied >= n, i.e. the first frame whose pose was read after
+                   that PUT was applied. Per client; includes HTTP, waiting for the render in flight,
+                   render, WebP encode and transport. Median / p99 over all PUTs of the window.
+  server latency   the engine's own (input noted → frame including it published), from /api/status.
+  RSS              VmRSS of the server process every --rss-every-s from server-ready to the end;
+                   start / max / end and the least-squares slope (MiB/min).
+
+Poses are PUT at a steady --pose-rate; idle motion (blink, breathing, sway) is on unless --no-idle,
+so the pose changes every tick (one render per tick: the worst case).
+
+    PYTHONPATH=src python3 benchmarks/live_latency.py --device cpu --seconds 60 --clients 2
+    PYTHONPATH=src python3 benchmarks/live_latency.py --device cuda --seconds 60 --clients 2 --json out.json
+    python benchmarks/live_latency.py --character fake        # ~1 ms drawing: server/encode/transport only
+    python benchmarks/live_latency.py --character my.kyara --seconds 600 --rss-every-s 10   # memory run
+
+Prints a markdown table (and the RSS series with --rss-series); --json OUT writes everything.
 """
 from __future__ import annotations
 
 import argparse
-import asyncio
+import base64
+import hashlib
+import http.client
+import json
+import os
 import platform
+import signal
+import socket
+import struct
+import subprocess
+import sys
 import threading
 import time
 
 import numpy as np
 
+WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 §1.3
 
+
+# -- the server process (``--serve``) ---------------------------------------------------------
 class FakeCharacter:
     """Pose-dependent drawing (~1 ms): isolates server, encoding and transport costs from the model."""
     name = "fake"
@@ -43,168 +73,452 @@ class FakeCharacter:
         return rgba
 
 
-def rss_mib() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024.0
-    return float("nan")
-
-
-def load(character: str, device: str):
+def load_character(character: str, device: str):
     if character == "fake":
         return FakeCharacter()
-    from kyara.character import load_character, random_character
+    from kyara.character import SAMPLE_CHARACTER, load_character as load, random_character
 
     if character == "random":
         return random_character(device=device)
-    return load_character(character, device=device)
+    return load(SAMPLE_CHARACTER if character == "sample" else character, device=device)
 
 
-def percentile(values, q):
-    return float(np.percentile(values, q)) if len(values) else float("nan")
-
-
-async def run_clients(url: str, token_free_ws: str, n_clients: int, duration_s: float, pose_rate: float,
-                      rss_every_s: float, rss: list):
-    import httpx
-    import websockets
-
-    arrivals: dict[int, float] = {}  # inputs_applied → first arrival time on client 0
-    counts = [0] * n_clients
-    sizes: list[int] = []
-    stop = asyncio.Event()
-
-    async def client(i: int):
-        async with websockets.connect(token_free_ws, max_size=2**24) as ws:
-            while not stop.is_set():
-                try:
-                    msg = await asyncio.wait_for(ws.recv(), timeout=0.5)
-                except asyncio.TimeoutError:
-                    continue
-                if isinstance(msg, bytes):
-                    counts[i] += 1
-                    if i == 0:
-                        inputs = int.from_bytes(msg[4:8], "big")
-                        arrivals.setdefault(inputs, time.perf_counter())
-                        if len(sizes) < 2000:
-                            sizes.append(len(msg))
-
-    async def driver(sent: list):
-        period = 1.0 / pose_rate
-        async with httpx.AsyncClient(base_url=url, timeout=10) as http:
-            k = 0
-            t_end = time.perf_counter() + duration_s
-            while time.perf_counter() < t_end:
-                k += 1
-                t0 = time.perf_counter()
-                r = await http.put("/api/pose", json={"mouth_aaa": (k % 10) / 10, "head_y": ((k % 7) - 3) / 6})
-                sent.append((r.json()["input"], t0))
-                await asyncio.sleep(max(0.0, period - (time.perf_counter() - t0)))
-
-    async def sampler():
-        while not stop.is_set():
-            rss.append((time.perf_counter(), rss_mib()))
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=rss_every_s)
-            except asyncio.TimeoutError:
-                pass
-
-    sent: list = []
-    tasks = [asyncio.create_task(client(i)) for i in range(n_clients)] + [asyncio.create_task(sampler())]
-    await asyncio.sleep(1.0)  # clients connected, first frames flowing
-    t0 = time.perf_counter()
-    await driver(sent)
-    await asyncio.sleep(1.0)  # let the last inputs arrive
-    elapsed = time.perf_counter() - t0
-    stop.set()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    # each input's latency: first frame with inputs_applied >= n
-    keys = np.array(sorted(arrivals))
-    times = np.array([arrivals[k] for k in keys])
-    first_after = np.minimum.accumulate(times[::-1])[::-1] if len(times) else times
-    latencies = []
-    for n, t_sent in sent:
-        j = np.searchsorted(keys, n)
-        if j < len(keys):
-            latencies.append((first_after[j] - t_sent) * 1000.0)
-    return latencies, counts, elapsed, sizes, len(sent)
-
-
-def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--character", default="fake", help="fake | random | path to a .kyara file")
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--clients", type=int, default=2)
-    ap.add_argument("--duration-s", type=float, default=60.0)
-    ap.add_argument("--fps", type=float, default=60.0, help="engine target fps")
-    ap.add_argument("--pose-rate", type=float, default=10.0, help="PUT /api/pose per second")
-    ap.add_argument("--rss-every-s", type=float, default=5.0)
-    ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
-    ap.add_argument("--rss-series", action="store_true", help="also print every RSS sample")
-    args = ap.parse_args(argv)
-
+def serve(args) -> None:
+    """Load the character, build engine + app, print one JSON line {"port", "pid", ...}, serve until SIGINT/SIGTERM."""
     import torch
     import uvicorn
 
     from kyara.drive.idle import IdleConfig, IdleMotion
     from kyara.drive.mixer import MixerConfig, PoseMixer
     from kyara.live import LiveEngine
+    from kyara.pose import Pose
     from kyara.server import ServerSettings, create_app
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    rss: list = [(time.perf_counter(), rss_mib())]
-    character = load(args.character, args.device)
-    if hasattr(character, "render_rgba"):
-        from kyara.pose import Pose
-
-        character.render_rgba(Pose())  # warm-up outside the measurement
-    engine = LiveEngine(character, PoseMixer(MixerConfig(), IdleMotion(IdleConfig())), fps=args.fps)
+    t0 = time.perf_counter()
+    character = load_character(args.character, args.device)
+    load_s = time.perf_counter() - t0
+    for _ in range(2):  # warm-up (CUDA context, cudnn autotune, allocator) outside the measurement
+        character.render_rgba(Pose())
+    idle = IdleConfig(blink=not args.no_idle, breathing=not args.no_idle, sway=not args.no_idle)
+    engine = LiveEngine(character, PoseMixer(MixerConfig(), IdleMotion(idle)), fps=args.fps)
     settings = ServerSettings(port=0)
     server = uvicorn.Server(uvicorn.Config(create_app(engine, settings, known_events=[]), host="127.0.0.1", port=0,
-                                           log_level="warning", ws_max_size=settings.max_ws_message_bytes))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    frames_before = engine.latest.seq if engine.latest else 0
-    latencies, counts, elapsed, sizes, n_sent = asyncio.run(run_clients(
-        f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}/ws", args.clients, args.duration_s, args.pose_rate,
-        args.rss_every_s, rss))
-    frames = (engine.latest.seq if engine.latest else 0) - frames_before
-    status = engine.status()
-    server.should_exit = True
-    thread.join(10)
+                                           log_level="warning", lifespan="on", ws=args.uvicorn_ws,
+                                           ws_max_size=settings.max_ws_message_bytes))
 
+    def announce() -> None:
+        while not server.started:
+            if server.should_exit:
+                return
+            time.sleep(0.02)
+        device = str(getattr(character, "device", "cpu"))
+        print(json.dumps({"port": server.servers[0].sockets[0].getsockname()[1], "pid": os.getpid(),
+                          "character": str(getattr(character, "name", "?")), "device": device,
+                          "load_s": round(load_s, 2), "torch_threads": torch.get_num_threads(),
+                          "torch": torch.__version__,
+                          "gpu": torch.cuda.get_device_name(0) if device.startswith("cuda") else None}),
+              flush=True)
+
+    threading.Thread(target=announce, daemon=True).start()
+    try:
+        server.run()  # main thread: uvicorn handles SIGINT/SIGTERM and shuts down gracefully ...
+    except KeyboardInterrupt:
+        pass  # ... then re-raises SIGINT, which is how the parent stops us
+
+
+# -- a minimal WebSocket client (RFC 6455), standard library only ------------------------------
+class WebSocketClient:
+    """Receives messages from ws://host:port/path on its own thread; answers pings; records every
+    binary frame as (arrival perf_counter, seq, inputs_applied, bytes)."""
+
+    def __init__(self, host: str, port: int, path: str = "/ws", timeout_s: float = 10.0) -> None:
+        self.sock = socket.create_connection((host, port), timeout_s)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        key = base64.b64encode(os.urandom(16))
+        self.sock.sendall(b"GET " + path.encode() + b" HTTP/1.1\r\nHost: " + f"{host}:{port}".encode()
+                          + b"\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: " + key
+                          + b"\r\nSec-WebSocket-Version: 13\r\n\r\n")
+        self._buf = bytearray()
+        while b"\r\n\r\n" not in self._buf:
+            chunk = self.sock.recv(4096)
+            if not chunk:
+                raise ConnectionError("server closed the connection during the WebSocket handshake")
+            self._buf += chunk
+        head, _, rest = bytes(self._buf).partition(b"\r\n\r\n")
+        self._buf = bytearray(rest)
+        lines = head.split(b"\r\n")
+        if b" 101 " not in lines[0] + b" ":
+            raise ConnectionError(f"WebSocket handshake refused: {lines[0].decode('latin-1')}")
+        accept = base64.b64encode(hashlib.sha1(key + WS_GUID).digest())
+        if not any(line.lower().startswith(b"sec-websocket-accept:") and line.split(b":", 1)[1].strip() == accept
+                   for line in lines[1:]):
+            raise ConnectionError("WebSocket handshake: missing or wrong Sec-WebSocket-Accept")
+        self.sock.settimeout(0.5)
+        self.frames: list[tuple[float, int, int, int]] = []
+        self.text_messages = 0
+        self.error: str | None = None
+        self._stop = threading.Event()
+        self._send_lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _read(self, n: int) -> bytes:
+        while len(self._buf) < n:
+            if self._stop.is_set():
+                raise EOFError
+            try:
+                chunk = self.sock.recv(1 << 16)
+            except socket.timeout:
+                continue
+            if not chunk:
+                raise EOFError
+            self._buf += chunk
+        out = bytes(self._buf[:n])
+        del self._buf[:n]
+        return out
+
+    def _send(self, opcode: int, payload: bytes = b"") -> None:
+        n = len(payload)
+        header = bytes([0x80 | opcode])
+        if n < 126:
+            header += bytes([0x80 | n])
+        elif n < 1 << 16:
+            header += bytes([0x80 | 126]) + struct.pack(">H", n)
+        else:
+            header += bytes([0x80 | 127]) + struct.pack(">Q", n)
+        mask = os.urandom(4)  # client → server frames must be masked
+        masked = bytes(b ^ mask[i & 3] for i, b in enumerate(payload))
+        with self._send_lock:
+            self.sock.sendall(header + mask + masked)
+
+    def _run(self) -> None:
+        message = bytearray()
+        message_opcode = 0
+        try:
+            while not self._stop.is_set():
+                b0, b1 = self._read(2)
+                opcode, length = b0 & 0x0F, b1 & 0x7F
+                if length == 126:
+                    length = struct.unpack(">H", self._read(2))[0]
+                elif length == 127:
+                    length = struct.unpack(">Q", self._read(8))[0]
+                mask = self._read(4) if b1 & 0x80 else None
+                payload = self._read(length)
+                if mask:
+                    payload = bytes(b ^ mask[i & 3] for i, b in enumerate(payload))
+                if opcode == 0x9:      # ping
+                    self._send(0xA, payload)
+                    continue
+                if opcode == 0x8:      # close
+                    self._send(0x8, payload[:2])
+                    return
+                if opcode == 0xA:      # pong
+                    continue
+                if opcode in (0x1, 0x2):
+                    message_opcode, message = opcode, bytearray(payload)
+                else:                  # continuation
+                    message += payload
+                if not b0 & 0x80:
+                    continue
+                if message_opcode == 0x2:
+                    seq, inputs = struct.unpack(">II", message[:8])
+                    self.frames.append((time.perf_counter(), seq, inputs, len(message)))
+                else:
+                    self.text_messages += 1
+        except EOFError:
+            pass
+        except OSError as e:
+            if not self._stop.is_set():
+                self.error = f"{type(e).__name__}: {e}"
+
+    def close(self) -> None:
+        self._stop.set()
+        try:
+            self._send(0x8, struct.pack(">H", 1000))
+        except OSError:
+            pass
+        self._thread.join(5)
+        self.sock.close()
+
+
+# -- measurement --------------------------------------------------------------------------------
+def rss_mib(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return float("nan")
+
+
+def percentile(values, q) -> float:
+    return float(np.percentile(values, q)) if len(values) else float("nan")
+
+
+def slope_mib_per_min(series: list[tuple[float, float]]) -> float:
+    """Least-squares slope of (seconds, MiB) samples, in MiB per minute."""
+    if len(series) < 3:
+        return float("nan")
+    t, v = np.asarray(series, dtype=np.float64).T
+    return float(np.polyfit(t / 60.0, v, 1)[0])
+
+
+def quarter_stat(series: list[tuple[float, float]], fn) -> list[float]:
+    """fn (min or max) of the samples in each quarter of the series' time span."""
+    if not series:
+        return []
+    end = series[-1][0] or 1.0
+    quarters = [[v for t, v in series if q * end / 4 <= t < (q + 1) * end / 4 or (q == 3 and t == end)]
+                for q in range(4)]
+    return [round(fn(q), 1) if q else float("nan") for q in quarters]
+
+
+def first_frame_latencies(frames, sent) -> list[float]:
+    """frames: [(arrival, seq, inputs_applied, bytes)] in arrival order; sent: [(input n, t_sent)].
+    For each n: ms from t_sent to the first frame with inputs_applied >= n (missing ones left out)."""
+    if not frames:
+        return []
+    arrivals = np.array([f[0] for f in frames])
+    inputs = np.maximum.accumulate(np.array([f[2] for f in frames]))
+    out = []
+    for n, t_sent in sent:
+        j = int(np.searchsorted(inputs, n, side="left"))
+        if j < len(frames):
+            out.append((arrivals[j] - t_sent) * 1000.0)
+    return out
+
+
+def api(conn: http.client.HTTPConnection, method: str, path: str, body: dict | None = None) -> dict:
+    data = None if body is None else json.dumps(body).encode()
+    headers = {"Content-Type": "application/json"} if data is not None else {}
+    try:
+        conn.request(method, path, body=data, headers=headers)
+        r = conn.getresponse()
+    except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+        conn.close()  # the server closed an idle keep-alive connection (uvicorn: after 5 s); reconnect once
+        conn.request(method, path, body=data, headers=headers)
+        r = conn.getresponse()
+    payload = r.read()
+    if r.status != 200:
+        raise RuntimeError(f"{method} {path}: HTTP {r.status} {payload[:200]!r}")
+    return json.loads(payload)
+
+
+def start_server(args) -> tuple[subprocess.Popen, dict]:
+    cmd = [sys.executable, os.path.abspath(__file__), "--serve", "--character", args.character,
+           "--device", args.device, "--fps", str(args.fps)]
+    if args.threads:
+        cmd += ["--threads", str(args.threads)]
+    if args.no_idle:
+        cmd.append("--no-idle")
+    cmd += ["--uvicorn-ws", args.uvicorn_ws]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()  # blocks until the server is up (or died)
+    if not line:
+        proc.wait(10)
+        raise SystemExit(f"the server process exited with {proc.returncode} before listening (see its stderr above)")
+    info = json.loads(line)
+    threading.Thread(target=proc.stdout.read, daemon=True).start()  # drain anything else it prints
+    return proc, info
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+def run(args) -> dict:
+    load_start = os.getloadavg()
+    proc, info = start_server(args)
+    pid, port = info["pid"], info["port"]
+    rss: list[tuple[float, float]] = []
+    t_ready = time.perf_counter()
+    stop = threading.Event()
+
+    def sample_rss() -> None:
+        while True:
+            rss.append((time.perf_counter() - t_ready, rss_mib(pid)))
+            if stop.wait(args.rss_every_s):
+                rss.append((time.perf_counter() - t_ready, rss_mib(pid)))
+                return
+
+    sampler = threading.Thread(target=sample_rss, daemon=True)
+    sampler.start()
+    clients: list[WebSocketClient] = []
+    try:
+        clients = [WebSocketClient("127.0.0.1", port) for _ in range(args.clients)]
+        deadline = time.perf_counter() + args.first_frame_timeout_s
+        while not all(c.frames for c in clients):
+            if time.perf_counter() > deadline:
+                raise SystemExit(f"no frame within {args.first_frame_timeout_s:g} s on some client")
+            time.sleep(0.05)
+        time.sleep(args.warmup_s)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        conn.connect()
+        conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        status_before = api(conn, "GET", "/api/status")
+        t_status_before = time.perf_counter()
+        sent: list[tuple[int, float]] = []
+        put_ms: list[float] = []
+        period = 1.0 / args.pose_rate
+        t0 = time.perf_counter()
+        t_end = t0 + args.seconds
+        k = 0
+        while True:
+            t_next = t0 + k * period
+            if t_next >= t_end:
+                break
+            delay = t_next - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            # every PUT changes the pose: mouth and head cycle with different periods
+            values = {"mouth_aaa": round((k % 10) / 10, 3), "head_y": round(((k % 7) - 3) / 6, 3)}
+            t_sent = time.perf_counter()
+            n = api(conn, "PUT", "/api/pose", values)["input"]
+            put_ms.append((time.perf_counter() - t_sent) * 1000.0)
+            sent.append((n, t_sent))
+            k += 1
+        window_end = time.perf_counter()
+        # let the last inputs arrive: up to 3 frame intervals (at least 2 s) past the last PUT
+        intervals = np.diff([f[0] for f in clients[0].frames[-20:]])
+        time.sleep(max(2.0, 3.0 * float(np.median(intervals)) if len(intervals) else 2.0))
+        status = api(conn, "GET", "/api/status")
+        t_status = time.perf_counter()
+        conn.close()
+    finally:
+        for c in clients:
+            c.close()
+        stop.set()
+        sampler.join(5)
+        stop_server(proc)
+    load_end = os.getloadavg()
+
+    elapsed = window_end - t0
+    per_client = []
+    all_latencies: list[float] = []
+    for c in clients:
+        in_window = [f for f in c.frames if t0 <= f[0] < window_end]
+        latencies = first_frame_latencies(c.frames, sent)
+        all_latencies += latencies
+        seqs = [f[1] for f in in_window]
+        per_client.append({
+            "frames": len(in_window),
+            "fps": len(in_window) / elapsed,
+            "skipped": (seqs[-1] - seqs[0] + 1 - len(seqs)) if seqs else 0,  # published but not delivered
+            "latency_ms": {"n": len(latencies), "median": percentile(latencies, 50),
+                           "p99": percentile(latencies, 99), "max": max(latencies) if latencies else float("nan")},
+            "frame_kib_median": float(np.median([f[3] for f in in_window]) / 1024) if in_window else float("nan"),
+            "error": c.error,
+        })
+    published = status["frames"] - status_before["frames"]
+    warm = [s for s in rss if s[0] >= min(60.0, 0.25 * rss[-1][0])] if rss else []
     rss_values = [v for _, v in rss]
-    srv = status["latency_ms"]
+    return {
+        "args": {k: v for k, v in vars(args).items() if k != "serve"},
+        "server": info,
+        "host": {"machine": platform.machine(), "cpus": os.cpu_count(), "python": platform.python_version(),
+                 "loadavg_start": load_start, "loadavg_end": load_end},
+        "seconds": elapsed,
+        "puts": len(sent),
+        "put_ms": {"median": percentile(put_ms, 50), "p99": percentile(put_ms, 99)},
+        "server_fps": published / (t_status - t_status_before),  # between the two /api/status calls
+        "status": {k: status[k] for k in ("render_ms", "encode_ms", "latency_ms", "tick_errors", "last_error",
+                                          "frame_bytes")},
+        "clients": per_client,
+        "latency_ms_all_clients": {"n": len(all_latencies), "median": percentile(all_latencies, 50),
+                                   "p99": percentile(all_latencies, 99)},
+        "rss_mib": {"start": rss_values[0] if rss_values else float("nan"),
+                    "max": max(rss_values) if rss_values else float("nan"),
+                    "end": rss_values[-1] if rss_values else float("nan"),
+                    "slope_per_min": slope_mib_per_min(rss),
+                    "slope_per_min_after_warmup": slope_mib_per_min(warm),
+                    # allocator churn makes single samples swing by hundreds of MiB on CPU; a leak
+                    # shows as a rising floor: the minimum of each quarter of the run
+                    "quarter_min": quarter_stat(rss, min), "quarter_max": quarter_stat(rss, max),
+                    "series": [(round(t, 1), round(v, 1)) for t, v in rss]},
+    }
+
+
+def table(r: dict) -> str:
+    s, st = r["server"], r["status"]
+    f1 = lambda x: f"{x:.1f}"  # noqa: E731
     rows = [
-        ("character", f"{args.character} ({getattr(character, 'name', '?')}) on {args.device}"),
-        ("host", f"{platform.machine()} {platform.processor() or ''} torch threads={torch.get_num_threads()}".strip()),
-        ("WebSocket clients", args.clients),
-        ("duration (s)", f"{elapsed:.0f}"),
-        ("pose inputs (PUT /api/pose)", f"{n_sent} at {args.pose_rate:g}/s"),
-        ("server frames/s (target)", f"{frames / elapsed:.1f} ({args.fps:g})"),
-        ("client frames/s", ", ".join(f"{c / elapsed:.1f}" for c in counts)),
-        ("render ms (median / p99)", f"{status['render_ms']['median']} / {status['render_ms']['p99']}"),
-        ("WebP encode ms (median / p99)", f"{status['encode_ms']['median']} / {status['encode_ms']['p99']}"),
-        ("frame size KiB (median)", f"{np.median(sizes) / 1024:.1f}" if sizes else "-"),
-        ("server pose→frame ms (median / p99)", f"{srv['median']} / {srv['p99']}"),
-        ("client PUT→frame ms (median / p99)", f"{percentile(latencies, 50):.1f} / {percentile(latencies, 99):.1f}"
-         f" (n={len(latencies)})"),
-        ("RSS MiB start / end / max", f"{rss_values[0]:.0f} / {rss_values[-1]:.0f} / {max(rss_values):.0f}"),
-        ("RSS MiB after warm-up (first sample with clients) → end",
-         f"{rss_values[1]:.0f} → {rss_values[-1]:.0f}" if len(rss_values) > 1 else "-"),
-        ("tick errors", status["tick_errors"]),
+        ("character", f"{r['args']['character']} ({s['character']}) on {s['device']}"
+                      + (f" ({s['gpu']})" if s.get("gpu") else "")),
+        ("host", f"{r['host']['machine']}, {r['host']['cpus']} CPUs, torch {s['torch']} threads={s['torch_threads']}, "
+                 f"load avg {r['host']['loadavg_start'][0]:.2f} → {r['host']['loadavg_end'][0]:.2f}"),
+        ("WebSocket clients", len(r["clients"])),
+        ("measured window (s)", f"{r['seconds']:.0f}"),
+        ("pose inputs (PUT /api/pose)", f"{r['puts']} at {r['args']['pose_rate']:g}/s; PUT ms median "
+                                        f"{f1(r['put_ms']['median'])} / p99 {f1(r['put_ms']['p99'])}"),
+        ("server frames/s (target)", f"{r['server_fps']:.2f} ({r['args']['fps']:g})"),
+        ("delivered frames/s per client", ", ".join(f"{c['fps']:.2f}" for c in r["clients"])),
+        ("frames skipped per client (slow client)", ", ".join(str(c["skipped"]) for c in r["clients"])),
+        ("render ms (median / p99)", f"{st['render_ms']['median']} / {st['render_ms']['p99']}"),
+        ("WebP encode ms (median / p99)", f"{st['encode_ms']['median']} / {st['encode_ms']['p99']}"),
+        ("frame size KiB (median)", f1(r["clients"][0]["frame_kib_median"])),
+        ("server input→frame ms (median / p99)", f"{st['latency_ms']['median']} / {st['latency_ms']['p99']}"),
+        ("PUT→frame ms per client (median / p99, n)",
+         "; ".join(f"{f1(c['latency_ms']['median'])} / {f1(c['latency_ms']['p99'])} (n={c['latency_ms']['n']})"
+                   for c in r["clients"])),
+        ("server RSS MiB start / max / end", f"{r['rss_mib']['start']:.0f} / {r['rss_mib']['max']:.0f} / "
+                                             f"{r['rss_mib']['end']:.0f}"),
+        ("server RSS slope MiB/min (all / after warm-up)", f"{r['rss_mib']['slope_per_min']:.2f} / "
+                                                            f"{r['rss_mib']['slope_per_min_after_warmup']:.2f}"),
+        ("server RSS MiB min per quarter of the run", " → ".join(f"{v:.0f}" for v in r["rss_mib"]["quarter_min"])),
+        ("server RSS MiB max per quarter of the run", " → ".join(f"{v:.0f}" for v in r["rss_mib"]["quarter_max"])),
+        ("tick errors", st["tick_errors"]),
     ]
-    print("| metric | value |\n|---|---|")
-    for k, v in rows:
-        print(f"| {k} | {v} |")
+    return "| metric | value |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--character", default="sample",
+                    help="sample (the bundled student) | fake (no model) | random (random-init student) | a .kyara path")
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--seconds", "--duration-s", dest="seconds", type=float, default=60.0,
+                    help="length of the measured window")
+    ap.add_argument("--clients", type=int, default=1, help="WebSocket clients")
+    ap.add_argument("--fps", type=float, default=60.0, help="engine target fps")
+    ap.add_argument("--pose-rate", type=float, default=10.0, help="PUT /api/pose per second")
+    ap.add_argument("--rss-every-s", type=float, default=10.0, help="server RSS sampling period")
+    ap.add_argument("--warmup-s", type=float, default=3.0, help="after every client got its first frame")
+    ap.add_argument("--first-frame-timeout-s", type=float, default=120.0)
+    ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads in the server")
+    ap.add_argument("--no-idle", action="store_true", help="idle motion off (renders only when a PUT changes the pose)")
+    ap.add_argument("--uvicorn-ws", default="auto", choices=["auto", "websockets", "wsproto"],
+                    help="uvicorn's WebSocket implementation (auto: websockets if installed, else wsproto)")
+    ap.add_argument("--json", default=None, metavar="OUT", help="also write all results (and the RSS series) here")
+    ap.add_argument("--rss-series", action="store_true", help="also print every RSS sample")
+    ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)  # internal: the server process
+    args = ap.parse_args(argv)
+    if args.clients < 1 or not args.pose_rate > 0 or not args.seconds > 0:
+        ap.error("--clients >= 1, --pose-rate > 0 and --seconds > 0 are required")
+    if args.serve:
+        serve(args)
+        return
+    result = run(args)
+    print(table(result))
     if args.rss_series:
-        t0 = rss[0][0]
-        print("\nRSS series (s, MiB): " + ", ".join(f"{t - t0:.0f}:{v:.0f}" for t, v in rss))
+        print("\nserver RSS (s: MiB): " + ", ".join(f"{t:.0f}: {v:.0f}" for t, v in result["rss_mib"]["series"]))
+    errors = [c["error"] for c in result["clients"] if c["error"]]
+    if errors:
+        print(f"\nclient errors: {errors}")
+    if args.json:
+        tmp = args.json + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(result, f, indent=1)
+        os.replace(tmp, args.json)  # atomic; no kyara import in the client process
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ def run(args) -> int:
                          f"{', '.join(TEACHERS)})")
     teacher = Teacher.load(teacher_name, weights_dir=args.weights, device=device)
     result = evaluate(character, teacher, args.poses, args.batch_size, lpips=not args.no_lpips,
-                      progress=not args.json)
+                      progress=True)  # the bar goes to stderr, so --json output stays clean
     if args.json:
         print(json.dumps(result.as_dict()))
     else:

@@ -26,7 +26,7 @@ from kyara.character import Character, save_kyara
 from kyara.distill.config import DistillConfig, phase_at
 from kyara.distill.losses import body_loss, face_loss
 from kyara.distill.mask import derive_face_mask, load_face_mask
-from kyara.distill.parallel import Ranks, current_ranks
+from kyara.distill.parallel import current_ranks
 from kyara.distill.poses import sample_poses
 from kyara.errors import KyaraError
 from kyara.geometry import FACE_MORPHER_BOX, STUDENT_FACE_BOX

@@ -341,3 +341,58 @@ def mirror_values(values: Mapping[str, float]) -> dict[str, float]:
         if name in out:
             out[name] = -out[name]
     return out
+
+
+class ArkitFrameSource:
+    """Mixin for PoseSources fed by a face tracker (iFacialMocap, VMC, webcam): keeps the newest
+    ArkitFrame under a lock and maps it to pose values on demand, cached per frame.
+
+    The subclass calls ``_init_frames`` in its constructor and ``_publish_frame`` (holding
+    ``self._lock``) whenever its thread decodes a frame.
+    """
+
+    def _init_frames(self, mapping: ArkitMapping, stale_after_s: float) -> None:
+        import threading
+
+        self.mapping = mapping
+        self.calibration: Calibration | None = None
+        self.stale_after_s = float(stale_after_s)
+        self._lock = threading.Lock()
+        self._frame: ArkitFrame | None = None
+        self._frame_serial = 0
+        self._cache = None   # (serial, mapping, calibration, SourceSample) of the last latest()
+
+    def _publish_frame(self, frame: ArkitFrame) -> None:
+        self._frame = frame
+        self._frame_serial += 1
+
+    def latest_frame(self) -> ArkitFrame | None:
+        """The newest raw (uncalibrated) frame, for UIs and calibration."""
+        with self._lock:
+            return self._frame
+
+    def latest(self, now: float):
+        """SourceSample of the newest frame, or None when there is none younger than stale_after_s."""
+        from kyara.drive.source import SourceSample
+
+        with self._lock:
+            frame, serial, cache = self._frame, self._frame_serial, self._cache
+        if frame is None or now - frame.timestamp > self.stale_after_s:
+            return None
+        mapping, calibration = self.mapping, self.calibration
+        if cache is not None and cache[0] == serial and cache[1] is mapping and cache[2] is calibration:
+            return cache[3]
+        sample = SourceSample(arkit_to_pose_values(frame, mapping, calibration), frame.timestamp)
+        with self._lock:
+            self._cache = (serial, mapping, calibration, sample)
+        return sample
+
+    def calibrate(self) -> bool:
+        frame = self.latest_frame()
+        if frame is None:
+            return False
+        self.calibration = calibrate(frame)
+        return True
+
+    def clear_calibration(self) -> None:
+        self.calibration = None

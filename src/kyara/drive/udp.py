@@ -11,8 +11,8 @@ import threading
 import time
 from dataclasses import replace
 
-from kyara.drive.arkit import ArkitFrame, ArkitMapping, Calibration, arkit_to_pose_values, calibrate
-from kyara.drive.source import PoseSource, ProtocolError, SourceSample
+from kyara.drive.arkit import ArkitFrame, ArkitFrameSource, ArkitMapping
+from kyara.drive.source import PoseSource, ProtocolError
 
 MAX_PACKET_BYTES = 64 * 1024     # larger datagrams are dropped as malformed
 RECEIVE_BUFFER_BYTES = 1 << 20   # room for a burst of packets while the thread is busy
@@ -20,7 +20,7 @@ POLL_S = 0.05                    # socket timeout: bounds how long stop() waits 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
-class ArkitUdpReceiver(PoseSource):
+class ArkitUdpReceiver(ArkitFrameSource, PoseSource):
     """Listens on UDP host:port, parses packets into ArkitFrames, maps them to pose values.
 
     host defaults to 127.0.0.1 (project rule); use "0.0.0.0" to accept a phone on the LAN.
@@ -37,16 +37,10 @@ class ArkitUdpReceiver(PoseSource):
         self.name = name or self.default_name
         self.host = host
         self.port = int(port)
-        self.mapping = mapping
-        self.calibration: Calibration | None = None
-        self.stale_after_s = float(stale_after_s)
-        self._lock = threading.Lock()
+        self._init_frames(mapping, stale_after_s)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._sock: socket.socket | None = None
-        self._frame: ArkitFrame | None = None
-        self._cache: tuple[int, object, object, SourceSample] | None = None
-        self._frame_serial = 0
         self._ok = 0
         self._dropped = 0
         self._last_packet_time: float | None = None
@@ -133,8 +127,7 @@ class ArkitUdpReceiver(PoseSource):
             self._ok += 1
             self._last_packet_time = now
             if frame is not None:
-                self._frame = replace(frame, timestamp=now)
-                self._frame_serial += 1
+                self._publish_frame(replace(frame, timestamp=now))
         return True
 
     # -- hooks for subclasses -----------------------------------------------------------------
@@ -148,35 +141,6 @@ class ArkitUdpReceiver(PoseSource):
         """Called from the receive thread at least every POLL_S seconds."""
 
     # -- PoseSource ---------------------------------------------------------------------------
-    def latest_frame(self) -> ArkitFrame | None:
-        """The newest raw (uncalibrated) frame, for UIs and calibration."""
-        with self._lock:
-            return self._frame
-
-    def latest(self, now: float) -> SourceSample | None:
-        with self._lock:
-            frame, serial = self._frame, self._frame_serial
-            cache = self._cache
-        if frame is None or now - frame.timestamp > self.stale_after_s:
-            return None
-        mapping, calibration = self.mapping, self.calibration
-        if cache is not None and cache[0] == serial and cache[1] is mapping and cache[2] is calibration:
-            return cache[3]
-        sample = SourceSample(arkit_to_pose_values(frame, mapping, calibration), frame.timestamp)
-        with self._lock:
-            self._cache = (serial, mapping, calibration, sample)
-        return sample
-
-    def calibrate(self) -> bool:
-        frame = self.latest_frame()
-        if frame is None:
-            return False
-        self.calibration = calibrate(frame)
-        return True
-
-    def clear_calibration(self) -> None:
-        self.calibration = None
-
     def stats(self) -> dict:
         with self._lock:
             return {

@@ -123,6 +123,38 @@ def broadcast_condition(feature: torch.Tensor | Sequence[torch.Tensor], conditio
 
 
 # -- backbones -------------------------------------------------------------------------------------
+def _encoder(in_channels: int, channels: int, image_size: int, bottleneck_size: int, first_kernel: int,
+             next_channels, activation: Activation, downsample_activation: Activation,
+             separable: bool) -> tuple[nn.ModuleList, list[int]]:
+    """First conv block at full size, then 4×4/2 downsample blocks down to ``bottleneck_size``.
+
+    ``next_channels(size, channels)`` gives a level's width. Returns the blocks and the channel
+    count after each of them (the last is the bottleneck's).
+    """
+    blocks = nn.ModuleList([conv_norm_act(in_channels, channels, first_kernel, activation=activation,
+                                          separable=separable)])
+    widths, size = [channels], image_size
+    while size > bottleneck_size:
+        size //= 2
+        out = next_channels(size, channels)
+        blocks.append(downsample_block(channels, out, activation=downsample_activation, separable=separable))
+        channels = out
+        widths.append(channels)
+    return blocks, widths
+
+
+def _decoder(channels: int, bottleneck_size: int, image_size: int, start_channels: int, max_channels: int,
+             make_block) -> nn.ModuleList:
+    """One ``make_block(in, out)`` per ×2 level from ``bottleneck_size`` back to ``image_size``."""
+    blocks, size = nn.ModuleList(), bottleneck_size
+    while size < image_size:
+        size *= 2
+        out = channels_at(size, image_size, start_channels, max_channels)
+        blocks.append(make_block(channels, out))
+        channels = out
+    return blocks
+
+
 @dataclass(frozen=True)
 class EncoderDecoderConfig:
     """Strided-conv encoder, residual bottleneck, transposed-conv decoder (no skips)."""
@@ -150,23 +182,17 @@ class EncoderDecoder(nn.Module):
         c = config
         self.config = c
         act, sep = c.activation, c.separable
-        size, channels = c.image_size, c.start_channels
-        self.downsample_blocks = nn.ModuleList([conv_norm_act(c.in_channels, channels, 3, activation=act, separable=sep)])
-        while size > c.bottleneck_size:
-            size //= 2
-            out = channels_at(size, c.image_size, c.start_channels, c.max_channels)
-            self.downsample_blocks.append(downsample_block(channels, out, activation=act, separable=sep))
-            channels = out
+        self.downsample_blocks, widths = _encoder(
+            c.in_channels, c.start_channels, c.image_size, c.bottleneck_size, 3,
+            lambda size, _: channels_at(size, c.image_size, c.start_channels, c.max_channels), act, act, sep)
+        channels = widths[-1]
         self.bottleneck_blocks = nn.ModuleList(
             [conv_norm_act(channels + c.condition_channels, channels, 3, activation=act, separable=sep)])
         for _ in range(1, c.num_bottleneck_blocks):
             self.bottleneck_blocks.append(ResnetBlock(channels, activation=act, separable=sep))
-        self.upsample_blocks = nn.ModuleList()
-        while size < c.image_size:
-            size *= 2
-            out = channels_at(size, c.image_size, c.start_channels, c.max_channels)
-            self.upsample_blocks.append(upsample_block(channels, out, activation=act, separable=sep))
-            channels = out
+        self.upsample_blocks = _decoder(
+            channels, c.bottleneck_size, c.image_size, c.start_channels, c.max_channels,
+            lambda i, o: upsample_block(i, o, activation=act, separable=sep))
 
     def forward(self, image: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
         return run_encoder_decoder(self.downsample_blocks, self.bottleneck_blocks, self.upsample_blocks,
@@ -236,22 +262,15 @@ class ResizeConvEncoderDecoder(nn.Module):
         self.config = c
         act, sep = c.activation, c.separable
         down_act = act if c.downsample_activation is None else c.downsample_activation
-        size, channels = c.image_size, c.start_channels
-        self.downsample_blocks = nn.ModuleList([conv_norm_act(c.in_channels, channels, 7, activation=act, separable=sep)])
-        while size > c.bottleneck_size:
-            size //= 2
-            out = channels_at(size, c.image_size, c.start_channels, c.max_channels)
-            self.downsample_blocks.append(downsample_block(channels, out, activation=down_act, separable=sep))
-            channels = out
+        self.downsample_blocks, widths = _encoder(
+            c.in_channels, c.start_channels, c.image_size, c.bottleneck_size, 7,
+            lambda size, _: channels_at(size, c.image_size, c.start_channels, c.max_channels), act, down_act, sep)
+        channels = widths[-1]
         self.bottleneck_blocks = nn.ModuleList(
             [ResnetBlock(channels, activation=act, separable=sep) for _ in range(c.num_bottleneck_blocks)])
-        self.upsample_blocks = nn.ModuleList()
-        while size < c.image_size:
-            size *= 2
-            out = channels_at(size, c.image_size, c.start_channels, c.max_channels)
-            self.upsample_blocks.append(
-                nn.Sequential(Upsample2x(), conv_norm_act(channels, out, 3, activation=act, separable=sep)))
-            channels = out
+        self.upsample_blocks = _decoder(
+            channels, c.bottleneck_size, c.image_size, c.start_channels, c.max_channels,
+            lambda i, o: nn.Sequential(Upsample2x(), conv_norm_act(i, o, 3, activation=act, separable=sep)))
 
     def forward(self, feature: torch.Tensor) -> torch.Tensor:
         for block in self.downsample_blocks:
@@ -277,15 +296,10 @@ class ResizeConvUNet(nn.Module):
         self.config = c
         act, sep = c.activation, c.separable
         down_act = act if c.downsample_activation is None else c.downsample_activation
-        size, channels = c.image_size, c.start_channels
-        self.downsample_blocks = nn.ModuleList([conv_norm_act(c.in_channels, channels, 3, activation=act, separable=sep)])
-        skip_channels = [channels]
-        while size > c.bottleneck_size:
-            size //= 2
-            out = min(c.max_channels, channels * 2)
-            self.downsample_blocks.append(downsample_block(channels, out, activation=down_act, separable=sep))
-            channels = out
-            skip_channels.append(channels)
+        self.downsample_blocks, skip_channels = _encoder(
+            c.in_channels, c.start_channels, c.image_size, c.bottleneck_size, 3,
+            lambda _, channels: min(c.max_channels, channels * 2), act, down_act, sep)
+        channels = skip_channels[-1]
         self.bottleneck_blocks = nn.ModuleList(
             [ResnetBlock(channels, activation=act, separable=sep) for _ in range(c.num_bottleneck_blocks)])
         self.upsample_blocks = nn.ModuleList()

@@ -263,15 +263,33 @@ def load_live_character(character: str | Path | None, device: str, teacher: bool
 
 
 def build_sources(ifacialmocap_port: int | None, vmc_port: int | None, listen_host: str,
-                  audio: str | Path | None, print_fn=print) -> list:
-    """Start the tracker receivers and the audio source; a port already in use is a warning, not fatal."""
+                  audio: str | Path | None, print_fn=print, *, phone_ip: str | None = None,
+                  webcam: int | str | None = None, webcam_model: str | Path | None = None, audio_loop: bool = False,
+                  mic: bool = False, mic_device: int | str | None = None) -> list:
+    """Start the pose sources, in mixer order (later ones win where they overlap, so the audio and
+    microphone mouths override a face tracker's): webcam, iFacialMocap, VMC, audio file, microphone.
+
+    A UDP port already in use is a warning, not fatal. A source the user asked for by name (webcam,
+    audio, microphone) that cannot start is a KyaraError; sources already started are stopped first.
+    """
     sources = []
     candidates = []
+    if webcam is not None:
+        from kyara.drive.webcam import WebcamSource
+
+        candidates.append((f"webcam {webcam} (MediaPipe face tracking; use Calibrate while looking at the camera)",
+                           lambda: WebcamSource(webcam, model_path=webcam_model, log=print_fn)))
     if ifacialmocap_port is not None:
         from kyara.drive.ifacialmocap import IFacialMocapReceiver
 
-        candidates.append((f"iFacialMocap UDP {listen_host}:{ifacialmocap_port}",
-                           lambda: IFacialMocapReceiver(port=ifacialmocap_port, host=listen_host)))
+        def make_ifacialmocap():
+            try:
+                return IFacialMocapReceiver(port=ifacialmocap_port, host=listen_host, phone_ip=phone_ip)
+            except ValueError as e:  # phone_ip malformed, or a LAN phone with a loopback-only receiver
+                raise KyaraError(f"--ifacialmocap-phone-ip: {e}") from None
+
+        to_phone = f", start message to {phone_ip}:49983" if phone_ip else ""
+        candidates.append((f"iFacialMocap UDP {listen_host}:{ifacialmocap_port}{to_phone}", make_ifacialmocap))
     if vmc_port is not None:
         from kyara.drive.vmc import VmcReceiver
 
@@ -281,16 +299,27 @@ def build_sources(ifacialmocap_port: int | None, vmc_port: int | None, listen_ho
             from kyara.drive.audio import AudioFileSource
         except ImportError:
             raise KyaraError("--audio: this build has no audio file source (kyara.drive.audio.AudioFileSource)") from None
-        candidates.append((f"audio file {audio}", lambda: AudioFileSource(audio)))
-    for label, make in candidates:
-        source = make()
-        try:
-            source.start()
-        except OSError as e:
-            print_fn(f"warning: {label} not started: {e}")
-            continue
-        print_fn(f"listening: {label}")
-        sources.append(source)
+        candidates.append((f"audio file {audio} ({'looping' if audio_loop else 'once'}; mouth only, no sound)",
+                           lambda: AudioFileSource(audio, loop=audio_loop)))
+    if mic:
+        from kyara.drive.audio import MicrophoneSource
+
+        candidates.append((f"microphone {mic_device if mic_device is not None else '(default input)'}",
+                           lambda: MicrophoneSource(device=mic_device)))
+    try:
+        for label, make in candidates:
+            source = make()
+            try:
+                source.start()
+            except OSError as e:
+                print_fn(f"warning: {label} not started: {e}")
+                continue
+            print_fn(f"listening: {label}")
+            sources.append(source)
+    except BaseException:
+        for source in sources:
+            source.stop()
+        raise
     return sources
 
 
@@ -298,6 +327,8 @@ def run_live(character: str | Path | None = None, *, port: int = 8765, host: str
              token: str | None = None, device: str = "auto", open_browser: bool = True, teacher: bool = False,
              fps: float = 60.0, ifacialmocap_port: int | None = 49983, vmc_port: int | None = 39539,
              listen_host: str = "127.0.0.1", trackers: bool = True, audio: str | Path | None = None,
+             phone_ip: str | None = None, webcam: int | str | None = None, webcam_model: str | Path | None = None,
+             audio_loop: bool = False, mic: bool = False, mic_device: int | str | None = None,
              print_fn=print) -> None:
     """Serve the live studio until interrupted (what `kyara live` runs; same parameter names)."""
     import threading
@@ -313,10 +344,13 @@ def run_live(character: str | Path | None = None, *, port: int = 8765, host: str
     check_settings(settings)  # refuse unsafe binds before the slow model load
     if not fps > 0 or fps > 240:
         raise KyaraError(f"--fps must be in (0, 240], got {fps}")
+    if phone_ip is not None and not trackers:
+        raise KyaraError("--ifacialmocap-phone-ip needs the iFacialMocap receiver; drop --no-trackers")
     ch = load_live_character(character, device, teacher, print_fn)
     mixer = PoseMixer(MixerConfig(), IdleMotion(IdleConfig()))
     sources = build_sources(ifacialmocap_port if trackers else None, vmc_port if trackers else None,
-                            listen_host, audio, print_fn)
+                            listen_host, audio, print_fn, phone_ip=phone_ip, webcam=webcam,
+                            webcam_model=webcam_model, audio_loop=audio_loop, mic=mic, mic_device=mic_device)
     for source in sources:
         mixer.add_source(source)
     engine = LiveEngine(ch, mixer, fps=fps)
