@@ -1,9 +1,13 @@
-"""Student frames/s at 512×512: batch 1 and batched (several characters' students at once).
+"""Student frames/s at 512×512: batches of poses of one character, and batches across characters.
 
     python benchmarks/student_speed.py [--device cpu|cuda] [--character FILE] [--frames N]
+        [--batches 1,4,16] [--characters 2,8]
 
-Prints a markdown table. On CUDA, times with CUDA events after warm-up; fp16 rows report the max
-|Δ| against fp32 in model space and the PSNR of fp16 vs fp32 output.
+Prints markdown tables. First: one character, B poses per call (fp16/bf16 rows on CUDA report the
+max |Δ| against fp32 in model space and the PSNR of the low-precision output vs fp32). Second: C
+different characters, one pose each, in one call: their students' weights are stacked and the
+forward is vmapped (torch.func), so a scene or a server with several avatars runs one batched pass;
+the table checks the batched output against C separate calls.
 """
 from __future__ import annotations
 
@@ -38,6 +42,7 @@ def main() -> None:
     ap.add_argument("--character", default=str(SAMPLE_CHARACTER))
     ap.add_argument("--frames", type=int, default=50)
     ap.add_argument("--batches", default="1,4,16")
+    ap.add_argument("--characters", default="2,8", help="numbers of different characters batched in one call")
     args = ap.parse_args()
     device = torch.device(args.device)
     try:
@@ -65,6 +70,42 @@ def main() -> None:
             q = float(psnr(out, ref).mean()) if dt != torch.float32 else float("inf")
             print(f"| {str(dt).replace('torch.', '')} | {b} | {sec * 1000:.2f} | {b / sec:.1f} | {diff:.2e} | {q:.1f} |")
         student.to(torch.float32)
+    across_characters(student, image, [int(x) for x in args.characters.split(",") if x], args.frames, device)
+
+
+def across_characters(student, image, counts: list[int], frames: int, device: torch.device) -> None:
+    """C distinct students (the loaded one with its weights perturbed per copy), one pose each."""
+    import copy
+
+    from torch.func import functional_call, stack_module_state, vmap
+
+    if not counts:
+        return
+    print("\n| characters | ms/call | frames/s (all characters) | max abs diff vs separate calls |")
+    print("|---|---|---|---|")
+    for c in counts:
+        students = []
+        for i in range(c):
+            s = copy.deepcopy(student)
+            with torch.no_grad():
+                for p in s.parameters():
+                    p.add_(1e-3 * i)   # distinct weights, same scale as a real student
+            students.append(s)
+        params, buffers = stack_module_state(students)
+        skeleton = copy.deepcopy(student).to("meta")
+        images = image.expand(c, -1, -1, -1)
+        poses = sample_poses(c, torch.Generator().manual_seed(c)).to(device)[:, None]
+
+        def one(p, b, img, pose):
+            return functional_call(skeleton, (p, b), (img, pose)).image
+
+        batched = vmap(one)
+        with torch.no_grad():
+            out = batched(params, buffers, images, poses)[:, 0]
+            ref = torch.cat([students[i].pose(image, poses[i]) for i in range(c)])
+            n = max(3, frames // c) if device.type == "cuda" else max(2, frames // (4 * c))
+            sec = timed(lambda: batched(params, buffers, images, poses), n, device)
+        print(f"| {c} | {sec * 1000:.2f} | {c / sec:.1f} | {(out - ref).abs().max().item():.2e} |")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from kyara import image as I
-from kyara.image import ImageError
+from kyara.image import ImageError, tensor_to_rgba_u8
 
 
 def srgb_reference(v: float) -> float:
@@ -317,3 +317,15 @@ def test_error_file_too_large(tmp_path, monkeypatch):
     monkeypatch.setattr(I, "MAX_IMAGE_BYTES", 1024)
     with pytest.raises(ImageError, match=r"big\.png: file is .* MiB; the limit is"):
         I.load_image(tmp_path / "big.png")
+
+
+def test_device_side_u8_conversion_matches_the_cpu_path_within_one_level():
+    from kyara.image import _tensor_to_rgba_u8_on_device
+
+    g = torch.Generator().manual_seed(3)
+    image = torch.rand(4, 64, 64, generator=g) * 2.4 - 1.2   # includes out-of-range values
+    cpu = tensor_to_rgba_u8(image)
+    dev = _tensor_to_rgba_u8_on_device(image)
+    assert dev.dtype == np.uint8 and dev.shape == cpu.shape == (64, 64, 4)
+    diff = np.abs(dev.astype(int) - cpu.astype(int))
+    assert diff.max() <= 1 and (diff > 0).mean() < 0.01

@@ -66,7 +66,7 @@ class Character:
 
     def render_rgba(self, pose: Pose) -> np.ndarray:
         """One pose → (512, 512, 4) uint8 sRGB straight RGBA."""
-        return tensor_to_rgba_u8(self.render(stack([pose]))[0].cpu())
+        return tensor_to_rgba_u8(self.render(stack([pose]))[0])
 
     def _prepared(self):
         # Teachers cache their pose-independent stage per image explicitly.

@@ -93,8 +93,23 @@ def tensor_to_rgba_float(image: torch.Tensor) -> np.ndarray:
 
 
 def tensor_to_rgba_u8(image: torch.Tensor) -> np.ndarray:
-    """(4, H, W) model space → (H, W, 4) uint8 sRGB straight RGBA."""
+    """(4, H, W) model space → (H, W, 4) uint8 sRGB straight RGBA.
+
+    A GPU tensor is converted on its device and only the uint8 bytes cross to the host (the float
+    sRGB curve on the CPU costs ~20 ms a frame, more than the student itself); values can differ
+    from the CPU path by one level where a value sits on a rounding boundary.
+    """
+    if image.device.type != "cpu":
+        return _tensor_to_rgba_u8_on_device(image)
     return np.rint(tensor_to_rgba_float(image) * 255.0).astype(np.uint8)
+
+
+def _tensor_to_rgba_u8_on_device(image: torch.Tensor) -> np.ndarray:
+    if image.ndim != 3 or image.shape[0] != 4:
+        raise ImageError(f"expected a (4, H, W) image tensor, got {tuple(image.shape)}")
+    unit = signed_to_unit(image.detach().float())
+    rgba = torch.cat([linear_to_srgb(unit[:3]), unit[3:4].clamp(0.0, 1.0)])
+    return torch.round(rgba * 255.0).to(torch.uint8).permute(1, 2, 0).contiguous().cpu().numpy()
 
 
 def parse_color(color: str | tuple[int, int, int] | None) -> tuple[int, int, int] | None:

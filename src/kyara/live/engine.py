@@ -1,8 +1,9 @@
 """The live render loop: pose mixer → Pose → character → encoded frame → subscribers; timing stats.
 
-One ``LiveEngine`` owns one render thread. Each tick it asks the mixer for the pose at ``now``; when
-the pose changed (or an input is waiting to be acknowledged) it renders the character, encodes the
-frame once (WebP with alpha) and publishes it as ``engine.latest``. Subscribers are woken without
+One ``LiveEngine`` owns one render thread and one encoder thread. Each tick it asks the mixer for
+the pose at ``now``; when the pose changed (or an input is waiting to be acknowledged) it renders
+the character, and the encoder thread compresses that frame once (WebP with alpha) and publishes
+it as ``engine.latest`` while the next frame renders. Subscribers are woken without
 ever blocking the loop: each keeps only "there is a newer frame", so a slow client skips frames.
 
 Latency is measured from a pose *input* (``engine.note_input()``, called by ``set_manual``,
@@ -21,7 +22,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Callable, Mapping, Protocol
+from typing import Callable, Mapping, NamedTuple, Protocol
 
 import numpy as np
 from PIL import Image
@@ -149,6 +150,13 @@ def encode_webp(rgba: np.ndarray, quality: int = 90) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(rgba, "RGBA").save(buf, format="WEBP", quality=quality, alpha_quality=100, method=0)
     return buf.getvalue()
+
+
+class _Rendered(NamedTuple):
+    rgba: np.ndarray          # (H, W, 4) uint8
+    pose: Pose
+    inputs_applied: int
+    pending_since: float | None
 
 
 @dataclass
@@ -282,6 +290,11 @@ class LiveEngine:
     # -- the loop -------------------------------------------------------------------------------
     def step(self, now: float | None = None) -> EncodedFrame | None:
         """One tick: read the pose, render + encode + publish if needed. Returns the new frame or None."""
+        rendered = self._render(now)
+        return None if rendered is None else self._encode_and_publish(rendered)
+
+    def _render(self, now: float | None = None) -> "_Rendered | None":
+        """Read the pose; render it when it changed, an input waits, or the frame is stale."""
         now = self.clock() if now is None else now
         with self._lock:
             pending_since = self._inputs.pending_since
@@ -295,14 +308,17 @@ class LiveEngine:
             return None
         t0 = time.perf_counter()
         rgba = np.ascontiguousarray(self.character.render_rgba(pose))
-        t1 = time.perf_counter()
         if rgba.ndim != 3 or rgba.shape[2] != 4 or rgba.dtype != np.uint8:
             raise ValueError(f"character.render_rgba returned {rgba.shape} {rgba.dtype}; expected (H, W, 4) uint8")
-        webp = encode_webp(rgba, self.webp_quality)
-        t2 = time.perf_counter()
-        self.render_ms.add((t1 - t0) * 1000.0)
-        self.encode_ms.add((t2 - t1) * 1000.0)
+        self.render_ms.add((time.perf_counter() - t0) * 1000.0)
         self._last_render = now
+        return _Rendered(rgba, pose, inputs_applied, pending_since)
+
+    def _encode_and_publish(self, rendered: "_Rendered") -> EncodedFrame:
+        rgba, pose, inputs_applied, pending_since = rendered
+        t1 = time.perf_counter()
+        webp = encode_webp(rgba, self.webp_quality)
+        self.encode_ms.add((time.perf_counter() - t1) * 1000.0)
         self._seq += 1
         published = self.clock()
         frame = EncodedFrame(self._seq, rgba, webp, pose, inputs_applied, published)
@@ -319,17 +335,43 @@ class LiveEngine:
                 self.unsubscribe(sub)
         return frame
 
+    def _count_error(self, e: Exception) -> None:
+        self.tick_errors += 1
+        self.last_error = f"{type(e).__name__}: {e}"
+        if self.tick_errors <= 3 or self.tick_errors % 100 == 0:
+            log.exception("live engine tick failed (%d so far)", self.tick_errors)
+
+    def _encode_worker(self, rendered: "_Rendered") -> None:
+        try:
+            self._encode_and_publish(rendered)
+        except Exception as e:  # counted like a render failure; the loop goes on
+            self._count_error(e)
+
     def _run(self) -> None:
+        # Two-stage pipeline: this thread renders frame N+1 while one encoder thread compresses and
+        # publishes frame N (torch and Pillow's WebP encoder both release the GIL). At most one
+        # frame waits for the encoder, so latency stays one frame and order is kept.
+        from concurrent.futures import ThreadPoolExecutor
+
         period = 1.0 / self.fps
         next_tick = self.clock()
+        encoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kyara-live-encode")
+        try:
+            self._loop(period, next_tick, encoder)
+        finally:
+            encoder.shutdown(wait=True)
+
+    def _loop(self, period: float, next_tick: float, encoder) -> None:
+        encoding = None
         while not self._stop.is_set():
             try:
-                self.step()
+                rendered = self._render()
+                if rendered is not None:
+                    if encoding is not None:
+                        encoding.result()
+                    encoding = encoder.submit(self._encode_worker, rendered)
             except Exception as e:  # a bad frame must not kill the session; it is counted and shown
-                self.tick_errors += 1
-                self.last_error = f"{type(e).__name__}: {e}"
-                if self.tick_errors <= 3 or self.tick_errors % 100 == 0:
-                    log.exception("live engine tick failed (%d so far)", self.tick_errors)
+                self._count_error(e)
                 self._stop.wait(0.1)
             next_tick += period
             delay = next_tick - self.clock()
