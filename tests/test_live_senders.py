@@ -117,10 +117,12 @@ class Session:
                                                 f"{ {k: round(v, 3) for k, v in pose.items() if v} }"
             time.sleep(0.1)
             pose = self.pose()
+        # LiveEngine renders frame N+1 while its encoder thread still publishes frame N, so the first
+        # frame published after the pose was seen can be one rendered before it; the second was not.
         seen_seq = self.frame_seq()
         while True:
             rgba, seq = self.frame()
-            if seq > seen_seq:
+            if seq >= seen_seq + 2:
                 break
             assert time.monotonic() < deadline, "no frame rendered after the pose changed"
             time.sleep(0.1)

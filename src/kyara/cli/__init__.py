@@ -13,6 +13,15 @@ import sys
 COMMANDS = ["demo", "pose", "models", "distill", "eval", "export", "live", "speak", "stickers", "scene"]
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults, but not for on/off flags (``--no-browser`` is not "default: True") or unset options."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.nargs == 0 or action.default is None:
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
 class UserError(Exception):
     """An error caused by user input: printed as one line, exit code 2, no traceback."""
 

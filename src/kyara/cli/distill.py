@@ -1,11 +1,11 @@
 """`kyara distill IMAGE -o OUT.kyara`: distill the teacher into a per-character student."""
 from __future__ import annotations
 
-import argparse
 from dataclasses import fields
 from pathlib import Path
 
 from kyara.distill.config import DistillConfig
+from kyara.cli import HelpFormatter
 
 DEFAULTS = DistillConfig()
 
@@ -17,7 +17,7 @@ def register(sub) -> None:
                                    "held-out PSNR against the teacher. Several GPUs: "
                                    "`torchrun --nproc-per-node N -m kyara distill ...` (data parallel; "
                                    "--examples and --batch-size count per step over all GPUs / per GPU).",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=HelpFormatter)
     p.add_argument("image", help="512×512 RGBA character image (PNG/WebP), transparent background")
     p.add_argument("-o", "--output", required=True, help="output .kyara file")
     p.add_argument("--teacher", default=DEFAULTS.teacher, help="teacher network")

@@ -3,18 +3,21 @@ from __future__ import annotations
 
 import json
 
+from kyara.cli import HelpFormatter
+
 
 def register(sub) -> None:
     p = sub.add_parser("eval", help="measure a student's PSNR/SSIM/LPIPS against its teacher",
                        description="Render held-out poses with the character's student and with its teacher and "
-                                   "report mean PSNR (dB), SSIM and LPIPS (AlexNet, v0.1) in display space.")
+                                   "report mean PSNR (dB), SSIM and LPIPS (AlexNet, v0.1) in display space.",
+                       formatter_class=HelpFormatter)
     p.add_argument("character", help=".kyara file or THA4 character_model directory")
-    p.add_argument("--poses", type=int, default=1000, help="number of held-out poses (default 1000)")
+    p.add_argument("--poses", type=int, default=1000, help="number of held-out poses")
     p.add_argument("--json", action="store_true", help="print one JSON object with keys psnr, ssim, lpips, poses")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--teacher", help="teacher to compare against (default: the one stored in the file)")
     p.add_argument("--weights", metavar="DIR", help="directory of official teacher weight files")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=8, help="poses rendered per batch (lower it if memory is short)")
     p.add_argument("--no-lpips", action="store_true", help="skip LPIPS (it downloads AlexNet weights once)")
     p.set_defaults(func=run)
 

@@ -5,15 +5,7 @@ Thin over ``kyara.server.app.run_live`` (same parameter names).
 from __future__ import annotations
 
 import argparse
-
-
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows defaults, but not for on/off flags (``--no-browser`` is not "default: True") or unset options."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        if action.nargs == 0 or action.default is None:
-            return action.help or ""
-        return super()._get_help_string(action)
+from kyara.cli import HelpFormatter
 
 
 def _camera_index(text: str) -> int:
@@ -33,7 +25,7 @@ def register(subparsers) -> None:
         description="Serve a local studio page where the character moves in real time, an OBS Browser Source "
                     "page with a transparent background, UDP receivers for iFacialMocap and VMC trackers, and "
                     "optionally a webcam face tracker (MediaPipe), an audio file or a microphone for the mouth.",
-        formatter_class=_HelpFormatter)
+        formatter_class=HelpFormatter)
     p.add_argument("character", nargs="?", default=None,
                    help="a .kyara character file (default: the bundled sample); an image with --teacher")
     p.add_argument("--port", type=int, default=8765, help="HTTP/WebSocket port (0 picks a free one)")

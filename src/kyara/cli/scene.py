@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+from kyara.cli import HelpFormatter
 
 
 def register(subparsers) -> None:
@@ -10,9 +11,9 @@ def register(subparsers) -> None:
         description="Render a scene file (schema: docs/produce.md, example: examples/scene.yaml): characters placed "
                     "on a background colour or image, each with an audio track and/or a pose script; whoever speaks "
                     "turns toward the other. Audio tracks are mixed into .mp4/.webm outputs.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     p.add_argument("scene", help="scene YAML file")
-    p.add_argument("-o", "--output", default=None, help="output file (default: <scene name>.mp4)")
+    p.add_argument("-o", "--output", default=None, help="output file (default: <scene file name>.mp4 in the current folder)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from kyara.produce.stickers import StickerConfig
+from kyara.cli import HelpFormatter
 
 DEFAULTS = StickerConfig()
 
@@ -14,7 +15,7 @@ def register(subparsers) -> None:
         description="Render every expression preset plus extra combinations and head angles (16 in all) as a "
                     "transparent PNG, an animated WebP and a GIF loop (neutral → expression → hold with a blink → "
                     "back), and a labelled contact sheet.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     p.add_argument("character", help="a .kyara character file (fast student) or an image (slow THA3 teacher)")
     p.add_argument("-o", "--output", default="stickers", help="output directory")
     p.add_argument("--only", nargs="+", metavar="NAME", default=None, help="render only these expressions")
