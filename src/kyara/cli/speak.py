@@ -34,6 +34,8 @@ def register(subparsers) -> None:
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     p.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size, help="poses rendered per model call")
     p.add_argument("--seed", type=int, default=DEFAULTS.seed, help="seed for blinks and sway")
+    p.add_argument("--exact", action="store_true",
+                   help="render every frame's exact pose with the full network (slow reference; default ~45 dB from it)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -43,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
 
     config = SpeakConfig(fps=args.fps, voice=args.voice, rate_wpm=args.rate_wpm, emotion=args.emotion,
                          emotion_intensity=args.emotion_intensity, emotion_timeline=args.emotion_timeline,
-                         background=args.background, batch_size=args.batch_size, seed=args.seed)
+                         background=args.background, batch_size=args.batch_size, seed=args.seed,
+                         exact=args.exact)
     path = speak(args.character, audio_path=args.audio, text=args.text, output=args.output, config=config,
                  device=args.device, progress=not args.quiet)
     print(path)

@@ -6,7 +6,8 @@ Data flow (one pose row per video frame, T = ceil(audio seconds × fps)):
   text ──espeak-ng──► WAV + phoneme spans ──► vowel probabilities replaced by the phoneme truth
   AudioTrack ──mouth_track──► mouth layer      IdleMotion ──► blinks, breathing, idle sway
   emotion timeline ──► expression layer        loudness + pitch ──► nods and speaking sway
-  layers ──assemble_track──► (T, 45) ──quantize_track──► render_track ──► open_writer (+ audio mux)
+  layers ──assemble_track──► (T, 45) ──► render_track_fast (students on CPU) / quantize_track + render_track(_split)
+  frames ──► open_writer (+ audio mux)
 """
 from __future__ import annotations
 
@@ -20,8 +21,8 @@ import numpy as np
 from kyara.errors import KyaraError
 from kyara.image import parse_color
 from kyara.pose import FACE_ALL
-from kyara.produce.frames import (QuantizeConfig, RenderStats, SplitConfig, quantize_track, render_track,
-                                  render_track_split, supports_split)
+from kyara.produce.frames import (FastConfig, QuantizeConfig, RenderStats, SplitConfig, quantize_track, render_track,
+                                  render_track_fast, render_track_split, supports_split)
 from kyara.produce.motion import (EmotionTimeline, HeadMotionConfig, assemble_track, dicts_to_layer, dominant_mouth,
                                   frame_times, load_emotion_timeline, voice_head_layer)
 
@@ -41,6 +42,7 @@ class SpeakConfig:
     batch_size: int = 4
     seed: int = 0
     split: bool = True                   # students: face and body networks on separate schedules (fast)
+    exact: bool = False                  # render every frame's exact pose with the full network (slow reference)
     body_max_gap_s: float = 2.0          # with split: longest gap between body-network keyframes (0: every frame)
     mouth_smoothing_s: float = 0.06
     mouth_levels: int = 4                # one vowel shape at a time on 4 openness steps; 0: continuous blend
@@ -145,6 +147,10 @@ def speak(character, audio_path: str | Path | None = None, text: str | None = No
     reads; resampled as needed) or text (spoken by espeak-ng with config.voice). output: .mp4 (H.264
     + audio), .webm (VP9 with alpha + audio), .gif, .webp, or a directory / %d pattern for PNGs.
     stats, if given, is filled with frame and unique-pose counts and render time.
+
+    Students on the CPU render with ``render_track_fast`` (unquantized poses; body network at
+    keyframes on the character's pixels only; ~45 dB PSNR against the full render);
+    config.exact renders every frame's exact pose with the full student (the slow reference).
     """
     from tqdm import tqdm
 
@@ -171,18 +177,32 @@ def speak(character, audio_path: str | Path | None = None, text: str | None = No
         samples, sample_rate = load_audio(audio_path)
         track = analyze(samples, sample_rate, fps=config.fps)
         tracks = speech_tracks(track, config, spans)
-        poses = quantize_track(tracks.poses, config.quantize)
+        fast = not config.exact and config.split and supports_split(character) and character.device.type == "cpu"
+        poses = tracks.poses if (config.exact or fast) else quantize_track(tracks.poses, config.quantize)
 
         stats = stats if stats is not None else RenderStats()
         carries_audio = output.suffix.lower() in AUDIO_FORMATS
         writer = open_writer(output, fps=config.fps, background=background,
                              audio=audio_path if carries_audio else None)
         with tqdm(total=len(poses), unit="frame", desc=f"speak {output.name}", disable=not progress) as bar:
-            if config.split and supports_split(character):
+            if fast:
+                # Frames come back already flattened onto the writer's background where it has one.
+                flatten = getattr(writer, "flattens_onto", None)
+                split = SplitConfig(body_max_gap_s=config.body_max_gap_s, batch_size=config.batch_size)
+                frames = render_track_fast(character, poses, tracks.body_poses, config.fps, FastConfig(split=split),
+                                           stats=stats, progress=bar, background=flatten)
+            elif config.exact:
+                frames = render_track(character, poses, batch_size=config.batch_size, stats=stats, progress=bar)
+            elif config.split and supports_split(character):
                 split = SplitConfig(body_max_gap_s=config.body_max_gap_s, batch_size=config.batch_size)
                 frames = render_track_split(character, poses, tracks.body_poses, config.fps, split, stats=stats,
                                             progress=bar)
             else:
                 frames = render_track(character, poses, batch_size=config.batch_size, stats=stats, progress=bar)
-            writer.write_all(frames)
+            if fast and flatten is not None:
+                with writer:
+                    for rgb in frames:
+                        writer.write_flat(rgb)
+            else:
+                writer.write_all(frames)
     return writer.path

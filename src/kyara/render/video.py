@@ -73,10 +73,12 @@ def _temp_path(path: Path) -> Path:
     return Path(tmp)
 
 
-def _check_frame(rgba: np.ndarray, size: tuple[int, int] | None, path: Path) -> tuple[int, int]:
-    if not isinstance(rgba, np.ndarray) or rgba.dtype != np.uint8 or rgba.ndim != 3 or rgba.shape[2] != 4:
+def _check_frame(rgba: np.ndarray, size: tuple[int, int] | None, path: Path, channels: tuple[int, ...] = (4,)
+                 ) -> tuple[int, int]:
+    if not isinstance(rgba, np.ndarray) or rgba.dtype != np.uint8 or rgba.ndim != 3 or rgba.shape[2] not in channels:
         shape = getattr(rgba, "shape", None)
-        raise VideoError(f"{path}: frames must be (H, W, 4) uint8 RGBA arrays, got {shape} {getattr(rgba, 'dtype', type(rgba))}")
+        want = "(H, W, 4) uint8 RGBA" if channels == (4,) else "(H, W, 3) uint8 RGB"
+        raise VideoError(f"{path}: frames must be {want} arrays, got {shape} {getattr(rgba, 'dtype', type(rgba))}")
     hw = (int(rgba.shape[0]), int(rgba.shape[1]))
     if size is not None and hw != size:
         raise VideoError(f"{path}: frame size changed from {size[1]}×{size[0]} to {hw[1]}×{hw[0]}")
@@ -186,13 +188,31 @@ class FfmpegWriter(_WriterBase):
         self._cleanup()
         return VideoError(f"{self.path}: {what} (ffmpeg exit {code}):\n  {tail}")
 
+    @property
+    def flattens_onto(self) -> tuple[int, int, int] | None:
+        """The background colour frames are composited onto before encoding, or None if the
+        encoded video keeps alpha. Frames already flattened onto it may go to ``write_flat``."""
+        return self.background if self.codec.pipe_pix_fmt == "rgb24" else None
+
+    def write_flat(self, rgb: np.ndarray) -> None:
+        """rgb: (H, W, 3) uint8 already composited onto ``flattens_onto`` (as kyara.image.composite_over
+        does); sent to the encoder as is, saving the per-frame compositing of ``write``."""
+        if self.flattens_onto is None:
+            raise VideoError(f"{self.path}: this video keeps alpha; write (H, W, 4) RGBA frames")
+        self._send(rgb, (3,))
+
     def write(self, rgba: np.ndarray) -> None:
         """rgba: (H, W, 4) uint8 sRGB straight alpha."""
-        size = _check_frame(rgba, self._size, self.path)
+        self._send(rgba, (4,))
+
+    def _send(self, rgba: np.ndarray, channels: tuple[int, ...]) -> None:
+        size = _check_frame(rgba, self._size, self.path, channels)
         if self._proc is None:
             self._size = size
             self._start(*size)
-        if self.codec.pipe_pix_fmt == "rgb24":
+        if rgba.shape[2] == 3:
+            data = rgba
+        elif self.codec.pipe_pix_fmt == "rgb24":
             data = composite_over(rgba, self.background or (0, 0, 0))
         else:
             data = rgba

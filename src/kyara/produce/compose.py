@@ -1,0 +1,88 @@
+"""Student frames from raw body-morpher outputs on a pixel subset: warp, blend, 8-bit, background.
+
+The student's last step (facts §4.2) is per pixel: warped = grid_sample(face-edited image,
+identity + flow), blended = lerp(warped, colour, alpha). ``SubsetCompositor`` runs that step only
+on the pixels of a ``PixelLevel`` (the canvas area the character can reach) and writes them into a
+frame whose other pixels are transparent, or the background colour when one is given. It converts
+with lookup tables built from ``kyara.image``'s own conversions (``tensor_to_rgba_u8``,
+``composite_over``), so the frames match the full-frame path: alpha and background compositing
+exactly, sRGB colour to within one level on values that fall within 1/65536 of a rounding edge.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from kyara.geometry import STUDENT_FACE_BOX
+from kyara.image import composite_over, tensor_to_rgba_u8
+from kyara.student.inference import PixelLevel
+
+SRGB_LUT_CELLS = 65536   # model-space [-1, 1] → 8-bit sRGB table resolution
+
+
+def srgb_lut(cells: int = SRGB_LUT_CELLS) -> torch.Tensor:
+    """(cells + 1,) uint8: 8-bit sRGB of model-space value -1 + 2·i/cells (via tensor_to_rgba_u8)."""
+    v = torch.linspace(-1.0, 1.0, cells + 1, dtype=torch.float64).float()
+    probe = torch.stack([v, v, v, torch.ones_like(v)]).view(4, 1, -1)
+    return torch.from_numpy(np.ascontiguousarray(tensor_to_rgba_u8(probe)[0, :, 0]))
+
+
+def background_lut(background: tuple[int, int, int]) -> torch.Tensor:
+    """(65536, 3) uint8: row alpha·256 + value → composite_over of (value, alpha) on background,
+    one column per RGB channel."""
+    value, alpha = np.meshgrid(np.arange(256, dtype=np.uint8), np.arange(256, dtype=np.uint8))
+    rgba = np.stack([value, value, value, alpha], axis=2)                     # (256 alpha, 256 value, 4)
+    return torch.from_numpy(composite_over(rgba, background).reshape(65536, 3))
+
+
+class SubsetCompositor:
+    """(7, M) raw body outputs at `pixels` → (512, 512, 4) RGBA or (512, 512, 3) RGB uint8 frames.
+
+    image: (4, 512, 512) model-space character image; the face box is replaced by ``set_face``.
+    pixels: the output PixelLevel (size 512) that may be non-transparent; every other pixel of
+    every frame is alpha 0 (RGBA) or exactly `background` (RGB when background is given).
+    """
+
+    def __init__(self, image: torch.Tensor, pixels: PixelLevel, background: tuple[int, int, int] | None = None):
+        if image.shape != (4, pixels.size, pixels.size):
+            raise ValueError(f"image {tuple(image.shape)} does not match a {pixels.size}² pixel set")
+        self.edited = image.detach().float().unsqueeze(0).clone()          # (1, 4, S, S), face pasted in place
+        self.index = pixels.index
+        if self.index.numel() and self.index.max() >= pixels.size ** 2:
+            raise ValueError("pixel index outside the canvas")
+        self.base_grid = pixels.position                                     # identity grid at the pixels
+        self.background = background
+        self.channels = 3 if background is not None else 4
+        self.srgb = srgb_lut()
+        # Channel c's table starts at row c·65536 of the flattened (3 × 65536) background table.
+        self.composite = background_lut(background).t().reshape(-1).contiguous() if background is not None else None
+        self.channel_offset = (torch.arange(3, dtype=torch.int32) * 65536).view(3, 1)
+        empty = np.zeros((pixels.size, pixels.size, 4), np.uint8)
+        self.template = torch.from_numpy(composite_over(empty, background) if background is not None else empty)
+
+    def set_face(self, face: torch.Tensor) -> None:
+        """face: (4, 128, 128) model-space face-morpher output for STUDENT_FACE_BOX."""
+        STUDENT_FACE_BOX.crop(self.edited)[0].copy_(face)
+
+    def frame(self, features: torch.Tensor) -> np.ndarray:
+        """features: (7, M) [flow x, flow y, alpha, colour RGBA] at the pixels → a new
+        (S, S, channels) uint8 frame."""
+        with torch.inference_mode():
+            grid = (self.base_grid + features[0:2].t()).view(1, 1, -1, 2)
+            warped = F.grid_sample(self.edited, grid, mode="bilinear", padding_mode="border",
+                                   align_corners=False).view(4, -1)           # (4, M)
+            blended = torch.lerp(warped, features[3:7], features[2])
+            cells = SRGB_LUT_CELLS
+            index = blended[:3].add(1.0).mul_(cells / 2).round_().clamp_(0, cells).int()
+            rgb = self.srgb.index_select(0, index.view(-1)).view(3, -1)        # (3, M) uint8
+            # tensor_to_rgba_u8's alpha: rint(clip((a + 1) / 2, 0, 1) · 255).
+            alpha = blended[3].add(1.0).mul_(0.5).clamp_(0.0, 1.0).mul_(255.0).round_()
+            if self.composite is not None:
+                key = rgb.int().add_(alpha.int().mul_(256)).add_(self.channel_offset)   # (3, M)
+                values = self.composite.index_select(0, key.view(-1)).view(3, -1).t()
+            else:
+                values = torch.cat([rgb, alpha.to(torch.uint8).unsqueeze(0)]).t()
+            out = self.template.clone()
+            out.view(-1, self.channels).index_copy_(0, self.index, values.contiguous())
+            return out.numpy()

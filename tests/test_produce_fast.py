@@ -1,0 +1,122 @@
+"""Fast student rendering for `kyara speak` (render_track_fast, kyara.student.inference,
+kyara.produce.compose) against the full per-frame render of the bundled sample student."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from kyara import character as character_module
+from kyara.image import composite_over, tensor_to_rgba_u8
+from kyara.pose import INDEX
+from kyara.produce.frames import FastConfig, RenderStats, SplitConfig, render_track_fast
+from kyara.student.inference import PixelSet, body_features, face_rgba, prepare_body
+
+needs_sample = pytest.mark.skipif(not character_module.SAMPLE_CHARACTER.is_file(), reason="no bundled sample student")
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float("inf") if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)
+
+
+@pytest.fixture(scope="module")
+def sample():
+    return character_module.load_character(character_module.SAMPLE_CHARACTER)
+
+
+@needs_sample
+def test_fast_networks_equal_the_modules(sample):
+    student = sample.poser
+    torch.manual_seed(0)
+    poses = (torch.rand(1, 45) * 2 - 1) * 0.3
+    with torch.inference_mode():
+        body = student.body_morpher.features(poses).permute(0, 2, 3, 1).reshape(1, -1, 7)
+        face = student.face_morpher(poses[:, :39]).permute(0, 2, 3, 1).reshape(1, -1, 4)
+    assert (body_features(student.body_morpher, poses) - body).abs().max() < 2e-4
+    assert (face_rgba(student.face_morpher, poses[:, :39]) - face).abs().max() < 2e-4
+
+
+@needs_sample
+def test_a_pixel_subset_gives_the_same_values_as_the_full_canvas(sample):
+    net = prepare_body(sample.poser.body_morpher)
+    pose = torch.zeros(1, 45)
+    pose[0, INDEX["head_y"]] = 0.2
+    mask = np.zeros((512, 512), bool)
+    mask[100:140, 200:260] = True
+    mask[400, 7] = mask[0, 511] = True                  # borders use clamped bilinear taps
+    subset = PixelSet.from_mask(mask, levels=3)
+    assert len(subset.output) == mask.sum() and len(subset.levels[0]) < 128 * 128
+    full = body_features(net, pose)[0]
+    part = body_features(net, pose, subset)[0]
+    assert (part - full[subset.output.index]).abs().max() < 1e-5
+
+
+def frames_for(sample, poses, body_poses, background, **fast):
+    stats = RenderStats()
+    frames = list(render_track_fast(sample, poses, body_poses, fps=30.0, config=FastConfig(**fast), stats=stats,
+                                    background=background))
+    return frames, stats
+
+
+def speech_like_track(T: int = 24) -> tuple[np.ndarray, np.ndarray]:
+    t = np.arange(T) / 30.0
+    poses = np.zeros((T, 45), np.float32)
+    poses[:, INDEX["head_y"]] = 0.15 * np.sin(2 * np.pi * 0.3 * t)
+    poses[:, INDEX["head_x"]] = -0.2 * np.clip(np.sin(2 * np.pi * 1.5 * t), 0, None)      # a nod
+    poses[:, INDEX["breathing"]] = 0.5 + 0.5 * np.sin(2 * np.pi * 0.25 * t)
+    body = poses.copy()
+    poses[::3, INDEX["mouth_aaa"]] = 1.0
+    blink = np.array([0.5, 1.0, 0.5])[: max(0, T - 1)]
+    poses[1:1 + len(blink), INDEX["eye_wink_left"]] = poses[1:1 + len(blink), INDEX["eye_wink_right"]] = blink
+    return poses, body
+
+
+@needs_sample
+@pytest.mark.parametrize("background", [(255, 255, 255), None])
+def test_every_frame_exact_matches_the_full_render(sample, background):
+    """Body network on every frame's full pose: only the region cut and 8-bit tables differ."""
+    poses, _ = speech_like_track(4)
+    frames, stats = frames_for(sample, poses, poses, background, split=SplitConfig(body_max_gap_s=0.0))
+    assert stats.frames == 4 and stats.body_poses == 4
+    for frame, pose in zip(frames, poses):
+        full = tensor_to_rgba_u8(sample.render(torch.from_numpy(pose[None]))[0].cpu())
+        if background is None:
+            assert frame.shape == (512, 512, 4)
+            assert np.abs(frame.astype(int) - full).max() <= 1
+        else:
+            assert frame.shape == (512, 512, 3)
+            assert np.abs(frame.astype(int) - composite_over(full, background)).max() <= 1
+
+
+@needs_sample
+def test_default_fast_path_is_close_to_the_full_render(sample):
+    """Keyframed body network (mouth and blinks not seen by it) vs every frame in full: the
+    stated tolerance is 38 dB PSNR on every frame, 40 dB over the clip, on white."""
+    poses, body = speech_like_track(24)
+    frames, stats = frames_for(sample, poses, body, (255, 255, 255))
+    assert stats.body_poses < 24 and stats.face_poses < 24
+    mses = []
+    for t in range(0, 24, 3):
+        full = composite_over(tensor_to_rgba_u8(sample.render(torch.from_numpy(poses[t:t + 1]))[0].cpu()),
+                              (255, 255, 255))
+        assert psnr(frames[t], full) > 38.0, f"frame {t}"
+        mses.append(np.mean((frames[t].astype(np.float64) - full) ** 2))
+    assert 10 * np.log10(255.0 ** 2 / np.mean(mses)) > 40.0
+
+
+def test_speak_fast_path_keeps_audio_and_video_within_one_frame(tmp_path):
+    """The default speak path with a (tiny, random) student: frame count and muxed audio agree."""
+    from test_produce_fakes import vowel_like, write_wav
+    from test_produce_frames import tiny_student_character
+
+    from kyara.produce.speak import SpeakConfig, speak
+    from kyara.render.video import read_audio, read_frames
+
+    wav = write_wav(tmp_path / "voice.wav", vowel_like(1.3, 16000), 16000)
+    stats = RenderStats()
+    out = speak(tiny_student_character(), wav, output=tmp_path / "talk.mp4", config=SpeakConfig(), progress=False,
+                stats=stats)
+    frames = read_frames(out)
+    assert len(frames) == stats.frames == 39 and stats.body_poses < 39       # the fast path ran
+    assert abs(len(read_audio(out)) / 16000 - len(frames) / 30.0) <= 1 / 30.0
