@@ -97,3 +97,26 @@ def test_fast_channels_last_path_equals_official_conv_formulation():
     pose = torch.rand(2, 45) * 2 - 1
     assert torch.allclose(face(pose[:, :39]), face.forward_reference(pose[:, :39]), atol=2e-5)
     assert torch.allclose(body.features(pose), body.features_reference(pose), atol=5e-5)
+
+
+def test_cpu_pose_path_equals_forward_and_follows_weight_changes():
+    """Student.pose on the CPU runs kyara.student.inference's evaluator; it must equal the module's
+    forward and must not keep serving stale prepared weights after they change."""
+    from kyara.distill.poses import sample_poses
+
+    ch = random_character(1)
+    student, image = ch.poser, ch.image
+    poses = sample_poses(2, torch.Generator().manual_seed(7))
+    with torch.inference_mode():
+        ref = student.forward(image, poses).image
+    fast = student.pose(image, poses)
+    assert fast.shape == (2, 4, 512, 512)
+    # float32 rounding through ω0 = 30 sine layers: < 0.15 of an 8-bit level at worst (random weights
+    # are rougher than a trained student's, which agrees to ~1e-4)
+    assert (fast - ref).abs().max() < 2e-3 and (fast - ref).abs().mean() < 1e-5
+    with torch.no_grad():
+        student.body_morpher.last_linear.bias.add_(0.05)   # an optimizer step would do the same
+    changed = student.pose(image, poses)
+    with torch.inference_mode():
+        ref2 = student.forward(image, poses).image
+    assert (changed - ref2).abs().max() < 2e-3 and (changed - fast).abs().max() > 1e-2

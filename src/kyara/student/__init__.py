@@ -51,4 +51,38 @@ class Student(nn.Module):
     @torch.inference_mode()
     def pose(self, image: torch.Tensor, poses: torch.Tensor) -> torch.Tensor:
         image = image.to(self.device, self.dtype)
-        return self.forward(image, poses.to(self.device, self.dtype)).image
+        poses = poses.to(self.device, self.dtype)
+        if self.device.type == "cpu" and self.dtype == torch.float32 and poses.dim() == 2:
+            return self._pose_cpu(image, poses)
+        return self.forward(image, poses).image
+
+    def _pose_cpu(self, image: torch.Tensor, poses: torch.Tensor) -> torch.Tensor:
+        """forward(...).image through kyara.student.inference's CPU evaluator (same maths, ω₀ folded,
+        cache-sized chunks, worker threads): ~3× faster on a small CPU, equal to ~1e-4."""
+        from kyara.nn.warp import apply_flow
+        from kyara.student.inference import body_features, face_rgba
+
+        if poses.shape[1] != NUM_PARAMETERS:
+            raise ValueError(f"poses must be (N, {NUM_PARAMETERS}), got {tuple(poses.shape)}")
+        face_net, body_net = self._prepared_cpu_nets()
+        n = poses.shape[0]
+        box = STUDENT_FACE_BOX
+        face = face_rgba(face_net, poses[:, FACE_ALL]).view(n, box.height, box.width, 4).permute(0, 3, 1, 2)
+        if image.dim() == 3:
+            image = image.unsqueeze(0)
+        edited = STUDENT_FACE_BOX.paste(image.expand(n, -1, -1, -1), face)
+        out = body_features(body_net, poses).view(n, 512, 512, -1).permute(0, 3, 1, 2)
+        flow, alpha, color = out[:, 0:2], out[:, 2:3], out[:, 3:7]
+        return (1 - alpha) * apply_flow(edited, flow) + alpha * color
+
+    def _prepared_cpu_nets(self):
+        # Prepared copies fold ω₀ into the weights; rebuild them whenever any parameter changed
+        # (optimizer steps and load_state_dict bump the tensors' version counters).
+        from kyara.student.inference import prepare_body, prepare_face
+
+        key = tuple((p.data_ptr(), p._version) for p in self.parameters())
+        cached = getattr(self, "_cpu_nets", None)
+        if cached is None or cached[0] != key:
+            cached = (key, (prepare_face(self.face_morpher), prepare_body(self.body_morpher)))
+            self._cpu_nets = cached
+        return cached[1]
