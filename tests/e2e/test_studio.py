@@ -46,12 +46,18 @@ def set_slider(page, name: str, value: float) -> None:
     }""", [name, value])
 
 
-def test_studio_loads_and_mouth_slider_changes_mouth_region(browser, live_server):
+def open_page(browser, url: str, ready_timeout_ms: int = 10_000, ready: str = "body[data-ready='1']"):
+    """A new 1280×900 page at url, once `ready` matches; returns (page, list collecting page errors)."""
     page = browser.new_page(viewport={"width": 1280, "height": 900})
-    errors = []
+    errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(live_server.url + "/")
-    page.wait_for_selector("body[data-ready='1']", timeout=10_000)
+    page.goto(url)
+    page.wait_for_selector(ready, timeout=ready_timeout_ms)
+    return page, errors
+
+
+def test_studio_loads_and_mouth_slider_changes_mouth_region(browser, live_server):
+    page, errors = open_page(browser, live_server.url + "/")
     assert page.locator("input[type=range][data-name]").count() == 45
     assert page.locator("#presets button").count() >= 5
     assert page.locator("#events button").count() == 3

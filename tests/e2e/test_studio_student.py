@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from e2e.test_studio import canvas_rgba, set_slider, wait_new_frame
+from e2e.test_studio import canvas_rgba, open_page, set_slider, wait_new_frame
 from test_live_senders import EYES_BOX, HEAD_ROWS, MOUTH_BOX, alpha_changed, region_diff
 
 pytestmark = pytest.mark.e2e
@@ -30,11 +30,7 @@ def student_server():
 
 
 def test_studio_with_student_mouth_slider_changes_mouth_region(browser, student_server):
-    page = browser.new_page(viewport={"width": 1280, "height": 900})
-    errors = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(student_server.url + "/")
-    page.wait_for_selector("body[data-ready='1']", timeout=20_000)
+    page, errors = open_page(browser, student_server.url + "/", ready_timeout_ms=20_000)
     assert page.locator("input[type=range][data-name]").count() == 45
     wait_new_frame(page, 0, timeout_ms=30_000)
     before, _ = canvas_rgba(page)

@@ -104,6 +104,17 @@ class RenderStats:
     def elapsed_s(self) -> float:
         return time.perf_counter() - self.started
 
+    def timed(self, part: str, fn, poses: int = 1):
+        """fn() timed into render_s/render_calls and into the '<part>_s'/'<part>_poses' counters."""
+        start = time.perf_counter()
+        out = fn()
+        elapsed = time.perf_counter() - start
+        self.render_s += elapsed
+        self.render_calls += 1
+        setattr(self, f"{part}_s", getattr(self, f"{part}_s") + elapsed)
+        setattr(self, f"{part}_poses", getattr(self, f"{part}_poses") + poses)
+        return out
+
 
 def pose_keys(poses: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(T, 45) → (unique (U, 45), inverse (T,) index of each frame's pose in unique, first-seen order)."""
@@ -269,16 +280,6 @@ def render_track_split(character, poses: np.ndarray, body_poses: np.ndarray, fps
     body_queue = [int(b) for b in needed_body[np.argsort([np.flatnonzero((key_lo == b) | (key_hi == b))[0]
                                                           for b in needed_body])]]
 
-    def timed(fn, part: str, n: int):
-        start = time.perf_counter()
-        out = fn()
-        elapsed = time.perf_counter() - start
-        stats.render_s += elapsed
-        stats.render_calls += 1
-        setattr(stats, f"{part}_s", getattr(stats, f"{part}_s") + elapsed)
-        setattr(stats, f"{part}_poses", getattr(stats, f"{part}_poses") + n)
-        return out
-
     with torch.inference_mode():
         for t in range(T):
             fid, b0, b1, wt = int(face_id[t]), int(key_lo[t]), int(key_hi[t]), float(w[t])
@@ -289,15 +290,17 @@ def render_track_split(character, poses: np.ndarray, body_poses: np.ndarray, fps
             if frame is None:
                 if fid not in faces:
                     ids = list(range(next_face, min(len(face_unique), next_face + config.batch_size)))
-                    out = timed(lambda: poser.face_morpher(torch.from_numpy(face_unique[ids]).to(device, dtype)), "face", len(ids))
+                    out = stats.timed("face", lambda: poser.face_morpher(torch.from_numpy(face_unique[ids]).to(device, dtype)),
+                                      len(ids))
                     faces.update(zip(ids, out))
                     next_face = ids[-1] + 1
                 for b in (b0, b1):
                     if b not in bodies:
                         pos = body_queue.index(b)
                         ids = [i for i in body_queue[pos:pos + config.batch_size] if i not in bodies]
-                        out = timed(lambda: poser.body_morpher.features(torch.from_numpy(body_unique[ids]).to(device, dtype)),
-                                    "body", len(ids))
+                        out = stats.timed(
+                            "body", lambda: poser.body_morpher.features(torch.from_numpy(body_unique[ids]).to(device, dtype)),
+                            len(ids))
                         bodies.update(zip(ids, out))
                 features = bodies[b0] if wt == 0.0 else torch.lerp(bodies[b0], bodies[b1], wt)
                 start = time.perf_counter()
@@ -382,16 +385,6 @@ def render_track_fast(character, poses: np.ndarray, body_poses: np.ndarray, fps:
     face_pixels = PixelSet.full(image.shape[-1] // 4, levels=1)
     size = image.shape[-1]
 
-    def timed(part: str, fn):
-        start = time.perf_counter()
-        out = fn()
-        elapsed = time.perf_counter() - start
-        stats.render_s += elapsed
-        stats.render_calls += 1
-        setattr(stats, f"{part}_s", getattr(stats, f"{part}_s") + elapsed)
-        setattr(stats, f"{part}_poses", getattr(stats, f"{part}_poses") + 1)
-        return out
-
     face_unique, face_id = pose_keys(np.ascontiguousarray(poses[:, FACE_ALL]))
     face_last = np.zeros(len(face_unique), np.int64)
     face_last[face_id] = np.arange(T)
@@ -402,7 +395,7 @@ def render_track_fast(character, poses: np.ndarray, body_poses: np.ndarray, fps:
     # No inference_mode around the loop: it would leak into the consumer between yields (the
     # network and compositing calls enter it themselves).
     full = PixelSet.full(size, levels=3)
-    first = timed("body", lambda: evaluate(body_net, torch.from_numpy(body_poses[keys[0]]), full))
+    first = stats.timed("body", lambda: evaluate(body_net, torch.from_numpy(body_poses[keys[0]]), full))
     if config.region:
         # Visible at the first keyframe (alpha of the blended output ≳ 0), or in the input image.
         probe = SubsetCompositor(image, full.output, None)
@@ -443,10 +436,10 @@ def render_track_fast(character, poses: np.ndarray, body_poses: np.ndarray, fps:
             fid, b0, b1, wt = int(face_id[t]), int(lo[t]), int(hi[t]), float(w[t])
             for b in (b0, b1):
                 if b not in bodies:
-                    bodies[b] = timed("body", lambda: evaluate(body_net, torch.from_numpy(body_poses[b]), pixels)
+                    bodies[b] = stats.timed("body", lambda: evaluate(body_net, torch.from_numpy(body_poses[b]), pixels)
                                       ).t().contiguous()
             if fid not in faces:
-                faces[fid] = timed("face", lambda: evaluate(face_net, torch.from_numpy(face_unique[fid]), face_pixels)
+                faces[fid] = stats.timed("face", lambda: evaluate(face_net, torch.from_numpy(face_unique[fid]), face_pixels)
                                    ).t().reshape(4, size // 4, size // 4)
             start = time.perf_counter()
             lane = t % lanes

@@ -36,12 +36,14 @@ class Student(nn.Module):
 
     def face_edit(self, image: torch.Tensor, poses: torch.Tensor) -> torch.Tensor:
         """Paste the face morpher's output into the face box of image: (N, 4, 512, 512)."""
-        n = poses.shape[0]
+        return self._paste_face(image, self.face_morpher(poses[:, FACE_ALL]))
+
+    @staticmethod
+    def _paste_face(image: torch.Tensor, face: torch.Tensor) -> torch.Tensor:
+        """image (4, 512, 512) or (N, 4, 512, 512), face (N, 4, 128, 128) → (N, 4, 512, 512)."""
         if image.dim() == 3:
             image = image.unsqueeze(0)
-        image = image.expand(n, -1, -1, -1)
-        face = self.face_morpher(poses[:, FACE_ALL])
-        return STUDENT_FACE_BOX.paste(image, face)
+        return STUDENT_FACE_BOX.paste(image.expand(face.shape[0], -1, -1, -1), face)
 
     def forward(self, image: torch.Tensor, poses: torch.Tensor) -> BodyMorpherOutput:
         if poses.dim() != 2 or poses.shape[1] != NUM_PARAMETERS:
@@ -59,7 +61,6 @@ class Student(nn.Module):
     def _pose_cpu(self, image: torch.Tensor, poses: torch.Tensor) -> torch.Tensor:
         """forward(...).image through kyara.student.inference's CPU evaluator (same maths, ω₀ folded,
         cache-sized chunks, worker threads): ~3× faster on a small CPU, equal to ~1e-4."""
-        from kyara.nn.warp import apply_flow
         from kyara.student.inference import body_features, face_rgba
 
         if poses.shape[1] != NUM_PARAMETERS:
@@ -68,12 +69,8 @@ class Student(nn.Module):
         n = poses.shape[0]
         box = STUDENT_FACE_BOX
         face = face_rgba(face_net, poses[:, FACE_ALL]).view(n, box.height, box.width, 4).permute(0, 3, 1, 2)
-        if image.dim() == 3:
-            image = image.unsqueeze(0)
-        edited = STUDENT_FACE_BOX.paste(image.expand(n, -1, -1, -1), face)
         out = body_features(body_net, poses).view(n, 512, 512, -1).permute(0, 3, 1, 2)
-        flow, alpha, color = out[:, 0:2], out[:, 2:3], out[:, 3:7]
-        return (1 - alpha) * apply_flow(edited, flow) + alpha * color
+        return BodyMorpher.compose(self._paste_face(image, face), out).image
 
     def _prepared_cpu_nets(self):
         # Prepared copies fold ω₀ into the weights; rebuild them whenever any parameter changed

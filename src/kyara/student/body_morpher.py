@@ -84,7 +84,12 @@ class BodyMorpher(nn.Module):
         return self.last_linear(x)
 
     def forward(self, image: torch.Tensor, pose: torch.Tensor) -> BodyMorpherOutput:
-        out = self.features(pose)
+        return self.compose(image, self.features(pose))
+
+    @staticmethod
+    def compose(image: torch.Tensor, out: torch.Tensor) -> BodyMorpherOutput:
+        """Warp image (N, 4, 512, 512) by the head outputs out (N, 7, 512, 512) = [flow, alpha, colour]
+        and blend in the colour: the body morpher's last step, shared with the CPU evaluator."""
         flow, alpha, color = out[:, 0:2], out[:, 2:3], out[:, 3:7]
         warped = apply_flow(image, flow)
         blended = (1 - alpha) * warped + alpha * color
