@@ -4,7 +4,8 @@
 #   bash benchmarks/distill_gpu.sh WORK_DIR BUDGET_MIN SESSION_MIN NAME=IMAGE [NAME=IMAGE ...]
 # Writes WORK_DIR/NAME.kyara, WORK_DIR/NAME/log.jsonl (PSNR against minutes) and NAME.out (console).
 # SESSION_MIN = BUDGET_MIN runs each character in one go; DETACH=1 starts them in their own process
-# session (setsid) and returns at once, so they outlive a shell with a time limit.
+# session (setsid) and returns at once, so they outlive a shell with a time limit. DISTILL_ARGS adds
+# options to every run (e.g. DISTILL_ARGS="--face-batch-multiplier 2").
 set -euo pipefail
 work=$1 budget=$2 session=$3; shift 3
 mkdir -p "$work"
@@ -14,7 +15,7 @@ for spec in "$@"; do
   resume=(); [[ -f $work/$name/checkpoint.safetensors ]] && resume=(--resume)
   CUDA_VISIBLE_DEVICES=$gpu PYTHONUNBUFFERED=1 ${DETACH:+setsid} python3 -m kyara distill "$image" -o "$work/$name.kyara" \
     --work-dir "$work/$name" --device cuda --examples 0 --minutes "$budget" --stop-after "$session" \
-    --lr-scale 3 --tf32 --checkpoint-every-examples 25000 "${resume[@]}" >>"$work/$name.out" 2>&1 &
+    --lr-scale 3 --tf32 --checkpoint-every-examples 25000 ${DISTILL_ARGS:-} "${resume[@]}" >>"$work/$name.out" 2>&1 &
   gpu=$((gpu + 1))
 done
 [[ -n ${DETACH:-} ]] || wait

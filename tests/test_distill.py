@@ -70,6 +70,26 @@ def test_tiny_distillation_loss_falls_and_resume_is_exact(tmp_path):
         assert torch.equal(x, y), f"resume diverged at {k}"
 
     assert (tmp_path / "a" / "tiny.kyara").exists() and (tmp_path / "a" / CHECKPOINT_NAME).exists()
+    # the body morpher was restricted to the character's region, and the region travels with the file
+    region = straight.character.poser.region
+    assert region is not None and torch.equal(resumed.character.poser.region, region)
+    from safetensors.torch import load_file
+    packed = load_file(str(tmp_path / "a" / "tiny.kyara"))["body_region"]   # (tiny networks: no load_character)
+    unpacked = torch.from_numpy(__import__("numpy").unpackbits(packed.numpy()).reshape(512, 512).astype(bool))
+    assert torch.equal(unpacked, region.cpu())
+
+
+def test_character_region_covers_input_and_outputs_plus_margin():
+    from kyara.distill.loop import character_region
+
+    image = torch.full((4, 512, 512), -1.0)
+    image[3, 100:110, 200:210] = 1.0                  # visible in the input
+    alpha = torch.full((3, 512, 512), -1.0)
+    alpha[1, 300, 50] = 0.5                           # visible in one teacher output only
+    region = character_region(image, alpha, margin_px=4)
+    assert region[96, 196] and region[113, 213] and not region[95, 200] and not region[100, 214]
+    assert region[296, 46] and region[304, 54] and not region[305, 50]
+    assert int(region.sum()) == 18 * 18 + 9 * 9
 
 
 def test_resume_without_checkpoint_is_a_clear_error(tmp_path):

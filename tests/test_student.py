@@ -120,3 +120,86 @@ def test_cpu_pose_path_equals_forward_and_follows_weight_changes():
     with torch.inference_mode():
         ref2 = student.forward(image, poses).image
     assert (changed - ref2).abs().max() < 2e-3 and (changed - fast).abs().max() > 1e-2
+
+
+def _region_mask():
+    import numpy as np
+
+    mask = np.zeros((512, 512), bool)
+    mask[60:420, 150:360] = True       # a body-shaped block
+    mask[470:, 0:24] = True            # and a detached corner (tap bookkeeping across gaps)
+    return torch.from_numpy(mask)
+
+
+def _trained_looking_student(seed=0):
+    torch.manual_seed(seed)
+    student = Student()
+    torch.nn.init.normal_(student.body_morpher.last_linear.weight, std=0.05)  # non-trivial flow/alpha/colour
+    return student
+
+
+def test_features_at_equals_dense_features_on_a_pixel_subset():
+    from kyara.student.pixels import PixelSet
+
+    body = _trained_looking_student().body_morpher
+    poses = torch.rand(2, 45) * 2 - 1
+    pixels = PixelSet.from_mask(_region_mask().numpy(), levels=3)
+    with torch.no_grad():
+        dense = body.features(poses).permute(0, 2, 3, 1).reshape(2, -1, 7)[:, pixels.output.index]
+        subset = body.features_at(poses, pixels)
+    assert subset.shape == (2, len(pixels.output), 7)
+    assert torch.allclose(subset, dense, atol=2e-5), (subset - dense).abs().max()
+    # differentiable: gradients reach every level's first layer
+    body.features_at(poses[:1], pixels).square().mean().backward()
+    assert all(layers[0].linear.weight.grad.abs().sum() > 0 for layers in body.siren_layers)
+
+
+def test_region_student_matches_inside_and_keeps_the_input_outside():
+    student = _trained_looking_student()
+    ch = random_character(0)
+    image = ch.image
+    poses = stack([Pose(head_y=0.6, mouth_aaa=1.0), Pose(neck_z=-0.5, eye_wink_left=1.0)])
+    region = _region_mask()
+    with torch.no_grad():
+        dense = student(image, poses).image
+        student.set_region(region)
+        restricted = student(image, poses).image
+        face_edited = student.face_edit(image, poses)
+    inside, outside = region.expand_as(dense[:, 0]), ~region.expand_as(dense[:, 0])
+    assert torch.allclose(restricted.permute(1, 0, 2, 3)[:, inside], dense.permute(1, 0, 2, 3)[:, inside], atol=1e-3)  # float32 rounding through 9 sine layers of a random net
+    # identity warp (grid_sample at pixel centres): equal up to rounding
+    assert torch.allclose(restricted.permute(1, 0, 2, 3)[:, outside], face_edited.permute(1, 0, 2, 3)[:, outside], atol=1e-4)
+    # the fast CPU path (Student.pose) uses the same region
+    assert torch.allclose(student.pose(image, poses), restricted, atol=1e-3)
+
+
+def test_region_round_trips_through_kyara_files_and_bad_regions_are_named(tmp_path):
+    import warnings
+
+    student = _trained_looking_student()
+    student.set_region(_region_mask())
+    ch = Character("r", random_character(0).image, student.eval(), "tha3/separable_float")
+    path = save_kyara(tmp_path / "r.kyara", "r", ch.image, student, ch.teacher_name)
+    back = load_character(path)
+    assert torch.equal(back.poser.region.cpu(), _region_mask())
+    poses = stack([Pose(head_x=-0.4)])
+    assert torch.allclose(back.render(poses), ch.render(poses), atol=1e-5)
+    with pytest.warns(UserWarning, match="region"):
+        export_tha4_directory(back, tmp_path / "tha4")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        export_tha4_directory(random_character(0), tmp_path / "tha4_dense")   # no region: no warning
+    with pytest.raises(ValueError, match="512, 512"):
+        student.set_region(torch.ones(256, 256, dtype=torch.bool))
+    with pytest.raises(ValueError, match="no pixel"):
+        student.set_region(torch.zeros(512, 512, dtype=torch.bool))
+    # a packed region of the wrong length is named in the error
+    from safetensors.torch import load_file, save_file
+    tensors = load_file(str(path))
+    tensors["body_region"] = tensors["body_region"][:100]
+    from safetensors import safe_open
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata()
+    save_file(tensors, str(tmp_path / "bad.kyara"), metadata=meta)
+    with pytest.raises(CharacterFileError, match="body_region"):
+        load_character(tmp_path / "bad.kyara")

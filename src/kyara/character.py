@@ -26,7 +26,9 @@ from kyara.pose import Pose, stack
 from kyara.poser import pick_device
 
 FORMAT_NAME = "kyara-character"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2            # 2: optional body_region (region-restricted students); 1 still read
+READABLE_VERSIONS = ("1", "2")
+REGION_KEY = "body_region"    # the student's region, np.packbits of the (512, 512) bool mask, row-major
 MAX_CHARACTER_FILE_BYTES = 64 * 1024 * 1024
 DATA_DIR = Path(__file__).parent / "data"
 SAMPLE_IMAGE = DATA_DIR / "sample_character.png"
@@ -114,6 +116,9 @@ def save_kyara(path: str | Path, name: str, image: torch.Tensor, student, teache
     tensors.update({f"body_morpher.{k}": v.detach().float().cpu().contiguous() for k, v in student.body_morpher.state_dict().items()})
     png = image_png if image_png is not None else encode_png(image)
     tensors["character_image"] = torch.frombuffer(bytearray(png), dtype=torch.uint8)
+    region = getattr(student, "region", None)
+    if region is not None:
+        tensors[REGION_KEY] = torch.from_numpy(np.packbits(region.detach().cpu().numpy().reshape(-1)))
     meta = {
         "format": FORMAT_NAME,
         "format_version": str(FORMAT_VERSION),
@@ -148,7 +153,7 @@ def _read_kyara(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
         raise CharacterFileError(f"{path}: not a kyara character file (format is {meta.get('format')!r}, "
                                  f"expected {FORMAT_NAME!r})")
     version = meta.get("format_version", "?")
-    if version != str(FORMAT_VERSION):
+    if version not in READABLE_VERSIONS:
         raise CharacterFileError(f"{path}: character file format version {version} is not supported "
                                  f"(this kyara reads version {FORMAT_VERSION}); upgrade kyara")
     return tensors, meta
@@ -196,9 +201,22 @@ def load_character(path: str | Path, device: str | None = "cpu", dtype: torch.dt
         raise CharacterFileError(f"{path}: stored character image is {rgba.shape[1]}×{rgba.shape[0]}, expected 512×512")
     student = Student()
     load_student_state(student, tensors, str(path))
+    if REGION_KEY in tensors:
+        student.set_region(_unpack_region(tensors[REGION_KEY], str(path)))
     student = student.to(pick_device(device), dtype).eval()
     extra = {k: v for k, v in meta.items() if k not in ("format", "format_version", "name", "teacher")}
     return Character(meta.get("name", path.stem), rgba_u8_to_tensor(rgba), student, meta.get("teacher", "unknown"), extra)
+
+
+def _unpack_region(packed: torch.Tensor, source: str) -> torch.Tensor:
+    size = 512
+    if packed.dtype != torch.uint8 or packed.numel() != size * size // 8:
+        raise CharacterFileError(f"{source}: {REGION_KEY} must be {size * size // 8} uint8 bytes "
+                                 f"(packed {size}×{size} mask), got {packed.numel()} {packed.dtype}")
+    region = np.unpackbits(packed.numpy()).reshape(size, size).astype(bool)
+    if not region.any():
+        raise CharacterFileError(f"{source}: {REGION_KEY} selects no pixel")
+    return torch.from_numpy(region)
 
 
 # -- official THA4 character_model directories ------------------------------------------------------
@@ -243,11 +261,22 @@ def load_tha4_directory(path: str | Path, device: str | None = "cpu", dtype: tor
 
 
 def export_tha4_directory(character: Character, out_dir: str | Path) -> Path:
-    """Write the official THA4 character_model layout (loadable by the THA4 demo apps)."""
+    """Write the official THA4 character_model layout (loadable by the THA4 demo apps).
+
+    A region-restricted student (``Student.region``) exports too, but the official runtime evaluates
+    the body morpher on every pixel, and outside its region this one was never trained: a warning
+    says so (kyara itself keeps the region in .kyara files).
+    """
+    import warnings
+
     import yaml
 
     if not character.is_student:
         raise CharacterFileError("only distilled (student) characters can be exported")
+    if getattr(character.poser, "region", None) is not None:
+        warnings.warn(f"{character.name}: this student was distilled on its character region only; the official "
+                      "THA4 runtime evaluates every pixel and may show artefacts outside that region "
+                      "(kyara's own .kyara files keep the region)", stacklevel=2)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out / "character.png", encode_png(character.image))

@@ -42,6 +42,13 @@ def register(sub) -> None:
     p.add_argument("--checkpoint-every-examples", type=int, default=DEFAULTS.checkpoint_every_examples)
     p.add_argument("--tf32", action="store_true", help="TF32 matmuls for the student (faster on Ampere+)")
     p.add_argument("--seed", type=int, default=DEFAULTS.seed)
+    p.add_argument("--face-batch-multiplier", type=int, default=DEFAULTS.face_batch_multiplier,
+                   help="face-morpher poses per step, as a multiple of --batch-size")
+    p.add_argument("--no-region", dest="region", action="store_false",
+                   help="train the body morpher on the whole canvas (default: only where the character can "
+                        "be, which is faster; the region is stored in the .kyara file)")
+    p.add_argument("--region-margin", dest="region_margin_px", type=int, default=DEFAULTS.region_margin_px,
+                   metavar="PX", help="dilation of the character region in pixels")
     p.set_defaults(func=run)
 
 

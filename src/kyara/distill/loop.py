@@ -102,6 +102,24 @@ class TeacherPool:
         return torch.randint(self.size, (n,), generator=generator).to(self.poses.device)
 
 
+@torch.no_grad()
+def character_region(image: torch.Tensor, teacher_alpha: torch.Tensor, margin_px: int, chunk: int = 256) -> torch.Tensor:
+    """(512, 512) bool: pixels visible in the input image or in any teacher output, dilated by margin_px.
+
+    image: (4, 512, 512) model space; teacher_alpha: (K, 512, 512) model-space alpha of K teacher
+    outputs (the pool: thousands of poses from the training distribution). The body morpher is
+    trained and run only here: elsewhere input and every output are transparent, so it could
+    only learn "nothing", and skipping those pixels makes each step 1.5–3× cheaper.
+    """
+    visible = image[3] > -1.0 + 1e-3
+    for s in range(0, teacher_alpha.shape[0], chunk):
+        visible |= (teacher_alpha[s:s + chunk] > -0.99).any(0)
+    if margin_px:
+        visible = torch.nn.functional.max_pool2d(visible[None, None].float(), 2 * margin_px + 1, stride=1,
+                                                 padding=margin_px)[0, 0] > 0
+    return visible
+
+
 @dataclass
 class DistillResult:
     character: Character
@@ -145,11 +163,13 @@ def _load_optimizer(name: str, opt: torch.optim.Optimizer, tensors: dict, meta: 
 
 
 def save_checkpoint(path: Path, student: Student, face_opt, body_opt, step: int, config: DistillConfig,
-                    mask: torch.Tensor, elapsed: float) -> None:
+                    mask: torch.Tensor, elapsed: float, region: torch.Tensor | None = None) -> None:
     from safetensors.torch import save as st_save
 
     tensors = {f"student.{k}": v.detach().cpu().contiguous() for k, v in student.state_dict().items()}
     tensors["mask"] = mask.detach().cpu().contiguous()
+    if region is not None:
+        tensors["region"] = region.detach().cpu().to(torch.uint8).contiguous()
     face_t, face_m = _optimizer_tensors("face_opt", face_opt)
     body_t, body_m = _optimizer_tensors("body_opt", body_opt)
     tensors.update(face_t)
@@ -234,6 +254,13 @@ def distill(image: torch.Tensor, teacher, config: DistillConfig = DistillConfig(
             eval_targets = torch.cat([teacher.pose(prepared, eval_poses[s:s + 8])
                                       for s in range(0, len(eval_poses), 8)])
 
+    # -- character region: where any pose can put visible pixels ------------------------------------
+    region = None
+    if ckpt_tensors is not None and "region" in ckpt_tensors:
+        region = ckpt_tensors["region"].to(device).bool()
+    elif config.region:
+        region = ranks.union(character_region(image, pool.final[:pool.size, 3], config.region_margin_px))
+
     # -- movable-parts mask -----------------------------------------------------------------------
     if ckpt_tensors is not None:
         mask = ckpt_tensors["mask"].to(device)
@@ -245,6 +272,7 @@ def distill(image: torch.Tensor, teacher, config: DistillConfig = DistillConfig(
     # -- student and optimizers -----------------------------------------------------------------
     torch.manual_seed(config.seed)
     student = (student or Student()).to(device)
+    student.set_region(region)
     if config.identity_init and ckpt_tensors is None:
         # THA4 He-initialises the head, so training starts from random flows far from any teacher
         # output; a zero head starts at the identity warp (output = input) and learns the change.
@@ -304,7 +332,7 @@ def distill(image: torch.Tensor, teacher, config: DistillConfig = DistillConfig(
         target_flow = pool.flow[idx].float()
         with torch.no_grad():
             target_warped = apply_flow(body_input, target_flow)
-        out = student.body_morpher(body_input, pool.poses[idx])
+        out = student.body_outputs(body_input, pool.poses[idx])
         loss_body, terms = body_loss(out, pool.final[idx].float(), target_warped, target_flow, body_phase,
                                      config.masked_flow)
         body_opt.zero_grad(set_to_none=True)
@@ -337,7 +365,7 @@ def distill(image: torch.Tensor, teacher, config: DistillConfig = DistillConfig(
                             body=f"{losses['loss_body']:.4f}", refresh=False)
         if ranks.is_main and (step % ckpt_every_steps == 0 or step == steps_total or out_of_time):
             save_checkpoint(ckpt_path, student, face_opt, body_opt, step, config, mask,
-                            elapsed_before + time.perf_counter() - t_start)
+                            elapsed_before + time.perf_counter() - t_start, region)
         if out_of_time and step < steps_total:
             stopped_early = True
             break
@@ -348,7 +376,8 @@ def distill(image: torch.Tensor, teacher, config: DistillConfig = DistillConfig(
     metadata = {"distill": json.loads(config.to_json()), "metrics": {
         "heldout_psnr_db": psnr_value, "heldout_poses": config.eval_poses, "steps": step,
         "examples": step * per_step, "complete": not stopped_early, "wall_seconds": round(wall, 1),
-        "teacher_seconds": round(pool.teacher_seconds, 1), "gpus": ranks.world}}
+        "teacher_seconds": round(pool.teacher_seconds, 1), "gpus": ranks.world,
+        "region_fraction": round(float(region.float().mean()), 4) if region is not None else 1.0}}
     character = Character(name, image.cpu(), student, teacher.name, metadata)
     if ranks.is_main:
         out_path = Path(output) if output else out_dir / f"{name}.kyara"

@@ -64,6 +64,16 @@ class Ranks:
         dist.broadcast(t, src=0)
         return int(t.item())
 
+    def union(self, mask: torch.Tensor) -> torch.Tensor:
+        """Element-wise OR of a bool tensor over all ranks (the same result on every rank)."""
+        if self.world == 1:
+            return mask
+        import torch.distributed as dist
+
+        t = mask.to(torch.uint8)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return t.bool()
+
     def barrier(self) -> None:
         if self.world > 1:
             import torch.distributed as dist

@@ -3,15 +3,19 @@ with an appearance flow and blending in directly generated pixels (THA4 §4.1, f
 """
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from kyara.nn.siren import (SineLinear, broadcast_pose, conditioned_first_layer, linear_head, linear_nhwc,
                              position_grid, sine, upsample2x)
 from kyara.nn.warp import apply_flow
 from kyara.pose import NUM_PARAMETERS
+
+if TYPE_CHECKING:
+    from kyara.student.pixels import PixelSet
 
 # (resolution, width, output width) per level; the last layer of a level emits the next level's width.
 LEVELS: tuple[tuple[int, int, int], ...] = ((128, 360, 180), (256, 180, 90), (512, 90, 90))
@@ -68,6 +72,32 @@ class BodyMorpher(nn.Module):
             for layer in layers[1:]:
                 x = sine(linear_nhwc(x, layer.linear))
         return linear_nhwc(x, self.last_linear).permute(0, 3, 1, 2)                       # (N, 7, H, W)
+
+    def features_at(self, pose: torch.Tensor, pixels: "PixelSet") -> torch.Tensor:
+        """pose (N, 45) → (N, M, 7) raw head outputs at the M pixels of pixels.output (its index order).
+
+        Exactly ``features`` restricted to a pixel subset (kyara.student.pixels.PixelSet with one
+        level per SIREN level, on pose's device), differentiable: region-restricted training and
+        rendering evaluate only the canvas a character can reach. Upsampling is a 4-tap gather of
+        the previous level's output already projected by this level's first layer (W·up(f) = up(W·f)).
+        """
+        if len(pixels.levels) != len(self.siren_layers):
+            raise ValueError(f"pixel set has {len(pixels.levels)} levels, the body morpher {len(self.siren_layers)}")
+        x = None
+        for layers, level in zip(self.siren_layers, pixels.levels):
+            w = layers[0].linear.weight.flatten(1)
+            c_f = w.shape[1] - 2 - pose.shape[1]
+            z = (F.linear(level.position.to(pose.dtype), w[:, c_f:c_f + 2]).unsqueeze(0)         # (1, M, C)
+                 + F.linear(pose, w[:, c_f + 2:], layers[0].linear.bias).unsqueeze(1))          # (N, 1, C)
+            if x is not None:
+                low = F.linear(x, w[:, :c_f])                                                  # (N, M_prev, C)
+                weights = level.tap_weights.to(pose.dtype)
+                for k in range(weights.shape[1]):
+                    z = z + low[:, level.taps[:, k]] * weights[:, k, None]
+            x = sine(z)
+            for layer in layers[1:]:
+                x = sine(linear_nhwc(x, layer.linear))
+        return linear_nhwc(x, self.last_linear)
 
     def features_reference(self, pose: torch.Tensor) -> torch.Tensor:
         """The official formulation with 1×1 convs over concatenations (slower; for tests)."""

@@ -4,7 +4,7 @@ Both student networks are per-pixel MLPs (facts §4.2): the face morpher maps (x
 RGBA for each pixel of the 128×128 face box; the body morpher runs three such MLPs at 128, 256 and
 512, each fed the bilinearly upsampled features of the level below. So any subset of output pixels
 can be computed exactly on its own: level 2 at those pixels, level 1 at the pixels their bilinear
-taps read, level 0 at the pixels those read (``PixelSet``). Offline rendering uses this to skip
+taps read, level 0 at the pixels those read (``kyara.student.pixels.PixelSet``). Offline rendering uses this to skip
 the empty canvas around the character.
 
 Inference only (no autograd). Same mathematics as ``FaceMorpher.forward`` / ``BodyMorpher.features``,
@@ -22,119 +22,16 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from kyara.nn.siren import OMEGA_0
 from kyara.student.body_morpher import BodyMorpher
 from kyara.student.face_morpher import FaceMorpher
+from kyara.student.pixels import PixelLevel, PixelSet  # noqa: F401 (re-exported: the evaluator's pixel type)
 
 # Rows (pixels) per chunk ≈ this many floats of the widest activation (~1.5 MB: fits in L2).
 CHUNK_FLOATS = 393_216
-
-
-# -- pixel sets ---------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class PixelLevel:
-    """The pixels one SIREN level evaluates, and how it reads the level below.
-
-    size: the level's grid is size × size. index: (M,) int64 flat indices (row · size + col),
-    ascending. position: (M, 2) float32 pixel centres (x, y) in (-1, 1), as ``position_grid``.
-    taps: (M, 4) int64 rows of the previous level's pixel list that bilinear ×2 upsampling
-    (align_corners=False) reads for each pixel, and tap_weights: (M, 4) float32 their weights;
-    both None at the coarsest level.
-    """
-    size: int
-    index: torch.Tensor
-    position: torch.Tensor
-    taps: torch.Tensor | None = None
-    tap_weights: torch.Tensor | None = None
-
-    def __len__(self) -> int:
-        return int(self.index.numel())
-
-
-def _upsample_taps(out_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Bilinear ×2 (align_corners=False, as F.interpolate) along one axis of length out_size:
-    (lo, hi, w_lo, w_hi) source indices at out_size // 2 and weights per output index."""
-    in_size = out_size // 2
-    src = np.maximum((np.arange(out_size) + 0.5) * 0.5 - 0.5, 0.0)
-    lo = np.floor(src).astype(np.int64)
-    hi = np.minimum(lo + 1, in_size - 1)
-    w_hi = (src - lo).astype(np.float32)
-    return lo, hi, 1.0 - w_hi, w_hi
-
-
-@dataclass(frozen=True)
-class PixelSet:
-    """Pixels to evaluate at each level of a multi-resolution SIREN, coarse to fine.
-
-    ``levels[-1]`` lists the output pixels; each coarser level holds exactly the pixels whose
-    features the next level's bilinear taps read.
-    """
-    levels: tuple[PixelLevel, ...]
-
-    @property
-    def output(self) -> PixelLevel:
-        return self.levels[-1]
-
-    @property
-    def fraction(self) -> float:
-        """Share of the output grid that is evaluated."""
-        return len(self.output) / self.output.size ** 2
-
-    @classmethod
-    def from_mask(cls, mask: np.ndarray, levels: int = 1) -> "PixelSet":
-        """mask: (S, S) bool output pixels to compute → a PixelSet for `levels` resolutions
-        S / 2^(levels-1) … S (each level twice the previous one)."""
-        mask = np.asarray(mask, dtype=bool)
-        if mask.ndim != 2 or mask.shape[0] != mask.shape[1]:
-            raise ValueError(f"pixel mask must be square (S, S), got {mask.shape}")
-        if not mask.any():
-            raise ValueError("pixel mask selects no pixel")
-        size = mask.shape[0]
-        if size % (2 ** (levels - 1)):
-            raise ValueError(f"mask size {size} is not divisible by 2^{levels - 1}")
-        # Walk from the output down: each level needs the taps of the one above it.
-        needed = [mask]
-        for _ in range(levels - 1):
-            fine = needed[0]
-            s = fine.shape[0]
-            lo, hi, _, _ = _upsample_taps(s)
-            rows, cols = np.nonzero(fine)
-            coarse = np.zeros((s // 2, s // 2), dtype=bool)
-            for r in (lo[rows], hi[rows]):
-                for c in (lo[cols], hi[cols]):
-                    coarse[r, c] = True
-            needed.insert(0, coarse)
-        built: list[PixelLevel] = []
-        for i, m in enumerate(needed):
-            s = m.shape[0]
-            flat = np.flatnonzero(m)
-            rows, cols = np.divmod(flat, s)
-            centre = lambda k: ((k * 2 + 1) / s - 1).astype(np.float32)   # noqa: E731 (as position_grid)
-            position = torch.from_numpy(np.stack([centre(cols), centre(rows)], axis=1))
-            taps = weights = None
-            if i > 0:
-                prev = built[-1]
-                row_of = np.full(prev.size * prev.size, -1, dtype=np.int64)
-                row_of[prev.index.numpy()] = np.arange(len(prev))
-                lo, hi, wl, wh = _upsample_taps(s)
-                tap_list, weight_list = [], []
-                for r, wr in ((lo[rows], wl[rows]), (hi[rows], wh[rows])):
-                    for c, wc in ((lo[cols], wl[cols]), (hi[cols], wh[cols])):
-                        tap_list.append(row_of[r * prev.size + c])
-                        weight_list.append(wr * wc)
-                taps = torch.from_numpy(np.ascontiguousarray(np.stack(tap_list, axis=1)))
-                assert int(taps.min()) >= 0, "coarser level misses a tap"
-                weights = torch.from_numpy(np.ascontiguousarray(np.stack(weight_list, axis=1), dtype=np.float32))
-            built.append(PixelLevel(s, torch.from_numpy(flat), position, taps, weights))
-        return cls(tuple(built))
-
-    @classmethod
-    def full(cls, size: int, levels: int = 1) -> "PixelSet":
-        return cls.from_mask(np.ones((size, size), dtype=bool), levels)
 
 
 # -- prepared weights ------------------------------------------------------------------------------
