@@ -102,7 +102,8 @@ def serve(args) -> None:
     for _ in range(2):  # warm-up (CUDA context, cudnn autotune, allocator) outside the measurement
         character.render_rgba(Pose())
     idle = IdleConfig(blink=not args.no_idle, breathing=not args.no_idle, sway=not args.no_idle)
-    engine = LiveEngine(character, PoseMixer(MixerConfig(), IdleMotion(idle)), fps=args.fps)
+    engine = LiveEngine(character, PoseMixer(MixerConfig(), IdleMotion(idle)), fps=args.fps,
+                        encoders=args.encoders)
     settings = ServerSettings(port=0)
     server = uvicorn.Server(uvicorn.Config(create_app(engine, settings, known_events=[]), host="127.0.0.1", port=0,
                                            log_level="warning", lifespan="on", ws=args.uvicorn_ws,
@@ -310,7 +311,7 @@ def api(conn: http.client.HTTPConnection, method: str, path: str, body: dict | N
 
 def start_server(args) -> tuple[subprocess.Popen, dict]:
     cmd = [sys.executable, os.path.abspath(__file__), "--serve", "--character", args.character,
-           "--device", args.device, "--fps", str(args.fps)]
+           "--device", args.device, "--fps", str(args.fps), "--encoders", str(args.encoders)]
     if args.threads:
         cmd += ["--threads", str(args.threads)]
     if args.no_idle:
@@ -461,6 +462,7 @@ def table(r: dict) -> str:
         ("pose inputs (PUT /api/pose)", f"{r['puts']} at {r['args']['pose_rate']:g}/s; PUT ms median "
                                         f"{f1(r['put_ms']['median'])} / p99 {f1(r['put_ms']['p99'])}"),
         ("server frames/s (target)", f"{r['server_fps']:.2f} ({r['args']['fps']:g})"),
+        ("WebP encoder threads", r["args"].get("encoders", 1)),
         ("delivered frames/s per client", ", ".join(f"{c['fps']:.2f}" for c in r["clients"])),
         ("frames skipped per client (slow client)", ", ".join(str(c["skipped"]) for c in r["clients"])),
         ("render ms (median / p99)", f"{st['render_ms']['median']} / {st['render_ms']['p99']}"),
@@ -490,6 +492,7 @@ def main(argv=None) -> None:
                     help="length of the measured window")
     ap.add_argument("--clients", type=int, default=1, help="WebSocket clients")
     ap.add_argument("--fps", type=float, default=60.0, help="engine target fps")
+    ap.add_argument("--encoders", type=int, default=3, help="the server engine's WebP encoder threads")
     ap.add_argument("--pose-rate", type=float, default=10.0, help="PUT /api/pose per second")
     ap.add_argument("--rss-every-s", type=float, default=10.0, help="server RSS sampling period")
     ap.add_argument("--warmup-s", type=float, default=3.0, help="after every client got its first frame")
@@ -502,8 +505,8 @@ def main(argv=None) -> None:
     ap.add_argument("--rss-series", action="store_true", help="also print every RSS sample")
     ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)  # internal: the server process
     args = ap.parse_args(argv)
-    if args.clients < 1 or not args.pose_rate > 0 or not args.seconds > 0:
-        ap.error("--clients >= 1, --pose-rate > 0 and --seconds > 0 are required")
+    if args.clients < 1 or args.encoders < 1 or not args.pose_rate > 0 or not args.seconds > 0:
+        ap.error("--clients >= 1, --encoders >= 1, --pose-rate > 0 and --seconds > 0 are required")
     if args.serve:
         serve(args)
         return

@@ -72,13 +72,15 @@ def test_cli_passes_every_live_option_to_run_live(monkeypatch):
     seen = {}
     monkeypatch.setattr(server_app, "run_live", lambda character, **kw: seen.update(kw, character=character))
     args = parse("me.kyara", "--webcam", "1", "--webcam-model", "f.task", "--ifacialmocap-phone-ip", "192.168.1.7",
-                 "--listen-host", "0.0.0.0", "--audio", "a.wav", "--audio-loop", "--mic-device", "3", "--no-browser")
+                 "--listen-host", "0.0.0.0", "--audio", "a.wav", "--audio-loop", "--mic-device", "3", "--no-browser", "--encoders", "5")
     assert args.func(args) == 0
     assert seen["character"] == "me.kyara" and seen["webcam"] == 1 and seen["webcam_model"] == "f.task"
     assert seen["phone_ip"] == "192.168.1.7" and seen["listen_host"] == "0.0.0.0"
     assert seen["audio"] == "a.wav" and seen["audio_loop"] is True
     assert seen["mic"] is True and seen["mic_device"] == 3        # --mic-device implies --mic
     assert seen["open_browser"] is False and seen["trackers"] is True
+    assert seen["encoders"] == 5
+    assert parse("me.kyara").encoders == 3
 
 
 def test_phone_ip_is_wired_into_the_ifacialmocap_receiver_and_sends_the_start_message():

@@ -35,6 +35,9 @@ def register(subparsers) -> None:
     p.add_argument("--no-browser", dest="open_browser", action="store_false", help="do not open the studio page")
     p.add_argument("--teacher", action="store_true", help="drive an image with the slow THA3 teacher (no student)")
     p.add_argument("--fps", type=float, default=60.0, help="render loop target frames per second")
+    p.add_argument("--encoders", type=int, default=3, metavar="N",
+                   help="WebP encoder threads: frames encoded in parallel, published in render order "
+                        "(raise it when encoding, not rendering, limits the frame rate)")
     p.add_argument("--ifacialmocap-port", type=int, default=49983, help="iFacialMocap v2 UDP port")
     p.add_argument("--ifacialmocap-phone-ip", default=None, metavar="IP",
                    help="the iPhone's address: send it iFacialMocap's start message so it streams to this PC "
@@ -72,5 +75,5 @@ def run(args: argparse.Namespace) -> int:
              ifacialmocap_port=args.ifacialmocap_port, vmc_port=args.vmc_port, listen_host=args.listen_host,
              trackers=args.trackers, audio=args.audio, phone_ip=args.ifacialmocap_phone_ip, webcam=args.webcam,
              webcam_model=args.webcam_model, audio_loop=args.audio_loop, mic=args.mic or mic_device is not None,
-             mic_device=mic_device)
+             mic_device=mic_device, encoders=args.encoders)
     return 0

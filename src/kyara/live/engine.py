@@ -1,10 +1,12 @@
 """The live render loop: pose mixer → Pose → character → encoded frame → subscribers; timing stats.
 
-One ``LiveEngine`` owns one render thread and one encoder thread. Each tick it asks the mixer for
-the pose at ``now``; when the pose changed (or an input is waiting to be acknowledged) it renders
-the character, and the encoder thread compresses that frame once (WebP with alpha) and publishes
-it as ``engine.latest`` while the next frame renders. Subscribers are woken without
-ever blocking the loop: each keeps only "there is a newer frame", so a slow client skips frames.
+One ``LiveEngine`` owns one render thread and a pool of ``encoders`` encoder threads. Each tick it
+asks the mixer for the pose at ``now``; when the pose changed (or an input is waiting to be
+acknowledged) it renders the character and hands the frame to the pool, which compresses it once
+(WebP with alpha) while the next frames render. Encodes run in parallel and may finish out of
+order, but frames are published as ``engine.latest`` strictly in render order (each one waits for
+its predecessor's publication). Subscribers are woken without ever blocking the loop: each keeps
+only "there is a newer frame", so a slow client skips frames.
 
 Latency is measured from a pose *input* (``engine.note_input()``, called by ``set_manual``,
 ``trigger``, ``set_preset`` or by a tracker hook) to the publication of the first frame whose pose
@@ -173,18 +175,23 @@ class LiveEngine:
     mixer: a ``kyara.drive.mixer.PoseMixer`` (or anything with its methods, see ``PoseMixerLike``).
     fps: target ticks per second; rendering happens only when the pose changed, an input is pending,
     or ``refresh_s`` passed since the last render.
+    encoders: WebP encoder threads of the running loop, and the most frames being encoded at once
+    (1 = the encoder alone bounds the frame rate at 1 / encode time). ``step()`` encodes inline.
     """
 
     def __init__(self, character: RgbaRenderer, mixer: PoseMixerLike, fps: float = 60.0, *,
-                 refresh_s: float = 2.0, webp_quality: int = 90,
+                 refresh_s: float = 2.0, webp_quality: int = 90, encoders: int = 3,
                  clock: Callable[[], float] = time.monotonic) -> None:
         if not fps > 0:
             raise ValueError(f"fps must be > 0, got {fps}")
+        if isinstance(encoders, bool) or not isinstance(encoders, int) or encoders < 1:
+            raise ValueError(f"encoders must be an integer >= 1, got {encoders!r}")
         self.character = character
         self.mixer = mixer
         self.fps = float(fps)
         self.refresh_s = float(refresh_s)
         self.webp_quality = int(webp_quality)
+        self.encoders = encoders
         self.clock = clock
         self.latest: EncodedFrame | None = None
         self.pose: Pose = Pose()          # the last pose read from the mixer
@@ -194,6 +201,7 @@ class LiveEngine:
         self.latency_ms = RollingStat()
         self.tick_errors = 0
         self.last_error: str | None = None
+        self._error_lock = threading.Lock()    # render and encoder threads both count errors
         self._publish_times: deque[float] = deque(maxlen=240)
         self._inputs = _Inputs()
         self._lock = threading.Lock()          # guards _inputs, manual and mixer calls from other threads
@@ -315,10 +323,18 @@ class LiveEngine:
         return _Rendered(rgba, pose, inputs_applied, pending_since)
 
     def _encode_and_publish(self, rendered: "_Rendered") -> EncodedFrame:
-        rgba, pose, inputs_applied, pending_since = rendered
+        return self._publish(rendered, self._encode(rendered))
+
+    def _encode(self, rendered: "_Rendered") -> bytes:
+        """The slow, parallel part: any encoder thread, any order."""
         t1 = time.perf_counter()
-        webp = encode_webp(rgba, self.webp_quality)
+        webp = encode_webp(rendered.rgba, self.webp_quality)
         self.encode_ms.add((time.perf_counter() - t1) * 1000.0)
+        return webp
+
+    def _publish(self, rendered: "_Rendered", webp: bytes) -> EncodedFrame:
+        """The ordered part: callers run it one at a time, in render order (seq is numbered here)."""
+        rgba, pose, inputs_applied, pending_since = rendered
         self._seq += 1
         published = self.clock()
         frame = EncodedFrame(self._seq, rgba, webp, pose, inputs_applied, published)
@@ -336,40 +352,64 @@ class LiveEngine:
         return frame
 
     def _count_error(self, e: Exception) -> None:
-        self.tick_errors += 1
-        self.last_error = f"{type(e).__name__}: {e}"
-        if self.tick_errors <= 3 or self.tick_errors % 100 == 0:
-            log.exception("live engine tick failed (%d so far)", self.tick_errors)
+        with self._error_lock:
+            self.tick_errors += 1
+            count = self.tick_errors
+            self.last_error = f"{type(e).__name__}: {e}"
+        if count <= 3 or count % 100 == 0:
+            log.exception("live engine tick failed (%d so far)", count)
 
-    def _encode_worker(self, rendered: "_Rendered") -> None:
+    def _encode_worker(self, rendered: "_Rendered", previous: threading.Event | None,
+                       published: threading.Event) -> None:
+        """Encode in parallel, then publish after ``previous`` (the frame rendered before) is done.
+
+        ``published`` is set in every case, a failed encode included, or the frames after this one
+        would wait forever. A failed frame still waits for its predecessor first, so a later frame
+        cannot overtake a slow earlier one through it.
+        """
         try:
-            self._encode_and_publish(rendered)
-        except Exception as e:  # counted like a render failure; the loop goes on
+            webp = None
+            try:
+                webp = self._encode(rendered)
+            except Exception as e:  # counted like a render failure; the frame is dropped, the loop goes on
+                self._count_error(e)
+            if previous is not None:
+                previous.wait()
+            if webp is not None:
+                self._publish(rendered, webp)
+        except Exception as e:
             self._count_error(e)
+        finally:
+            published.set()
 
     def _run(self) -> None:
-        # Two-stage pipeline: this thread renders frame N+1 while one encoder thread compresses and
-        # publishes frame N (torch and Pillow's WebP encoder both release the GIL). At most one
-        # frame waits for the encoder, so latency stays one frame and order is kept.
+        # Two-stage pipeline: this thread renders frame N+k while ``encoders`` pool threads compress
+        # frames N..N+k-1 in parallel (torch and Pillow's WebP encoder both release the GIL). Each
+        # job publishes only after the job before it, so frames appear in render order whatever
+        # order the encodes finish in. At most ``encoders`` frames are in flight: latency stays
+        # bounded and rendered frames cannot pile up in memory.
         from concurrent.futures import ThreadPoolExecutor
 
         period = 1.0 / self.fps
         next_tick = self.clock()
-        encoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kyara-live-encode")
+        pool = ThreadPoolExecutor(max_workers=self.encoders, thread_name_prefix="kyara-live-encode")
         try:
-            self._loop(period, next_tick, encoder)
+            self._loop(period, next_tick, pool)
         finally:
-            encoder.shutdown(wait=True)
+            pool.shutdown(wait=True)  # in-flight frames finish and publish (in order) before stop() returns
 
-    def _loop(self, period: float, next_tick: float, encoder) -> None:
-        encoding = None
+    def _loop(self, period: float, next_tick: float, pool) -> None:
+        in_flight: deque = deque()  # futures of submitted frames, oldest first
+        previous: threading.Event | None = None  # "published" event of the last submitted frame
         while not self._stop.is_set():
             try:
                 rendered = self._render()
                 if rendered is not None:
-                    if encoding is not None:
-                        encoding.result()
-                    encoding = encoder.submit(self._encode_worker, rendered)
+                    while in_flight and (len(in_flight) >= self.encoders or in_flight[0].done()):
+                        in_flight.popleft().result()  # the worker catches everything; this only waits
+                    published = threading.Event()
+                    in_flight.append(pool.submit(self._encode_worker, rendered, previous, published))
+                    previous = published
             except Exception as e:  # a bad frame must not kill the session; it is counted and shown
                 self._count_error(e)
                 self._stop.wait(0.1)
@@ -422,6 +462,7 @@ class LiveEngine:
         return {
             "character": str(getattr(self.character, "name", "character")),
             "target_fps": self.fps,
+            "encoders": self.encoders,
             "fps": round(self.measured_fps(), 2),
             "frames": latest.seq if latest else 0,
             "frame_bytes": len(latest.webp) if latest else 0,

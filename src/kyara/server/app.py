@@ -329,7 +329,7 @@ def run_live(character: str | Path | None = None, *, port: int = 8765, host: str
              listen_host: str = "127.0.0.1", trackers: bool = True, audio: str | Path | None = None,
              phone_ip: str | None = None, webcam: int | str | None = None, webcam_model: str | Path | None = None,
              audio_loop: bool = False, mic: bool = False, mic_device: int | str | None = None,
-             print_fn=print) -> None:
+             encoders: int = 3, print_fn=print) -> None:
     """Serve the live studio until interrupted (what `kyara live` runs; same parameter names)."""
     import threading
     import webbrowser
@@ -344,6 +344,8 @@ def run_live(character: str | Path | None = None, *, port: int = 8765, host: str
     check_settings(settings)  # refuse unsafe binds before the slow model load
     if not fps > 0 or fps > 240:
         raise KyaraError(f"--fps must be in (0, 240], got {fps}")
+    if not 1 <= encoders <= 16:
+        raise KyaraError(f"--encoders must be in [1, 16], got {encoders}")
     if phone_ip is not None and not trackers:
         raise KyaraError("--ifacialmocap-phone-ip needs the iFacialMocap receiver; drop --no-trackers")
     ch = load_live_character(character, device, teacher, print_fn)
@@ -353,7 +355,7 @@ def run_live(character: str | Path | None = None, *, port: int = 8765, host: str
                             webcam_model=webcam_model, audio_loop=audio_loop, mic=mic, mic_device=mic_device)
     for source in sources:
         mixer.add_source(source)
-    engine = LiveEngine(ch, mixer, fps=fps)
+    engine = LiveEngine(ch, mixer, fps=fps, encoders=encoders)
     app = create_app(engine, settings)
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on",
                             ws_max_size=settings.max_ws_message_bytes, ws_ping_interval=20.0)
