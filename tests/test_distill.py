@@ -163,3 +163,28 @@ def test_stop_after_ends_the_session_and_resume_finishes_the_same_schedule(tmp_p
     done = distill(_image(), teacher, TINY, out_dir=tmp_path, name="tiny", progress=False, resume=True,
                    student=_tiny_student())
     assert done.complete and done.steps == 4
+
+
+def test_auto_sized_run_resizes_from_the_steady_rate_and_fits_its_budget(tmp_path, monkeypatch):
+    """With a fake clock (every reading advances 50 ms, so a step's cost is its number of clock
+    readings and the run is deterministic on any machine): an auto-sized run is sized at step 2,
+    re-sized at step 5 and ends within its budget, with the final size in its checkpoint."""
+    import types
+    from dataclasses import replace
+
+    import kyara.distill.loop as loop
+
+    ticks = iter(range(10**9))
+    monkeypatch.setattr(loop, "time", types.SimpleNamespace(perf_counter=lambda: next(ticks) * 0.05))
+    monkeypatch.setattr(loop, "AUTO_WARMUP_STEPS", 2)
+    monkeypatch.setattr(loop, "AUTO_RESIZE_STEPS", 5)
+    monkeypatch.setattr(loop, "AUTO_MARGIN_S", 0.0)
+    config = replace(TINY, examples=0, checkpoint_every_examples=10**6, eval_every_s=1e9)
+    budget_min = 0.02                                    # 1.2 s of fake time = 24 clock readings
+    result = distill(_image(), FakeTeacher(), config, out_dir=tmp_path, name="tiny", progress=False,
+                     max_minutes=budget_min, student=_tiny_student())
+    assert result.complete and result.steps > 5, result.steps  # sized twice, then ran the whole schedule
+    assert result.wall_seconds <= budget_min * 60 + 0.5  # and ended within its budget
+    from kyara.distill.loop import load_checkpoint
+    _, meta = load_checkpoint(tmp_path / CHECKPOINT_NAME)
+    assert json.loads(meta["config"])["examples"] == result.steps * config.batch_size

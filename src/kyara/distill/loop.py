@@ -36,9 +36,11 @@ from kyara.pose import NUM_PARAMETERS
 from kyara.student import Student
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
-AUTO_WARMUP_STEPS = 40
+AUTO_WARMUP_STEPS = 40   # first sizing of an auto-sized run (examples=0)
+AUTO_RESIZE_STEPS = 400  # second sizing, from the steady rate since AUTO_WARMUP_STEPS: the first steps
+                         # include one-off CUDA warm-up, which made 20-minute runs end at 16.5 minutes
 AUTO_MARGIN_S = 20.0     # final evaluation and file writes
-AUTO_OVERHEAD = 1.08     # periodic evaluation and checkpoints
+AUTO_OVERHEAD = 1.03     # periodic evaluation (~1 %) and checkpoints
 LOG_NAME = "log.jsonl"
 STORE_DTYPE = torch.float16   # pool storage; values in [-1, 1] keep ~3 decimal digits
 
@@ -301,6 +303,8 @@ def distill(image: torch.Tensor, teacher, config: DistillConfig = DistillConfig(
             f.write(json.dumps(record) + "\n")
 
     loop_start = time.perf_counter()
+    auto_size = config.examples == 0
+    warm_mark = (loop_start, start_step)
     bar = tqdm(total=steps_total if config.examples else None, initial=start_step, disable=not progress, unit="step", dynamic_ncols=True,
                desc=f"distill {name}")
     step = start_step
@@ -341,11 +345,17 @@ def distill(image: torch.Tensor, teacher, config: DistillConfig = DistillConfig(
         body_opt.step()
         step += 1
         bar.update(1)
-        if config.examples == 0 and step == AUTO_WARMUP_STEPS:
+        # (re-sizing at AUTO_RESIZE_STEPS only before the first checkpoint, so resume stays exact)
+        if auto_size and (step == AUTO_WARMUP_STEPS or (step == AUTO_RESIZE_STEPS and step < ckpt_every_steps)):
             if device.type == "cuda":
                 torch.cuda.synchronize()
-            step_s = (time.perf_counter() - loop_start) / (step - start_step)
-            remaining = deadline - time.perf_counter() - AUTO_MARGIN_S
+            now = time.perf_counter()
+            if step == AUTO_WARMUP_STEPS:
+                step_s = (now - loop_start) / (step - start_step)
+                warm_mark = (now, step)
+            else:
+                step_s = (now - warm_mark[0]) / (step - warm_mark[1])
+            remaining = deadline - now - AUTO_MARGIN_S
             steps_total = max(step + 1, step + int(remaining / (step_s * AUTO_OVERHEAD)))
             steps_total = ranks.broadcast_int(steps_total, device)
             config = replace(config, examples=steps_total * per_step)

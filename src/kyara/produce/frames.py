@@ -394,18 +394,26 @@ def render_track_fast(character, poses: np.ndarray, body_poses: np.ndarray, fps:
 
     # No inference_mode around the loop: it would leak into the consumer between yields (the
     # network and compositing calls enter it themselves).
-    full = PixelSet.full(size, levels=3)
-    first = stats.timed("body", lambda: evaluate(body_net, torch.from_numpy(body_poses[keys[0]]), full))
+    # A region-trained student is the identity (transparent) outside its own region: start from it.
+    student_region = getattr(poser, "region", None)
+    base = (PixelSet.full(size, levels=3) if student_region is None
+            else PixelSet.from_mask(student_region.cpu().numpy(), levels=3))
+    first = stats.timed("body", lambda: evaluate(body_net, torch.from_numpy(body_poses[keys[0]]), base))
     if config.region:
         # Visible at the first keyframe (alpha of the blended output ≳ 0), or in the input image.
-        probe = SubsetCompositor(image, full.output, None)
+        probe = SubsetCompositor(image, base.output, None)
         probe.set_face(evaluate(face_net, torch.from_numpy(poses[keys[0], FACE_ALL]), face_pixels)
                        .t().reshape(4, size // 4, size // 4))
         visible = (probe.frame(first.t().contiguous())[..., 3] > 0) | (image[3].numpy() > -1.0)
-        pixels = PixelSet.from_mask(character_region(visible, config.region_margin_px), levels=3)
-        first = first[pixels.output.index]
+        region = character_region(visible, config.region_margin_px)
+        if student_region is not None:
+            region &= student_region.cpu().numpy()
+        pixels = PixelSet.from_mask(region, levels=3)
+        row_of = torch.full((size * size,), -1, dtype=torch.int64)
+        row_of[base.output.index] = torch.arange(len(base.output))
+        first = first[row_of[pixels.output.index]]
     else:
-        pixels = full
+        pixels = base
     # Frames are composited on `lanes` threads (single-threaded torch each: intra-op threading
     # of these small per-frame ops stalls badly when another process holds a core), each lane
     # with its own compositor, frame t on lane t % lanes; results are yielded in order.
