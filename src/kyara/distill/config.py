@@ -45,7 +45,7 @@ class DistillConfig:
     face_mask_weight: float = 20.0          # THA4: L1 + 20 × L1 inside the movable-parts mask
     teacher_batch_size: int = 32            # poses per teacher forward
     pool_size: int = 4096                   # teacher examples kept on the device for reuse
-    reuse: float = 8.0                      # average times each teacher example is shown (the teacher is ~7 ms/pose on an H100)
+    reuse: float = 8.0                      # average times each teacher example is shown (the teacher is ~4–5 ms/pose on an H100/H200)
     eval_poses: int = 32                    # held-out poses for the progress-bar PSNR
     eval_every_s: float = 30.0
     checkpoint_every_examples: int = 50_000
