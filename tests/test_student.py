@@ -203,3 +203,14 @@ def test_region_round_trips_through_kyara_files_and_bad_regions_are_named(tmp_pa
     save_file(tensors, str(tmp_path / "bad.kyara"), metadata=meta)
     with pytest.raises(CharacterFileError, match="body_region"):
         load_character(tmp_path / "bad.kyara")
+
+
+def test_cli_export_of_the_bundled_region_student_warns_in_one_line(tmp_path, capsys):
+    from kyara.character import SAMPLE_CHARACTER
+    from kyara.cli import main
+
+    assert load_character(SAMPLE_CHARACTER).poser.region is not None   # the bundled student is region-trained
+    assert main(["export", str(SAMPLE_CHARACTER), "--tha4-dir", str(tmp_path / "out")]) == 0
+    err = capsys.readouterr().err
+    assert err.count("warning:") == 1 and "region" in err and "Traceback" not in err
+    assert (tmp_path / "out" / "body_morpher.pt").exists()

@@ -5,15 +5,24 @@ from __future__ import annotations
 def register(sub) -> None:
     p = sub.add_parser("export", help="export a .kyara student to the official THA4 character_model directory",
                        description="Writes character_model.yaml, character.png, face_morpher.pt and body_morpher.pt, "
-                                   "loadable by the THA4 demo apps.")
+                                   "loadable by the THA4 demo apps. Students distilled on their character region "
+                                   "(the default) are untrained outside it, which the official runtime also "
+                                   "renders; distill with --no-region for a student meant for it.")
     p.add_argument("character", help=".kyara file")
     p.add_argument("--tha4-dir", required=True, help="output directory")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    import sys
+    import warnings
+
     from kyara.character import export_tha4_directory, load_character
 
-    out = export_tha4_directory(load_character(args.character), args.tha4_dir)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = export_tha4_directory(load_character(args.character), args.tha4_dir)
+    for w in caught:   # one clean line each (e.g. a region-trained student), not a Python traceback-style warning
+        print(f"warning: {w.message}", file=sys.stderr)
     print(f"wrote THA4 character_model to {out}")
     return 0
