@@ -34,6 +34,7 @@ from kyara.image import atomic_write_bytes
 from kyara.nn.warp import apply_flow
 from kyara.pose import NUM_PARAMETERS
 from kyara.student import Student
+from kyara.student.pixels import dilate
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
 AUTO_WARMUP_STEPS = 40   # first sizing of an auto-sized run (examples=0)
@@ -116,10 +117,7 @@ def character_region(image: torch.Tensor, teacher_alpha: torch.Tensor, margin_px
     visible = image[3] > -1.0 + 1e-3
     for s in range(0, teacher_alpha.shape[0], chunk):
         visible |= (teacher_alpha[s:s + chunk] > -0.99).any(0)
-    if margin_px:
-        visible = torch.nn.functional.max_pool2d(visible[None, None].float(), 2 * margin_px + 1, stride=1,
-                                                 padding=margin_px)[0, 0] > 0
-    return visible
+    return dilate(visible, margin_px)
 
 
 @dataclass

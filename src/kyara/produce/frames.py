@@ -342,8 +342,9 @@ class FastConfig:
 
 def character_region(visible: np.ndarray, margin: int) -> np.ndarray:
     """(S, S) bool visible pixels → the same dilated by `margin` pixels (square neighbourhood)."""
-    t = torch.from_numpy(visible.astype(np.float32))[None, None]
-    return (torch.nn.functional.max_pool2d(t, 2 * margin + 1, stride=1, padding=margin)[0, 0] > 0).numpy()
+    from kyara.student.pixels import dilate
+
+    return dilate(torch.from_numpy(np.asarray(visible, dtype=bool)), margin).numpy()
 
 
 def render_track_fast(character, poses: np.ndarray, body_poses: np.ndarray, fps: float,
@@ -396,8 +397,7 @@ def render_track_fast(character, poses: np.ndarray, body_poses: np.ndarray, fps:
     # network and compositing calls enter it themselves).
     # A region-trained student is the identity (transparent) outside its own region: start from it.
     student_region = getattr(poser, "region", None)
-    base = (PixelSet.full(size, levels=3) if student_region is None
-            else PixelSet.from_mask(student_region.cpu().numpy(), levels=3))
+    base = PixelSet.full(size, levels=3) if student_region is None else poser.region_pixels().to("cpu")
     first = stats.timed("body", lambda: evaluate(body_net, torch.from_numpy(body_poses[keys[0]]), base))
     if config.region:
         # Visible at the first keyframe (alpha of the blended output ≳ 0), or in the input image.

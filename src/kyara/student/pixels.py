@@ -122,3 +122,11 @@ class PixelSet:
     @classmethod
     def full(cls, size: int, levels: int = 1) -> "PixelSet":
         return cls.from_mask(np.ones((size, size), dtype=bool), levels)
+
+
+def dilate(mask: torch.Tensor, px: int) -> torch.Tensor:
+    """(H, W) bool → the same grown by px pixels in every direction (square neighbourhood)."""
+    if px <= 0:
+        return mask
+    grown = torch.nn.functional.max_pool2d(mask[None, None].float(), 2 * px + 1, stride=1, padding=px)
+    return grown[0, 0] > 0
