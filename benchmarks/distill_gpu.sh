@@ -5,11 +5,12 @@
 # Writes WORK_DIR/NAME.kyara, WORK_DIR/NAME/log.jsonl (PSNR against minutes) and NAME.out (console).
 # SESSION_MIN = BUDGET_MIN runs each character in one go; DETACH=1 starts them in their own process
 # session (setsid) and returns at once, so they outlive a shell with a time limit. DISTILL_ARGS adds
-# options to every run (e.g. DISTILL_ARGS="--face-batch-multiplier 2").
+# options to every run (e.g. DISTILL_ARGS="--blended-l2 10"); FIRST_GPU=K starts at GPU K (to run
+# several recipes side by side on one host).
 set -euo pipefail
 work=$1 budget=$2 session=$3; shift 3
 mkdir -p "$work"
-gpu=0
+gpu=${FIRST_GPU:-0}
 for spec in "$@"; do
   name=${spec%%=*} image=${spec#*=}
   resume=(); [[ -f $work/$name/checkpoint.safetensors ]] && resume=(--resume)

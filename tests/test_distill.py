@@ -97,7 +97,49 @@ def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
         distill(_image(), FakeTeacher(), TINY, out_dir=tmp_path, resume=True, progress=False)
 
 
+def test_train_forward_is_the_students_forward_region_or_not():
+    """The training loop's forward (TrainForward, uncompiled here; compiled on CUDA) computes exactly
+    what the student computes at inference, with and without a region."""
+    from kyara.distill.loop import TrainForward
+
+    student = _tiny_student()
+    student.body_morpher.last_linear.weight.data.normal_(0, 0.3)   # non-trivial flow, alpha and colour
+    poses = sample_poses(2, torch.Generator().manual_seed(3))
+    image = _image().unsqueeze(0).expand(2, -1, -1, -1)
+    region = torch.zeros(512, 512, dtype=torch.bool)
+    region[100:300, 150:400] = True
+    for r in (None, region):
+        student.set_region(r)
+        forward = TrainForward(student)
+        expected = student.body_outputs(image, poses)
+        got = forward.body(image, poses)
+        for name in expected._fields:
+            torch.testing.assert_close(getattr(got, name), getattr(expected, name))
+        torch.testing.assert_close(forward.face(poses[:, :39]), student.face_morpher(poses[:, :39]))
+        if r is not None:   # outside the region: the input, unchanged
+            torch.testing.assert_close(got.image[:, :, 0:100], image[:, :, 0:100], atol=1e-4, rtol=0)  # grid_sample at pixel centres
+
+
+def test_blended_l2_adds_a_weighted_squared_error():
+    from kyara.distill.config import Phase
+    from kyara.distill.losses import body_loss
+    from kyara.student import BodyMorpherOutput
+
+    g = torch.Generator().manual_seed(0)
+    t = lambda c: torch.rand(2, c, 512, 512, generator=g) * 2 - 1   # noqa: E731
+    out = BodyMorpherOutput(t(4), t(1), t(4), t(4), t(2) * 0.1)
+    target, warped, flow = t(4), t(4), t(2) * 0.1
+    phase = Phase(1.0, 1e-4, w_blended=10.0, w_warped=1.0, w_flow=1.0, w_color=1.0)
+    base, terms = body_loss(out, target, warped, flow, phase)
+    with_l2, terms2 = body_loss(out, target, warped, flow, phase, blended_l2=5.0)
+    mse = (out.image - target).square().mean()
+    torch.testing.assert_close(terms["blended_mse"], mse)
+    torch.testing.assert_close(with_l2 - base, 10.0 * 5.0 * mse)
+
+
 def test_config_validation():
+    with pytest.raises(ValueError, match="blended_l2"):
+        DistillConfig(blended_l2=-1.0)
     with pytest.raises(ValueError, match="batch_size"):
         DistillConfig(batch_size=0)
     cfg = DistillConfig(examples=123)
@@ -167,7 +209,7 @@ def test_stop_after_ends_the_session_and_resume_finishes_the_same_schedule(tmp_p
 
 def test_auto_sized_run_resizes_from_the_steady_rate_and_fits_its_budget(tmp_path, monkeypatch):
     """With a fake clock (every reading advances 50 ms, so a step's cost is its number of clock
-    readings and the run is deterministic on any machine): an auto-sized run is sized at step 2,
+    readings and the run is deterministic on any machine): an auto-sized run times from step 1, is sized at step 2,
     re-sized at step 5 and ends within its budget, with the final size in its checkpoint."""
     import types
     from dataclasses import replace
@@ -176,6 +218,7 @@ def test_auto_sized_run_resizes_from_the_steady_rate_and_fits_its_budget(tmp_pat
 
     ticks = iter(range(10**9))
     monkeypatch.setattr(loop, "time", types.SimpleNamespace(perf_counter=lambda: next(ticks) * 0.05))
+    monkeypatch.setattr(loop, "AUTO_MARK_STEPS", 1)
     monkeypatch.setattr(loop, "AUTO_WARMUP_STEPS", 2)
     monkeypatch.setattr(loop, "AUTO_RESIZE_STEPS", 5)
     monkeypatch.setattr(loop, "AUTO_MARGIN_S", 0.0)

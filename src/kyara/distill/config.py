@@ -52,6 +52,8 @@ class DistillConfig:
     masked_flow: bool = True                # flow loss only where the teacher's output is visible
     identity_init: bool = True              # start the body morpher at "no motion" (zero flow/alpha/colour head)
     tf32: bool = False                      # TF32 matmuls for the student (faster; see docs/benchmarks.md for its cost)
+    compile: bool = True                    # torch.compile the student's training forward passes (CUDA only): same maths, ~1.7× faster steps
+    blended_l2: float = 0.0                 # extra MSE on the blended image, × the phase's w_blended (PSNR is an MSE measure)
     mask_poses: int = 64                    # poses used to derive the movable-parts mask
     region: bool = True                     # body morpher trained (and run) only where the character can be
     region_margin_px: int = 12              # dilation of that region (covers poses beyond the pool's; ≥ flow_weight's 8)
@@ -67,6 +69,8 @@ class DistillConfig:
                 raise ValueError(f"DistillConfig.{f} must be >= 1, got {getattr(self, f)}")
         if self.region_margin_px < 0:
             raise ValueError(f"DistillConfig.region_margin_px must be >= 0, got {self.region_margin_px}")
+        if self.blended_l2 < 0:
+            raise ValueError(f"DistillConfig.blended_l2 must be >= 0, got {self.blended_l2}")
         if self.reuse <= 0 or self.lr_scale <= 0:
             raise ValueError("DistillConfig.reuse and lr_scale must be > 0")
         if self.pool_size < self.batch_size * self.face_batch_multiplier:

@@ -3,11 +3,13 @@
 Order (nanoGPT style): setup → teacher data pool → mask → student + optimizers → loop
 (sample batch, face loss, body loss, step, eval, checkpoint) → save the .kyara file.
 
-Speed comes from three choices (THA4 takes ~30 h per character):
+Speed comes from these choices (THA4 takes ~30 h per character):
 * teacher outputs are computed in large batches into an on-device pool and each is shown to the
   student `reuse` times on average, so the teacher costs a fraction of the student's time;
 * the face and body students train simultaneously from the same teacher batches;
-* larger batches with a proportionally larger learning rate than THA4's batch-8 schedule.
+* larger batches with a proportionally larger learning rate than THA4's batch-8 schedule;
+* the body morpher is trained only on the canvas the character can reach (its region);
+* on CUDA the student's training passes are torch.compile'd (TrainForward).
 Resume is exact: the pool content and every batch are pure functions of (seed, step).
 Under `torchrun` each GPU runs this loop on its own examples and gradients are averaged
 (kyara.distill.parallel); the schedule counts examples over all GPUs.
@@ -33,13 +35,15 @@ from kyara.geometry import FACE_MORPHER_BOX, STUDENT_FACE_BOX
 from kyara.image import atomic_write_bytes
 from kyara.nn.warp import apply_flow
 from kyara.pose import NUM_PARAMETERS
-from kyara.student import Student
+from kyara.student import BodyMorpher, BodyMorpherOutput, Student
 from kyara.student.pixels import dilate
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
-AUTO_WARMUP_STEPS = 40   # first sizing of an auto-sized run (examples=0)
-AUTO_RESIZE_STEPS = 400  # second sizing, from the steady rate since AUTO_WARMUP_STEPS: the first steps
-                         # include one-off CUDA warm-up, which made 20-minute runs end at 16.5 minutes
+AUTO_MARK_STEPS = 10     # an auto-sized run (examples=0) times its steps from here: the first steps
+                         # compile and warm up CUDA (timing them made 20-minute runs end at 16.5 minutes,
+                         # and with torch.compile a 5.5-minute run at 1.7)
+AUTO_WARMUP_STEPS = 40   # first sizing of an auto-sized run
+AUTO_RESIZE_STEPS = 400  # second sizing, from the longer steady stretch
 AUTO_MARGIN_S = 20.0     # final evaluation and file writes
 AUTO_OVERHEAD = 1.03     # periodic evaluation (~1 %) and checkpoints
 LOG_NAME = "log.jsonl"
@@ -120,6 +124,30 @@ def character_region(image: torch.Tensor, teacher_alpha: torch.Tensor, margin_px
     return dilate(visible, margin_px)
 
 
+class TrainForward:
+    """The student's forward passes as the training loop runs them, torch.compile'd when asked.
+
+    The SIREN steps are dominated by elementwise work (sines, bilinear taps) that compilation fuses:
+    ~1.7× faster training steps on an H100 with the same maths (benchmarks/distill_profile.py).
+    Only training goes through here; evaluation calls the plain modules, so the compiled graphs
+    keep one shape and always have autograd on (no recompilation).
+    """
+
+    def __init__(self, student: Student, compile: bool = False):
+        wrap = torch.compile if compile else (lambda fn: fn)
+        self.student = student
+        self.face = wrap(student.face_morpher.forward)              # (N, 39) → (N, 4, 128, 128)
+        self._features = wrap(student.body_morpher.features)        # (N, 45) → (N, 7, 512, 512)
+        self._features_at = wrap(student.body_morpher.features_at)  # (N, 45), PixelSet → (N, M, 7)
+
+    def body(self, body_input: torch.Tensor, poses: torch.Tensor) -> BodyMorpherOutput:
+        """As Student.body_outputs: the body morpher on its region (or the whole canvas)."""
+        pixels = self.student.region_pixels()
+        if pixels is None:
+            return BodyMorpher.compose(body_input, self._features(poses))
+        return BodyMorpher.compose(body_input, Student.to_canvas(self._features_at(poses, pixels), pixels))
+
+
 @dataclass
 class DistillResult:
     character: Character
@@ -197,7 +225,7 @@ def distill(image: torch.Tensor, teacher, config: DistillConfig = DistillConfig(
             name: str = "character", resume: bool = False, mask_path: str | Path | None = None,
             max_minutes: float | None = None, stop_after_minutes: float | None = None, progress: bool = True,
             image_png: bytes | None = None, output: str | Path | None = None,
-            student: Student | None = None) -> DistillResult:
+            student: Student | None = None, started: float | None = None) -> DistillResult:
     """Distill `teacher` into a Student for `image` and write `<out_dir>/<name>.kyara` (or `output`).
 
     image: (4, 512, 512) float32 model space. teacher: a kyara Teacher (pose_all/prepare).
@@ -208,10 +236,12 @@ def distill(image: torch.Tensor, teacher, config: DistillConfig = DistillConfig(
     ends this invocation early the same way (e.g. a job-time limit) without changing the schedule.
     `student` replaces the default (official THA4) architecture, e.g. for ablations or tiny test
     models. Under torchrun (an initialised process group) every rank calls this; rank 0 writes.
+    started: the time.perf_counter() from which this session's minutes count (default: this call);
+    the CLI passes its own start, so loading the teacher counts towards the budget too.
     """
     from tqdm import tqdm
 
-    t_start = time.perf_counter()
+    t_start = time.perf_counter() if started is None else started
     ranks = current_ranks()
     progress = progress and ranks.is_main
     out_dir = Path(out_dir)
@@ -285,6 +315,7 @@ def distill(image: torch.Tensor, teacher, config: DistillConfig = DistillConfig(
         _load_optimizer("face_opt", face_opt, ckpt_tensors, json.loads(ckpt_meta["face_opt"]), device)
         _load_optimizer("body_opt", body_opt, ckpt_tensors, json.loads(ckpt_meta["body_opt"]), device)
 
+    forward = TrainForward(student, compile=config.compile and device.type == "cuda")
     face_box_in_crop = STUDENT_FACE_BOX.relative_to(FACE_MORPHER_BOX)
     ckpt_every_steps = max(1, config.checkpoint_every_examples // per_step)
     log_path = out_dir / LOG_NAME
@@ -321,7 +352,7 @@ def distill(image: torch.Tensor, teacher, config: DistillConfig = DistillConfig(
         # face morpher: pose[0:39] → the teacher's face box
         idx = pool.sample(face_batch, g)
         target_face = face_box_in_crop.crop(pool.face_crop[idx]).float()
-        pred_face = student.face_morpher(pool.poses[idx][:, :39])
+        pred_face = forward.face(pool.poses[idx][:, :39])
         loss_face = face_loss(pred_face, target_face, mask, config.face_mask_weight)
         face_opt.zero_grad(set_to_none=True)
         loss_face.backward()
@@ -334,25 +365,25 @@ def distill(image: torch.Tensor, teacher, config: DistillConfig = DistillConfig(
         target_flow = pool.flow[idx].float()
         with torch.no_grad():
             target_warped = apply_flow(body_input, target_flow)
-        out = student.body_outputs(body_input, pool.poses[idx])
+        out = forward.body(body_input, pool.poses[idx])
         loss_body, terms = body_loss(out, pool.final[idx].float(), target_warped, target_flow, body_phase,
-                                     config.masked_flow)
+                                     config.masked_flow, config.blended_l2)
         body_opt.zero_grad(set_to_none=True)
         loss_body.backward()
         ranks.average_gradients(student.body_morpher.parameters())
         body_opt.step()
         step += 1
         bar.update(1)
-        # (re-sizing at AUTO_RESIZE_STEPS only before the first checkpoint, so resume stays exact)
-        if auto_size and (step == AUTO_WARMUP_STEPS or (step == AUTO_RESIZE_STEPS and step < ckpt_every_steps)):
+        # sizing times the steps after AUTO_MARK_STEPS (the first ones compile and warm up CUDA);
+        # re-sizing at AUTO_RESIZE_STEPS only before the first checkpoint, so resume stays exact
+        if auto_size and step in (AUTO_MARK_STEPS, AUTO_WARMUP_STEPS, AUTO_RESIZE_STEPS):
             if device.type == "cuda":
                 torch.cuda.synchronize()
             now = time.perf_counter()
-            if step == AUTO_WARMUP_STEPS:
-                step_s = (now - loop_start) / (step - start_step)
+            if step == AUTO_MARK_STEPS:
                 warm_mark = (now, step)
-            else:
-                step_s = (now - warm_mark[0]) / (step - warm_mark[1])
+        if auto_size and (step == AUTO_WARMUP_STEPS or (step == AUTO_RESIZE_STEPS and step < ckpt_every_steps)):
+            step_s = (now - warm_mark[0]) / (step - warm_mark[1])
             remaining = deadline - now - AUTO_MARGIN_S
             steps_total = max(step + 1, step + int(remaining / (step_s * AUTO_OVERHEAD)))
             steps_total = ranks.broadcast_int(steps_total, device)

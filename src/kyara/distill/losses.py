@@ -30,12 +30,16 @@ def flow_weight(target_image: torch.Tensor, dilate_px: int = 8) -> torch.Tensor:
 
 
 def body_loss(student, target_image: torch.Tensor, target_warped: torch.Tensor, target_flow: torch.Tensor,
-              phase: Phase, masked_flow: bool = True) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+              phase: Phase, masked_flow: bool = True, blended_l2: float = 0.0
+              ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """THA4's four-term body loss. student: BodyMorpherOutput; targets (N, C, 512, 512).
 
     The direct colour output is pulled towards the teacher's final image, as in THA4. With
     masked_flow the flow term counts only where the teacher's output is visible (flow_weight),
     normalised by the visible fraction so the THA4 weights keep their scale.
+    blended_l2 adds blended_l2 × MSE of the blended image (weighted by the phase's w_blended, so it
+    acts mostly late): L1 pushes every pixel equally, while PSNR is dominated by the few pixels with
+    large errors (silhouette edges), which a squared error pushes hardest.
     """
     if masked_flow:
         w = flow_weight(target_image)
@@ -47,7 +51,8 @@ def body_loss(student, target_image: torch.Tensor, target_warped: torch.Tensor, 
         "warped": l1(student.warped, target_warped),
         "flow": flow_term,
         "color": l1(student.color, target_image),
+        "blended_mse": (student.image - target_image).square().mean(),
     }
-    total = (phase.w_blended * terms["blended"] + phase.w_warped * terms["warped"]
+    total = (phase.w_blended * (terms["blended"] + blended_l2 * terms["blended_mse"]) + phase.w_warped * terms["warped"]
              + phase.w_flow * terms["flow"] + phase.w_color * terms["color"])
     return total, {k: v.detach() for k, v in terms.items()}   # tensors: no GPU sync per step

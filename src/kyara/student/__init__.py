@@ -71,11 +71,12 @@ class Student(nn.Module):
         pixels = self.region_pixels()
         if pixels is None:
             return self.body_morpher(body_input, poses)
-        return BodyMorpher.compose(body_input, self._scatter(self.body_morpher.features_at(poses, pixels), pixels))
+        return BodyMorpher.compose(body_input, self.to_canvas(self.body_morpher.features_at(poses, pixels), pixels))
 
     @staticmethod
-    def _scatter(values: torch.Tensor, pixels: "PixelSet") -> torch.Tensor:
-        """(N, M, C) values at pixels.output → (N, C, S, S) with zeros elsewhere (differentiable)."""
+    def to_canvas(values: torch.Tensor, pixels: "PixelSet") -> torch.Tensor:
+        """(N, M, C) values at pixels.output → (N, C, S, S) with zeros elsewhere (differentiable);
+        zero head outputs mean no flow and no blend, i.e. the input unchanged."""
         n, _, c = values.shape
         size = pixels.output.size
         dense = values.new_zeros(n, size * size, c).index_copy(1, pixels.output.index, values)
@@ -128,7 +129,7 @@ class Student(nn.Module):
         if pixels is None:
             out = body_features(body_net, poses).view(n, 512, 512, -1).permute(0, 3, 1, 2)
         else:
-            out = self._scatter(body_features(body_net, poses, pixels), pixels)
+            out = self.to_canvas(body_features(body_net, poses, pixels), pixels)
         return BodyMorpher.compose(self._paste_face(image, face), out).image
 
     def _prepared_cpu_nets(self):
