@@ -231,3 +231,43 @@ def test_auto_sized_run_resizes_from_the_steady_rate_and_fits_its_budget(tmp_pat
     from kyara.distill.loop import load_checkpoint
     _, meta = load_checkpoint(tmp_path / CHECKPOINT_NAME)
     assert json.loads(meta["config"])["examples"] == result.steps * config.batch_size
+
+
+def _cli_distill_config(monkeypatch, tmp_path, *extra):
+    """Run `kyara distill` with the teacher and the loop replaced; return the DistillConfig it built."""
+    import types
+
+    import kyara.distill
+    import kyara.teacher
+    from kyara.character import SAMPLE_IMAGE
+    from kyara.cli import main
+
+    seen = {}
+
+    def fake_distill(image, teacher, config, **kw):
+        seen["config"], seen["kw"] = config, kw
+        kw["output"].write_bytes(b"x")
+        return types.SimpleNamespace(examples=0, complete=True, psnr=0.0, wall_seconds=0.0, teacher_seconds=0.0)
+
+    monkeypatch.setattr(kyara.teacher.Teacher, "load", staticmethod(lambda *a, **k: FakeTeacher()))
+    monkeypatch.setattr(kyara.distill, "distill", fake_distill)
+    assert main(["distill", str(SAMPLE_IMAGE), "-o", str(tmp_path / "c.kyara"), "--device", "cpu", *extra]) == 0
+    return seen["config"], seen["kw"]
+
+
+def test_cli_distill_defaults_are_the_measured_recipe(monkeypatch, tmp_path):
+    config, kw = _cli_distill_config(monkeypatch, tmp_path, "--minutes", "20")
+    assert config.examples == 0 and kw["max_minutes"] == 20          # --minutes sizes the run
+    assert config.tf32 and config.compile and config.blended_l2 == 40.0 and config.lr_scale == 3.0
+    assert kw["started"] is not None                                  # the budget counts from the command's start
+    config, _ = _cli_distill_config(monkeypatch, tmp_path, "--no-tf32", "--no-compile", "--blended-l2", "0")
+    assert config.examples == DistillConfig().examples               # no budget: a fixed number of examples
+    assert not config.tf32 and not config.compile and config.blended_l2 == 0.0
+    config, _ = _cli_distill_config(monkeypatch, tmp_path, "--minutes", "5", "--examples", "1000")
+    assert config.examples == 1000
+
+
+def test_configs_saved_before_blended_l2_resume_without_it():
+    old = json.loads(DistillConfig().to_json())
+    del old["blended_l2"], old["compile"]
+    assert DistillConfig.from_json(json.dumps(old)).blended_l2 == 0.0

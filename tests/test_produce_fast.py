@@ -83,6 +83,10 @@ def test_every_frame_exact_matches_the_full_render(sample, background):
         full = tensor_to_rgba_u8(sample.render(torch.from_numpy(pose[None]))[0].cpu())
         if background is None:
             assert frame.shape == (512, 512, 4)
+            # colour under alpha 0 is invisible: the full render may leave a faint tint there (the
+            # body network's colour blended into transparent pixels), the fast path writes zeros
+            hidden = (frame[..., 3] == 0) & (full[..., 3] == 0)
+            full[hidden, :3] = frame[hidden, :3]
             assert np.abs(frame.astype(int) - full).max() <= 1
         else:
             assert frame.shape == (512, 512, 3)

@@ -1,6 +1,7 @@
 """`kyara distill IMAGE -o OUT.kyara`: distill the teacher into a per-character student."""
 from __future__ import annotations
 
+from argparse import BooleanOptionalAction
 from dataclasses import fields
 from pathlib import Path
 
@@ -34,13 +35,16 @@ def register(sub) -> None:
     p.add_argument("--mask", help="512×512 movable-parts mask PNG (white = movable); default: derived from the teacher")
     p.add_argument("--fit", action="store_true", help="scale and pad a non-512 image to 512×512")
     p.add_argument("--name", help="character name stored in the file (default: image file name)")
-    p.add_argument("--examples", type=int, default=DEFAULTS.examples, help="body-morpher training examples; 0 = as many as fit in --minutes")
+    p.add_argument("--examples", type=int, default=None,
+                   help=f"body-morpher training examples; 0 = as many as fit in --minutes (the default when "
+                        f"--minutes is given; otherwise {DEFAULTS.examples:,})")
     p.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size)
     p.add_argument("--lr-scale", type=float, default=DEFAULTS.lr_scale, help="multiplies THA4's learning rates")
     p.add_argument("--pool-size", type=int, default=DEFAULTS.pool_size, help="teacher examples kept for reuse")
     p.add_argument("--reuse", type=float, default=DEFAULTS.reuse, help="average uses of each teacher example")
     p.add_argument("--checkpoint-every-examples", type=int, default=DEFAULTS.checkpoint_every_examples)
-    p.add_argument("--tf32", action="store_true", help="TF32 matmuls for the student (faster on Ampere+)")
+    p.add_argument("--tf32", action=BooleanOptionalAction, default=DEFAULTS.tf32,
+                   help="TF32 matmuls for the student (faster on Ampere and later GPUs)")
     p.add_argument("--seed", type=int, default=DEFAULTS.seed)
     p.add_argument("--face-batch-multiplier", type=int, default=DEFAULTS.face_batch_multiplier,
                    help="face-morpher poses per step, as a multiple of --batch-size")
@@ -78,6 +82,8 @@ def run(args) -> int:
     if device.type == "cpu" and ranks.world == 1:
         print("warning: distilling on the CPU takes days; use a CUDA GPU (--device cuda)")
     image = load_image(args.image, fit=args.fit)
+    if args.examples is None:
+        args.examples = 0 if args.minutes else DEFAULTS.examples
     config = DistillConfig(**{f.name: getattr(args, f.name) for f in fields(DistillConfig) if hasattr(args, f.name)})
     teacher = Teacher.load(config.teacher, weights_dir=args.weights, device=str(device))
     work = Path(args.work_dir) if args.work_dir else out.with_suffix(".work")
