@@ -35,7 +35,7 @@ from kyara.geometry import FACE_MORPHER_BOX, STUDENT_FACE_BOX
 from kyara.image import atomic_write_bytes
 from kyara.nn.warp import apply_flow
 from kyara.pose import NUM_PARAMETERS
-from kyara.student import BodyMorpher, BodyMorpherOutput, Student
+from kyara.student import BodyMorpherOutput, Student
 from kyara.student.pixels import dilate
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
@@ -141,11 +141,8 @@ class TrainForward:
         self._features_at = wrap(student.body_morpher.features_at)  # (N, 45), PixelSet → (N, M, 7)
 
     def body(self, body_input: torch.Tensor, poses: torch.Tensor) -> BodyMorpherOutput:
-        """As Student.body_outputs: the body morpher on its region (or the whole canvas)."""
-        pixels = self.student.region_pixels()
-        if pixels is None:
-            return BodyMorpher.compose(body_input, self._features(poses))
-        return BodyMorpher.compose(body_input, Student.to_canvas(self._features_at(poses, pixels), pixels))
+        """Student.body_outputs through these (possibly compiled) feature functions."""
+        return self.student.body_outputs(body_input, poses, features=self._features, features_at=self._features_at)
 
 
 @dataclass

@@ -65,13 +65,17 @@ class Student(nn.Module):
             self._region_pixels = (key, pixels.to(self.region.device))
         return self._region_pixels[1]
 
-    def body_outputs(self, body_input: torch.Tensor, poses: torch.Tensor) -> BodyMorpherOutput:
+    def body_outputs(self, body_input: torch.Tensor, poses: torch.Tensor, *, features=None,
+                     features_at=None) -> BodyMorpherOutput:
         """The body morpher on body_input (N, 4, 512, 512) (the face-edited image), on the region only
-        when one is set: outside it the head outputs are zero (no flow, no blend), i.e. identity."""
+        when one is set: outside it the head outputs are zero (no flow, no blend), i.e. identity.
+        features / features_at replace the body morpher's methods of those names (same signatures),
+        e.g. torch.compile'd copies for training."""
         pixels = self.region_pixels()
         if pixels is None:
-            return self.body_morpher(body_input, poses)
-        return BodyMorpher.compose(body_input, self.to_canvas(self.body_morpher.features_at(poses, pixels), pixels))
+            return BodyMorpher.compose(body_input, (features or self.body_morpher.features)(poses))
+        values = (features_at or self.body_morpher.features_at)(poses, pixels)
+        return BodyMorpher.compose(body_input, self.to_canvas(values, pixels))
 
     @staticmethod
     def to_canvas(values: torch.Tensor, pixels: "PixelSet") -> torch.Tensor:
