@@ -214,3 +214,34 @@ def test_cli_export_of_the_bundled_region_student_warns_in_one_line(tmp_path, ca
     err = capsys.readouterr().err
     assert err.count("warning:") == 1 and "region" in err and "Traceback" not in err
     assert (tmp_path / "out" / "body_morpher.pt").exists()
+
+
+def test_student_stack_equals_separate_calls_with_different_regions():
+    """Several characters in one vmapped pass: different regions (run on their union, each reset to
+    identity outside its own) and a whole-canvas student mixed in give what separate calls give."""
+    from kyara.distill.poses import sample_poses
+    from kyara.student.stack import StudentStack
+
+    torch.manual_seed(0)
+
+    def box(r0, c0, r1, c1):
+        m = torch.zeros(512, 512, dtype=torch.bool)
+        m[r0:r1, c0:c1] = True
+        return m
+
+    students = [Student(region=box(60, 150, 300, 360)), Student(region=box(100, 100, 400, 300)), Student()]
+    images = torch.rand(3, 4, 512, 512) * 2 - 1
+    poses = sample_poses(6, torch.Generator().manual_seed(1)).view(3, 2, 45)
+    with torch.no_grad():
+        ref = torch.stack([s(images[i], poses[i]).image for i, s in enumerate(students)])
+    regions_only = StudentStack(students[:2]).pose(images[:2], poses[:2])
+    assert regions_only.shape == (2, 2, 4, 512, 512)
+    assert torch.allclose(regions_only, ref[:2], atol=1e-5)
+    # Outside its own region (but inside the other's) a character is its input, untouched.
+    outside = box(300, 100, 400, 150)[None, None].expand(2, 4, -1, -1)
+    assert not students[0].region[outside[0, 0]].any()
+    assert torch.allclose(regions_only[0][outside], images[0].expand(2, -1, -1, -1)[outside], atol=1e-4)   # zero flow: grid_sample rounding only
+    mixed = StudentStack(students).pose(images, poses)
+    assert torch.allclose(mixed, ref, atol=1e-3)
+    with pytest.raises(ValueError, match=r"images must be \(3, 4"):
+        StudentStack(students).pose(images[:2], poses)
