@@ -49,7 +49,8 @@ class StudentStack:
 
     students: C Students of the same architecture, on one device (each with or without a region).
     pose(images (C, 4, 512, 512), poses (C, N, 45)) → (C, N, 4, 512, 512), model space, equal to
-    ``students[c].pose(images[c], poses[c])`` for every c.
+    ``students[c].pose(images[c], poses[c])`` for every c. For GPUs: on a CPU, separate
+    ``Student.pose`` calls (its fast evaluator) are several times faster than this vmapped pass.
     """
 
     def __init__(self, students: list[Student]):
