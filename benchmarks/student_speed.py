@@ -98,7 +98,7 @@ def across_characters(student, image, counts: list[int], frames: int, device: to
         stack = StudentStack(students)
         images = image.expand(c, -1, -1, -1)
         poses = sample_poses(c, torch.Generator().manual_seed(c)).to(device)[:, None]
-        share = "100 %" if stack.keep.dim() == 3 else f"{stack.keep.shape[1] / image.shape[-1] ** 2:.0%} (union of regions)"
+        share = "100 %" if stack.body_share == 1 else f"{stack.body_share:.0%} (union of regions)"
         out = stack.pose(images, poses)[:, 0]
         with torch.no_grad():   # forward, not pose: on a CPU pose() takes the separate fast evaluator
             ref = torch.cat([students[i](image, poses[i]).image for i in range(c)])

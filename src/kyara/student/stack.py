@@ -13,35 +13,32 @@ calls up to float rounding.
 from __future__ import annotations
 
 import copy
+from functools import partial
 
 import torch
 from torch import nn
-from torch.func import functional_call, stack_module_state, vmap
+from torch.func import functional_call, vmap
 
 from kyara.student import Student
-from kyara.student.body_morpher import BodyMorpher
-from kyara.student.pixels import PixelSet
 
 __all__ = ["StudentStack"]
 
 
 class _OneCharacter(nn.Module):
-    """The per-character forward that vmap batches: weights come in through functional_call."""
+    """The per-character forward that vmap batches: weights come in through functional_call, and the
+    student's own body_outputs does the region dispatch, with the head outputs masked by keep."""
 
-    def __init__(self, student: Student, pixels: PixelSet | None):
+    def __init__(self, student: Student):
         super().__init__()
         self.student = student
-        self.pixels = pixels          # union of the regions (plain attribute: never batched), or None
 
     def forward(self, image: torch.Tensor, poses: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-        body_input = self.student.face_edit(image, poses)
         morpher = self.student.body_morpher
-        if self.pixels is None:
-            head = morpher.features(poses) * keep.view(1, 1, *keep.shape)               # (N, 7, S, S)
-        else:
-            values = morpher.features_at(poses, self.pixels) * keep.view(1, -1, 1)      # (N, M, 7)
-            head = Student.to_canvas(values, self.pixels)
-        return BodyMorpher.compose(body_input, head).image
+        return self.student.body_outputs(
+            self.student.face_edit(image, poses), poses,
+            features=lambda p: morpher.features(p) * keep.view(1, 1, *keep.shape),          # (N, 7, S, S)
+            features_at=lambda p, px: morpher.features_at(p, px) * keep.view(1, -1, 1),     # (N, M, 7)
+        ).image
 
 
 class StudentStack:
@@ -56,38 +53,31 @@ class StudentStack:
     def __init__(self, students: list[Student]):
         if not students:
             raise ValueError("StudentStack needs at least one student")
-        device = students[0].device
+        device, dtype = students[0].device, students[0].dtype
         if any(s.device != device for s in students):
             raise ValueError("StudentStack: all students must be on one device")
+        # The state dicts hold the weights only (the region is not persistent): stack them key by key.
+        states = [s.state_dict() for s in students]
+        self.state = {}
+        for key in states[0]:
+            try:
+                self.state[f"student.{key}"] = torch.stack([st[key] for st in states])
+            except (KeyError, RuntimeError) as e:
+                raise ValueError(f"StudentStack: students differ in architecture at {key!r}") from e
         size = students[0].body_morpher.levels[-1][0]
-        regions = [s.region for s in students]
-        bare = []
-        for s in students:                        # weights only: the regions are handled below
-            b = copy.copy(s)
-            b._buffers = {k: v for k, v in s._buffers.items() if k != "region"}
-            bare.append(b)
-        try:
-            self.params, self.buffers = stack_module_state(bare)
-        except Exception as e:
-            raise ValueError(f"StudentStack: students differ in architecture ({e})") from e
         ones = torch.ones(size, size, dtype=torch.bool, device=device)
-        own = torch.stack([ones if r is None else r.to(device) for r in regions])     # (C, S, S)
-        if all(r is not None for r in regions):
-            union = own.any(dim=0)
-            pixels = PixelSet.from_mask(union.cpu().numpy(), levels=len(students[0].body_morpher.levels)).to(device)
-            self.keep = own.flatten(1)[:, pixels.output.index].to(students[0].dtype)   # (C, M)
-        else:
-            pixels = None                          # a whole-canvas student: evaluate everywhere
-            self.keep = own.to(students[0].dtype)                                      # (C, S, S)
-        skeleton = copy.deepcopy(students[0]).to("meta")
-        skeleton.set_region(None)
-        self._module = _OneCharacter(skeleton, pixels)
-        self._batched = vmap(self._one)
+        own = torch.stack([ones if s.region is None else s.region for s in students])      # (C, S, S)
+        union = own.any(dim=0) if all(s.region is not None for s in students) else None
+        # The skeleton carries the union as its region (a real tensor, never batched) and the shared
+        # position grids; functional_call replaces its weights with each character's.
+        skeleton = copy.deepcopy(students[0])
+        skeleton.set_region(union)
+        pixels = skeleton.region_pixels()
+        # Each character's own region: (C, S, S) on the whole canvas, or (C, M) at the union's pixels.
+        self.keep = (own if pixels is None else own.flatten(1)[:, pixels.output.index]).to(dtype)
+        self.body_share = 1.0 if pixels is None else pixels.fraction     # share of the canvas evaluated
+        self._batched = vmap(partial(functional_call, _OneCharacter(skeleton)))
         self.count = len(students)
-
-    def _one(self, params, buffers, image, poses, keep):
-        state = {**{f"student.{k}": v for k, v in params.items()}, **{f"student.{k}": v for k, v in buffers.items()}}
-        return functional_call(self._module, state, (image, poses, keep))
 
     @torch.inference_mode()
     def pose(self, images: torch.Tensor, poses: torch.Tensor) -> torch.Tensor:
@@ -95,4 +85,4 @@ class StudentStack:
             raise ValueError(f"images must be ({self.count}, 4, H, W), got {tuple(images.shape)}")
         if poses.dim() != 3 or poses.shape[0] != self.count:
             raise ValueError(f"poses must be ({self.count}, N, 45), got {tuple(poses.shape)}")
-        return self._batched(self.params, self.buffers, images, poses, self.keep)
+        return self._batched(self.state, (images, poses, self.keep))
