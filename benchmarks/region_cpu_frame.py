@@ -16,7 +16,7 @@ import time
 import torch
 
 from kyara.character import SAMPLE_CHARACTER, load_character
-from kyara.distill.poses import sample_poses
+from kyara.pose_sampler import sample_poses
 
 
 def main() -> None:

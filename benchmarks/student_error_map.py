@@ -15,10 +15,10 @@ import math
 import torch
 
 from kyara.character import SAMPLE_CHARACTER, load_character
-from kyara.distill.poses import sample_poses
+from kyara.pose_sampler import sample_poses
 from kyara.eval.metrics import to_display
 from kyara.geometry import FACE_MORPHER_BOX, STUDENT_FACE_BOX
-from kyara.teacher import Teacher
+from kyara.teacher import load_teacher
 
 
 def main() -> None:
@@ -29,7 +29,7 @@ def main() -> None:
     ap.add_argument("--map", default=None, help="write the body-only squared-error map here (PNG)")
     args = ap.parse_args()
     ch = load_character(args.character)
-    teacher = Teacher.load(ch.teacher_name, device="cpu")
+    teacher = load_teacher(ch.teacher_name, device="cpu")
     prepared = teacher.prepare(ch.image)
     student = ch.poser
     poses = sample_poses(args.poses, torch.Generator().manual_seed(args.seed))

@@ -1,13 +1,9 @@
-"""Student frames/s at 512×512: batches of poses of one character, and batches across characters.
+"""Student frames/s at 512×512: batches of poses of one character.
 
-    python benchmarks/student_speed.py [--device cpu|cuda] [--character FILE] [--frames N]
-        [--batches 1,4,16] [--characters 2,8]
+    python benchmarks/student_speed.py [--device cpu|cuda] [--character FILE] [--frames N] [--batches 1,4,16]
 
-Prints markdown tables. First: one character, B poses per call (fp16/bf16 rows on CUDA report the
-max |Δ| against fp32 in model space and the PSNR of the low-precision output vs fp32). Second: C
-different characters, one pose each, in one call: their students' weights are stacked and the
-forward is vmapped (kyara.student.stack.StudentStack), so a scene or a server with several avatars runs one batched pass;
-the table checks the batched output against C separate calls.
+Prints a markdown table: one character, B poses per call (fp16/bf16 rows on CUDA report the max |Δ|
+against fp32 in model space and the PSNR of the low-precision output vs fp32).
 """
 from __future__ import annotations
 
@@ -18,7 +14,7 @@ import time
 import torch
 
 from kyara.character import SAMPLE_CHARACTER, load_character, random_character
-from kyara.distill.poses import sample_poses
+from kyara.pose_sampler import sample_poses
 from kyara.eval.metrics import psnr
 
 
@@ -42,7 +38,6 @@ def main() -> None:
     ap.add_argument("--character", default=str(SAMPLE_CHARACTER))
     ap.add_argument("--frames", type=int, default=50)
     ap.add_argument("--batches", default="1,4,16")
-    ap.add_argument("--characters", default="2,8", help="numbers of different characters batched in one call")
     args = ap.parse_args()
     device = torch.device(args.device)
     try:
@@ -70,41 +65,6 @@ def main() -> None:
             q = float(psnr(out, ref).mean()) if dt != torch.float32 else float("inf")
             print(f"| {str(dt).replace('torch.', '')} | {b} | {sec * 1000:.2f} | {b / sec:.1f} | {diff:.2e} | {q:.1f} |")
         student.to(torch.float32)
-    across_characters(student, image, [int(x) for x in args.characters.split(",") if x], args.frames, device)
-
-
-def across_characters(student, image, counts: list[int], frames: int, device: torch.device) -> None:
-    """C distinct students (the loaded one with its weights perturbed per copy; a region student's
-    region mirrored left-right on every other copy, as different characters reach different pixels),
-    one pose each, through kyara.student.stack.StudentStack (one vmapped pass)."""
-    import copy
-
-    from kyara.student.stack import StudentStack
-
-    if not counts:
-        return
-    print("\n| characters | body pixels evaluated | ms/call | frames/s (all characters) | max abs diff vs separate calls | PSNR vs separate calls (dB) |")
-    print("|---|---|---|---|---|---|")
-    for c in counts:
-        students = []
-        for i in range(c):
-            s = copy.deepcopy(student)
-            with torch.no_grad():
-                for p in s.parameters():
-                    p.add_(1e-3 * i)   # distinct weights, same scale as a real student
-            if s.region is not None and i % 2:
-                s.set_region(s.region.flip(-1))
-            students.append(s)
-        stack = StudentStack(students)
-        images = image.expand(c, -1, -1, -1)
-        poses = sample_poses(c, torch.Generator().manual_seed(c)).to(device)[:, None]
-        share = "100 %" if stack.body_share == 1 else f"{stack.body_share:.0%} (union of regions)"
-        out = stack.pose(images, poses)[:, 0]
-        with torch.no_grad():   # forward, not pose: on a CPU pose() takes the separate fast evaluator
-            ref = torch.cat([students[i](image, poses[i]).image for i in range(c)])
-        n = max(3, frames // c) if device.type == "cuda" else max(2, frames // (4 * c))
-        sec = timed(lambda: stack.pose(images, poses), n, device)
-        print(f"| {c} | {share} | {sec * 1000:.2f} | {c / sec:.1f} | {(out - ref).abs().max().item():.2e} | {float(psnr(out, ref).mean()):.1f} |")
 
 
 if __name__ == "__main__":

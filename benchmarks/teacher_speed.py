@@ -32,7 +32,7 @@ import torch
 
 from kyara.image import load_image
 from kyara.pose import HIGH, LOW, NUM_PARAMETERS
-from kyara.teacher import Teacher
+from kyara.teacher import load_teacher
 from kyara.teacher import weights as tw
 
 OFFICIAL_NAMES = {"eyebrow_decomposer": "eyebrow_decomposer", "eyebrow_combiner": "eyebrow_morphing_combiner",
@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     for dtype in dtypes:
         half = dtype == torch.float16
         ref = reference_poser("separable_half" if half else "separable_float", weights_dir, device)
-        teacher = Teacher.load("tha3/separable_half" if half else "tha3/separable_float", weights_dir=weights_dir,
+        teacher = load_teacher("tha3/separable_half" if half else "tha3/separable_float", weights_dir=weights_dir,
                                device=device, dtype=dtype)
         ref_image = image.to(device, dtype)
         with torch.inference_mode():

@@ -207,8 +207,10 @@ class Canvas:
 # -- the character, back to front -----------------------------------------------------------------------
 FACE = [(256, 84), (298, 96), (301, 128), (297, 152), (286, 170), (270, 184), (256, 189),
         (242, 184), (226, 170), (215, 152), (211, 128), (214, 96)]
-EYE_Y = 139.0
-EYE_X = (234.0, 278.0)  # viewer's left (character's right), viewer's right (character's left)
+EYE_Y = 152.0
+EYE_X = (236.0, 276.0)
+BROW_DY = 1.0    # brows follow the eyes down a little (they stay half under the bangs)
+LOWER_DY = 8.0   # nose, mouth and blush follow the eyes down  # viewer's left (character's right), viewer's right (character's left)
 
 
 def draw_back_hair(c: Canvas) -> None:
@@ -284,7 +286,7 @@ def draw_collar(c: Canvas) -> None:
 def draw_face(c: Canvas) -> Image.Image:
     m = c.group([spline(FACE, closed=True)], SKIN, SKIN_LINE, 0.9)
     # blush
-    c.polys([ellipse_pts(EYE_X[0] - 4, 158, 10, 4.5), ellipse_pts(EYE_X[1] + 4, 158, 10, 4.5)],
+    c.polys([ellipse_pts(EYE_X[0] - 4, 158 + LOWER_DY, 10, 4.5), ellipse_pts(EYE_X[1] + 4, 158 + LOWER_DY, 10, 4.5)],
             BLUSH + (110,), clip=m, blur=2.2)
     # shadow under the bangs and along the hairline
     c.polys([spline([(206, 90), (306, 90), (306, 120), (290, 112), (280, 122), (268, 112), (256, 128),
@@ -294,17 +296,21 @@ def draw_face(c: Canvas) -> Image.Image:
 
 EYE_SCALE = 1.0   # eye size relative to the offsets below
 LASH_SCALE = 1.6  # upper lash thickness multiplier
+EYE_WIDTH = 1.0   # extra horizontal / vertical stretch of the eye
+EYE_HEIGHT = 1.0
 
 
 def draw_eye(c: Canvas, cx: float, side: int) -> None:
     """side=-1: outer corner towards the viewer's left; +1: towards the viewer's right."""
     cy, k, lw = EYE_Y, EYE_SCALE, LASH_SCALE
 
+    kx, ky = k * EYE_WIDTH, k * EYE_HEIGHT
+
     def p(dx, dy):
-        return (cx + side * dx * k, cy + dy * k)
+        return (cx + side * dx * kx, cy + dy * ky)
 
     def ell(dx, dy, rx, ry):
-        return ellipse_pts(cx + side * dx * k, cy + dy * k, rx * k, ry * k)
+        return ellipse_pts(cx + side * dx * kx, cy + dy * ky, rx * kx, ry * ky)
 
     # sclera: almond between the lash line and the lower lid
     white = spline([p(-10.5, -4), p(-5, -10.5), p(4, -11.5), p(11, -7.5), p(11.5, 3), p(6.5, 10), p(-3, 10),
@@ -333,14 +339,16 @@ def draw_eye(c: Canvas, cx: float, side: int) -> None:
 
 
 def draw_brows_nose_mouth(c: Canvas) -> None:
-    brow = spline([(222, 117.5), (230, 113.5), (239, 113.5), (246, 115.5)])
+    brow = spline([(x, y + BROW_DY) for x, y in [(222, 117.5), (230, 113.5), (239, 113.5), (246, 115.5)]])
     c.strokes([brow, spline(mirror(brow.tolist()))], BROW, 1.2, 1.8)
     c.strokes([brow, spline(mirror(brow.tolist()))], BROW, 2.0, 0.4)
+    d = LOWER_DY
     # nose: a tiny shadow tick
-    c.strokes([spline([(258.5, 154), (259, 158), (257, 160)])], SKIN_LINE, 0.5, 1.2)
+    c.strokes([spline([(258.5, 154 + d), (259, 158 + d), (257, 160 + d)])], SKIN_LINE, 0.5, 1.2)
     # mouth: short, slightly smiling line with a darker centre
-    c.strokes([spline([(248, 171), (252, 173.2), (256, 173.6), (260, 173.2), (264, 171)])], MOUTH, 0.6, 0.6)
-    c.strokes([spline([(251, 172.8), (256, 173.8), (261, 172.8)])], MOUTH, 1.4, 0.3)
+    c.strokes([spline([(248, 171 + d), (252, 173.2 + d), (256, 173.6 + d), (260, 173.2 + d), (264, 171 + d)])],
+              MOUTH, 0.6, 0.6)
+    c.strokes([spline([(251, 172.8 + d), (256, 173.8 + d), (261, 172.8 + d)])], MOUTH, 1.4, 0.3)
 
 
 def draw_front_hair(c: Canvas) -> None:

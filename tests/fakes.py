@@ -8,10 +8,15 @@ import torch
 from kyara.geometry import FACE_MORPHER_BOX
 
 
+class FakeEditorOutput(NamedTuple):
+    flow: torch.Tensor
+
+
 class FakeTeacherOutputs(NamedTuple):
+    """The fields of kyara.teacher.TeacherOutputs that the distiller reads."""
     image: torch.Tensor
     face_morphed_full: torch.Tensor
-    editor_grid: torch.Tensor
+    editor: FakeEditorOutput
 
 
 class FakeTeacher:
@@ -36,7 +41,7 @@ class FakeTeacher:
         face_full = FACE_MORPHER_BOX.paste(image, face)
         flow = torch.zeros(n, 2, 512, 512)
         flow[:, 0] = 0.05 * poses[:, 40, None, None]
-        return FakeTeacherOutputs(apply_flow(face_full, flow), face_full, flow)
+        return FakeTeacherOutputs(apply_flow(face_full, flow), face_full, FakeEditorOutput(flow))
 
     def pose(self, prepared: torch.Tensor, poses: torch.Tensor) -> torch.Tensor:
         return self.pose_all(prepared, poses).image

@@ -10,7 +10,7 @@ import torch
 
 from kyara.distill import DistillConfig, distill
 from kyara.distill.loop import CHECKPOINT_NAME, LOG_NAME
-from kyara.distill.poses import sample_poses
+from kyara.pose_sampler import sample_poses
 from kyara.errors import KyaraError
 from kyara.pose import HIGH, LOW
 from kyara.student import BodyMorpher, FaceMorpher, Student
@@ -38,6 +38,21 @@ def _log(path):
     return [json.loads(line) for line in (path / LOG_NAME).read_text().splitlines()]
 
 
+@pytest.fixture
+def bit_exact_torch():
+    """One intra-op thread and deterministic kernels for one test, restored afterwards. Tests that compare
+    two runs for bit equality need this: with 2 threads, two identical straight runs differed by ~1e-10
+    (the threads split the reductions differently from run to run)."""
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(deterministic)
+        torch.set_num_threads(threads)
+
+
 def test_pose_sampler_covers_ranges_and_is_deterministic():
     a = sample_poses(2000, torch.Generator().manual_seed(1))
     b = sample_poses(2000, torch.Generator().manual_seed(1))
@@ -48,7 +63,7 @@ def test_pose_sampler_covers_ranges_and_is_deterministic():
     assert (a.min(0).values < torch.from_numpy(LOW) + 0.1).all()
 
 
-def test_tiny_distillation_loss_falls_and_resume_is_exact(tmp_path):
+def test_tiny_distillation_loss_falls_and_resume_is_exact(tmp_path, bit_exact_torch):
     teacher = FakeTeacher()
     straight = distill(_image(), teacher, TINY, out_dir=tmp_path / "a", name="tiny", progress=False,
                        student=_tiny_student())
@@ -249,7 +264,7 @@ def _cli_distill_config(monkeypatch, tmp_path, *extra):
         kw["output"].write_bytes(b"x")
         return types.SimpleNamespace(examples=0, complete=True, psnr=0.0, wall_seconds=0.0, teacher_seconds=0.0)
 
-    monkeypatch.setattr(kyara.teacher.Teacher, "load", staticmethod(lambda *a, **k: FakeTeacher()))
+    monkeypatch.setattr(kyara.teacher, "load_teacher", lambda *a, **k: FakeTeacher())
     monkeypatch.setattr(kyara.distill, "distill", fake_distill)
     assert main(["distill", str(SAMPLE_IMAGE), "-o", str(tmp_path / "c.kyara"), "--device", "cpu", *extra]) == 0
     return seen["config"], seen["kw"]
@@ -268,6 +283,39 @@ def test_cli_distill_defaults_are_the_measured_recipe(monkeypatch, tmp_path):
 
 
 def test_configs_saved_before_blended_l2_resume_without_it():
+    from dataclasses import fields
+
+    from kyara.distill.config import PREDATING_VALUES
+
     old = json.loads(DistillConfig().to_json())
     del old["blended_l2"], old["compile"]
-    assert DistillConfig.from_json(json.dumps(old)).blended_l2 == 0.0
+    resumed = DistillConfig.from_json(json.dumps(old))
+    assert resumed.blended_l2 == PREDATING_VALUES["blended_l2"] == 0.0     # the old run had no blended term
+    assert resumed.compile == DistillConfig().compile                     # speed-only field: today's default
+    assert DistillConfig().blended_l2 == 40.0                               # new runs have it
+    assert DistillConfig.from_json(DistillConfig().to_json()).blended_l2 == 40.0   # saved with it: kept
+    assert set(PREDATING_VALUES) <= {f.name for f in fields(DistillConfig)}
+
+
+def test_distill_restores_the_callers_tf32_flags(tmp_path):
+    """distill() sets TF32 from its config for the run only, also when the run fails."""
+    from dataclasses import replace
+
+    from kyara.distill.loop import tf32_matmuls
+
+    flags = lambda: (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)   # noqa: E731
+    before = flags()
+    try:
+        for caller in ((False, False), (True, False)):
+            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = caller
+            distill(_image(), FakeTeacher(), replace(TINY, examples=1, tf32=True), out_dir=tmp_path / "a",
+                    progress=False, student=_tiny_student())
+            assert flags() == caller
+            with pytest.raises(KyaraError, match="no checkpoint"):
+                distill(_image(), FakeTeacher(), TINY, out_dir=tmp_path / "none", resume=True, progress=False)
+            assert flags() == caller
+            with tf32_matmuls(True):
+                assert flags() == (True, True)       # inside, the run's setting holds
+            assert flags() == caller
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before

@@ -174,10 +174,10 @@ def test_audio_file_source_plays_in_time(tmp_path, monkeypatch):
     src.start()
     quiet = src.latest(100.2)
     loud = src.latest(100.8)
-    assert quiet is not None and all(v == 0.0 for v in quiet.values.values())
-    assert loud.values["mouth_aaa"] > 0.3 and loud.values["mouth_aaa"] == max(loud.values.values())
+    assert quiet is not None and all(v == 0.0 for v in quiet.as_dict().values())
+    assert loud.as_dict()["mouth_aaa"] > 0.3 and loud.as_dict()["mouth_aaa"] == max(loud.as_dict().values())
     assert loud.timestamp == 100.8
-    assert all(v == 0.0 for v in src.latest(101.2).values.values())   # ended: closed
+    assert all(v == 0.0 for v in src.latest(101.2).as_dict().values())   # ended: closed
     assert src.latest(102.0) is None                                   # then hands the mouth back
     src.stop()
     assert src.latest(100.8) is None
@@ -187,14 +187,17 @@ def test_audio_file_source_plays_in_time(tmp_path, monkeypatch):
 
 def test_microphone_source_from_fed_samples(monkeypatch):
     mic = MicrophoneSource()
+    arrivals = []
+    mic.on_input = arrivals.append   # what the mixer sets: the engine times audio → frame latency
     assert mic.latest(0.0) is None
     vowel = formant_vowel(800, 1250, 2600, seconds=0.4)
     for i in range(0, vowel.size, A.HOP):
         mic.feed(vowel[i:i + A.HOP], 1.0 + i / 16000)
-    values = [mic.latest(1.4 + k / 30).values for k in range(5)][-1]
+    assert arrivals == [1.0 + i / 16000 for i in range(0, vowel.size, A.HOP)]
+    values = [mic.latest(1.4 + k / 30).as_dict() for k in range(5)][-1]
     assert values["mouth_aaa"] > 0.3
     mic.feed(np.zeros(8000, np.float32), 2.0)
-    closed = [mic.latest(2.0 + k / 30).values for k in range(15)][-1]
+    closed = [mic.latest(2.0 + k / 30).as_dict() for k in range(15)][-1]
     assert max(closed.values()) < 0.05
     # No sounddevice → a clear AudioError, not an ImportError.
     monkeypatch.setitem(sys.modules, "sounddevice", None)

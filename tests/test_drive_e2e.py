@@ -28,14 +28,14 @@ def test_ifacialmocap_end_to_end(mixer):
     tx = UdpSender(rx.port)
     try:
         mixer.add_source(rx)
-        rest = mixer.pose(time.monotonic())
+        rest = mixer.mix(time.monotonic())
         assert rest["mouth_aaa"] == 0.0
         # jawOpen with the lower lip following, as ARKit reports an "aaa"; head turned 10° to the
         # person's left (+yaw) → head_y = -1 per the official converter; left eye closed.
         tx.send(ifacialmocap_packet({"jawOpen": 0.6, "mouthLowerDownLeft": 0.5, "mouthLowerDownRight": 0.5,
                                      "eyeBlinkLeft": 1.0}, head_deg=(0.0, 10.0, 0.0)))
         _wait_ok(rx, 1)
-        p = mixer.pose(time.monotonic())
+        p = mixer.mix(time.monotonic())
         assert p["mouth_aaa"] > 0.5
         assert p["head_y"] == pytest.approx(-1.0) and p["body_y"] == pytest.approx(-1.0)
         assert p["eye_wink_left"] == pytest.approx(1.0) and p["eye_wink_right"] < 0.5
@@ -45,7 +45,7 @@ def test_ifacialmocap_end_to_end(mixer):
         for i in range(20):  # ~60 fps stream; the one-euro filter converges within a few frames
             tx.send(ifacialmocap_packet({}, head_deg=(0.0, -10.0, 0.0), version=1))
             _wait_ok(rx, 2 + i)
-            ys.append(mixer.pose(time.monotonic())["head_y"])
+            ys.append(mixer.mix(time.monotonic())["head_y"])
             time.sleep(1 / 60)
         assert -1.0 < ys[0] < ys[5] < ys[-1] and ys[-1] > 0.9
     finally:
@@ -61,7 +61,7 @@ def test_vmc_end_to_end(mixer):
         mixer.add_source(rx)
         tx.send(vmc_frame({"A": 0.9, "Blink_R": 1.0}, head_quat=unity_quaternion(y_deg=10.0)))
         _wait_ok(rx, 1)
-        p = mixer.pose(time.monotonic())
+        p = mixer.mix(time.monotonic())
         assert p["mouth_aaa"] == pytest.approx(0.9, abs=1e-6)
         assert p["head_y"] == pytest.approx(1.0)
         assert p["eye_wink_right"] == pytest.approx(1.0) and p["eye_wink_left"] < 0.5
@@ -69,7 +69,7 @@ def test_vmc_end_to_end(mixer):
         tx.send(vmc_frame({"A": 0.0, "Blink_R": 0.0, "jawOpen": 0.7, "mouthLowerDownLeft": 0.5,
                            "mouthLowerDownRight": 0.5}))
         _wait_ok(rx, 2)
-        assert rx.latest(time.monotonic()).values["mouth_aaa"] > 0.5
+        assert rx.latest(time.monotonic()).as_dict()["mouth_aaa"] > 0.5
     finally:
         tx.close()
         rx.stop()
@@ -84,9 +84,9 @@ def test_silent_tracker_fades_back_to_idle(mixer):
         tx.send(ifacialmocap_packet({}, head_deg=(0.0, -10.0, 0.0)))
         _wait_ok(rx, 1)
         t = rx.latest_frame().timestamp
-        assert mixer.pose(t)["head_y"] == pytest.approx(1.0)
+        assert mixer.mix(t)["head_y"] == pytest.approx(1.0)
         idle_only = IdleMotion(seed=0).sample(t + 2.0)["head_y"]
-        assert mixer.pose(t + 2.0)["head_y"] == pytest.approx(idle_only, abs=1e-6)
+        assert mixer.mix(t + 2.0)["head_y"] == pytest.approx(idle_only, abs=1e-6)
     finally:
         tx.close()
         rx.stop()

@@ -53,3 +53,15 @@ def test_unknown_event_lists_names():
         EventPlayer().trigger("dance", 0.0)
     assert isinstance(e.value, KeyError) and isinstance(e.value, PoseError)
     assert "dance" in str(e.value) and "happy_nod" in str(e.value) and "shy" in str(e.value)
+
+
+def test_latched_clip_holds_its_last_full_strength_moment():
+    clip = Clip("test", 1.0, 0.2, 0.4, {"mouth_aaa": ((0.0, 0.5), (1.0, 1.0))})
+    p = EventPlayer({"test": clip})
+    p.trigger("test", 10.0)
+    full_end = p.sample(11.5, since=10.5)["mouth_aaa"]  # the full part ended at 10.6, in (10.5, 11.5]
+    assert full_end == pytest.approx(clip.sample(0.6)["mouth_aaa"]) and clip.envelope(0.6) == 1.0
+    assert p.sample(11.6, since=11.5) == {} and p.active == []                     # shown: then removed
+    p.trigger("test", 20.0)
+    assert p.sample(20.3, since=20.1)["mouth_aaa"] == pytest.approx(clip.sample(0.3)["mouth_aaa"])  # not latched yet
+    assert p.sample(21.5) == {}                                                     # no `since`: no latching

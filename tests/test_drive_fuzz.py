@@ -271,8 +271,8 @@ def _blast(rx, corpus, valid_packet, check):
         assert rx.stats()["packets_ok"] == before + 1
         sample = rx.latest(time.monotonic())
         assert sample is not None
-        check(sample.values)
-        _check_values(sample.values)
+        check(sample.as_dict())
+        _check_values(sample.as_dict())
         return s, dt
     finally:
         tx.close()
@@ -303,7 +303,7 @@ def test_fuzz_vmc_live_socket(vmc_fuzz):
                                              head_quat=unity_quaternion(y_deg=-10.0),
                                              neck_quat=unity_quaternion()),
                        lambda v: None)
-        v = rx.latest(time.monotonic()).values
+        v = rx.latest(time.monotonic()).as_dict()
         assert v["mouth_ooo"] == 1.0 and v["head_y"] == pytest.approx(-1.0, abs=1e-6)
         print(f"\nVMC live fuzz: {len(corpus)} datagrams in {dt:.2f} s, ok={s['packets_ok']} "
               f"dropped={s['packets_dropped']}")

@@ -69,3 +69,16 @@ def test_disabled_parts_absent_and_config_checked():
         IdleConfig(blink_interval_s=(3.0, 1.0))
     with pytest.raises(ValueError):
         IdleConfig(breaths_per_min=100)
+
+
+def test_blink_latched_over_a_window():
+    idle = IdleMotion(IdleConfig(double_blink_probability=0.0), seed=3)
+    idle.sample(0.0)
+    b = idle.blink_times(10.0)[-1]
+    assert idle.sample(b + 0.2, since=b - 0.3)["eye_wink_left"] == 1.0           # whole blink in the window
+    assert idle.sample(b + 0.12, since=b + 0.07)["eye_wink_left"] == 1.0          # its middle (b + 0.075) too
+    # the middle is not in the window: the value at t, as without latching (never an older value)
+    assert idle.sample(b + 0.03, since=b - 0.3)["eye_wink_left"] == pytest.approx(math.sin(math.pi * 0.2))
+    assert idle.sample(b + 0.12, since=b + 0.08)["eye_wink_left"] == pytest.approx(math.sin(math.pi * 0.8))
+    assert idle.sample(b + 0.5, since=b + 0.1)["eye_wink_left"] == 0.0             # eyes open again
+    assert idle.sample(b + 0.05, since=b + 0.05) == idle.sample(b + 0.05)          # empty window: no latching

@@ -78,7 +78,7 @@ def test_receiver_counts_and_stops_quickly():
         assert s["last_packet_time"] is not None and "not name-value" in s["last_error"]
         now = time.monotonic()
         sample = rx.latest(now)
-        assert sample is not None and sample.values["mouth_aaa"] > 0
+        assert sample is not None and sample.as_dict()["mouth_aaa"] > 0
         assert rx.latest(now + 10.0) is None  # stale
     finally:
         tx.close()
@@ -100,7 +100,7 @@ def test_start_string_sent_to_phone():
         # The "phone" answers to where the start string came from.
         phone.sendto(ifacialmocap_packet({"eyeBlinkLeft": 1.0}), addr)
         assert _wait(lambda: rx.stats()["packets_ok"] == 1)
-        assert rx.latest(time.monotonic()).values["eye_wink_left"] == 1.0
+        assert rx.latest(time.monotonic()).as_dict()["eye_wink_left"] == 1.0
     finally:
         rx.stop()
         phone.close()
@@ -131,8 +131,41 @@ def test_calibrate_receiver():
     assert rx.calibrate() is False  # no data yet
     now = time.monotonic()
     assert rx.handle_packet(ifacialmocap_packet({}, head_deg=(-20.0, 3.0, 0.0)), now)
-    assert rx.latest(now).values["head_x"] == pytest.approx(1.0)
+    assert rx.latest(now).as_dict()["head_x"] == pytest.approx(1.0)
     assert rx.calibrate() is True
-    assert rx.latest(now).values["head_x"] == pytest.approx(0.0, abs=1e-6)
+    assert rx.latest(now).as_dict()["head_x"] == pytest.approx(0.0, abs=1e-6)
     rx.handle_packet(ifacialmocap_packet({}, head_deg=(-20.0, 13.0, 0.0)), now + 0.1)
-    assert rx.latest(now + 0.1).values["head_y"] == pytest.approx(-1.0)
+    assert rx.latest(now + 0.1).as_dict()["head_y"] == pytest.approx(-1.0)
+
+
+def test_receiver_reports_each_accepted_packet_to_its_mixer():
+    # Receivers tell the mixer (and through it the live engine) when input arrived, so the engine
+    # can time tracker → frame latency; a dropped packet is no input.
+    from kyara.drive.mixer import PoseMixer
+    from kyara.drive.vmc import VmcReceiver
+    from senders import vmc_frame
+
+    mixer, heard = PoseMixer(), []
+    mixer.on_input = lambda when, name: heard.append((name, when))
+    ifm, vmc = IFacialMocapReceiver(port=0), VmcReceiver(port=0)
+    mixer.add_source(ifm)
+    mixer.add_source(vmc)
+    assert ifm.handle_packet(ifacialmocap_packet({"jawOpen": 0.5}), 7.0)
+    assert not ifm.handle_packet(b"garbage|", 7.1)
+    assert vmc.handle_packet(vmc_frame({"A": 1.0}), 7.2)
+    assert heard == [("ifacialmocap", 7.0), ("vmc", 7.2)]
+
+
+def test_a_blink_between_two_reads_is_latched():
+    # A renderer at 2 frames/s reads the receiver twice a second; the 60 fps packets of a blink in
+    # between must still close the eyes in the next read, and only in that one.
+    rx = IFacialMocapReceiver(port=0)
+    rx.handle_packet(ifacialmocap_packet({}), 10.0)
+    assert rx.latest(10.0).as_dict()["eye_wink_left"] == 0.0
+    for k, blink in enumerate((0.3, 1.0, 1.0, 0.4, 0.0, 0.0)):
+        rx.handle_packet(ifacialmocap_packet({"eyeBlinkLeft": blink, "eyeBlinkRight": blink / 2}), 10.1 + k / 60)
+    latched = rx.latest(10.5).as_dict()
+    assert latched["eye_wink_left"] == 1.0 and latched["eye_wink_right"] == pytest.approx(0.5 / 0.8)
+    assert rx.latest(10.5).as_dict()["eye_wink_left"] == 0.0        # shown once: then the newest frame
+    rx.handle_packet(ifacialmocap_packet({"eyeBlinkLeft": 0.5}), 11.0)
+    assert rx.latest(11.0).as_dict()["eye_wink_left"] == pytest.approx(0.5 / 0.8)   # no peak: as sent

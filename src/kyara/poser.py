@@ -35,13 +35,36 @@ class Frame:
     timestamp: float = field(default_factory=time.monotonic)
 
 
-def pick_device(device: str | None = None) -> torch.device:
-    """'auto'/None → cuda if available else cpu; otherwise the named device, with a clear error."""
+DEVICE_CHOICES = "auto, cpu, cuda or cuda:N"
+
+
+def pick_device(device: str | torch.device | None = None) -> torch.device:
+    """'auto'/None → cuda if available else cpu; otherwise the named device ('cpu', 'cuda', 'cuda:N',
+    'mps' where PyTorch has it). Anything else, or a GPU this machine lacks, raises KyaraError
+    naming the allowed values (never PyTorch's RuntimeError)."""
+    from kyara.errors import KyaraError
+
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was requested but no CUDA GPU is available; use --device cpu")
+    if isinstance(device, torch.device):
+        dev = device
+    else:
+        try:
+            dev = torch.device(str(device).strip().lower())
+        except (RuntimeError, ValueError, TypeError):
+            raise KyaraError(f"--device {device}: unknown device; use {DEVICE_CHOICES}") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise KyaraError(f"--device {device} was requested but no CUDA GPU is available; use --device cpu "
+                             "(or auto)")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise KyaraError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA GPU(s) "
+                             f"(cuda:0 … cuda:{torch.cuda.device_count() - 1})")
+    elif dev.type == "mps":
+        if not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+            raise KyaraError(f"--device {device}: Apple MPS is not available in this PyTorch; use {DEVICE_CHOICES}")
+    elif dev.type != "cpu":
+        raise KyaraError(f"--device {device}: kyara does not run on {dev.type} devices; use {DEVICE_CHOICES}")
     return dev
 
 
@@ -49,12 +72,25 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.
           "fp32": torch.float32, "fp16": torch.float16, "half": torch.float16, "float": torch.float32}
 
 
-def pick_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
+def pick_dtype(dtype: str | torch.dtype | None, device: str | torch.device | None = None) -> torch.dtype:
+    """A dtype name (float32, float16, bfloat16, ...) → torch.dtype; None → float32.
+
+    With `device` given, half precision on the CPU is refused: PyTorch's CPU half kernels give the
+    THA3 teacher fully transparent frames and the student scrambled ones (measured), so it would be
+    silent garbage rather than a slower render."""
+    from kyara.errors import KyaraError
+
     if dtype is None:
         return torch.float32
     if isinstance(dtype, torch.dtype):
-        return dtype
-    try:
-        return DTYPES[dtype]
-    except KeyError:
-        raise ValueError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}") from None
+        picked = dtype
+    else:
+        try:
+            picked = DTYPES[dtype]
+        except KeyError:
+            raise KyaraError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}") from None
+    if device is not None and torch.device(device).type == "cpu" and picked in (torch.float16, torch.bfloat16):
+        name = str(picked).removeprefix("torch.")
+        raise KyaraError(f"--dtype {name} needs a CUDA GPU (on the CPU it renders garbage); use --dtype float32 "
+                         "on the CPU")
+    return picked

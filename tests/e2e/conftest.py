@@ -34,18 +34,19 @@ def browser():
 
 
 class LiveServer:
-    """uvicorn serving create_app(engine, settings) in a background thread."""
+    """uvicorn serving create_app(engine, config) in a background thread, with the session's uvicorn
+    settings (kyara.server.uvicorn_config). config defaults to LiveConfig(port=0): a free port."""
 
-    def __init__(self, engine, settings=None) -> None:
+    def __init__(self, engine, config=None, known_events=("wink", "surprised", "happy_nod")) -> None:
         import uvicorn
 
-        from kyara.server import ServerSettings, create_app
+        from kyara.live.session import LiveConfig
+        from kyara.server import create_app, uvicorn_config
 
         self.engine = engine
-        self.settings = settings or ServerSettings(port=0)
-        self.app = create_app(engine, self.settings, known_events=["wink", "surprised", "happy_nod"])
-        self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=0, log_level="warning",
-                                                    ws_max_size=self.settings.max_ws_message_bytes))
+        self.config = config or LiveConfig(port=0)
+        self.app = create_app(engine, self.config, known_events=list(known_events))
+        self.server = uvicorn.Server(uvicorn_config(self.app, self.config))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self):

@@ -114,10 +114,10 @@ def test_token_protected_studio_works_with_query_token(browser):
     from e2e.conftest import LiveServer
     from e2e.fakes import FakeCharacter, FakeMixer
     from kyara.live import LiveEngine
-    from kyara.server import ServerSettings
+    from kyara.live.session import LiveConfig
 
     token = "e2e-token-123456"
-    with LiveServer(LiveEngine(FakeCharacter(), FakeMixer(), fps=30), ServerSettings(port=0, token=token)) as server:
+    with LiveServer(LiveEngine(FakeCharacter(), FakeMixer(), fps=30), LiveConfig(port=0, token=token)) as server:
         page = browser.new_page()
         assert page.goto(server.url + "/").status == 401
         page.goto(server.url + f"/?token={token}")
@@ -125,3 +125,82 @@ def test_token_protected_studio_works_with_query_token(browser):
         wait_new_frame(page, 0)
         assert page.get_attribute("#obs-link", "href") == f"/obs?token={token}"
         page.close()
+
+
+def slider_values(page) -> dict:
+    return page.evaluate("""() => Object.fromEntries([...document.querySelectorAll('input[data-name]')]
+                            .map(s => [s.dataset.name, Number(s.value)]))""")
+
+
+def test_sliders_show_the_manual_layer_not_the_mixed_pose(browser, live_server):
+    """Issue 12.9: the sliders started from GET /api/pose, i.e. showed preset and tracker values."""
+    import json
+    import urllib.request
+
+    def call(method, path, body):
+        req = urllib.request.Request(live_server.url + path, data=json.dumps(body).encode(), method=method,
+                                     headers={"Content-Type": "application/json"})
+        urllib.request.urlopen(req, timeout=10).read()
+
+    call("POST", "/api/preset", {"name": "happy", "intensity": 1.0})
+    call("PUT", "/api/pose", {"head_y": -0.25})
+    import time
+    deadline = time.monotonic() + 10
+    while True:  # GET /api/pose is the pose the render loop read last
+        with urllib.request.urlopen(live_server.url + "/api/pose", timeout=10) as r:
+            mixed = json.loads(r.read())
+        if mixed["head_y"] == pytest.approx(-0.25) or time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
+    preset_only = [k for k, v in mixed.items() if v and k != "head_y"]
+    assert preset_only  # the happy preset moves other parameters in the mix
+    page, errors = open_page(browser, live_server.url + "/")
+    values = slider_values(page)
+    assert values["head_y"] == pytest.approx(-0.25, abs=0.01)
+    assert all(values[k] == 0 for k in preset_only), {k: values[k] for k in preset_only}
+    assert page.locator("#presets button.active").get_attribute("data-preset") == "happy"
+    assert page.locator(".slider-row.set").count() == 1
+    # another client's change shows up here too
+    call("PUT", "/api/pose", {"mouth_aaa": 0.5})
+    page.wait_for_function("() => Number(document.querySelector('input[data-name=mouth_aaa]').value) === 0.5",
+                           timeout=10_000)
+    assert not errors, errors
+    page.close()
+
+
+def test_page_takes_the_state_of_a_restarted_server(browser):
+    """After a server restart the page reconnects and shows the new server's manual layer and preset,
+    not the sliders it had before."""
+    import socket
+
+    from e2e.conftest import LiveServer
+    from e2e.fakes import FakeCharacter, FakeMixer
+    from kyara.live import LiveEngine
+    from kyara.live.session import LiveConfig
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = LiveConfig(port=port)
+    with LiveServer(LiveEngine(FakeCharacter(), FakeMixer(), fps=30), config) as first:
+        page, errors = open_page(browser, first.url + "/")
+        wait_new_frame(page, 0)
+        set_slider(page, "mouth_aaa", 0.8)
+        page.click("#presets button[data-preset='happy']")
+        page.wait_for_function("() => Number(document.getElementById('frame').dataset.inputs || 0) >= 2",
+                               timeout=10_000)
+        assert first.engine.manual == pytest.approx({"mouth_aaa": 0.8})
+    page.wait_for_selector("#conn.off", timeout=10_000)
+    second_engine = LiveEngine(FakeCharacter(), FakeMixer(), fps=30)
+    second_engine.set_manual({"eye_wink_left": 0.5})
+    with LiveServer(second_engine, config):
+        page.wait_for_selector("#conn.on", timeout=15_000)
+        page.wait_for_function("() => Number(document.querySelector('input[data-name=eye_wink_left]').value) === 0.5",
+                               timeout=10_000)
+        values = slider_values(page)
+        assert values["mouth_aaa"] == 0 and values["eye_wink_left"] == 0.5
+        assert page.locator("#presets button.active").count() == 0  # the new server has no preset
+        assert page.locator(".slider-row.set").count() == 1
+        assert second_engine.manual == {"eye_wink_left": 0.5}  # the page did not push its old sliders back
+    assert not errors, errors
+    page.close()

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 # Subcommand modules, in the order `kyara --help` lists them.
-COMMANDS = ["demo", "pose", "models", "distill", "eval", "export", "live", "speak", "stickers", "scene"]
+COMMANDS = ["demo", "pose", "models", "distill", "eval", "export", "live", "speak", "stickers", "scene", "web"]
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -48,17 +49,64 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:   # reported by the subcommand's parser: "kyara pose: error: unrecognized arguments: ..."
+        subcommand_parser(parser, getattr(args, "command", None)).error(f"unrecognized arguments: {' '.join(unknown)}")
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
     from kyara.errors import KNOWN_ERRORS
 
+    debug = os.environ.get("KYARA_DEBUG", "") not in ("", "0")
     try:
         return int(args.func(args) or 0)
     except KNOWN_ERRORS as e:
-        print(f"kyara {args.command}: error: {e}", file=sys.stderr)
+        if debug:
+            raise
+        end_progress_bars()
+        print(f"kyara {args.command}: error: {one_line(str(e))}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        # Last resort for OS failures no writer turned into a KyaraError (disk full, permission denied, ...):
+        # they are the machine's state, not a bug. Anything else (a real bug) keeps its traceback.
+        if debug:
+            raise
+        end_progress_bars()
+        print(f"kyara {args.command}: error: {describe_os_error(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def subcommand_parser(parser: argparse.ArgumentParser, command: str | None) -> argparse.ArgumentParser:
+    """The parser of `command` (``models`` → its own, not its action's), or the top-level one."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction) and command in action.choices:
+            return action.choices[command]
+    return parser
+
+
+def end_progress_bars() -> None:
+    """Close any tqdm bar an error interrupted, so the error starts on a line of its own."""
+    tqdm = sys.modules.get("tqdm")
+    for bar in list(getattr(getattr(tqdm, "tqdm", None), "_instances", None) or ()):
+        try:
+            bar.close()
+        except Exception:   # a half-torn-down bar must not hide the real error
+            pass
+
+
+def one_line(message: str) -> str:
+    """The first line of an error message (ffmpeg tails etc. stay out of the one-line report unless asked
+    for with KYARA_DEBUG=1), or the whole message when it is one line."""
+    lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
+    if len(lines) <= 1:
+        return lines[0] if lines else message
+    return f"{lines[0]} {' | '.join(lines[1:])}"
+
+
+def describe_os_error(e: OSError) -> str:
+    """'PATH: reason' for an OSError (e.g. '/mnt/usb/a.mp4: No space left on device')."""
+    reason = e.strerror or str(e) or type(e).__name__
+    return f"{e.filename}: {reason}" if e.filename else reason

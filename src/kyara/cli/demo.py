@@ -61,7 +61,7 @@ def register(sub) -> None:
                    help="output video: .mp4, .webm (with alpha), .gif, .webp, or a directory for PNG frames")
     p.add_argument("--seconds", type=float, default=5.0, help="clip length")
     p.add_argument("--fps", type=float, default=24.0, help="frames per second of the video")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--device", default="auto", help="auto (a CUDA GPU if there is one, else the CPU), cpu, cuda or cuda:N")
     p.add_argument("--background", default="white", help="background for formats without alpha (name, #rrggbb)")
     p.add_argument("--exact", action="store_true",
                    help="run the body network on every frame (slower; default interpolates between keyframes)")
@@ -72,7 +72,7 @@ def register(sub) -> None:
 def run(args) -> int:
     from tqdm import tqdm
 
-    from kyara.character import SAMPLE_CHARACTER, SAMPLE_IMAGE, Character, load_character
+    from kyara.character import SAMPLE_CHARACTER, SAMPLE_IMAGE, load
     from kyara.errors import KyaraError
     from kyara.image import parse_color
     from kyara.poser import pick_device
@@ -83,12 +83,9 @@ def run(args) -> int:
         raise KyaraError("--seconds and --fps must be positive")
     device = str(pick_device(args.device))
     use_teacher = args.teacher or not SAMPLE_CHARACTER.exists()
-    if use_teacher:
-        if not args.teacher:
-            print(f"note: no bundled student at {SAMPLE_CHARACTER}; posing with the THA3 teacher (slow)")
-        character = Character.from_image(SAMPLE_IMAGE, device=device)
-    else:
-        character = load_character(SAMPLE_CHARACTER, device=device)
+    if use_teacher and not args.teacher:
+        print(f"note: no bundled student at {SAMPLE_CHARACTER}; posing with the THA3 teacher (slow)")
+    character = load(SAMPLE_IMAGE if use_teacher else SAMPLE_CHARACTER, device=device)
     poses, body = demo_track(args.seconds, args.fps)
     stats = RenderStats()
     out = Path(args.output)

@@ -23,7 +23,7 @@ def register(sub) -> None:
     p.add_argument("-o", "--output", required=True, help="output .kyara file")
     p.add_argument("--teacher", default=DEFAULTS.teacher, help="teacher network")
     p.add_argument("--weights", metavar="DIR", help="directory of official teacher weight files")
-    p.add_argument("--device", default="auto", help="auto, cuda, cuda:N or cpu")
+    p.add_argument("--device", default="auto", help="auto (a CUDA GPU if there is one, else the CPU), cpu, cuda or cuda:N")
     p.add_argument("--work-dir", help="checkpoints and log.jsonl (default: OUTPUT without suffix + '.work')")
     p.add_argument("--resume", action="store_true", help="continue exactly from the work dir's checkpoint")
     p.add_argument("--minutes", type=float,
@@ -38,14 +38,17 @@ def register(sub) -> None:
     p.add_argument("--examples", type=int, default=None,
                    help=f"body-morpher training examples; 0 = as many as fit in --minutes (the default when "
                         f"--minutes is given; otherwise {DEFAULTS.examples:,})")
-    p.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size)
+    p.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size,
+                   help="body-morpher training examples per step (per GPU with torchrun)")
     p.add_argument("--lr-scale", type=float, default=DEFAULTS.lr_scale, help="multiplies THA4's learning rates")
     p.add_argument("--pool-size", type=int, default=DEFAULTS.pool_size, help="teacher examples kept for reuse")
     p.add_argument("--reuse", type=float, default=DEFAULTS.reuse, help="average uses of each teacher example")
-    p.add_argument("--checkpoint-every-examples", type=int, default=DEFAULTS.checkpoint_every_examples)
+    p.add_argument("--checkpoint-every-examples", type=int, default=DEFAULTS.checkpoint_every_examples, metavar="N",
+                   help="write a checkpoint (for --resume) every N training examples")
     p.add_argument("--tf32", action=BooleanOptionalAction, default=DEFAULTS.tf32,
                    help="TF32 matmuls for the student (faster on Ampere and later GPUs)")
-    p.add_argument("--seed", type=int, default=DEFAULTS.seed)
+    p.add_argument("--seed", type=int, default=DEFAULTS.seed,
+                   help="seed for the student's initial weights and the training poses")
     p.add_argument("--face-batch-multiplier", type=int, default=DEFAULTS.face_batch_multiplier,
                    help="face-morpher poses per step, as a multiple of --batch-size")
     p.add_argument("--no-region", dest="region", action="store_false",
@@ -72,7 +75,7 @@ def run(args) -> int:
     from kyara.errors import KyaraError
     from kyara.image import load_image, load_rgba
     from kyara.poser import pick_device
-    from kyara.teacher import Teacher
+    from kyara.teacher import load_teacher
 
     out = Path(args.output)
     if out.suffix.lower() != ".kyara":
@@ -85,7 +88,7 @@ def run(args) -> int:
     if args.examples is None:
         args.examples = 0 if args.minutes else DEFAULTS.examples
     config = DistillConfig(**{f.name: getattr(args, f.name) for f in fields(DistillConfig) if hasattr(args, f.name)})
-    teacher = Teacher.load(config.teacher, weights_dir=args.weights, device=str(device))
+    teacher = load_teacher(config.teacher, weights_dir=args.weights, device=str(device))
     work = Path(args.work_dir) if args.work_dir else out.with_suffix(".work")
     png = None
     if Path(args.image).suffix.lower() == ".png" and not args.fit:

@@ -14,7 +14,7 @@ def register(sub) -> None:
     p.add_argument("character", help=".kyara file or THA4 character_model directory")
     p.add_argument("--poses", type=int, default=1000, help="number of held-out poses")
     p.add_argument("--json", action="store_true", help="print one JSON object with keys psnr, ssim, lpips, poses")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--device", default="auto", help="auto (a CUDA GPU if there is one, else the CPU), cpu, cuda or cuda:N")
     p.add_argument("--teacher", help="teacher to compare against (default: the one stored in the file)")
     p.add_argument("--weights", metavar="DIR", help="directory of official teacher weight files")
     p.add_argument("--batch-size", type=int, default=8, help="poses rendered per batch (lower it if memory is short)")
@@ -23,21 +23,23 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from kyara.character import load_character
+    from kyara.character import load
     from kyara.errors import KyaraError
     from kyara.eval.evaluate import evaluate
     from kyara.poser import pick_device
-    from kyara.teacher import TEACHERS, Teacher
+    from kyara.teacher import TEACHERS, load_teacher
 
     if args.poses < 1:
         raise KyaraError("--poses must be >= 1")
+    if args.batch_size < 1:
+        raise KyaraError(f"--batch-size must be >= 1, got {args.batch_size}")
     device = str(pick_device(args.device))
-    character = load_character(args.character, device=device)
+    character = load(args.character, device=device)
     teacher_name = args.teacher or character.teacher_name
     if teacher_name not in TEACHERS:
         raise KyaraError(f"{args.character}: teacher {teacher_name!r} is unknown; pass --teacher (one of "
                          f"{', '.join(TEACHERS)})")
-    teacher = Teacher.load(teacher_name, weights_dir=args.weights, device=device)
+    teacher = load_teacher(teacher_name, weights_dir=args.weights, device=device)
     result = evaluate(character, teacher, args.poses, args.batch_size, lpips=not args.no_lpips,
                       progress=True)  # the bar goes to stderr, so --json output stays clean
     if args.json:

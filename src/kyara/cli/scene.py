@@ -14,7 +14,7 @@ def register(subparsers) -> None:
         formatter_class=HelpFormatter)
     p.add_argument("scene", help="scene YAML file")
     p.add_argument("-o", "--output", default=None, help="output file (default: <scene file name>.mp4 in the current folder)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    p.add_argument("--device", default="auto", help="auto (a CUDA GPU if there is one, else the CPU), cpu, cuda or cuda:N")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 

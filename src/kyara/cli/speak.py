@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+from kyara.cli import HelpFormatter
 from kyara.produce.speak import SpeakConfig
 
 DEFAULTS = SpeakConfig()
@@ -14,8 +15,8 @@ def register(subparsers) -> None:
         description="Render CHARACTER talking: mouth from the audio (or espeak-ng phoneme timings for --text), natural "
                     "blinks and breathing, head nods and sway that follow loudness and pitch, an optional emotion. "
                     "The output format follows -o: .mp4 (H.264 + audio), .webm (VP9 with alpha + audio), .gif, .webp, "
-                    "or a directory / pattern with %%d for PNG frames.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                    "or a directory / pattern with %d for PNG frames.",
+        formatter_class=HelpFormatter)
     p.add_argument("character", help="a .kyara character file (fast student) or an image (slow THA3 teacher)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--audio", metavar="FILE", help="speech audio (WAV, FLAC, OGG, MP3, M4A...; any sample rate)")
@@ -31,7 +32,7 @@ def register(subparsers) -> None:
     p.add_argument("--fps", type=float, default=DEFAULTS.fps, help="frames per second")
     p.add_argument("--background", default=DEFAULTS.background,
                    help="green, #rrggbb, r,g,b or transparent (default: transparent where the format allows, MP4 white)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    p.add_argument("--device", default="auto", help="auto (a CUDA GPU if there is one, else the CPU), cpu, cuda or cuda:N")
     p.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size, help="poses rendered per model call")
     p.add_argument("--seed", type=int, default=DEFAULTS.seed, help="seed for blinks and sway")
     p.add_argument("--exact", action="store_true",
@@ -41,8 +42,13 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from kyara.errors import KyaraError
     from kyara.produce.speak import speak
 
+    if args.batch_size < 1:
+        raise KyaraError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if not 0 <= args.emotion_intensity <= 1:
+        raise KyaraError(f"--emotion-intensity must be in [0, 1], got {args.emotion_intensity:g}")
     config = SpeakConfig(fps=args.fps, voice=args.voice, rate_wpm=args.rate_wpm, emotion=args.emotion,
                          emotion_intensity=args.emotion_intensity, emotion_timeline=args.emotion_timeline,
                          background=args.background, batch_size=args.batch_size, seed=args.seed,

@@ -22,7 +22,7 @@ def register(subparsers) -> None:
     p.add_argument("--size", type=int, default=DEFAULTS.size, help="sticker size in pixels (square)")
     p.add_argument("--fps", type=float, default=DEFAULTS.fps, help="animation frames per second")
     p.add_argument("--no-animations", dest="animations", action="store_false", help="PNGs and contact sheet only")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    p.add_argument("--device", default="auto", help="auto (a CUDA GPU if there is one, else the CPU), cpu, cuda or cuda:N")
     p.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size, help="poses rendered per model call")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -30,13 +30,16 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from kyara.errors import KyaraError
-    from kyara.produce.speak import load_any_character
+    from kyara.character import load
     from kyara.produce.stickers import make_stickers
 
     if not 16 <= args.size <= 2048:
         raise KyaraError(f"--size must be in 16..2048, got {args.size}")
+    if not 0 < args.fps <= 60 or args.batch_size < 1:
+        raise KyaraError(f"--fps must be in (0, 60] and --batch-size at least 1, got --fps {args.fps:g} "
+                         f"--batch-size {args.batch_size}")
     config = StickerConfig(fps=args.fps, size=args.size, batch_size=args.batch_size, animations=args.animations)
-    written = make_stickers(load_any_character(args.character, args.device), args.output, config, names=args.only,
+    written = make_stickers(load(args.character, device=args.device), args.output, config, names=args.only,
                             progress=not args.quiet)
     print(f"{sum(len(v) for v in written.values())} files in {args.output} ({len(written) - 1} expressions)")
     return 0

@@ -36,6 +36,8 @@ THA4_FACE_PHASES: tuple[Phase, ...] = (
 
 @dataclass(frozen=True)
 class DistillConfig:
+    """Defaults are for new runs. A config saved before a field existed reads that field from
+    PREDATING_VALUES (see there), so that a resumed or re-read old run stays the run it was."""
     teacher: str = "tha3/separable_float"   # registry name in kyara.teacher.TEACHERS
     seed: int = 0
     examples: int = 200_000                 # body-morpher examples shown (THA4: 1.5M); 0 = fit the time budget
@@ -82,16 +84,26 @@ class DistillConfig:
 
     @classmethod
     def from_json(cls, text: str) -> "DistillConfig":
+        """A saved config (checkpoint, .kyara metadata). A field it predates takes its PREDATING_VALUES
+        entry, else the dataclass default."""
         data = json.loads(text)
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"unknown DistillConfig fields: {', '.join(sorted(unknown))}")
-        data.setdefault("blended_l2", 0.0)   # configs saved before the term existed: resume them unchanged
+        data = {**PREDATING_VALUES, **data}
         for key in ("body_phases", "face_phases"):
             if key in data:
                 data[key] = tuple(Phase(**p) for p in data[key])
         return cls(**data)
+
+
+# The one rule for configs saved before a field existed: field → the value those runs used. The dataclass
+# default is what a *new* run gets; a resumed run must stay the run it was, so every field that changes
+# the numbers gets an entry here when it is added (fields that change only speed, like compile, need none).
+PREDATING_VALUES: dict[str, object] = {
+    "blended_l2": 0.0,   # old checkpoints had no blended-image MSE term (new runs: 40)
+}
 
 
 def phase_at(phases: tuple[Phase, ...], fraction: float) -> Phase:

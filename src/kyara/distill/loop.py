@@ -19,8 +19,10 @@ from __future__ import annotations
 import json
 import math
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Iterator
 
 import torch
 
@@ -29,7 +31,7 @@ from kyara.distill.config import DistillConfig, phase_at
 from kyara.distill.losses import body_loss, face_loss
 from kyara.distill.mask import derive_face_mask, load_face_mask
 from kyara.distill.parallel import current_ranks
-from kyara.distill.poses import sample_poses
+from kyara.pose_sampler import sample_poses
 from kyara.errors import KyaraError
 from kyara.geometry import FACE_MORPHER_BOX, STUDENT_FACE_BOX
 from kyara.image import atomic_write_bytes
@@ -48,6 +50,18 @@ AUTO_MARGIN_S = 20.0     # final evaluation and file writes
 AUTO_OVERHEAD = 1.03     # periodic evaluation (~1 %) and checkpoints
 LOG_NAME = "log.jsonl"
 STORE_DTYPE = torch.float16   # pool storage; values in [-1, 1] keep ~3 decimal digits
+
+
+@contextmanager
+def tf32_matmuls(enabled: bool) -> Iterator[None]:
+    """PyTorch's global TF32 switches (CUDA matmuls, cuDNN convolutions) set to `enabled` inside the
+    block, and put back as they were when it ends, however it ends: distilling changes no global state."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = enabled
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 def _generator(*key: int) -> torch.Generator:
@@ -92,7 +106,7 @@ class TeacherPool:
         s = (k % self.num_slots) * self.chunk
         self.face_crop[s:s + self.chunk] = FACE_MORPHER_BOX.crop(out.face_morphed_full).to(STORE_DTYPE)
         self.final[s:s + self.chunk] = out.image.to(STORE_DTYPE)
-        self.flow[s:s + self.chunk] = out.editor_grid.to(STORE_DTYPE)
+        self.flow[s:s + self.chunk] = out.editor.flow.to(STORE_DTYPE)
         self.poses[s:s + self.chunk] = poses
         if poses.is_cuda:
             torch.cuda.synchronize()
@@ -235,6 +249,7 @@ def distill(image: torch.Tensor, teacher, config: DistillConfig = DistillConfig(
     models. Under torchrun (an initialised process group) every rank calls this; rank 0 writes.
     started: the time.perf_counter() from which this session's minutes count (default: this call);
     the CLI passes its own start, so loading the teacher counts towards the budget too.
+    config.tf32 holds for the call only (``tf32_matmuls``); the caller's TF32 settings come back after.
     """
     from tqdm import tqdm
 
@@ -245,179 +260,177 @@ def distill(image: torch.Tensor, teacher, config: DistillConfig = DistillConfig(
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = out_dir / CHECKPOINT_NAME
     device = teacher.device
-    torch.backends.cuda.matmul.allow_tf32 = config.tf32
-    torch.backends.cudnn.allow_tf32 = config.tf32
+    with tf32_matmuls(config.tf32):
+        # -- resume: the checkpoint's config wins, so a resumed run is the same run -------------------
+        start_step, ckpt_tensors, ckpt_meta, elapsed_before = 0, None, None, 0.0
+        if resume:
+            if not ckpt_path.exists():
+                raise KyaraError(f"--resume: no checkpoint at {ckpt_path}")
+            ckpt_tensors, ckpt_meta = load_checkpoint(ckpt_path)
+            config = DistillConfig.from_json(ckpt_meta["config"])
+            start_step = int(ckpt_meta["step"])
+            elapsed_before = float(ckpt_meta.get("elapsed_s", 0))
 
-    # -- resume: the checkpoint's config wins, so a resumed run is the same run -------------------
-    start_step, ckpt_tensors, ckpt_meta, elapsed_before = 0, None, None, 0.0
-    if resume:
-        if not ckpt_path.exists():
-            raise KyaraError(f"--resume: no checkpoint at {ckpt_path}")
-        ckpt_tensors, ckpt_meta = load_checkpoint(ckpt_path)
-        config = DistillConfig.from_json(ckpt_meta["config"])
-        start_step = int(ckpt_meta["step"])
-        elapsed_before = float(ckpt_meta.get("elapsed_s", 0))
+        if config.examples == 0 and not max_minutes:
+            raise KyaraError("examples=0 (auto) needs a time budget (max_minutes / --minutes)")
+        # examples == 0: size the run to the time budget after AUTO_WARMUP_STEPS steps (phase 1 meanwhile);
+        # the resolved count is stored in the checkpoint's config, so resume stays exact.
+        per_step = config.batch_size * ranks.world      # examples per optimizer step, all ranks
+        steps_total = math.ceil(config.examples / per_step) if config.examples else 10**9
+        face_batch = config.batch_size * config.face_batch_multiplier
+        image = image.to(device=device, dtype=torch.float32)
+        prepared = teacher.prepare(image)
 
-    if config.examples == 0 and not max_minutes:
-        raise KyaraError("examples=0 (auto) needs a time budget (max_minutes / --minutes)")
-    # examples == 0: size the run to the time budget after AUTO_WARMUP_STEPS steps (phase 1 meanwhile);
-    # the resolved count is stored in the checkpoint's config, so resume stays exact.
-    per_step = config.batch_size * ranks.world      # examples per optimizer step, all ranks
-    steps_total = math.ceil(config.examples / per_step) if config.examples else 10**9
-    face_batch = config.batch_size * config.face_batch_multiplier
-    image = image.to(device=device, dtype=torch.float32)
-    prepared = teacher.prepare(image)
+        # -- teacher data --------------------------------------------------------------------------
+        pool = TeacherPool(teacher, prepared, config.pool_size, config.teacher_batch_size, config.seed, device,
+                           stream=ranks.stream_key())
+        refresh_steps = max(1, round(config.teacher_batch_size * config.reuse / config.batch_size))
+        initial_chunks = pool.num_slots
+        pool.advance_to(initial_chunks + start_step // refresh_steps)
+        eval_poses = sample_poses(config.eval_poses, _generator(config.seed, 2)).to(device)
+        eval_targets = None
+        if ranks.is_main:
+            with torch.no_grad():
+                eval_targets = torch.cat([teacher.pose(prepared, eval_poses[s:s + 8])
+                                          for s in range(0, len(eval_poses), 8)])
 
-    # -- teacher data --------------------------------------------------------------------------
-    pool = TeacherPool(teacher, prepared, config.pool_size, config.teacher_batch_size, config.seed, device,
-                       stream=ranks.stream_key())
-    refresh_steps = max(1, round(config.teacher_batch_size * config.reuse / config.batch_size))
-    initial_chunks = pool.num_slots
-    pool.advance_to(initial_chunks + start_step // refresh_steps)
-    eval_poses = sample_poses(config.eval_poses, _generator(config.seed, 2)).to(device)
-    eval_targets = None
-    if ranks.is_main:
-        with torch.no_grad():
-            eval_targets = torch.cat([teacher.pose(prepared, eval_poses[s:s + 8])
-                                      for s in range(0, len(eval_poses), 8)])
+        # -- character region: where any pose can put visible pixels ------------------------------------
+        region = None
+        if ckpt_tensors is not None and "region" in ckpt_tensors:
+            region = ckpt_tensors["region"].to(device).bool()
+        elif config.region:
+            region = ranks.union(character_region(image, pool.final[:pool.size, 3], config.region_margin_px))
 
-    # -- character region: where any pose can put visible pixels ------------------------------------
-    region = None
-    if ckpt_tensors is not None and "region" in ckpt_tensors:
-        region = ckpt_tensors["region"].to(device).bool()
-    elif config.region:
-        region = ranks.union(character_region(image, pool.final[:pool.size, 3], config.region_margin_px))
+        # -- movable-parts mask -----------------------------------------------------------------------
+        if ckpt_tensors is not None:
+            mask = ckpt_tensors["mask"].to(device)
+        elif mask_path is not None:
+            mask = load_face_mask(mask_path, device)
+        else:
+            mask = derive_face_mask(teacher, prepared, config.mask_poses, _generator(config.seed, 3))
 
-    # -- movable-parts mask -----------------------------------------------------------------------
-    if ckpt_tensors is not None:
-        mask = ckpt_tensors["mask"].to(device)
-    elif mask_path is not None:
-        mask = load_face_mask(mask_path, device)
-    else:
-        mask = derive_face_mask(teacher, prepared, config.mask_poses, _generator(config.seed, 3))
+        # -- student and optimizers -----------------------------------------------------------------
+        torch.manual_seed(config.seed)
+        student = (student or Student()).to(device)
+        student.set_region(region)
+        if config.identity_init and ckpt_tensors is None:
+            # THA4 He-initialises the head, so training starts from random flows far from any teacher
+            # output; a zero head starts at the identity warp (output = input) and learns the change.
+            torch.nn.init.zeros_(student.body_morpher.last_linear.weight)
+            torch.nn.init.zeros_(student.body_morpher.last_linear.bias)
+        face_opt = torch.optim.Adam(student.face_morpher.parameters(), lr=1e-4, betas=(0.9, 0.999))
+        body_opt = torch.optim.Adam(student.body_morpher.parameters(), lr=1e-4, betas=(0.9, 0.999))
+        if ckpt_tensors is not None:
+            student.load_state_dict({k[len("student."):]: v for k, v in ckpt_tensors.items() if k.startswith("student.")})
+            _load_optimizer("face_opt", face_opt, ckpt_tensors, json.loads(ckpt_meta["face_opt"]), device)
+            _load_optimizer("body_opt", body_opt, ckpt_tensors, json.loads(ckpt_meta["body_opt"]), device)
 
-    # -- student and optimizers -----------------------------------------------------------------
-    torch.manual_seed(config.seed)
-    student = (student or Student()).to(device)
-    student.set_region(region)
-    if config.identity_init and ckpt_tensors is None:
-        # THA4 He-initialises the head, so training starts from random flows far from any teacher
-        # output; a zero head starts at the identity warp (output = input) and learns the change.
-        torch.nn.init.zeros_(student.body_morpher.last_linear.weight)
-        torch.nn.init.zeros_(student.body_morpher.last_linear.bias)
-    face_opt = torch.optim.Adam(student.face_morpher.parameters(), lr=1e-4, betas=(0.9, 0.999))
-    body_opt = torch.optim.Adam(student.body_morpher.parameters(), lr=1e-4, betas=(0.9, 0.999))
-    if ckpt_tensors is not None:
-        student.load_state_dict({k[len("student."):]: v for k, v in ckpt_tensors.items() if k.startswith("student.")})
-        _load_optimizer("face_opt", face_opt, ckpt_tensors, json.loads(ckpt_meta["face_opt"]), device)
-        _load_optimizer("body_opt", body_opt, ckpt_tensors, json.loads(ckpt_meta["body_opt"]), device)
+        forward = TrainForward(student, compile=config.compile and device.type == "cuda")
+        face_box_in_crop = STUDENT_FACE_BOX.relative_to(FACE_MORPHER_BOX)
+        ckpt_every_steps = max(1, config.checkpoint_every_examples // per_step)
+        log_path = out_dir / LOG_NAME
+        last_eval, psnr_value = time.perf_counter(), float("nan")
+        # the budget covers earlier sessions of a resumed run; stop_after only ends this one
+        deadline = t_start + max_minutes * 60 - elapsed_before if max_minutes else None
+        stop_at = deadline
+        if stop_after_minutes is not None:
+            own = t_start + stop_after_minutes * 60
+            stop_at = own if stop_at is None else min(stop_at, own)
 
-    forward = TrainForward(student, compile=config.compile and device.type == "cuda")
-    face_box_in_crop = STUDENT_FACE_BOX.relative_to(FACE_MORPHER_BOX)
-    ckpt_every_steps = max(1, config.checkpoint_every_examples // per_step)
-    log_path = out_dir / LOG_NAME
-    last_eval, psnr_value = time.perf_counter(), float("nan")
-    # the budget covers earlier sessions of a resumed run; stop_after only ends this one
-    deadline = t_start + max_minutes * 60 - elapsed_before if max_minutes else None
-    stop_at = deadline
-    if stop_after_minutes is not None:
-        own = t_start + stop_after_minutes * 60
-        stop_at = own if stop_at is None else min(stop_at, own)
+        def log(record: dict) -> None:
+            with open(log_path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
 
-    def log(record: dict) -> None:
-        with open(log_path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+        loop_start = time.perf_counter()
+        auto_size = config.examples == 0
+        warm_mark = (loop_start, start_step)
+        bar = tqdm(total=steps_total if config.examples else None, initial=start_step, disable=not progress,
+                   unit="step", dynamic_ncols=True, desc=f"distill {name}")
+        step = start_step
+        stopped_early = False
+        while step < steps_total:
+            if step % refresh_steps == 0 and step > 0:
+                pool.advance_to(initial_chunks + step // refresh_steps)
+            fraction = step / steps_total
+            body_phase, face_phase = phase_at(config.body_phases, fraction), phase_at(config.face_phases, fraction)
+            for group in face_opt.param_groups:
+                group["lr"] = face_phase.lr * config.lr_scale
+            for group in body_opt.param_groups:
+                group["lr"] = body_phase.lr * config.lr_scale
+            g = _generator(config.seed, 4, step, *ranks.stream_key())
 
-    loop_start = time.perf_counter()
-    auto_size = config.examples == 0
-    warm_mark = (loop_start, start_step)
-    bar = tqdm(total=steps_total if config.examples else None, initial=start_step, disable=not progress, unit="step", dynamic_ncols=True,
-               desc=f"distill {name}")
-    step = start_step
-    stopped_early = False
-    while step < steps_total:
-        if step % refresh_steps == 0 and step > 0:
-            pool.advance_to(initial_chunks + step // refresh_steps)
-        fraction = step / steps_total
-        body_phase, face_phase = phase_at(config.body_phases, fraction), phase_at(config.face_phases, fraction)
-        for group in face_opt.param_groups:
-            group["lr"] = face_phase.lr * config.lr_scale
-        for group in body_opt.param_groups:
-            group["lr"] = body_phase.lr * config.lr_scale
-        g = _generator(config.seed, 4, step, *ranks.stream_key())
+            # face morpher: pose[0:39] → the teacher's face box
+            idx = pool.sample(face_batch, g)
+            target_face = face_box_in_crop.crop(pool.face_crop[idx]).float()
+            pred_face = forward.face(pool.poses[idx][:, :39])
+            loss_face = face_loss(pred_face, target_face, mask, config.face_mask_weight)
+            face_opt.zero_grad(set_to_none=True)
+            loss_face.backward()
+            ranks.average_gradients(student.face_morpher.parameters())
+            face_opt.step()
 
-        # face morpher: pose[0:39] → the teacher's face box
-        idx = pool.sample(face_batch, g)
-        target_face = face_box_in_crop.crop(pool.face_crop[idx]).float()
-        pred_face = forward.face(pool.poses[idx][:, :39])
-        loss_face = face_loss(pred_face, target_face, mask, config.face_mask_weight)
-        face_opt.zero_grad(set_to_none=True)
-        loss_face.backward()
-        ranks.average_gradients(student.face_morpher.parameters())
-        face_opt.step()
+            # body morpher: the teacher's face-edited image + pose → the teacher's final image
+            idx = pool.sample(config.batch_size, g)
+            body_input = FACE_MORPHER_BOX.paste(image.expand(len(idx), -1, -1, -1), pool.face_crop[idx].float())
+            target_flow = pool.flow[idx].float()
+            with torch.no_grad():
+                target_warped = apply_flow(body_input, target_flow)
+            out = forward.body(body_input, pool.poses[idx])
+            loss_body, terms = body_loss(out, pool.final[idx].float(), target_warped, target_flow, body_phase,
+                                         config.masked_flow, config.blended_l2)
+            body_opt.zero_grad(set_to_none=True)
+            loss_body.backward()
+            ranks.average_gradients(student.body_morpher.parameters())
+            body_opt.step()
+            step += 1
+            bar.update(1)
+            # sizing times the steps after AUTO_MARK_STEPS (the first ones compile and warm up CUDA);
+            # re-sizing at AUTO_RESIZE_STEPS only before the first checkpoint, so resume stays exact
+            if auto_size and step in (AUTO_MARK_STEPS, AUTO_WARMUP_STEPS, AUTO_RESIZE_STEPS):
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                now = time.perf_counter()
+                if step == AUTO_MARK_STEPS:
+                    warm_mark = (now, step)
+            if auto_size and (step == AUTO_WARMUP_STEPS or (step == AUTO_RESIZE_STEPS and step < ckpt_every_steps)):
+                step_s = (now - warm_mark[0]) / (step - warm_mark[1])
+                remaining = deadline - now - AUTO_MARGIN_S
+                steps_total = max(step + 1, step + int(remaining / (step_s * AUTO_OVERHEAD)))
+                steps_total = ranks.broadcast_int(steps_total, device)
+                config = replace(config, examples=steps_total * per_step)
+                bar.total = steps_total
 
-        # body morpher: the teacher's face-edited image + pose → the teacher's final image
-        idx = pool.sample(config.batch_size, g)
-        body_input = FACE_MORPHER_BOX.paste(image.expand(len(idx), -1, -1, -1), pool.face_crop[idx].float())
-        target_flow = pool.flow[idx].float()
-        with torch.no_grad():
-            target_warped = apply_flow(body_input, target_flow)
-        out = forward.body(body_input, pool.poses[idx])
-        loss_body, terms = body_loss(out, pool.final[idx].float(), target_warped, target_flow, body_phase,
-                                     config.masked_flow, config.blended_l2)
-        body_opt.zero_grad(set_to_none=True)
-        loss_body.backward()
-        ranks.average_gradients(student.body_morpher.parameters())
-        body_opt.step()
-        step += 1
-        bar.update(1)
-        # sizing times the steps after AUTO_MARK_STEPS (the first ones compile and warm up CUDA);
-        # re-sizing at AUTO_RESIZE_STEPS only before the first checkpoint, so resume stays exact
-        if auto_size and step in (AUTO_MARK_STEPS, AUTO_WARMUP_STEPS, AUTO_RESIZE_STEPS):
-            if device.type == "cuda":
-                torch.cuda.synchronize()
             now = time.perf_counter()
-            if step == AUTO_MARK_STEPS:
-                warm_mark = (now, step)
-        if auto_size and (step == AUTO_WARMUP_STEPS or (step == AUTO_RESIZE_STEPS and step < ckpt_every_steps)):
-            step_s = (now - warm_mark[0]) / (step - warm_mark[1])
-            remaining = deadline - now - AUTO_MARGIN_S
-            steps_total = max(step + 1, step + int(remaining / (step_s * AUTO_OVERHEAD)))
-            steps_total = ranks.broadcast_int(steps_total, device)
-            config = replace(config, examples=steps_total * per_step)
-            bar.total = steps_total
+            out_of_time = ranks.any(stop_at is not None and now > stop_at, device)
+            if ranks.is_main and (now - last_eval > config.eval_every_s or step == steps_total or out_of_time):
+                psnr_value = evaluate_psnr(student, image, eval_poses, eval_targets)
+                last_eval = time.perf_counter()
+                losses = {"loss_face": float(loss_face.detach()), "loss_body": float(loss_body.detach())}
+                log({"step": step, "examples": step * per_step, "minutes": (elapsed_before + now - t_start) / 60,
+                     "psnr": psnr_value, **losses, **{k: float(v) for k, v in terms.items()},
+                     "teacher_s": pool.teacher_seconds})
+                # only here: reading a loss forces a GPU sync, which would stall every step
+                bar.set_postfix(psnr=f"{psnr_value:.2f}dB", face=f"{losses['loss_face']:.4f}",
+                                body=f"{losses['loss_body']:.4f}", refresh=False)
+            if ranks.is_main and (step % ckpt_every_steps == 0 or step == steps_total or out_of_time):
+                save_checkpoint(ckpt_path, student, face_opt, body_opt, step, config, mask,
+                                elapsed_before + time.perf_counter() - t_start, region)
+            if out_of_time and step < steps_total:
+                stopped_early = True
+                break
+        bar.close()
 
-        now = time.perf_counter()
-        out_of_time = ranks.any(stop_at is not None and now > stop_at, device)
-        if ranks.is_main and (now - last_eval > config.eval_every_s or step == steps_total or out_of_time):
-            psnr_value = evaluate_psnr(student, image, eval_poses, eval_targets)
-            last_eval = time.perf_counter()
-            losses = {"loss_face": float(loss_face.detach()), "loss_body": float(loss_body.detach())}
-            log({"step": step, "examples": step * per_step, "minutes": (elapsed_before + now - t_start) / 60,
-                 "psnr": psnr_value, **losses, **{k: float(v) for k, v in terms.items()},
-                 "teacher_s": pool.teacher_seconds})
-            # only here: reading a loss forces a GPU sync, which would stall every step
-            bar.set_postfix(psnr=f"{psnr_value:.2f}dB", face=f"{losses['loss_face']:.4f}",
-                            body=f"{losses['loss_body']:.4f}", refresh=False)
-        if ranks.is_main and (step % ckpt_every_steps == 0 or step == steps_total or out_of_time):
-            save_checkpoint(ckpt_path, student, face_opt, body_opt, step, config, mask,
-                            elapsed_before + time.perf_counter() - t_start, region)
-        if out_of_time and step < steps_total:
-            stopped_early = True
-            break
-    bar.close()
-
-    wall = elapsed_before + time.perf_counter() - t_start
-    student.eval()
-    metadata = {"distill": json.loads(config.to_json()), "metrics": {
-        "heldout_psnr_db": psnr_value, "heldout_poses": config.eval_poses, "steps": step,
-        "examples": step * per_step, "complete": not stopped_early, "wall_seconds": round(wall, 1),
-        "teacher_seconds": round(pool.teacher_seconds, 1), "gpus": ranks.world,
-        "region_fraction": round(float(region.float().mean()), 4) if region is not None else 1.0}}
-    character = Character(name, image.cpu(), student, teacher.name, metadata)
-    if ranks.is_main:
-        out_path = Path(output) if output else out_dir / f"{name}.kyara"
-        save_kyara(out_path, name, image.cpu(), student, teacher.name, metadata, image_png=image_png)
-    ranks.barrier()
-    return DistillResult(character, psnr_value, step, step * per_step, wall, pool.teacher_seconds,
-                         not stopped_early)
+        wall = elapsed_before + time.perf_counter() - t_start
+        student.eval()
+        metadata = {"distill": json.loads(config.to_json()), "metrics": {
+            "heldout_psnr_db": psnr_value, "heldout_poses": config.eval_poses, "steps": step,
+            "examples": step * per_step, "complete": not stopped_early, "wall_seconds": round(wall, 1),
+            "teacher_seconds": round(pool.teacher_seconds, 1), "gpus": ranks.world,
+            "region_fraction": round(float(region.float().mean()), 4) if region is not None else 1.0}}
+        character = Character(name, image.cpu(), student, teacher.name, metadata)
+        if ranks.is_main:
+            out_path = Path(output) if output else out_dir / f"{name}.kyara"
+            save_kyara(out_path, name, image.cpu(), student, teacher.name, metadata, image_png=image_png)
+        ranks.barrier()
+        return DistillResult(character, psnr_value, step, step * per_step, wall, pool.teacher_seconds,
+                             not stopped_early)

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from kyara.distill.poses import face_only, sample_poses
+from kyara.pose_sampler import face_only, sample_poses
 from kyara.geometry import STUDENT_FACE_BOX
 from kyara.image import ImageError, open_image
 

@@ -47,6 +47,7 @@ assert len(ARKIT_BLENDSHAPES) == 52 == len(ARKIT_SET)
 EYEBROW_DOWN_MODES = ("angry", "troubled", "lowered", "serious")
 WINK_MODES = ("normal", "relaxed")
 
+_BLINKS = ("eyeBlinkLeft", "eyeBlinkRight")  # latched by ArkitFrameSource
 # Parameters whose sign flips under left/right mirroring (same list as kyara.pose.Pose.mirrored).
 _MIRROR_NEGATE = ("head_y", "neck_z", "body_y", "body_z", "iris_rotation_y")
 
@@ -143,6 +144,14 @@ def _wrap_deg(a: float) -> float:
 
 def _finite(x: float) -> float:
     return x if math.isfinite(x) else 0.0
+
+
+def _weight(x) -> float:
+    """A blendshape weight as sent (any type) → a float in [0, 1]; junk → 0."""
+    try:
+        return _clamp(_finite(float(x)), 0.0, 1.0)
+    except (TypeError, ValueError):
+        return 0.0
 
 
 @dataclass
@@ -250,12 +259,7 @@ def arkit_to_pose_values(
         frame = calibration.apply(frame)
 
     def bs(name: str) -> float:
-        v = frame.blendshapes.get(name, 0.0)
-        try:
-            v = float(v)
-        except (TypeError, ValueError):
-            return 0.0
-        return _clamp(v, 0.0, 1.0) if math.isfinite(v) else 0.0
+        return _weight(frame.blendshapes.get(name))
 
     m = mapping
     out: dict[str, float] = {}
@@ -347,6 +351,10 @@ class ArkitFrameSource:
     """Mixin for PoseSources fed by a face tracker (iFacialMocap, VMC, webcam): keeps the newest
     ArkitFrame under a lock and maps it to pose values on demand, cached per frame.
 
+    Blinks are latched: latest() maps the newest frame with each eyeBlink weight raised to its peak
+    over the frames received since the previous latest() call (the mixer calls it once per mixed
+    frame), so a blink between two frames of a slow renderer still closes the eyes.
+
     The subclass calls ``_init_frames`` in its constructor and ``_publish_frame`` (holding
     ``self._lock``) whenever its thread decodes a frame.
     """
@@ -361,8 +369,11 @@ class ArkitFrameSource:
         self._frame: ArkitFrame | None = None
         self._frame_serial = 0
         self._cache = None   # (serial, mapping, calibration, SourceSample) of the last latest()
+        self._blink_peak: dict[str, float] = {}
 
     def _publish_frame(self, frame: ArkitFrame) -> None:
+        for name in _BLINKS:
+            self._blink_peak[name] = max(self._blink_peak.get(name, 0.0), _weight(frame.blendshapes.get(name)))
         self._frame = frame
         self._frame_serial += 1
 
@@ -376,15 +387,20 @@ class ArkitFrameSource:
         from kyara.drive.source import SourceSample
 
         with self._lock:
-            frame, serial, cache = self._frame, self._frame_serial, self._cache
+            frame, serial, cache, peak = self._frame, self._frame_serial, self._cache, self._blink_peak
+            self._blink_peak = {}
         if frame is None or now - frame.timestamp > self.stale_after_s:
             return None
         mapping, calibration = self.mapping, self.calibration
-        if cache is not None and cache[0] == serial and cache[1] is mapping and cache[2] is calibration:
+        latched = {k: v for k, v in peak.items() if v > _weight(frame.blendshapes.get(k))}
+        if latched:  # a one-off: not cached, the next call shows the newest frame as it is
+            frame = replace(frame, blendshapes={**frame.blendshapes, **latched})
+        elif cache is not None and cache[0] == serial and cache[1] is mapping and cache[2] is calibration:
             return cache[3]
-        sample = SourceSample(arkit_to_pose_values(frame, mapping, calibration), frame.timestamp)
-        with self._lock:
-            self._cache = (serial, mapping, calibration, sample)
+        sample = SourceSample.from_dict(arkit_to_pose_values(frame, mapping, calibration), frame.timestamp)
+        if not latched:
+            with self._lock:
+                self._cache = (serial, mapping, calibration, sample)
         return sample
 
     def calibrate(self) -> bool:

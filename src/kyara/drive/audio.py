@@ -458,8 +458,8 @@ class AudioFileSource(PoseSource):
         if i >= len(frames):
             if t > self.duration_s + END_HOLD_S:
                 return None
-            return SourceSample({name: 0.0 for name in MOUTH_PARAMETERS}, now)
-        return SourceSample(dict(frames[i]), now)
+            return SourceSample.from_dict(dict.fromkeys(MOUTH_PARAMETERS, 0.0), now)
+        return SourceSample.from_dict(frames[i], now)
 
     def stats(self) -> dict:
         return {"file": str(self.path), "duration_s": self.duration_s, "playing": self._t0 is not None}
@@ -529,6 +529,7 @@ class MicrophoneSource(PoseSource):
             self._buf[-block.size:] = block
             self._written += block.size
             self._last_input = arrival
+        self._input_arrived(arrival)
 
     def latest(self, now: float) -> SourceSample | None:
         with self._lock:
@@ -544,7 +545,7 @@ class MicrophoneSource(PoseSource):
         dt = 0.0 if self._last_now is None else min(now - self._last_now, 0.2)
         self._last_now = now
         values = np.clip(self._filter.step(target, dt) if dt > 0 else target, 0.0, 1.0)
-        return SourceSample({name: float(values[i]) for i, name in enumerate(MOUTH_PARAMETERS)}, arrival)
+        return SourceSample.from_dict(dict(zip(MOUTH_PARAMETERS, values.tolist())), arrival)
 
     def stats(self) -> dict:
         return {"last_packet_time": self._last_input, "overflows": self._overflows, "running": self._stream is not None}

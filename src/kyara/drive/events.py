@@ -140,13 +140,20 @@ class EventPlayer:
             self._playing.pop(next(iter(self._playing)))
         self._now = max(self._now, float(now))
 
-    def sample(self, now: float) -> dict[str, float]:
+    def sample(self, now: float, since: float | None = None) -> dict[str, float]:
+        """Summed offsets at `now`. since (<= now): the time of the last frame shown; clips are
+        latched: one whose full-strength part (before its release) ended in (since, now] is sampled
+        at the end of that part, so even a clip that fell between two frames of a slow renderer
+        shows once at full strength. None: no latching (the value at now)."""
         self._now = float(now)
+        since = self._now if since is None else min(float(since), self._now)
         out: dict[str, float] = {}
         for name, start in list(self._playing.items()):
             clip = self.events[name]
-            t = now - start
-            if t > clip.duration_s:
+            t, full_end = now - start, clip.duration_s - clip.release_s
+            if since - start < full_end:
+                t = min(t, full_end)
+            elif t > clip.duration_s:
                 del self._playing[name]
                 continue
             for param, v in clip.sample(t).items():

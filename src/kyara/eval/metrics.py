@@ -14,16 +14,13 @@ LPIPS sees only the composited RGB (it is an RGB network).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from kyara.errors import KyaraError
 from kyara.image import linear_to_srgb, premultiply, signed_to_unit, unit_to_signed
-
-if TYPE_CHECKING:
-    from kyara.eval.lpips import LPIPS
 
 # SSIM as in Wang et al. 2004 and skimage's structural_similarity(gaussian_weights=True,
 # sigma=1.5, use_sample_covariance=False, data_range=1).
@@ -136,10 +133,11 @@ class ImageMetrics:
         return {"psnr": self.psnr, "ssim": self.ssim, "lpips": self.lpips}
 
 
-def compare(a: torch.Tensor, b: torch.Tensor, lpips: "LPIPS | None" = None) -> ImageMetrics:
+def compare(a: torch.Tensor, b: torch.Tensor, lpips: nn.Module | None = None) -> ImageMetrics:
     """Compare two model-space batches (N, 4, H, W) pair by pair; return the batch means.
 
-    Pass ``lpips=kyara.eval.load_lpips(device)`` to include LPIPS (skipped when None). Runs under
+    Pass ``lpips=kyara.eval.load_lpips(device)`` to include LPIPS (skipped when None; typed as a plain
+    module because kyara.eval.lpips imports this module, not the other way round). Runs under
     ``torch.no_grad``. PSNR's mean is over per-image dB values (not the dB of the mean MSE).
     """
     a, b = _pair(a, b)

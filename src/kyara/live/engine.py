@@ -8,16 +8,17 @@ order, but frames are published as ``engine.latest`` strictly in render order (e
 its predecessor's publication). Subscribers are woken without ever blocking the loop: each keeps
 only "there is a newer frame", so a slow client skips frames.
 
-Latency is measured from a pose *input* (``engine.note_input()``, called by ``set_manual``,
-``trigger``, ``set_preset`` or by a tracker hook) to the publication of the first frame whose pose
-was computed after that input.
+Latency is measured from a pose *input* to the publication of the first frame whose pose was
+computed after it: ``latency_ms`` for API inputs (``set_manual``, ``trigger``, ``set_preset``, ...),
+``tracker_latency_ms`` for tracker inputs (the mixer's sources call ``note_input(when, source)`` with
+each packet's arrival time). The mixer owns sliders, presets and idle; the engine tells it the
+time of the last rendered frame, so short events (blinks) are latched into the next frame.
 
 No HTTP here (the server wraps this), no work at import time.
 """
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import io
 import logging
 import threading
@@ -29,10 +30,11 @@ from typing import Callable, Mapping, NamedTuple, Protocol
 import numpy as np
 from PIL import Image
 
+from kyara.drive.idle import IDLE_PARTS  # noqa: F401  (kyara.server.api imports it from here)
+from kyara.live.session import LiveConfig  # the one home of the live defaults (fps, encoders)
 from kyara.pose import NAMES, Pose
 
 log = logging.getLogger(__name__)
-IDLE_PARTS = ("blink", "breathing", "sway")  # the switchable parts of kyara.drive.idle.IdleConfig
 
 
 class RgbaRenderer(Protocol):
@@ -44,14 +46,21 @@ class RgbaRenderer(Protocol):
 
 
 class PoseMixerLike(Protocol):
-    """The subset of ``kyara.drive.mixer.PoseMixer`` the engine calls."""
+    """The subset of ``kyara.drive.mixer.PoseMixer`` the engine uses (same signatures)."""
 
-    def pose(self, now: float) -> Pose: ...
-    def set_manual(self, values: dict) -> None: ...
-    def set_preset(self, name: str, intensity: float) -> None: ...
-    def calibrate(self) -> None: ...
+    on_input: Callable[[float, str], None] | None
+
+    @property
+    def manual(self) -> dict[str, float]: ...
+    def mix(self, now: float, since: float | None = None) -> Pose: ...
+    def set_manual(self, values: Mapping[str, float]) -> None: ...
+    def reset_manual(self) -> None: ...
+    def set_idle(self, toggles: Mapping[str, bool]) -> dict[str, bool]: ...
+    def idle_state(self) -> dict[str, bool] | None: ...
+    def set_preset(self, name: str, intensity: float = 1.0) -> None: ...
+    def calibrate(self) -> list[str]: ...
     def trigger(self, event_name: str, now: float) -> None: ...
-    def sources(self) -> list: ...
+    def sources(self, now: float | None = None) -> list[tuple[str, dict, bool]]: ...
 
 
 @dataclass(frozen=True)
@@ -159,13 +168,14 @@ class _Rendered(NamedTuple):
     pose: Pose
     inputs_applied: int
     pending_since: float | None
+    tracker_since: float | None
 
 
 @dataclass
 class _Inputs:
-    counter: int = 0               # total pose inputs so far
-    pending_since: float | None = None  # time of the oldest input not yet in a published frame
-    pending_counter: int = 0
+    counter: int = 0               # total API pose inputs so far
+    pending_since: float | None = None  # time of the oldest API input not yet in a published frame
+    tracker_since: float | None = None  # the same for tracker inputs (they do not force a render)
 
 
 class LiveEngine:
@@ -179,8 +189,8 @@ class LiveEngine:
     (1 = the encoder alone bounds the frame rate at 1 / encode time). ``step()`` encodes inline.
     """
 
-    def __init__(self, character: RgbaRenderer, mixer: PoseMixerLike, fps: float = 60.0, *,
-                 refresh_s: float = 2.0, webp_quality: int = 90, encoders: int = 3,
+    def __init__(self, character: RgbaRenderer, mixer: PoseMixerLike, fps: float = LiveConfig.fps, *,
+                 refresh_s: float = 2.0, webp_quality: int = 90, encoders: int = LiveConfig.encoders,
                  clock: Callable[[], float] = time.monotonic) -> None:
         if not fps > 0:
             raise ValueError(f"fps must be > 0, got {fps}")
@@ -195,16 +205,17 @@ class LiveEngine:
         self.clock = clock
         self.latest: EncodedFrame | None = None
         self.pose: Pose = Pose()          # the last pose read from the mixer
-        self.manual: dict[str, float] = {}  # slider / API values, merged
         self.render_ms = RollingStat()
         self.encode_ms = RollingStat()
         self.latency_ms = RollingStat()
+        self.tracker_latency_ms = RollingStat()
+        mixer.on_input = self.note_input
         self.tick_errors = 0
         self.last_error: str | None = None
         self._error_lock = threading.Lock()    # render and encoder threads both count errors
         self._publish_times: deque[float] = deque(maxlen=240)
         self._inputs = _Inputs()
-        self._lock = threading.Lock()          # guards _inputs, manual and mixer calls from other threads
+        self._lock = threading.Lock()          # guards _inputs and mixer calls from other threads
         self._subscribers: list[Subscription] = []
         self._sub_lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -214,30 +225,37 @@ class LiveEngine:
         self.started_at: float | None = None
 
     # -- inputs (any thread) ------------------------------------------------------------------
-    def note_input(self, when: float | None = None) -> int:
-        """Record that a pose input arrived at ``when`` (default now); returns the input number."""
+    def note_input(self, when: float | None = None, source: str | None = None) -> int:
+        """Record that a pose input arrived at ``when`` (default now); returns the input number.
+
+        source: None for API inputs (numbered; the next tick renders); a source name for tracker
+        inputs, which are timed into ``tracker_latency_ms`` only (their pose change renders anyway).
+        """
         when = self.clock() if when is None else when
         with self._lock:
             inp = self._inputs
+            if source is not None:
+                inp.tracker_since = when if inp.tracker_since is None else min(inp.tracker_since, when)
+                return inp.counter
             inp.counter += 1
             if inp.pending_since is None:
                 inp.pending_since = when
-            inp.pending_counter = inp.counter
             return inp.counter
 
+    @property
+    def manual(self) -> dict[str, float]:
+        """The slider values (held by the mixer)."""
+        return self.mixer.manual
+
     def set_manual(self, values: Mapping[str, float]) -> int:
-        """Merge validated parameter values into the manual layer; returns the input number."""
-        pose = Pose.from_dict(values)  # validates names, types and ranges; raises PoseError
-        clean = {name: pose[name] for name in values}
+        """Merge parameter values into the mixer's sliders (PoseError if invalid); returns the input number."""
         with self._lock:
-            self.manual.update(clean)
-            self.mixer.set_manual(dict(self.manual))
+            self.mixer.set_manual(values)
         return self.note_input()
 
     def reset_manual(self) -> int:
         with self._lock:
-            self.manual.clear()
-            self.mixer.set_manual({})
+            self.mixer.reset_manual()
         return self.note_input()
 
     def set_preset(self, name: str, intensity: float) -> int:
@@ -256,27 +274,14 @@ class LiveEngine:
         return self.note_input()
 
     def set_idle(self, toggles: Mapping[str, bool]) -> dict[str, bool]:
-        """Switch idle parts on/off, e.g. {"blink": False}; returns the resulting state.
-
-        Works on the mixer's ``idle`` (a ``kyara.drive.idle.IdleMotion``), whose frozen config is
-        swapped so its blink schedule and sway phases continue. KeyError for an unknown part.
-        """
-        idle = getattr(self.mixer, "idle", None)
-        if idle is None:
-            raise LookupError("this session has no idle motion")
-        unknown = [k for k in toggles if k not in IDLE_PARTS]
-        if unknown:
-            raise KeyError(f"unknown idle part {unknown[0]!r}; known: {', '.join(IDLE_PARTS)}")
+        """The mixer's ``set_idle`` (e.g. {"blink": False}; LookupError, KeyError) as an input."""
         with self._lock:
-            idle.config = dataclasses.replace(idle.config, **{k: bool(v) for k, v in toggles.items()})
+            state = self.mixer.set_idle(toggles)
         self.note_input()
-        return self.idle_state() or {}
+        return state
 
     def idle_state(self) -> dict[str, bool] | None:
-        idle = getattr(self.mixer, "idle", None)
-        if idle is None:
-            return None
-        return {part: bool(getattr(idle.config, part, False)) for part in IDLE_PARTS}
+        return self.mixer.idle_state()
 
     # -- subscribers ----------------------------------------------------------------------------
     def subscribe(self, asyncio_loop: asyncio.AbstractEventLoop | None = None) -> Subscription:
@@ -305,10 +310,10 @@ class LiveEngine:
         """Read the pose; render it when it changed, an input waits, or the frame is stale."""
         now = self.clock() if now is None else now
         with self._lock:
-            pending_since = self._inputs.pending_since
-            inputs_applied = self._inputs.counter
-            self._inputs.pending_since = None
-            pose = self.mixer.pose(now)
+            inp = self._inputs
+            pending_since, tracker_since, inputs_applied = inp.pending_since, inp.tracker_since, inp.counter
+            inp.pending_since = inp.tracker_since = None
+            pose = self.mixer.mix(now, since=self._last_render)  # blinks since the last render are latched
         changed = pose != self.pose or self.latest is None
         stale = now - self._last_render >= self.refresh_s
         self.pose = pose
@@ -320,7 +325,7 @@ class LiveEngine:
             raise ValueError(f"character.render_rgba returned {rgba.shape} {rgba.dtype}; expected (H, W, 4) uint8")
         self.render_ms.add((time.perf_counter() - t0) * 1000.0)
         self._last_render = now
-        return _Rendered(rgba, pose, inputs_applied, pending_since)
+        return _Rendered(rgba, pose, inputs_applied, pending_since, tracker_since)
 
     def _encode_and_publish(self, rendered: "_Rendered") -> EncodedFrame:
         return self._publish(rendered, self._encode(rendered))
@@ -334,14 +339,15 @@ class LiveEngine:
 
     def _publish(self, rendered: "_Rendered", webp: bytes) -> EncodedFrame:
         """The ordered part: callers run it one at a time, in render order (seq is numbered here)."""
-        rgba, pose, inputs_applied, pending_since = rendered
         self._seq += 1
         published = self.clock()
-        frame = EncodedFrame(self._seq, rgba, webp, pose, inputs_applied, published)
+        frame = EncodedFrame(self._seq, rendered.rgba, webp, rendered.pose, rendered.inputs_applied, published)
         self.latest = frame
         self._publish_times.append(published)
-        if pending_since is not None:
-            self.latency_ms.add((published - pending_since) * 1000.0)
+        for stat, since in ((self.latency_ms, rendered.pending_since),
+                            (self.tracker_latency_ms, rendered.tracker_since)):
+            if since is not None:
+                stat.add((published - since) * 1000.0)
         with self._sub_lock:
             subs = list(self._subscribers)
         for sub in subs:
@@ -469,6 +475,7 @@ class LiveEngine:
             "render_ms": self.render_ms.summary(),
             "encode_ms": self.encode_ms.summary(),
             "latency_ms": self.latency_ms.summary(),
+            "tracker_latency_ms": self.tracker_latency_ms.summary(),
             "inputs": self._inputs.counter,
             "subscribers": self.subscriber_count,
             "sources": sources,

@@ -1,9 +1,9 @@
 """Student frames from raw body-morpher outputs on a pixel subset: warp, blend, 8-bit, background.
 
-The student's last step (facts §4.2) is per pixel: warped = grid_sample(face-edited image,
-identity + flow), blended = lerp(warped, colour, alpha). ``SubsetCompositor`` runs that step only
-on the pixels of a ``PixelLevel`` (the canvas area the character can reach) and writes them into a
-frame whose other pixels are transparent, or the background colour when one is given. It converts
+The student's last step (facts §4.2, ``Student.compose`` on the whole canvas) is per pixel:
+warped = grid_sample(face-edited image, identity + flow), blended = lerp(warped, colour, alpha).
+``SubsetCompositor`` runs that step only on the pixels of a ``PixelLevel`` (the canvas area the
+character can reach) and writes them into a frame whose other pixels are the input image. It converts
 with lookup tables built from ``kyara.image``'s own conversions (``tensor_to_rgba_u8``,
 ``composite_over``), so the frames match the full-frame path: alpha and background compositing
 exactly, sRGB colour to within one level on values that fall within 1/65536 of a rounding edge.
@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from kyara.geometry import STUDENT_FACE_BOX
 from kyara.image import composite_over, tensor_to_rgba_u8
-from kyara.student.inference import PixelLevel
+from kyara.student.pixels import PixelLevel
 
 SRGB_LUT_CELLS = 65536   # model-space [-1, 1] → 8-bit sRGB table resolution
 
@@ -37,11 +37,13 @@ def background_lut(background: tuple[int, int, int]) -> torch.Tensor:
 
 
 class SubsetCompositor:
-    """(7, M) raw body outputs at `pixels` → (512, 512, 4) RGBA or (512, 512, 3) RGB uint8 frames.
+    """Student frames from face RGBA and raw body outputs at `pixels`: (512, 512, 4) RGBA or
+    (512, 512, 3) RGB uint8.
 
-    image: (4, 512, 512) model-space character image; the face box is replaced by ``set_face``.
-    pixels: the output PixelLevel (size 512) that may be non-transparent; every other pixel of
-    every frame is alpha 0 (RGBA) or exactly `background` (RGB when background is given).
+    image: (4, 512, 512) model-space character image; its face box is replaced by each frame's face.
+    pixels: the output PixelLevel (size 512) where the body outputs are given. Every other pixel
+    is the input image (the body network's identity there), converted once: transparent pixels as
+    (0, 0, 0, 0), or exactly `background` (RGB, when background is given).
     """
 
     def __init__(self, image: torch.Tensor, pixels: PixelLevel, background: tuple[int, int, int] | None = None):
@@ -52,27 +54,24 @@ class SubsetCompositor:
         if self.index.numel() and self.index.max() >= pixels.size ** 2:
             raise ValueError("pixel index outside the canvas")
         self.base_grid = pixels.position                                     # identity grid at the pixels
-        self.background = background
         self.channels = 3 if background is not None else 4
         self.srgb = srgb_lut()
         # Channel c's table starts at row c·65536 of the flattened (3 × 65536) background table.
         self.composite = background_lut(background).t().reshape(-1).contiguous() if background is not None else None
         self.channel_offset = (torch.arange(3, dtype=torch.int32) * 65536).view(3, 1)
-        empty = np.zeros((pixels.size, pixels.size, 4), np.uint8)
-        self.template = torch.from_numpy(composite_over(empty, background) if background is not None else empty)
+        still = tensor_to_rgba_u8(self.edited[0])
+        still[still[..., 3] == 0] = 0
+        self.template = torch.from_numpy(composite_over(still, background) if background is not None else still)
 
-    def set_face(self, face: torch.Tensor) -> None:
-        """face: (4, 128, 128) model-space face-morpher output for STUDENT_FACE_BOX."""
-        STUDENT_FACE_BOX.crop(self.edited)[0].copy_(face)
-
-    def frame(self, features: torch.Tensor) -> np.ndarray:
-        """features: (7, M) [flow x, flow y, alpha, colour RGBA] at the pixels → a new
-        (S, S, channels) uint8 frame."""
+    def frame(self, face: torch.Tensor, features: torch.Tensor) -> np.ndarray:
+        """face: (4, 128, 128) model-space face-morpher output for STUDENT_FACE_BOX; features: (M, 7)
+        [flow x, flow y, alpha, colour RGBA] at the pixels → a new (S, S, channels) uint8 frame."""
         with torch.inference_mode():
-            grid = (self.base_grid + features[0:2].t()).view(1, 1, -1, 2)
+            STUDENT_FACE_BOX.crop(self.edited)[0].copy_(face)
+            grid = (self.base_grid + features[:, 0:2]).view(1, 1, -1, 2)
             warped = F.grid_sample(self.edited, grid, mode="bilinear", padding_mode="border",
                                    align_corners=False).view(4, -1)           # (4, M)
-            blended = torch.lerp(warped, features[3:7], features[2])
+            blended = torch.lerp(warped, features[:, 3:7].t(), features[:, 2])
             cells = SRGB_LUT_CELLS
             index = blended[:3].add(1.0).mul_(cells / 2).round_().clamp_(0, cells).int()
             rgb = self.srgb.index_select(0, index.view(-1)).view(3, -1)        # (3, M) uint8

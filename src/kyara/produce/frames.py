@@ -6,10 +6,11 @@ hovering at a grid boundary does not flicker between two levels), then every dis
 is rendered once, in batches, and its frame is reused for every video frame that shows it. Frames
 are kept only until their last use, so memory stays bounded by the poses "in flight".
 
-Students have two more schedules: render_track_split (face and body networks on their own
+Students have two more schedules, both through the student renderer (Student.face_rgba,
+Student.body_features, compose): render_track_split (face and body networks on their own
 schedules, body outputs interpolated between keyframes; any device) and render_track_fast (the
-same schedule on the CPU with kyara.student.inference, the body network only on the pixels the
-character can cover, compositing on worker threads; what `kyara speak` uses on the CPU).
+same schedule with the body network only on the pixels the character can cover and 8-bit
+compositing on those pixels only; what `kyara speak` uses on the CPU).
 """
 from __future__ import annotations
 
@@ -235,6 +236,139 @@ def _keyframe_weights(keys: np.ndarray, n_frames: int) -> tuple[np.ndarray, np.n
     return lo, hi, w.astype(np.float32)
 
 
+@dataclass(frozen=True)
+class _TrackPlan:
+    """A student track's schedule. Face: face_unique (F, 39) distinct face poses, face_id (T,) each
+    frame's, face_last (F,) the last frame using each. Body: body_unique (B, 45) distinct keyframe
+    body poses, in order of first use; frame t blends body_unique[lo[t]] and [hi[t]] with weight w[t]
+    on hi; body_last (B,) the last frame using each."""
+    face_unique: np.ndarray
+    face_id: np.ndarray
+    face_last: np.ndarray
+    body_unique: np.ndarray
+    lo: np.ndarray
+    hi: np.ndarray
+    w: np.ndarray
+    body_last: np.ndarray
+
+
+def _plan_track(poses: np.ndarray, body_poses: np.ndarray, fps: float, config: SplitConfig) -> _TrackPlan:
+    from kyara.pose import FACE_ALL
+
+    T = len(poses)
+    if config.body_max_gap_s > 0:
+        keys = body_keyframes(body_poses, config.tolerances(), max(1, int(round(config.body_max_gap_s * fps))))
+    else:
+        keys = np.arange(T)
+    lo, hi, w = _keyframe_weights(keys, T)
+    face_unique, face_id = pose_keys(np.ascontiguousarray(poses[:, FACE_ALL]))
+    face_last = np.zeros(len(face_unique), np.int64)
+    face_last[face_id] = np.arange(T)
+    # Keyframes with equal body poses share one render; number them by first use (lo before hi).
+    used = np.stack([lo, hi], axis=1).reshape(-1)
+    body_unique, body_id = pose_keys(body_poses[used])
+    body_id = body_id.reshape(T, 2)
+    body_last = np.zeros(len(body_unique), np.int64)
+    body_last[body_id[:, 0]] = np.arange(T)
+    body_last[body_id[:, 1]] = np.maximum(body_last[body_id[:, 1]], np.arange(T))
+    w = np.where(body_id[:, 0] == body_id[:, 1], 0.0, w).astype(np.float32)
+    return _TrackPlan(face_unique, face_id, face_last, body_unique, body_id[:, 0], body_id[:, 1], w, body_last)
+
+
+class _CanvasFrames:
+    """Frames of a student through Student.compose on the whole canvas (any device): face (4, 128, 128),
+    features (M, 7) at the student's body pixels → (512, 512, 4) uint8 RGBA (tensor_to_rgba_u8)."""
+
+    def __init__(self, student, image: torch.Tensor):
+        self.student, self.image = student, image.to(student.device, student.dtype)
+
+    def frame(self, face: torch.Tensor, features: torch.Tensor) -> np.ndarray:
+        with torch.inference_mode():
+            return tensor_to_rgba_u8(self.student.compose(self.image, face[None], features[None]).image[0].float().cpu())
+
+
+def _render_student_track(student, plan: _TrackPlan, compositors: list, pixels, batch_size: int, stats: RenderStats,
+                          progress, threads: int, bodies: dict[int, torch.Tensor] | None = None) -> Iterator[np.ndarray]:
+    """The split schedule (see SplitConfig) through the student renderer: Student.face_rgba once per
+    distinct face pose, Student.body_features (at `pixels`, None: the student's default) once per
+    distinct keyframe body pose, batch_size at a time; each frame's keyframe outputs interpolated
+    linearly, then compositors[lane].frame(face, features) on one worker thread per compositor
+    (single-threaded torch each: intra-op threading of these small per-frame ops stalls badly when
+    another process holds a core; inline when there is one), frame t on lane t % lanes, yielded in
+    order. Finished frames of exact keyframes are reused while their face and body poses live.
+    threads: torch's thread count when the track was requested, restored at its end (the lanes set
+    it to 1, process-wide on some OpenMP runtimes); bodies: body features already computed, by id."""
+    device, dtype = student.device, student.dtype
+    T, lanes = len(plan.face_id), len(compositors)
+    faces: dict[int, torch.Tensor] = {}
+    bodies = dict(bodies or {})
+    done: dict[tuple[int, int], np.ndarray] = {}
+    executors = [ThreadPoolExecutor(1, thread_name_prefix="kyara-compose") for _ in range(lanes)] if lanes > 1 else []
+    pending: deque = deque()
+
+    def compose(lane: int, face: torch.Tensor, body0: torch.Tensor, body1: torch.Tensor, weight: float) -> np.ndarray:
+        if executors:
+            torch.set_num_threads(1)
+        with torch.inference_mode():
+            return compositors[lane].frame(face, body0 if weight == 0.0 else torch.lerp(body0, body1, weight))
+
+    def run(part: str, fn, wanted: list[int], store: dict, unique: np.ndarray) -> None:
+        """fn over the poses of `wanted` ids, batch_size at a time, into store (timed as part)."""
+        for a in range(0, len(wanted), batch_size):
+            ids = wanted[a:a + batch_size]
+            batch = torch.from_numpy(unique[ids]).to(device, dtype)
+            with torch.inference_mode():
+                store.update(zip(ids, stats.timed(part, lambda: fn(batch), len(ids))))
+
+    def finished(block: bool) -> Iterator[np.ndarray]:
+        while pending and (block or isinstance(pending[0], np.ndarray) or pending[0].done() or len(pending) > 2 * lanes):
+            frame = pending.popleft()
+            frame = frame if isinstance(frame, np.ndarray) else frame.result()
+            stats.frames += 1
+            if progress is not None:
+                progress.update(1)
+            yield frame
+
+    # No inference_mode around the loop: it would leak into the consumer between yields.
+    try:
+        for t in range(T):
+            fid, b0, b1, wt = int(plan.face_id[t]), int(plan.lo[t]), int(plan.hi[t]), float(plan.w[t])
+            if fid not in faces:   # face poses are numbered by first use: the next batch starts here
+                run("face", student.face_rgba, list(range(fid, min(fid + batch_size, len(plan.face_unique)))),
+                    faces, plan.face_unique)
+            if b0 not in bodies or b1 not in bodies:
+                first = min(b for b in (b0, b1) if b not in bodies)
+                run("body", lambda p: student.body_features(p, pixels),
+                    [b for b in range(first, min(first + batch_size, len(plan.body_unique))) if b not in bodies],
+                    bodies, plan.body_unique)
+            start = time.perf_counter()
+            frame = done.get((fid, b0)) if wt == 0.0 else None
+            if frame is None:
+                args = (t % lanes, faces[fid], bodies[b0], bodies[b1], wt)
+                frame = executors[t % lanes].submit(compose, *args) if executors else compose(*args)
+                if wt == 0.0:
+                    done[(fid, b0)] = frame
+            pending.append(frame)
+            # Free what no later frame needs (and the finished frames built from it).
+            if plan.face_last[fid] == t:
+                del faces[fid]
+                done = {k: v for k, v in done.items() if k[0] != fid}
+            for b in {b0, b1}:
+                if plan.body_last[b] == t:
+                    del bodies[b]
+                    done = {k: v for k, v in done.items() if k[1] != b}
+            stats.render_s += time.perf_counter() - start
+            yield from finished(block=False)
+        start = time.perf_counter()
+        rest = list(finished(block=True))
+        stats.render_s += time.perf_counter() - start
+        yield from rest
+    finally:
+        for executor in executors:
+            executor.shutdown(wait=True, cancel_futures=True)
+        torch.set_num_threads(threads)
+
+
 def render_track_split(character, poses: np.ndarray, body_poses: np.ndarray, fps: float,
                        config: SplitConfig = SplitConfig(), stats: RenderStats | None = None,
                        progress=None) -> Iterator[np.ndarray]:
@@ -243,89 +377,20 @@ def render_track_split(character, poses: np.ndarray, body_poses: np.ndarray, fps
 
     body_poses: (T, 45) the pose the body morpher sees for each frame (usually poses without the
     mouth and blink layers), best unquantized: keyframes are picked on it, and only keyframe poses
-    are rendered. Exact when body_max_gap_s = 0 and body_poses == poses.
+    are rendered. Any device; the body morpher runs on the student's region (identity elsewhere, as
+    Student.pose). Exact when body_max_gap_s = 0 and body_poses == poses.
     """
-    from kyara.geometry import STUDENT_FACE_BOX
-    from kyara.nn.warp import apply_flow
-    from kyara.pose import FACE_ALL
-
     stats = stats if stats is not None else RenderStats()
-    poser = character.poser
-    device, dtype = poser.device, poser.dtype
     poses = np.asarray(poses, dtype=np.float32)
-    body_poses = np.asarray(body_poses, dtype=np.float32)
-    T = len(poses)
-    if config.body_max_gap_s > 0:
-        keys = body_keyframes(body_poses, config.tolerances(), max(1, int(round(config.body_max_gap_s * fps))))
-        lo, hi, w = _keyframe_weights(keys, T)
-    else:
-        lo, hi, w = np.arange(T), np.arange(T), np.zeros(T, np.float32)
-
-    face_unique, face_id = pose_keys(np.ascontiguousarray(poses[:, FACE_ALL]))
-    body_unique, body_id = pose_keys(body_poses)
-    key_lo, key_hi = body_id[lo], body_id[hi]
-    needed_body = np.unique(np.concatenate([key_lo, key_hi]))
-    stats.unique_poses += len(face_unique) + len(needed_body)   # what the two networks will render
-    edited = character.image.to(device, dtype).unsqueeze(0).clone()   # (1, 4, 512, 512) face pasted per frame
-
-    faces: dict[int, torch.Tensor] = {}
-    bodies: dict[int, torch.Tensor] = {}
-    face_last = np.zeros(len(face_unique), np.int64)
-    face_last[face_id] = np.arange(T)
-    body_last = np.full(len(body_unique), -1, np.int64)
-    body_last[key_lo] = np.arange(T)
-    body_last[key_hi] = np.maximum(body_last[key_hi], np.arange(T))
-    frame_cache: dict[tuple[int, int, int, float], np.ndarray] = {}
-    next_face = 0
-    body_queue = [int(b) for b in needed_body[np.argsort([np.flatnonzero((key_lo == b) | (key_hi == b))[0]
-                                                          for b in needed_body])]]
-
-    with torch.inference_mode():
-        for t in range(T):
-            fid, b0, b1, wt = int(face_id[t]), int(key_lo[t]), int(key_hi[t]), float(w[t])
-            if b0 == b1:
-                wt = 0.0
-            key = (fid, b0, b1, round(wt, 4))
-            frame = frame_cache.get(key)
-            if frame is None:
-                if fid not in faces:
-                    ids = list(range(next_face, min(len(face_unique), next_face + config.batch_size)))
-                    out = stats.timed("face", lambda: poser.face_morpher(torch.from_numpy(face_unique[ids]).to(device, dtype)),
-                                      len(ids))
-                    faces.update(zip(ids, out))
-                    next_face = ids[-1] + 1
-                for b in (b0, b1):
-                    if b not in bodies:
-                        pos = body_queue.index(b)
-                        ids = [i for i in body_queue[pos:pos + config.batch_size] if i not in bodies]
-                        out = stats.timed(
-                            "body", lambda: poser.body_morpher.features(torch.from_numpy(body_unique[ids]).to(device, dtype)),
-                            len(ids))
-                        bodies.update(zip(ids, out))
-                features = bodies[b0] if wt == 0.0 else torch.lerp(bodies[b0], bodies[b1], wt)
-                start = time.perf_counter()
-                # Paste the face in place into one reused buffer (the rest of it never changes).
-                STUDENT_FACE_BOX.crop(edited).copy_(faces[fid].unsqueeze(0))
-                # The same blend as BodyMorpher.forward, (1 − α)·warped + α·colour, on cached or
-                # interpolated raw outputs; lerp does it in one pass.
-                flow, alpha, color = features[None, 0:2], features[None, 2:3], features[None, 3:7]
-                blended = torch.lerp(apply_flow(edited, flow), color, alpha)
-                frame = tensor_to_rgba_u8(blended[0].float().cpu())
-                stats.render_s += time.perf_counter() - start
-                if wt == 0.0:
-                    frame_cache[key] = frame
-            # Free what no later frame needs (and the finished frames built from it).
-            if face_last[fid] == t:
-                faces.pop(fid, None)
-                frame_cache = {k: v for k, v in frame_cache.items() if k[0] != fid}
-            for b in {b0, b1}:
-                if body_last[b] == t:
-                    bodies.pop(b, None)
-                    frame_cache = {k: v for k, v in frame_cache.items() if k[1] != b}
-            stats.frames += 1
-            if progress is not None:
-                progress.update(1)
-            yield frame
+    if len(poses) == 0:
+        return iter(())
+    plan = _plan_track(poses, np.asarray(body_poses, dtype=np.float32), fps, config)
+    stats.unique_poses += len(plan.face_unique) + len(plan.body_unique)   # what the two networks will render
+    student = character.poser
+    lanes = max(1, min(2, torch.get_num_threads())) if student.device.type == "cpu" else 1
+    compositors = [_CanvasFrames(student, character.image) for _ in range(lanes)]
+    return _render_student_track(student, plan, compositors, None, config.batch_size, stats, progress,
+                                 torch.get_num_threads())
 
 
 # -- fast CPU rendering for students ---------------------------------------------------------------
@@ -350,121 +415,51 @@ def character_region(visible: np.ndarray, margin: int) -> np.ndarray:
 def render_track_fast(character, poses: np.ndarray, body_poses: np.ndarray, fps: float,
                       config: FastConfig = FastConfig(), stats: RenderStats | None = None, progress=None,
                       background: tuple[int, int, int] | None = None) -> Iterator[np.ndarray]:
-    """render_track_split's schedule with kyara.student.inference on the CPU. Yields one uint8 frame
-    per row of poses (T, 45): (512, 512, 4) RGBA, or (512, 512, 3) RGB composited over background
-    (exactly as kyara.image.composite_over) when one is given.
+    """render_track_split's schedule on the CPU, with the body network only where the character can be
+    seen. Yields one uint8 frame per row of poses (T, 45): (512, 512, 4) RGBA, or (512, 512, 3) RGB
+    composited over background (exactly as kyara.image.composite_over) when one is given.
 
-    - Face morpher: once per distinct pose[0:39] (exact, no quantization), all 128×128 pixels.
-    - Body morpher: only at the body keyframes of body_poses (see SplitConfig), and only on the
-      pixels the character can cover: the first keyframe is evaluated on the whole canvas, its
-      visible pixels plus the input image's, dilated by region_margin_px, form the region
-      (kyara.student.inference.PixelSet); pixels outside it are transparent in every frame.
-    - Per frame: keyframe outputs interpolated linearly, then warp, blend and 8-bit conversion on
-      the region only (kyara.produce.compose.SubsetCompositor).
+    - Face and body networks: as render_track_split (Student.face_rgba, Student.body_features).
+    - Region: the first keyframe is evaluated on the student's body pixels; its visible pixels plus
+      the input image's, dilated by region_margin_px (and within the student's region), form the
+      pixel set of every other keyframe; further out every frame shows the input image (transparent
+      for a trained character).
+    - Per frame: warp, blend and 8-bit conversion on those pixels only
+      (kyara.produce.compose.SubsetCompositor).
     On the bundled sample it matches the per-frame full render to 45 dB PSNR over a 30 s talking clip
     (worst frame 39 dB; docs/benchmarks.md).
     """
-    from kyara.pose import FACE_ALL
     from kyara.produce.compose import SubsetCompositor
-    from kyara.student.inference import PixelSet, evaluate, prepare_body, prepare_face
+    from kyara.student.pixels import PixelSet
 
     stats = stats if stats is not None else RenderStats()
-    poser = character.poser
     poses = np.asarray(poses, dtype=np.float32)
-    body_poses = np.asarray(body_poses, dtype=np.float32)
-    T = len(poses)
-    if T == 0:
-        return
-    split = config.split
-    if split.body_max_gap_s > 0:
-        keys = body_keyframes(body_poses, split.tolerances(), max(1, int(round(split.body_max_gap_s * fps))))
-    else:
-        keys = np.arange(T)
-    lo, hi, w = _keyframe_weights(keys, T)
-    body_net, face_net = prepare_body(poser.body_morpher), prepare_face(poser.face_morpher)
+    if len(poses) == 0:
+        return iter(())
+    plan = _plan_track(poses, np.asarray(body_poses, dtype=np.float32), fps, config.split)
+    stats.unique_poses += len(plan.face_unique) + len(plan.body_unique)
+    student = character.poser
     image = character.image.detach().float().cpu()
-    face_pixels = PixelSet.full(image.shape[-1] // 4, levels=1)
-    size = image.shape[-1]
-
-    face_unique, face_id = pose_keys(np.ascontiguousarray(poses[:, FACE_ALL]))
-    face_last = np.zeros(len(face_unique), np.int64)
-    face_last[face_id] = np.arange(T)
-    key_last = {int(k): int(t) for t, k in enumerate(lo)}
-    key_last.update({int(k): max(key_last.get(int(k), 0), t) for t, k in enumerate(hi)})
-    stats.unique_poses += len(face_unique) + len(keys)
-
-    # No inference_mode around the loop: it would leak into the consumer between yields (the
-    # network and compositing calls enter it themselves).
-    # A region-trained student is the identity (transparent) outside its own region: start from it.
-    student_region = getattr(poser, "region", None)
-    base = PixelSet.full(size, levels=3) if student_region is None else poser.region_pixels().to("cpu")
-    first = stats.timed("body", lambda: evaluate(body_net, torch.from_numpy(body_poses[keys[0]]), base))
+    base = student.body_pixels()
+    pixels = base
     if config.region:
         # Visible at the first keyframe (alpha of the blended output ≳ 0), or in the input image.
+        with torch.inference_mode():
+            first = stats.timed("body", lambda: student.body_features(torch.from_numpy(plan.body_unique[:1]), base))[0]
+            face = student.face_rgba(torch.from_numpy(plan.face_unique[:1]))[0]
         probe = SubsetCompositor(image, base.output, None)
-        probe.set_face(evaluate(face_net, torch.from_numpy(poses[keys[0], FACE_ALL]), face_pixels)
-                       .t().reshape(4, size // 4, size // 4))
-        visible = (probe.frame(first.t().contiguous())[..., 3] > 0) | (image[3].numpy() > -1.0)
+        visible = (probe.frame(face, first)[..., 3] > 0) | (image[3].numpy() > -1.0)
         region = character_region(visible, config.region_margin_px)
-        if student_region is not None:
-            region &= student_region.cpu().numpy()
-        pixels = PixelSet.from_mask(region, levels=3)
-        row_of = torch.full((size * size,), -1, dtype=torch.int64)
+        if student.region is not None:
+            region &= student.region.cpu().numpy()
+        pixels = PixelSet.from_mask(region, levels=len(base.levels))
+        # The first keyframe's outputs at the region's pixels (rows of base's pixel list).
+        row_of = torch.full((base.output.size ** 2,), -1, dtype=torch.int64)
         row_of[base.output.index] = torch.arange(len(base.output))
-        first = first[row_of[pixels.output.index]]
+        first = {0: first[row_of[pixels.output.index]]}
     else:
-        pixels = base
-    # Frames are composited on `lanes` threads (single-threaded torch each: intra-op threading
-    # of these small per-frame ops stalls badly when another process holds a core), each lane
-    # with its own compositor, frame t on lane t % lanes; results are yielded in order.
+        first = {}
     lanes = max(1, min(2, torch.get_num_threads()))
     compositors = [SubsetCompositor(image, pixels.output, background) for _ in range(lanes)]
-    executors = [ThreadPoolExecutor(1, thread_name_prefix="kyara-compose") for _ in range(lanes)]
-    pending: deque = deque()
-
-    def compose(lane: int, face: torch.Tensor, body0: torch.Tensor, body1: torch.Tensor, weight: float) -> np.ndarray:
-        torch.set_num_threads(1)
-        with torch.inference_mode():
-            compositors[lane].set_face(face)
-            # Keyframe outputs [flow, alpha, colour] interpolated linearly (as render_track_split).
-            return compositors[lane].frame(body0 if weight == 0.0 else torch.lerp(body0, body1, weight))
-
-    def finished(block: bool) -> Iterator[np.ndarray]:
-        while pending and (block or pending[0].done() or len(pending) > 2 * lanes):
-            frame = pending.popleft().result()
-            stats.frames += 1
-            if progress is not None:
-                progress.update(1)
-            yield frame
-
-    bodies = {int(keys[0]): first.t().contiguous()}
-    faces: dict[int, torch.Tensor] = {}
-    try:
-        for t in range(T):
-            fid, b0, b1, wt = int(face_id[t]), int(lo[t]), int(hi[t]), float(w[t])
-            for b in (b0, b1):
-                if b not in bodies:
-                    bodies[b] = stats.timed("body", lambda: evaluate(body_net, torch.from_numpy(body_poses[b]), pixels)
-                                      ).t().contiguous()
-            if fid not in faces:
-                faces[fid] = stats.timed("face", lambda: evaluate(face_net, torch.from_numpy(face_unique[fid]), face_pixels)
-                                   ).t().reshape(4, size // 4, size // 4)
-            start = time.perf_counter()
-            lane = t % lanes
-            pending.append(executors[lane].submit(compose, lane, faces[fid], bodies[b0], bodies[b1],
-                                                  0.0 if b0 == b1 else wt))
-            if face_last[fid] == t:
-                del faces[fid]
-            for b in {b0, b1}:
-                if key_last.get(b, -1) <= t:
-                    bodies.pop(b, None)
-            stats.render_s += time.perf_counter() - start
-            yield from finished(block=False)
-        start = time.perf_counter()
-        rest = list(finished(block=True))
-        stats.render_s += time.perf_counter() - start
-        yield from rest
-    finally:
-        for executor in executors:
-            executor.shutdown(wait=True, cancel_futures=True)
-        torch.set_num_threads(torch.get_num_threads())   # the lanes set MKL's process-wide count to 1
+    return _render_student_track(student, plan, compositors, pixels, config.split.batch_size, stats, progress,
+                                 torch.get_num_threads(), first)

@@ -85,20 +85,32 @@ def load_emotion_timeline(path: str | Path, fade_s: float = 0.4) -> EmotionTimel
     ``fade_s`` and ``keys: [...]``. Errors name the file and the entry."""
     import yaml
 
+    from kyara.errors import describe_yaml_error
+
     path = Path(path)
+    if path.is_dir():
+        raise KyaraError(f"{path}: is a folder; the emotion timeline must be a YAML file")
     if not path.is_file():
         raise KyaraError(f"emotion timeline not found: {path}")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise KyaraError(f"{path}: not a text file (an emotion timeline is YAML)") from None
     except yaml.YAMLError as e:
-        raise KyaraError(f"{path}: invalid YAML: {e}") from None
+        raise KyaraError(f"{path}: invalid YAML: {describe_yaml_error(e)}") from None
     if isinstance(data, Mapping):
-        fade_s = float(data.get("fade_s", fade_s))
+        fade = data.get("fade_s", fade_s)
+        if isinstance(fade, bool) or not isinstance(fade, (int, float)) or not 0 <= fade < 60:
+            raise KyaraError(f"{path}: fade_s must be a number of seconds in [0, 60), got {fade!r}")
+        fade_s = float(fade)
         data = data.get("keys")
     if not isinstance(data, list) or not data:
         raise KyaraError(f"{path}: expected a list of {{t, emotion, intensity}} entries (or keys: [...])")
-    return EmotionTimeline(tuple(parse_emotion_key(item, f"{path}: entry #{i}") for i, item in enumerate(data)),
-                           fade_s=fade_s)
+    keys = tuple(parse_emotion_key(item, f"{path}: entry #{i}") for i, item in enumerate(data))
+    try:
+        return EmotionTimeline(keys, fade_s=fade_s)
+    except PoseError as e:
+        raise KyaraError(f"{path}: {e}") from None
 
 
 def parse_emotion_key(item: object, where: str) -> EmotionKey:
@@ -110,8 +122,15 @@ def parse_emotion_key(item: object, where: str) -> EmotionKey:
     name = item.get("emotion", item.get("preset"))
     if name is None:
         raise KyaraError(f"{where}: missing 'emotion'")
+    numbers = {}
+    for key, default in (("t", 0.0), ("intensity", 1.0)):
+        value = item.get(key, default)
+        # float() would take YAML's '1.5' (a string) and true (a bool): refuse what is not written as a number
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
+            raise KyaraError(f"{where}: {key} must be a number, got {value!r}")
+        numbers[key] = float(value)
     try:
-        return EmotionKey(float(item.get("t", 0.0)), str(name), float(item.get("intensity", 1.0)))
+        return EmotionKey(numbers["t"], str(name), numbers["intensity"])
     except (TypeError, ValueError) as e:
         raise KyaraError(f"{where}: {e}") from None
 
@@ -226,6 +245,33 @@ def voice_head_layer(loudness: np.ndarray, pitch_hz: np.ndarray, fps: float, see
     return layer
 
 
+# -- input checks and helpers ----------------------------------------------------------------------
+MIN_SPEECH_S = 0.1   # shorter audio holds no syllable to animate (espeak-ng says "?" in 8 ms of silence)
+
+
+def check_speech_length(seconds: float, source: str) -> None:
+    """Refuse speech too short to animate with one line naming its source (a file, or --text '...')."""
+    if not seconds >= MIN_SPEECH_S:
+        hint = "; give it words to speak" if source.startswith("--text") else ""
+        raise KyaraError(f"{source}: {seconds:.3f} s of speech is too short to animate (kyara speak needs at least "
+                         f"{MIN_SPEECH_S:g} s){hint}")
+
+
+def moving_average(x: np.ndarray, width: int) -> np.ndarray:
+    """Centred moving average of a (T,) series with zero padding, always T long (np.convolve's "same"
+    mode returns max(T, width) values, which broke tracks shorter than the window)."""
+    x = np.asarray(x, dtype=np.float32)
+    width = max(1, int(width))
+    full = np.convolve(x, np.ones(width, dtype=np.float32) / width, mode="full")
+    start = (width - 1) // 2
+    return full[start:start + len(x)]
+
+
+def _check_layer(name: str, layer: np.ndarray | None, shape: tuple[int, ...]) -> None:
+    if layer is not None and np.shape(layer) != shape:
+        raise ValueError(f"assemble_track: the {name} layer has shape {np.shape(layer)}, expected {shape}")
+
+
 # -- combining layers -------------------------------------------------------------------------------
 def assemble_track(n_frames: int, emotion: np.ndarray | None = None, mouth: np.ndarray | None = None,
                    speech_activity: np.ndarray | None = None, idle: np.ndarray | None = None,
@@ -239,6 +285,11 @@ def assemble_track(n_frames: int, emotion: np.ndarray | None = None, mouth: np.n
     further additive layers (head motion, look-at).
     """
     T = int(n_frames)
+    if T < 1:
+        raise KyaraError(f"nothing to animate: the track has {T} frames")
+    for name, layer in (("emotion", emotion), ("mouth", mouth), ("idle", idle), *(("motion", m) for m in motion)):
+        _check_layer(name, layer, (T, NUM_PARAMETERS))
+    _check_layer("speech_activity", speech_activity, (T,))
     track = np.zeros((T, NUM_PARAMETERS), dtype=np.float32)
     if emotion is not None:
         track += emotion

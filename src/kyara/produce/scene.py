@@ -144,15 +144,67 @@ def _check_keys(path, m: _Map, allowed: set[str], what: str) -> None:
             raise _fail(path, m.lines[k], f"unknown key {k!r} in {what} (allowed: {', '.join(sorted(allowed))})")
 
 
+# Built-in names a character's `file:` may use instead of a path: the bundled sample's student.
+BUNDLED_CHARACTERS = ("sample",)
+
+
+def _bundled_character(name: str) -> Path:
+    from kyara.character import SAMPLE_CHARACTER
+
+    return {"sample": SAMPLE_CHARACTER}[name]
+
+
+def _confined_path(path: Path, m: _Map, key: str, value: str) -> Path:
+    """Resolve a path from the scene file: it must stay inside the scene's folder (symlinks
+    resolved) or the bundled data, so a shared scene file cannot read arbitrary files."""
+    from kyara.character import DATA_DIR
+
+    folder = path.parent.resolve()
+    file = (folder / value).resolve()         # an absolute value replaces folder here
+    if not any(file.is_relative_to(root) for root in (folder, DATA_DIR.resolve())):
+        raise _fail(path, m.lines[key], f"'{key}' path escapes the scene's folder: {value} "
+                    f"(paths must stay inside {folder})")
+    return file
+
+
 def _existing_file(path: Path, m: _Map, key: str) -> Path:
     value = m[key]
     if not isinstance(value, str) or not value:
         raise _fail(path, m.lines[key], f"'{key}' must be a file path")
-    file = (path.parent / value).resolve() if not Path(value).is_absolute() else Path(value)
+    if key == "file" and value in BUNDLED_CHARACTERS:
+        return _bundled_character(value)
+    file = _confined_path(path, m, key, value)
     if not file.exists():
         label = "character" if key == "file" else key
         raise _fail(path, m.lines[key], f"{label} file not found: {value} (looked in {file.parent})")
     return file
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+
+
+def _parse_background(path: Path, data: _Map) -> str | None:
+    """'background' → None (transparent), a colour string, or a confined image path (as a string)."""
+    from kyara.image import ImageError, parse_color
+
+    value = data.get("background", "white")
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise _fail(path, data.lines["background"], "'background' must be a colour ('#rrggbb', 'green', "
+                    "'transparent') or an image file")
+    # Colours never contain a slash or a dot, so such a value is a path (checked as one, never parsed as a colour).
+    if any(ch in value for ch in "/\\.") or Path(value).suffix:
+        if Path(value).suffix.lower() not in IMAGE_SUFFIXES:
+            _confined_path(path, data, "background", value)
+            raise _fail(path, data.lines["background"], f"'background' image must be one of "
+                        f"{', '.join(IMAGE_SUFFIXES)}, got {value}")
+        return str(_existing_file(path, data, "background"))
+    try:
+        parse_color(value)
+    except ImageError as e:
+        raise _fail(path, data.lines["background"], f"'background': {e}") from None
+    return None if value.strip().lower() == "transparent" else value
 
 
 def _parse_emotion(path, c: _Map) -> EmotionTimeline:
@@ -225,12 +277,7 @@ def load_scene(path: str | Path) -> Scene:
     width, height = _pair(path, data, "size", (1280.0, 720.0))
     if not (16 <= width <= 7680 and 16 <= height <= 4320):
         raise _fail(path, data.lines["size"], f"size {width:g}×{height:g} is outside 16..7680 × 16..4320")
-    background = data.get("background", "white")
-    if isinstance(background, str) and Path(background).suffix.lower() in (".png", ".jpg", ".jpeg", ".webp"):
-        background = str(_existing_file(path, data, "background"))
-    elif background is not None and not isinstance(background, str):
-        raise _fail(path, data.lines["background"], "'background' must be a colour ('#rrggbb', 'green', "
-                    "'transparent') or an image file")
+    background = _parse_background(path, data)
     chars = data.get("characters")
     if not isinstance(chars, list) or not chars:
         raise _fail(path, data.lines.get("characters", data.line), "'characters' must be a non-empty list")
@@ -255,7 +302,7 @@ def load_scene(path: str | Path) -> Scene:
     if duration is None and not any(c.audio or c.script or c.events for c in characters):
         raise _fail(path, data.line, "give 'duration', an audio track or a script: the scene length is unknown")
     return Scene(path=path, width=int(width), height=int(height), fps=_number(path, data, "fps", 30.0, 1, 120),
-                 background=None if background in (None, "transparent") else background, duration_s=duration,
+                 background=background, duration_s=duration,
                  characters=tuple(characters), seed=int(data.get("seed", 0)),
                  batch_size=int(_number(path, data, "batch_size", 4, 1, 64)))
 
@@ -417,7 +464,7 @@ def render_scene(scene_path: str | Path, output: str | Path, characters: dict | 
 
     from kyara.render.composite import Placement, compose, make_canvas
     from kyara.render.video import open_writer
-    from kyara.produce.speak import load_any_character
+    from kyara.character import load
 
     scene = load_scene(scene_path)
     output = Path(output)
@@ -425,7 +472,7 @@ def render_scene(scene_path: str | Path, output: str | Path, characters: dict | 
     for c in scene.characters:
         given = (characters or {}).get(str(c.file)) or (characters or {}).get(c.name)
         try:
-            loaded.append(given if given is not None else load_any_character(c.file, device))
+            loaded.append(given if given is not None else load(c.file, device=device))
         except KyaraError as e:
             raise SceneError(f"{scene.path}:{c.line}: character {c.name!r}: {e}") from None
     T, tracks = scene_tracks(scene)

@@ -24,7 +24,8 @@ from kyara.pose import FACE_ALL
 from kyara.produce.frames import (FastConfig, QuantizeConfig, RenderStats, SplitConfig, quantize_track, render_track,
                                   render_track_fast, render_track_split, supports_split)
 from kyara.produce.motion import (EmotionTimeline, HeadMotionConfig, assemble_track, dicts_to_layer, dominant_mouth,
-                                  frame_times, load_emotion_timeline, voice_head_layer)
+                                  check_speech_length, frame_times, load_emotion_timeline, moving_average,
+                                  voice_head_layer)
 
 AUDIO_FORMATS = (".mp4", ".webm")   # outputs that carry the audio track
 
@@ -48,21 +49,6 @@ class SpeakConfig:
     mouth_levels: int = 4                # one vowel shape at a time on 4 openness steps; 0: continuous blend
     head_motion: HeadMotionConfig = field(default_factory=HeadMotionConfig)
     quantize: QuantizeConfig = field(default_factory=QuantizeConfig)
-
-
-def load_any_character(character, device: str | None = "cpu"):
-    """A Character object passes through; a path loads a .kyara file / THA4 directory (student) or
-    an image (teacher: slow)."""
-    if hasattr(character, "render"):
-        return character
-    from kyara import character as character_module
-
-    path = Path(character)
-    if not path.exists():
-        raise KyaraError(f"character not found: {path}")
-    if path.suffix.lower() in (".png", ".webp", ".jpg", ".jpeg"):
-        return character_module.Character.from_image(path, device=device)
-    return character_module.load_character(path, device=device)
 
 
 def phoneme_vowel_probs(spans: Sequence, n_frames: int, fps: float) -> np.ndarray:
@@ -116,7 +102,7 @@ def speech_tracks(track, config: SpeakConfig = SpeakConfig(), spans: Sequence | 
     emotion = timeline.layer(times)
     # How much the voice owns the mouth: 1 while speaking, fading out over ~0.3 s of silence.
     width = max(1, int(0.3 * fps))
-    speaking = np.convolve((np.asarray(track.loudness) > 0.15).astype(np.float32), np.ones(width) / width, mode="same")
+    speaking = moving_average(np.asarray(track.loudness) > 0.15, width)
     poses = assemble_track(
         n, emotion=emotion, mouth=mouth, speech_activity=np.clip(speaking * 2.0, 0.0, 1.0),
         idle=idle_layer(n, fps, config.seed),
@@ -162,7 +148,10 @@ def speak(character, audio_path: str | Path | None = None, text: str | None = No
     if config.fps <= 0 or config.fps > 120:
         raise KyaraError(f"fps must be in (0, 120], got {config.fps}")
     background = parse_color(config.background) if config.background is not None else None
-    character = load_any_character(character, device)
+    if not hasattr(character, "render"):  # a path: a .kyara file / THA4 directory (student) or an image (teacher: slow)
+        from kyara.character import load
+
+        character = load(character, device=device)
     name = getattr(character, "name", "character")
     output = Path(output) if output is not None else default_output(Path(audio_path) if audio_path else None, name)
 
@@ -175,6 +164,7 @@ def speak(character, audio_path: str | Path | None = None, text: str | None = No
             spans = speak_to_wav(text, audio_path, voice=config.voice, rate_wpm=config.rate_wpm)
         audio_path = Path(audio_path)
         samples, sample_rate = load_audio(audio_path)
+        check_speech_length(len(samples) / sample_rate, f"--text {text!r}" if text is not None else str(audio_path))
         track = analyze(samples, sample_rate, fps=config.fps)
         tracks = speech_tracks(track, config, spans)
         fast = not config.exact and config.split and supports_split(character) and character.device.type == "cpu"

@@ -4,59 +4,104 @@ labelled contact sheet.
 Each animation is a short loop: neutral → expression (eased) → hold (with a blink unless the
 expression already closes the eyes) → back to neutral → short rest. The ease-out reuses the
 ease-in poses, so the frame cache renders each loop's distinct poses once.
+
+Stickers are cropped to the bust by default (``BUST_BOX``: head and shoulders, derived from the
+head box every input image follows), so the face fills the sticker. The expressions are sticker
+recipes, stronger than the pose presets of the same name: each one combines its own brow shape,
+eye shape, mouth shape and head/iris angle, so no two look alike at sticker size
+(``face_distances`` measures it; benchmarks/stickers_distinct.py prints the table).
+
+Animations are encoded small: identical consecutive frames become one longer frame, the GIF uses
+one shared palette without dithering (so unchanged pixels stay unchanged and only the changed
+rectangle of each frame is stored), and the WebP is lossy colour with exact alpha.
 """
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from kyara.geometry import CANVAS, HEAD_BOX, Box
 from kyara.image import atomic_write_bytes, encode_image
 from kyara.pose import INDEX, NUM_PARAMETERS, PRESETS, Pose
 from kyara.produce.frames import RenderStats, render_track
 from kyara.produce.motion import EYE_CLOSING, smoothstep
 
-# Extra expressions beyond the presets: combinations and head angles (values validated at import).
-EXTRA_EXPRESSIONS: dict[str, dict[str, float]] = {
-    "look_left": {"head_y": 0.7, "body_y": 0.3, "iris_rotation_y": 0.6, "mouth_raised_corner_left": 0.3,
-                  "mouth_raised_corner_right": 0.3},
-    "look_right": {"head_y": -0.7, "body_y": -0.3, "iris_rotation_y": -0.6, "mouth_raised_corner_left": 0.3,
-                   "mouth_raised_corner_right": 0.3},
-    "look_up": {"head_x": 0.6, "iris_rotation_x": 0.7, "eyebrow_raised_left": 0.5, "eyebrow_raised_right": 0.5},
-    "shy": {"head_x": -0.4, "neck_z": -0.3, "eyebrow_troubled_left": 0.7, "eyebrow_troubled_right": 0.7,
-            "eye_relaxed_left": 0.4, "eye_relaxed_right": 0.4, "iris_rotation_y": 0.5,
-            "mouth_raised_corner_left": 0.5, "mouth_raised_corner_right": 0.5},
-    "thinking": {"neck_z": 0.35, "head_y": -0.3, "iris_rotation_x": 0.8, "iris_rotation_y": -0.5,
-                 "eyebrow_serious_left": 0.6, "eyebrow_lowered_right": 0.5, "mouth_smirk": 0.4},
-    "excited": {"eyebrow_raised_left": 1.0, "eyebrow_raised_right": 1.0, "eye_surprised_left": 0.6,
-                "eye_surprised_right": 0.6, "mouth_aaa": 0.9, "mouth_raised_corner_left": 1.0,
-                "mouth_raised_corner_right": 1.0, "head_x": 0.2},
-    "pout": {"mouth_uuu": 0.8, "mouth_lowered_corner_left": 0.4, "mouth_lowered_corner_right": 0.4,
-             "eyebrow_angry_left": 0.4, "eyebrow_angry_right": 0.4, "neck_z": -0.2},
+# Head and shoulders: the head box every input follows (top-centre 128×128) plus room for hair,
+# head turns and tilts, and the shoulders. In 512-pixel canvas coordinates.
+BUST_BOX = Box(top=HEAD_BOX.top - 48, left=HEAD_BOX.left - 64, height=2 * HEAD_BOX.height, width=2 * HEAD_BOX.width)
+FULL_BOX = Box(top=0, left=0, height=CANVAS, width=CANVAS)
+FRAMINGS: dict[str, Box] = {"bust": BUST_BOX, "full": FULL_BOX}
+# Where the distinctness of two expressions is measured: the face (brows, eyes, mouth).
+FACE_BOX = HEAD_BOX
+
+
+def _both(group: str, value: float) -> dict[str, float]:
+    return {f"{group}_left": value, f"{group}_right": value}
+
+
+# The 16 sticker expressions: the 9 non-neutral preset names (recipes pushed further than the
+# presets, so each reads at sticker size) then 7 extras. Each differs from every other in at least
+# two of: brow shape, eye shape, mouth shape, head/iris direction (values validated at import).
+STICKER_EXPRESSIONS: dict[str, dict[str, float]] = {
+    "happy": {**_both("eyebrow_happy", 1.0), **_both("eye_happy_wink", 1.0), "mouth_aaa": 0.5,
+              **_both("mouth_raised_corner", 1.0), "neck_z": 0.25, "head_x": 0.1},
+    "sad": {**_both("eyebrow_troubled", 1.0), **_both("eye_relaxed", 0.6), **_both("mouth_lowered_corner", 1.0),
+            "mouth_ooo": 0.2, "iris_rotation_x": -0.8, "head_x": -0.6, "neck_z": -0.15},
+    "angry": {**_both("eyebrow_angry", 1.0), **_both("eye_raised_lower_eyelid", 0.8), **_both("iris_small", 0.4),
+              "mouth_delta": 1.0, **_both("mouth_lowered_corner", 0.6), "head_x": -0.3},
+    "surprised": {**_both("eyebrow_raised", 1.0), **_both("eye_surprised", 1.0), **_both("iris_small", 0.6),
+                  "mouth_ooo": 1.0, "head_x": 0.15},
+    "wink": {"eyebrow_happy_left": 0.8, "eyebrow_raised_right": 0.6, "eye_wink_left": 1.0, "mouth_aaa": 0.25,
+             **_both("mouth_raised_corner", 1.0), "iris_rotation_y": -0.3, "neck_z": 0.55},
+    "sleepy": {**_both("eye_relaxed", 1.0), **_both("eyebrow_lowered", 0.8), "mouth_ooo": 0.55,
+               "head_x": -0.6, "neck_z": 0.6},
+    "smug": {**_both("eye_unimpressed", 0.9), "mouth_smirk": 1.0, "eyebrow_raised_left": 0.9,
+             "eyebrow_serious_right": 0.8, "iris_rotation_y": -0.5, "head_y": 0.6, "head_x": 0.25, "neck_z": -0.25},
+    "laugh": {**_both("eyebrow_happy", 1.0), **_both("eye_happy_wink", 1.0), "mouth_aaa": 1.0,
+              **_both("mouth_raised_corner", 1.0), "head_x": 0.6, "neck_z": -0.3},
+    "troubled": {**_both("eyebrow_troubled", 1.0), **_both("eye_surprised", 0.3), "mouth_eee": 0.8,
+                 **_both("mouth_lowered_corner", 0.7), "iris_rotation_y": 0.9, "head_x": -0.25, "neck_z": -0.2},
+    "look_left": {"head_y": 1.0, "body_y": 0.6, "iris_rotation_y": 1.0, **_both("mouth_raised_corner", 0.4)},
+    "look_right": {"head_y": -1.0, "body_y": -0.6, "iris_rotation_y": -1.0, **_both("mouth_raised_corner", 0.4)},
+    "look_up": {"head_x": 1.0, "iris_rotation_x": 1.0, **_both("eyebrow_raised", 0.7), "mouth_ooo": 0.35},
+    "shy": {"head_x": -0.5, "neck_z": -0.5, **_both("eyebrow_troubled", 0.8), **_both("eye_relaxed", 0.5),
+            "iris_rotation_y": 0.9, "iris_rotation_x": -0.5, "mouth_uuu": 0.4, **_both("mouth_raised_corner", 0.5)},
+    "thinking": {"neck_z": 0.5, "head_y": -0.6, "head_x": 0.2, "iris_rotation_x": 1.0, "iris_rotation_y": -0.9,
+                 "eyebrow_serious_left": 0.9, "eyebrow_raised_right": 0.9, "mouth_uuu": 0.5,
+                 "mouth_lowered_corner_left": 0.5},
+    "excited": {**_both("eyebrow_raised", 1.0), **_both("eye_surprised", 0.8), "mouth_aaa": 1.0,
+                **_both("mouth_raised_corner", 1.0), "head_x": 0.35, "neck_z": 0.3},
+    "pout": {"mouth_uuu": 1.0, **_both("mouth_lowered_corner", 0.6), **_both("eyebrow_angry", 0.7),
+             **_both("eye_unimpressed", 0.4), "iris_rotation_y": -0.9, "head_y": 0.45, "neck_z": -0.35},
 }
 BLINK = [INDEX["eye_wink_left"], INDEX["eye_wink_right"]]
-for _values in EXTRA_EXPRESSIONS.values():
+for _values in STICKER_EXPRESSIONS.values():
     Pose(**_values)
+assert set(PRESETS) - {"neutral"} <= set(STICKER_EXPRESSIONS), "every preset has a sticker"
 
 
 def expressions() -> dict[str, Pose]:
-    """Every sticker expression name → its pose: the presets (except neutral) then the extras."""
-    out = {name: Pose.preset(name) for name in PRESETS if name != "neutral"}
-    out.update({name: Pose(**values) for name, values in EXTRA_EXPRESSIONS.items()})
-    return out
+    """Every sticker expression name → its pose (the preset names first, then the extras)."""
+    return {name: Pose(**values) for name, values in STICKER_EXPRESSIONS.items()}
 
 
 @dataclass(frozen=True)
 class StickerConfig:
-    fps: float = 15.0
+    fps: float = 12.0
     ease_s: float = 0.35        # neutral → expression and back
     hold_s: float = 1.2
     rest_s: float = 0.4         # neutral pause before the loop restarts
     blink_s: float = 0.2
-    size: int = 512             # output size in pixels (square)
+    size: int = 256             # output size in pixels (square); 256 = the bust's own resolution
+    framing: str = "bust"       # a key of FRAMINGS: "bust" (head and shoulders) or "full" (the whole frame)
+    gif_colors: int = 64        # GIF palette size, the transparent entry included
+    webp_quality: int = 70      # lossy WebP colour quality; alpha stays exact
     batch_size: int = 4
     animations: bool = True     # also write .webp and .gif loops
     sheet_columns: int = 4
@@ -91,6 +136,49 @@ def _resize(rgba: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(img.convert("RGBA"), dtype=np.uint8)
 
 
+def frame_crop(rgba: np.ndarray, framing: str, size: int) -> np.ndarray:
+    """A rendered (S, S, 4) uint8 frame (any S; boxes are in 512-canvas units) → (size, size, 4) sticker."""
+    if framing not in FRAMINGS:
+        raise ValueError(f"unknown framing {framing!r}; choose one of {', '.join(FRAMINGS)}")
+    box = FRAMINGS[framing]
+    k = rgba.shape[0] / CANVAS
+    rows = slice(round(box.top * k), round((box.top + box.height) * k))
+    cols = slice(round(box.left * k), round((box.left + box.width) * k))
+    return _resize(np.ascontiguousarray(rgba[rows, cols]), size)
+
+
+def face_distances(stills: dict[str, np.ndarray]) -> tuple[list[str], np.ndarray]:
+    """Full (S, S, 4) uint8 renders (any S) → (names, (N, N) float64 matrix): the mean absolute
+    difference (0..255 sRGB levels) between each pair's FACE_BOX, composited over mid-grey.
+
+    How different two stickers look where expressions live; the diagonal is 0.
+    """
+    names = list(stills)
+    faces = []
+    for name in names:
+        rgba = stills[name]
+        k = rgba.shape[0] / CANVAS
+        face = rgba[round(FACE_BOX.top * k):round((FACE_BOX.top + FACE_BOX.height) * k),
+                    round(FACE_BOX.left * k):round((FACE_BOX.left + FACE_BOX.width) * k)].astype(np.float64)
+        alpha = face[..., 3:4] / 255.0
+        faces.append(face[..., :3] * alpha + 128.0 * (1.0 - alpha))
+    n = len(names)
+    out = np.zeros((n, n))
+    for i in range(n):
+        for j in range(i + 1, n):
+            out[i, j] = out[j, i] = float(np.abs(faces[i] - faces[j]).mean())
+    return names, out
+
+
+def render_stills(character, names: Iterable[str] | None = None, batch_size: int = 4,
+                  stats: RenderStats | None = None) -> dict[str, np.ndarray]:
+    """Each expression at full strength → {name: (S, S, 4) uint8} uncropped renders."""
+    table = expressions()
+    names = list(table) if names is None else list(names)
+    poses = np.stack([table[n].vector for n in names]).astype(np.float32)
+    return dict(zip(names, render_track(character, poses, batch_size, stats)))
+
+
 def contact_sheet(stills: dict[str, np.ndarray], columns: int = 4, cell: int = 256,
                   background: tuple[int, int, int] = (245, 245, 245)) -> np.ndarray:
     """Labelled grid of (H, W, 4) uint8 stills → (H', W', 4) uint8 RGBA sheet on an opaque background."""
@@ -112,17 +200,94 @@ def contact_sheet(stills: dict[str, np.ndarray], columns: int = 4, cell: int = 2
     return np.asarray(sheet, dtype=np.uint8)
 
 
+def palette_png(rgb_or_rgba: np.ndarray, colors: int = 256) -> bytes:
+    """(H, W, 3|4) uint8 opaque picture → a palette PNG (about a third of an RGB PNG for drawings)."""
+    img = Image.fromarray(np.ascontiguousarray(rgb_or_rgba[..., :3]), "RGB")
+    buf = io.BytesIO()
+    img.quantize(colors, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(buf, "PNG", optimize=True)
+    return buf.getvalue()
+
+
+# -- compact animation encoders ---------------------------------------------------------------------
+def _runs(frames: list[np.ndarray], fps: float) -> tuple[list[np.ndarray], list[int]]:
+    """Merge identical consecutive frames → (distinct frames, duration of each in ms)."""
+    step = 1000.0 / fps
+    out, counts = [], []
+    for f in frames:
+        if out and np.array_equal(out[-1], f):
+            counts[-1] += 1
+        else:
+            out.append(f)
+            counts.append(1)
+    # Round cumulative times, so the loop keeps its length whatever the merging.
+    ends = np.round(np.cumsum(counts) * step).astype(int)
+    return out, list(np.diff(np.concatenate([[0], ends])).astype(int).clip(min=10))
+
+
+def gif_bytes(frames: list[np.ndarray], fps: float, colors: int = 64) -> bytes:
+    """(H, W, 4) uint8 RGBA frames → a looping GIF with one shared palette of `colors` entries
+    (the last is transparent: alpha < 128), no dithering, identical frames merged and only each
+    frame's changed rectangle stored."""
+    if not 2 <= colors <= 256:
+        raise ValueError(f"GIF colours must be in 2..256, got {colors}")
+    frames, durations = _runs(frames, fps)
+    opaque = np.concatenate([f[f[..., 3] >= 128][:, :3] for f in frames]) if frames else np.zeros((0, 3), np.uint8)
+    if len(opaque) == 0:
+        opaque = np.zeros((1, 3), np.uint8)
+    sample = opaque[:: max(1, len(opaque) // 200_000)]
+    palette_img = Image.fromarray(sample[None], "RGB").quantize(colors - 1, method=Image.Quantize.MEDIANCUT,
+                                                                dither=Image.Dither.NONE)
+    palette = palette_img.getpalette()[: 3 * (colors - 1)]
+    palette += [0, 0, 0] * (256 - colors + 1)
+    palette_img.putpalette(palette)
+    transparent = colors - 1
+    indexed = []
+    for f in frames:
+        idx = np.asarray(Image.fromarray(np.ascontiguousarray(f[..., :3]), "RGB")
+                         .quantize(palette=palette_img, dither=Image.Dither.NONE), dtype=np.uint8).copy()
+        idx[f[..., 3] < 128] = transparent
+        indexed.append(idx)
+    images = []
+    for idx in indexed:
+        img = Image.fromarray(idx, "P")
+        img.putpalette(palette)
+        images.append(img)
+    # Keep the previous frame (disposal 1) so a frame stores only what changed, except before a
+    # frame where an opaque pixel turns transparent: only restoring to the background clears it.
+    disposal = [1] * len(indexed)
+    for k in range(len(indexed)):
+        nxt = indexed[(k + 1) % len(indexed)]
+        if np.any((indexed[k] != transparent) & (nxt == transparent)):
+            disposal[k] = 2
+    buf = io.BytesIO()
+    if len(images) == 1:     # Pillow takes per-frame lists only for several frames
+        durations, disposal = durations[0], disposal[0]
+    images[0].save(buf, "GIF", save_all=True, append_images=images[1:], loop=0, duration=durations,
+                   disposal=disposal, transparency=transparent, optimize=False)
+    return buf.getvalue()
+
+
+def webp_bytes(frames: list[np.ndarray], fps: float, quality: int = 70) -> bytes:
+    """(H, W, 4) uint8 RGBA frames → a looping animated WebP (lossy colour, exact alpha), identical
+    frames merged."""
+    frames, durations = _runs(frames, fps)
+    images = [Image.fromarray(np.ascontiguousarray(f), "RGBA") for f in frames]
+    buf = io.BytesIO()
+    images[0].save(buf, "WEBP", save_all=True, append_images=images[1:], loop=0, duration=durations,
+                   quality=quality, alpha_quality=100, method=4)   # method 6 / minimize_size: 1-2 % smaller, ~100× slower
+    return buf.getvalue()
+
+
 def make_stickers(character, out_dir: str | Path, config: StickerConfig = StickerConfig(),
                   names: list[str] | None = None, progress: bool = True, stats: RenderStats | None = None) -> dict[str, list[Path]]:
     """Write the sticker pack into out_dir → {expression: [files written]} (plus "contact_sheet").
 
     character: anything with ``render(poses (N, 45)) → (N, 4, H, W)`` model space (a Character).
-    names: a subset of ``expressions()`` (default: all, at least 16).
+    names: a subset of ``expressions()`` (default: all 16).
     """
     from tqdm import tqdm
 
     from kyara.errors import KyaraError
-    from kyara.render.video import open_writer
 
     out_dir = Path(out_dir)
     table = expressions()
@@ -130,6 +295,8 @@ def make_stickers(character, out_dir: str | Path, config: StickerConfig = Sticke
     unknown = [n for n in names if n not in table]
     if unknown:
         raise KyaraError(f"unknown sticker expression {unknown[0]!r}; choose from: {', '.join(table)}")
+    if config.framing not in FRAMINGS:
+        raise KyaraError(f"unknown sticker framing {config.framing!r}; choose from: {', '.join(FRAMINGS)}")
     stats = stats if stats is not None else RenderStats()
     written: dict[str, list[Path]] = {}
     stills: dict[str, np.ndarray] = {}
@@ -139,21 +306,26 @@ def make_stickers(character, out_dir: str | Path, config: StickerConfig = Sticke
         if config.animations:
             track = loop_track(pose, config)
             hold_index = max(1, round(config.ease_s * config.fps))   # first frame at full expression
-            frames = [_resize(f, config.size) for f in render_track(character, track, config.batch_size, stats)]
+            frames = [frame_crop(f, config.framing, config.size)
+                      for f in render_track(character, track, config.batch_size, stats)]
             still = frames[hold_index]
-            for ext in (".webp", ".gif"):
-                files.append(open_writer(out_dir / f"{name}{ext}", fps=config.fps).write_all(frames))
+            for ext, data in ((".webp", webp_bytes(frames, config.fps, config.webp_quality)),
+                              (".gif", gif_bytes(frames, config.fps, config.gif_colors))):
+                atomic_write_bytes(out_dir / f"{name}{ext}", data)
+                files.append(out_dir / f"{name}{ext}")
         else:
-            still = _resize(next(render_track(character, pose.vector[None].copy(), 1, stats)), config.size)
+            still = frame_crop(next(render_track(character, pose.vector[None].copy(), 1, stats)),
+                               config.framing, config.size)
         png = out_dir / f"{name}.png"
         atomic_write_bytes(png, encode_image(still, "PNG"))
         files.insert(0, png)
         stills[name] = still
         written[name] = files
     sheet = out_dir / "contact_sheet.png"
-    atomic_write_bytes(sheet, encode_image(contact_sheet(stills, config.sheet_columns), "PNG"))
+    atomic_write_bytes(sheet, palette_png(contact_sheet(stills, config.sheet_columns)))
     written["contact_sheet"] = [sheet]
     index = {name: Pose.as_dict(table[name], nonzero=True) for name in names}
     atomic_write_bytes(out_dir / "stickers.json", json.dumps({"character": getattr(character, "name", None),
+                                                             "framing": config.framing,
                                                              "expressions": index}, indent=2).encode())
     return written

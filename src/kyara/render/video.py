@@ -30,7 +30,7 @@ from typing import Iterable, Protocol
 import numpy as np
 from PIL import Image
 
-from kyara.errors import KyaraError
+from kyara.errors import KyaraError, OutputError
 from kyara.image import atomic_write_bytes, composite_over, encode_image
 
 DEFAULT_FPS = 30.0
@@ -63,9 +63,13 @@ def _run_ffmpeg(args: list[str], what: str) -> bytes:
 
 
 def _temp_path(path: Path) -> Path:
-    """A fresh temporary file name beside `path`, keeping its extension (ffmpeg picks muxers by it)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+    """A fresh temporary file name beside `path`, keeping its extension (ffmpeg picks muxers by it).
+    Raises OutputError naming `path` when its folder cannot be made or written."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+    except OSError as e:
+        raise OutputError.writing(path, e) from None
     os.close(fd)
     umask = os.umask(0)
     os.umask(umask)
@@ -238,6 +242,9 @@ class FfmpegWriter(_WriterBase):
             if self.audio is not None:
                 self._mux_audio()
             os.replace(self._tmp, self.path)
+        except OSError as e:
+            self._cleanup()
+            raise OutputError.writing(self.path, e) from None
         except BaseException:
             self._cleanup()
             raise

@@ -1,8 +1,10 @@
 """The live studio server: HTTP/WebSocket front end of a ``kyara.live.LiveEngine`` (Starlette + uvicorn).
 
-``create_app(engine, settings)`` builds the ASGI app; ``run_live(...)`` is what ``kyara live`` calls.
-Importing this package starts nothing.
+``create_app(engine, config)`` builds the ASGI app of one session (``config``: a
+``kyara.live.session.LiveConfig``); ``kyara.live.session.run_live(config)`` is what ``kyara live``
+runs. Importing this package starts nothing.
 """
-from kyara.server.app import ServerSettings, check_settings, create_app
+from kyara.live.session import LiveConfig
+from kyara.server.app import ServerSettings, create_app, uvicorn_config
 
-__all__ = ["ServerSettings", "check_settings", "create_app"]
+__all__ = ["LiveConfig", "ServerSettings", "create_app", "uvicorn_config"]

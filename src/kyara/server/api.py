@@ -3,7 +3,8 @@
 Every network message passes through a validator here before it reaches the engine:
 size cap, strict JSON (no NaN/Infinity), expected types, finite numbers, known names. A bad HTTP
 request gets a 4xx JSON ``{"error": "..."}`` naming the bad field; a bad WebSocket message is
-dropped and counted (``ServerStats.ws_dropped``), never answered with an exception.
+dropped, counted (``ServerStats.ws_dropped``) and answered with an error message; the connection
+stays. Nothing here raises past a handler.
 """
 from __future__ import annotations
 
@@ -41,6 +42,7 @@ class ServerStats:
         self.ws_messages = 0
         self.ws_dropped = 0
         self.http_rejected = 0
+        self.blocked = 0   # refused by the Host / Origin / content-type guard (kyara.server.app.BrowserGuard)
         self.last_ws_error: str | None = None
 
     def add(self, name: str, amount: int = 1) -> None:
@@ -51,7 +53,7 @@ class ServerStats:
         with self._lock:
             return {"ws_clients": self.ws_clients, "ws_connections": self.ws_connections,
                     "ws_messages": self.ws_messages, "ws_dropped": self.ws_dropped,
-                    "http_rejected": self.http_rejected, "last_ws_error": self.last_ws_error}
+                    "http_rejected": self.http_rejected, "blocked": self.blocked, "last_ws_error": self.last_ws_error}
 
 
 # -- pure validators ----------------------------------------------------------------------------
@@ -79,9 +81,13 @@ def parse_json(data: bytes | str, max_bytes: int) -> Any:
 def _number(value: Any, what: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise MessageError(f"{what}: expected a number, got {type(value).__name__}")
-    v = float(value)
+    try:
+        v = float(value)
+    except OverflowError:  # an integer literal like 1e400 written out: valid JSON, too big for a float
+        v = math.inf
     if not math.isfinite(v):
-        raise MessageError(f"{what}: expected a finite number, got {value!r}")
+        shown = repr(value) if len(repr(value)) <= 24 else f"a {len(str(abs(value)))}-digit number"
+        raise MessageError(f"{what}: expected a finite number, got {shown}")
     return v
 
 
@@ -175,6 +181,18 @@ class Api:
         self.stats = stats
         self.max_body_bytes = max_body_bytes
         self.known_events = known_events
+        # What the studio's preset buttons show: the last preset set through this server. The mixer
+        # keeps only the preset's values, so the name and intensity are remembered here.
+        self.current_preset: dict = {"name": "neutral", "intensity": 1.0}
+        self.state_version = 0  # bumped when the manual layer, preset or idle toggles change
+
+    def _changed(self) -> None:
+        self.state_version += 1
+
+    def state_dict(self) -> dict:
+        """What the studio's controls show: the manual (slider) layer only, never preset or tracker
+        values mixed in; the preset by name; the idle toggles (None without idle motion)."""
+        return {"manual": dict(self.engine.manual), "preset": dict(self.current_preset), "idle": self.engine.idle_state()}
 
     async def _body(self, request: Request) -> Any:
         try:
@@ -196,11 +214,16 @@ class Api:
         except MessageError as e:
             return self._fail(e)
         input_number = self.engine.set_manual(values)
+        self._changed()
         return JSONResponse({"ok": True, "input": input_number, "manual": self.engine.manual})
 
     async def delete_pose(self, request: Request) -> Response:
         input_number = self.engine.reset_manual()
+        self._changed()
         return JSONResponse({"ok": True, "input": input_number})
+
+    async def state(self, request: Request) -> Response:
+        return JSONResponse(self.state_dict())
 
     async def frame_png(self, request: Request) -> Response:
         frame = self.engine.latest
@@ -222,7 +245,13 @@ class Api:
         except MessageError as e:
             return self._fail(e)
         return JSONResponse({"ok": True, "preset": name, "intensity": intensity,
-                             "input": self.engine.set_preset(name, intensity)})
+                             "input": self.set_preset(name, intensity)})
+
+    def set_preset(self, name: str, intensity: float) -> int:
+        input_number = self.engine.set_preset(name, intensity)
+        self.current_preset = {"name": name, "intensity": intensity}
+        self._changed()
+        return input_number
 
     async def idle(self, request: Request) -> Response:
         try:
@@ -231,7 +260,9 @@ class Api:
             return self._fail(e)
         if self.engine.idle_state() is None:
             return self._fail(MessageError("idle motion control is not available in this session", 409))
-        return JSONResponse({"ok": True, "idle": self.engine.set_idle(toggles)})
+        state = self.engine.set_idle(toggles)
+        self._changed()
+        return JSONResponse({"ok": True, "idle": state})
 
     async def calibrate(self, request: Request) -> Response:
         return JSONResponse({"ok": True, "input": self.engine.calibrate()})
@@ -254,7 +285,8 @@ class Api:
 
     # -- WebSocket commands -----------------------------------------------------------------------
     def handle_ws_message(self, data: bytes | str, max_bytes: int) -> None:
-        """Apply one client WebSocket message, or raise MessageError (the caller drops and counts it).
+        """Apply one client WebSocket message, or raise MessageError (the caller drops, counts and
+        answers it).
 
         Messages are JSON objects with a "type": pose {values}, reset, event {name},
         preset {name, intensity}, idle {blink, breathing, sway}, calibrate, ping.
@@ -263,16 +295,19 @@ class Api:
         kind = msg.get("type")
         if kind == "pose":
             self.engine.set_manual(validate_pose_values(msg.get("values")))
+            self._changed()
         elif kind == "reset":
             self.engine.reset_manual()
+            self._changed()
         elif kind == "event":
             self.engine.trigger(validate_event(msg, self.known_events))
         elif kind == "preset":
-            self.engine.set_preset(*validate_preset(msg))
+            self.set_preset(*validate_preset(msg))
         elif kind == "idle":
             if self.engine.idle_state() is None:
                 raise MessageError("idle motion control is not available")
             self.engine.set_idle(validate_idle({k: v for k, v in msg.items() if k != "type"}))
+            self._changed()
         elif kind == "calibrate":
             self.engine.calibrate()
         elif kind == "ping":

@@ -1,17 +1,27 @@
-"""The live-studio ASGI app: ``create_app(engine, settings)`` (a factory; nothing runs at import).
+"""The live-studio ASGI app of one session: ``create_app(engine, config)`` (a factory; nothing runs at
+import). The session around it (character, sources, port, uvicorn) is ``kyara.live.session``.
 
-Routes
+Routes (add new ones to the list in ``create_app``)
   /            studio page (sliders, presets, idle toggles, events, background, stats)
   /obs         the character alone on a transparent page, for an OBS Browser Source
-  /ws          WebSocket: binary frames (8-byte header, see ``api.FrameHeader``, then WebP with alpha)
-               and a JSON status text message every ``status_interval_s``; accepts JSON commands
-  /api/pose    GET the current 45 values; PUT some by name; DELETE clears the manual layer
+  /ws          WebSocket: binary frames (8-byte header, see ``api.FrameHeader``, then WebP with alpha),
+               JSON text messages (status every ``status_interval_s``, state on connect and on change,
+               error for each dropped message); accepts JSON commands
+  /api/pose    GET the current mixed 45 values; PUT some by name (manual layer); DELETE clears it
+  /api/state   GET what the controls show: the manual layer, the preset, the idle toggles
   /api/frame.png, /api/event, /api/preset, /api/idle, /api/calibrate, /api/status, /api/parameters
+  /api/character  GET the student as browser weights (.kyw, kyara.web) for /static/render/viewer.html
   /static/*    the pages' JS and CSS
 
-Security: binds 127.0.0.1 by default; a non-loopback host is refused without a token, and with a
-token every page, API and WebSocket request must carry it (``Authorization: Bearer T`` or
-``?token=T``). Static assets carry no secrets and are served without it.
+Security (outermost first):
+  BrowserGuard  Host must name this server (loopback names, the bound address; any IP literal when
+                bound to all interfaces): defeats DNS rebinding. Origin, when a browser sends one,
+                must be the studio's own origin or in ``config.allowed_origins``: other pages cannot
+                open the WebSocket or post to the API. POST/PUT need ``Content-Type: application/json``,
+                which no cross-site form or no-cors fetch can send without a CORS preflight.
+  CORS          only for ``allowed_origins`` (their pages may then call the API with fetch).
+  TokenGate     with a token, every request except /static/* must carry it.
+The server binds 127.0.0.1 by default; a non-loopback host is refused without a token (``LiveConfig``).
 """
 from __future__ import annotations
 
@@ -21,64 +31,111 @@ import hmac
 import ipaddress
 import json
 import logging
-from dataclasses import dataclass
+import socket
 from pathlib import Path
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 from starlette.applications import Starlette
+from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import FileResponse, JSONResponse
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from kyara.errors import KyaraError
+from kyara.live.session import WILDCARD_HOSTS, LiveConfig, is_loopback
 from kyara.server.api import Api, FrameHeader, MessageError, ServerStats
+from kyara.web.routes import web_character_route
 
 log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).parent / "static"
+WRITE_METHODS = ("POST", "PUT", "PATCH")
 
 
-@dataclass(frozen=True)
-class ServerSettings:
-    """Network settings of a live session. ``token`` None means no authentication (loopback only)."""
-    host: str = "127.0.0.1"
-    port: int = 8765
-    token: str | None = None
-    max_body_bytes: int = 64 * 1024
-    max_ws_message_bytes: int = 64 * 1024
-    status_interval_s: float = 0.5
-
-    @property
-    def url(self) -> str:
-        host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
-        host = f"[{host}]" if ":" in host else host
-        return f"http://{host}:{self.port}"
-
-    def page_url(self, path: str = "/") -> str:
-        return self.url + path + (f"?token={self.token}" if self.token else "")
+def _header(scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key == name:
+            return value.decode("latin-1")
+    return None
 
 
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+def split_host(host_header: str) -> str:
+    """"Example.COM:80" → "example.com"; "[::1]:80" → "::1"."""
+    host = host_header.strip().lower()
+    if host.startswith("["):
+        return host[1:host.find("]")] if "]" in host else host[1:]
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
 
 
-def check_settings(settings: ServerSettings) -> None:
-    """Refuse unsafe or impossible settings with a clear error (KyaraError)."""
-    if not is_loopback(settings.host) and not settings.token:
-        raise KyaraError(f"--host {settings.host} exposes the studio beyond this machine; it requires --token "
-                         "(anyone who can reach the port could drive the character otherwise)")
-    if settings.token is not None and (len(settings.token) < 8 or not settings.token.isprintable()
-                                       or any(c in settings.token for c in " &#?/")):
-        raise KyaraError("--token must be at least 8 printable characters without spaces or any of & # ? /")
-    if not 0 <= settings.port <= 65535:
-        raise KyaraError(f"--port {settings.port} is not a TCP port (0-65535)")
-    if settings.max_body_bytes < 1024 or settings.max_ws_message_bytes < 1024:
-        raise KyaraError("message size limits must be at least 1024 bytes")
+class BrowserGuard:
+    """ASGI middleware: Host and Origin checks on every HTTP and WebSocket request, JSON content type
+    on writes. Requests without an Origin header (curl, scripts, same-origin GETs) pass the Origin
+    check: browsers send Origin on every WebSocket handshake and every cross-origin write."""
+
+    def __init__(self, app, config: LiveConfig, stats: ServerStats) -> None:
+        self.app = app
+        self.stats = stats
+        self.wildcard = config.host in WILDCARD_HOSTS
+        self.allowed_origins = set(config.allowed_origins)
+        names = {"localhost", config.host.lower()} | {urlsplit(o).hostname or "" for o in config.allowed_origins}
+        if self.wildcard:  # reachable by this machine's names too
+            hostname = socket.gethostname().lower()
+            names |= {hostname, hostname + ".local"}
+        self.host_names = names - {""}
+
+    def host_allowed(self, host_header: str | None) -> bool:
+        if host_header is None:
+            return True  # HTTP/1.0 without Host: not a browser
+        host = split_host(host_header)
+        if host in self.host_names:
+            return True
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            return False  # a name we do not serve: a rebinding attacker's domain
+        # an IP literal cannot be rebound; the page's origin is then this server itself
+        return address.is_loopback or self.wildcard
+
+    def origin_allowed(self, origin: str | None, host_header: str | None) -> bool:
+        if origin is None:
+            return True
+        origin = origin.strip().lower().rstrip("/")
+        if origin in self.allowed_origins:
+            return True
+        parts = urlsplit(origin)
+        return parts.scheme in ("http", "https") and host_header is not None \
+            and parts.netloc == host_header.strip().lower()
+
+    async def _refuse(self, scope, receive, send, status: int, message: str) -> None:
+        self.stats.add("blocked")
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1008, "reason": message[:120]})
+            return
+        await JSONResponse({"error": message}, status_code=status)(scope, receive, send)
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        host = _header(scope, b"host")
+        if not self.host_allowed(host):
+            await self._refuse(scope, receive, send, 421,
+                               f"this server does not answer for host {split_host(host or '')[:64]!r}; "
+                               "open it as http://127.0.0.1:PORT or http://localhost:PORT")
+            return
+        origin = _header(scope, b"origin")
+        if not self.origin_allowed(origin, host):
+            await self._refuse(scope, receive, send, 403,
+                               f"requests from the web page at {origin[:80]!r} are not allowed; start kyara live "
+                               "with --allow-origin ORIGIN to allow that page")
+            return
+        if scope["type"] == "http" and scope["method"] in WRITE_METHODS:
+            media_type = (_header(scope, b"content-type") or "").split(";", 1)[0].strip().lower()
+            if media_type != "application/json":
+                await self._refuse(scope, receive, send, 415,
+                                   f"{scope['method']} needs 'Content-Type: application/json' (got "
+                                   f"{media_type[:40] or 'none'!r}); send a JSON object, {{}} when there is nothing")
+                return
+        await self.app(scope, receive, send)
 
 
 class TokenGate:
@@ -90,11 +147,11 @@ class TokenGate:
         self.stats = stats
 
     def _authorized(self, scope) -> bool:
-        for key, value in scope.get("headers", []):
-            if key == b"authorization":
-                scheme, _, given = value.partition(b" ")
-                if scheme.lower() == b"bearer" and hmac.compare_digest(given.strip(), self.token):
-                    return True
+        value = _header(scope, b"authorization")
+        if value is not None:
+            scheme, _, given = value.encode("latin-1").partition(b" ")
+            if scheme.lower() == b"bearer" and hmac.compare_digest(given.strip(), self.token):
+                return True
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
         return any(hmac.compare_digest(t.encode("latin-1", "replace"), self.token) for t in query.get("token", []))
 
@@ -120,16 +177,15 @@ def _known_events() -> list[str]:
     return list(EVENTS)
 
 
-def create_app(engine, settings: ServerSettings = ServerSettings(), *, known_events: list[str] | None = None):
+def create_app(engine, config: LiveConfig = LiveConfig(), *, known_events: list[str] | None = None):
     """Build the Starlette app over a ``kyara.live.LiveEngine``.
 
     The app starts the engine on startup if it is not running and stops it on shutdown if it
     started it. known_events (the names /api/event accepts) defaults to ``kyara.drive.events.EVENTS``.
-    Raises KyaraError for unsafe settings (see ``check_settings``).
+    ``config`` was validated when it was made (``LiveConfig.__post_init__``).
     """
-    check_settings(settings)
     stats = ServerStats()
-    api = Api(engine, stats, settings.max_body_bytes,
+    api = Api(engine, stats, config.max_body_bytes,
               known_events if known_events is not None else _known_events())
 
     async def studio(request):
@@ -139,38 +195,7 @@ def create_app(engine, settings: ServerSettings = ServerSettings(), *, known_eve
         return FileResponse(STATIC_DIR / "obs.html", headers={"Cache-Control": "no-store"})
 
     async def ws(websocket: WebSocket):
-        await websocket.accept()
-        stats.add("ws_clients")
-        stats.add("ws_connections")
-        sub = engine.subscribe(asyncio.get_running_loop())
-        sender = asyncio.create_task(_send_loop(websocket, sub, api, settings.status_interval_s))
-        try:
-            while True:
-                message = await websocket.receive()
-                if message["type"] == "websocket.disconnect":
-                    break
-                stats.add("ws_messages")
-                data = message.get("text")
-                if data is None:
-                    stats.add("ws_dropped")  # clients send JSON text only
-                    continue
-                try:
-                    api.handle_ws_message(data, settings.max_ws_message_bytes)
-                except MessageError as e:
-                    stats.add("ws_dropped")
-                    stats.last_ws_error = str(e)[:200]
-                except Exception as e:  # a message must never take the connection down with a traceback
-                    stats.add("ws_dropped")
-                    stats.last_ws_error = f"{type(e).__name__}: {str(e)[:200]}"
-                    log.exception("unexpected error handling a WebSocket message")
-        except WebSocketDisconnect:
-            pass
-        finally:
-            sender.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await sender
-            sub.close()
-            stats.add("ws_clients", -1)
+        await websocket_session(websocket, engine, api, stats, config)
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
@@ -190,6 +215,7 @@ def create_app(engine, settings: ServerSettings = ServerSettings(), *, known_eve
         Route("/api/pose", api.get_pose, methods=["GET"]),
         Route("/api/pose", api.put_pose, methods=["PUT"]),
         Route("/api/pose", api.delete_pose, methods=["DELETE"]),
+        Route("/api/state", api.state, methods=["GET"]),
         Route("/api/frame.png", api.frame_png, methods=["GET"]),
         Route("/api/event", api.event, methods=["POST"]),
         Route("/api/preset", api.preset, methods=["POST"]),
@@ -197,189 +223,106 @@ def create_app(engine, settings: ServerSettings = ServerSettings(), *, known_eve
         Route("/api/calibrate", api.calibrate, methods=["POST"]),
         Route("/api/status", api.status, methods=["GET"]),
         Route("/api/parameters", api.parameters, methods=["GET"]),
+        Route("/api/character", web_character_route(engine), methods=["GET"]),  # browser renderer weights (.kyw)
         Mount("/static", app=StaticFiles(directory=STATIC_DIR), name="static"),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.engine = engine
     app.state.stats = stats
     app.state.api = api
-    app.state.settings = settings
-    if settings.token:
-        app.add_middleware(TokenGate, token=settings.token, stats=stats)
+    app.state.config = config
+    # add_middleware wraps: the last one added runs first (BrowserGuard, CORS, TokenGate, routes)
+    if config.token:
+        app.add_middleware(TokenGate, token=config.token, stats=stats)
+    if config.allowed_origins:  # preflights are answered before the token is asked for
+        app.add_middleware(CORSMiddleware, allow_origins=list(config.allowed_origins),
+                           allow_methods=["GET", "PUT", "POST", "DELETE"],
+                           allow_headers=["Authorization", "Content-Type"], expose_headers=["X-Frame-Seq"])
+    app.add_middleware(BrowserGuard, config=config, stats=stats)
     return app
 
 
-async def _send_loop(websocket: WebSocket, sub, api: Api, status_interval_s: float) -> None:
-    """Newest frame whenever there is one, status JSON every status_interval_s. A slow client only
-    slows this task; the engine keeps publishing and this client skips to the newest frame."""
+def uvicorn_config(app, config: LiveConfig):
+    """The uvicorn settings a live app is served with. The WebSocket transport cap is
+    ``max_ws_frame_bytes``; messages between ``max_ws_message_bytes`` and it are dropped by the app
+    with an error reply, and the connection stays."""
+    import uvicorn
+
+    return uvicorn.Config(app, host=config.host, port=config.port, log_level="warning", lifespan="on",
+                          ws_max_size=config.max_ws_frame_bytes, ws_ping_interval=20.0)
+
+
+async def websocket_session(websocket: WebSocket, engine, api: Api, stats: ServerStats, config: LiveConfig) -> None:
+    """One client: a sender task streams frames, status and state; this task applies its commands.
+    A bad command is dropped, counted and answered with {"type": "error"}; the connection stays."""
+    await websocket.accept()
+    stats.add("ws_clients")
+    stats.add("ws_connections")
+    send_lock = asyncio.Lock()  # the sender task and error replies share one socket
+    sub = engine.subscribe(asyncio.get_running_loop())
+    sender = asyncio.create_task(_send_loop(websocket, sub, api, config.status_interval_s, send_lock))
+    try:
+        while True:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                break
+            stats.add("ws_messages")
+            try:
+                data = message.get("text")
+                if data is None:
+                    raise MessageError("binary messages are not accepted; send JSON text")
+                size = len(data.encode("utf-8"))
+                if size > config.max_ws_message_bytes:
+                    raise MessageError(f"message is {size} bytes; the limit is {config.max_ws_message_bytes}")
+                api.handle_ws_message(data, config.max_ws_message_bytes)
+                continue
+            except MessageError as e:
+                error = str(e)[:200]
+            except Exception as e:  # a message must never take the connection down with a traceback
+                error = f"{type(e).__name__}: {str(e)[:200]}"
+                log.exception("unexpected error handling a WebSocket message")
+            stats.add("ws_dropped")
+            stats.last_ws_error = error
+            async with send_lock:
+                await websocket.send_text(json.dumps({"type": "error", "error": error}))
+    except (WebSocketDisconnect, RuntimeError):  # RuntimeError: an error reply raced the client's close
+        pass
+    finally:
+        sender.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await sender
+        sub.close()
+        stats.add("ws_clients", -1)
+
+
+async def _send_loop(websocket: WebSocket, sub, api: Api, status_interval_s: float, send_lock: asyncio.Lock) -> None:
+    """State first (and again whenever the controls' state changes), then the newest frame whenever
+    there is one and status JSON every status_interval_s. A slow client only slows this task; the
+    engine keeps publishing and this client skips to the newest frame."""
     loop = asyncio.get_running_loop()
     next_status = loop.time()
+    sent_state = None
     while True:
+        version = api.state_version
+        if version != sent_state:
+            async with send_lock:
+                await websocket.send_text(json.dumps({"type": "state", **api.state_dict()}))
+            sent_state = version
         now = loop.time()
         if now >= next_status:
             status = api.status_dict()
             status["type"] = "status"
             status["skipped_frames"] = sub.skipped
-            await websocket.send_text(json.dumps(status))
+            async with send_lock:
+                await websocket.send_text(json.dumps(status))
             next_status = now + status_interval_s
         try:
             frame = await asyncio.wait_for(sub.next_frame_async(), timeout=max(0.0, next_status - loop.time()))
         except asyncio.TimeoutError:
             continue
-        await websocket.send_bytes(FrameHeader.pack(frame.seq, frame.inputs_applied) + frame.webp)
+        async with send_lock:
+            await websocket.send_bytes(FrameHeader.pack(frame.seq, frame.inputs_applied) + frame.webp)
 
 
-# -- the `kyara live` session ---------------------------------------------------------------------
-IMAGE_SUFFIXES = (".png", ".webp", ".jpg", ".jpeg")
-DEFAULT_TEACHER = "tha3/separable_float"
-
-
-def load_live_character(character: str | Path | None, device: str, teacher: bool, print_fn=print):
-    """A student from a .kyara file (default: the bundled sample), or with ``teacher`` a slow
-    teacher-backed character from an image."""
-    from kyara import character as character_module
-    from kyara.poser import pick_device
-
-    device_name = str(pick_device(device))
-    if character is None:
-        sample = getattr(character_module, "SAMPLE_CHARACTER", None)
-        if sample is None or not Path(sample).exists():
-            raise KyaraError("no CHARACTER given and no bundled sample character is installed; "
-                             "pass a .kyara file (make one with `kyara distill IMAGE`)")
-        character = sample
-    path = Path(character)
-    if not path.exists():
-        raise KyaraError(f"{path}: character file not found")
-    if teacher:
-        if path.suffix.lower() not in IMAGE_SUFFIXES:
-            raise KyaraError(f"{path}: --teacher needs a character image ({', '.join(IMAGE_SUFFIXES)})")
-        print_fn(f"warning: --teacher renders with the full {DEFAULT_TEACHER} model on {device_name}: expect a few "
-                 "frames per second on CPU and ~20-40 fps on a GPU; distill a student for real-time use")
-        return character_module.Character.from_image(path, teacher=DEFAULT_TEACHER, device=device_name)
-    if path.suffix.lower() in IMAGE_SUFFIXES:
-        raise KyaraError(f"{path} is an image; distill it first (`kyara distill {path}`) or pass --teacher "
-                         "to drive it with the slow teacher model")
-    return character_module.load_character(path, device=device_name)
-
-
-def build_sources(ifacialmocap_port: int | None, vmc_port: int | None, listen_host: str,
-                  audio: str | Path | None, print_fn=print, *, phone_ip: str | None = None,
-                  webcam: int | str | None = None, webcam_model: str | Path | None = None, audio_loop: bool = False,
-                  mic: bool = False, mic_device: int | str | None = None) -> list:
-    """Start the pose sources, in mixer order (later ones win where they overlap, so the audio and
-    microphone mouths override a face tracker's): webcam, iFacialMocap, VMC, audio file, microphone.
-
-    A UDP port already in use is a warning, not fatal. A source the user asked for by name (webcam,
-    audio, microphone) that cannot start is a KyaraError; sources already started are stopped first.
-    """
-    sources = []
-    candidates = []
-    if webcam is not None:
-        from kyara.drive.webcam import WebcamSource
-
-        candidates.append((f"webcam {webcam} (MediaPipe face tracking; use Calibrate while looking at the camera)",
-                           lambda: WebcamSource(webcam, model_path=webcam_model, log=print_fn)))
-    if ifacialmocap_port is not None:
-        from kyara.drive.ifacialmocap import IFacialMocapReceiver
-
-        def make_ifacialmocap():
-            try:
-                return IFacialMocapReceiver(port=ifacialmocap_port, host=listen_host, phone_ip=phone_ip)
-            except ValueError as e:  # phone_ip malformed, or a LAN phone with a loopback-only receiver
-                raise KyaraError(f"--ifacialmocap-phone-ip: {e}") from None
-
-        to_phone = f", start message to {phone_ip}:49983" if phone_ip else ""
-        candidates.append((f"iFacialMocap UDP {listen_host}:{ifacialmocap_port}{to_phone}", make_ifacialmocap))
-    if vmc_port is not None:
-        from kyara.drive.vmc import VmcReceiver
-
-        candidates.append((f"VMC (OSC/UDP) {listen_host}:{vmc_port}", lambda: VmcReceiver(port=vmc_port, host=listen_host)))
-    if audio is not None:
-        try:
-            from kyara.drive.audio import AudioFileSource
-        except ImportError:
-            raise KyaraError("--audio: this build has no audio file source (kyara.drive.audio.AudioFileSource)") from None
-        candidates.append((f"audio file {audio} ({'looping' if audio_loop else 'once'}; mouth only, no sound)",
-                           lambda: AudioFileSource(audio, loop=audio_loop)))
-    if mic:
-        from kyara.drive.audio import MicrophoneSource
-
-        candidates.append((f"microphone {mic_device if mic_device is not None else '(default input)'}",
-                           lambda: MicrophoneSource(device=mic_device)))
-    try:
-        for label, make in candidates:
-            source = make()
-            try:
-                source.start()
-            except OSError as e:
-                print_fn(f"warning: {label} not started: {e}")
-                continue
-            print_fn(f"listening: {label}")
-            sources.append(source)
-    except BaseException:
-        for source in sources:
-            source.stop()
-        raise
-    return sources
-
-
-def run_live(character: str | Path | None = None, *, port: int = 8765, host: str = "127.0.0.1",
-             token: str | None = None, device: str = "auto", open_browser: bool = True, teacher: bool = False,
-             fps: float = 60.0, ifacialmocap_port: int | None = 49983, vmc_port: int | None = 39539,
-             listen_host: str = "127.0.0.1", trackers: bool = True, audio: str | Path | None = None,
-             phone_ip: str | None = None, webcam: int | str | None = None, webcam_model: str | Path | None = None,
-             audio_loop: bool = False, mic: bool = False, mic_device: int | str | None = None,
-             encoders: int = 3, print_fn=print) -> None:
-    """Serve the live studio until interrupted (what `kyara live` runs; same parameter names)."""
-    import threading
-    import webbrowser
-
-    import uvicorn
-
-    from kyara.drive.idle import IdleConfig, IdleMotion
-    from kyara.drive.mixer import MixerConfig, PoseMixer
-    from kyara.live import LiveEngine
-
-    settings = ServerSettings(host=host, port=port, token=token)
-    check_settings(settings)  # refuse unsafe binds before the slow model load
-    if not fps > 0 or fps > 240:
-        raise KyaraError(f"--fps must be in (0, 240], got {fps}")
-    if not 1 <= encoders <= 16:
-        raise KyaraError(f"--encoders must be in [1, 16], got {encoders}")
-    if phone_ip is not None and not trackers:
-        raise KyaraError("--ifacialmocap-phone-ip needs the iFacialMocap receiver; drop --no-trackers")
-    ch = load_live_character(character, device, teacher, print_fn)
-    mixer = PoseMixer(MixerConfig(), IdleMotion(IdleConfig()))
-    sources = build_sources(ifacialmocap_port if trackers else None, vmc_port if trackers else None,
-                            listen_host, audio, print_fn, phone_ip=phone_ip, webcam=webcam,
-                            webcam_model=webcam_model, audio_loop=audio_loop, mic=mic, mic_device=mic_device)
-    for source in sources:
-        mixer.add_source(source)
-    engine = LiveEngine(ch, mixer, fps=fps, encoders=encoders)
-    app = create_app(engine, settings)
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on",
-                            ws_max_size=settings.max_ws_message_bytes, ws_ping_interval=20.0)
-    server = uvicorn.Server(config)
-
-    def announce() -> None:
-        while not server.started:
-            if server.should_exit:
-                return
-            threading.Event().wait(0.05)
-        bound = settings
-        if port == 0 and server.servers:
-            bound = ServerSettings(host=host, port=server.servers[0].sockets[0].getsockname()[1], token=token)
-        print_fn(f"kyara live: {getattr(ch, 'name', 'character')} on {engine.fps:g} fps target")
-        print_fn(f"  studio:            {bound.page_url('/')}")
-        print_fn(f"  OBS Browser Source: {bound.page_url('/obs')}  (512×512, transparent)")
-        print_fn("  Ctrl+C to stop")
-        if open_browser:
-            webbrowser.open(bound.page_url("/"))
-
-    threading.Thread(target=announce, name="kyara-live-announce", daemon=True).start()
-    try:
-        server.run()
-    finally:
-        engine.stop()
-        for source in sources:
-            source.stop()
+# Old names, kept for callers written before kyara.live.session existed (benchmarks/live_latency.py).
+ServerSettings = LiveConfig

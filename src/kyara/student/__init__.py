@@ -1,4 +1,18 @@
-"""The distilled per-character student (THA4 §4): face morpher + body morpher, a Poser."""
+"""The distilled per-character student (THA4 §4): face morpher + body morpher, a Poser.
+
+``Student`` is also the one student renderer. Everything that renders a student (``pose``, offline
+tracks in kyara.produce.frames, scenes, ``kyara speak``, the live engine, evaluation) goes through
+three methods, each with two backends chosen by device, dtype and autograd:
+
+- ``face_rgba(face_poses)``: the face morpher's RGBA for the face box;
+- ``body_features(poses, pixels)``: the body morpher's raw head outputs at a pixel set (by default
+  the student's region, or the whole canvas for a student without one);
+- ``compose(image, faces, features, pixels)``: paste the face, warp by the flow, blend the colour.
+
+Backends: on the CPU in float32 without autograd, kyara.student.inference's evaluator (ω₀ folded,
+cache-sized chunks, worker threads; ~3× faster on a small CPU, equal to ~1e-4); everywhere else the
+modules' torch code (``FaceMorpher.forward``, ``BodyMorpher.features`` / ``features_at``).
+"""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -12,6 +26,7 @@ from kyara.student.body_morpher import BodyMorpher, BodyMorpherOutput
 from kyara.student.face_morpher import FaceMorpher
 
 if TYPE_CHECKING:
+    from kyara.student.inference import PreparedSiren
     from kyara.student.pixels import PixelSet
 
 __all__ = ["Student", "FaceMorpher", "BodyMorpher", "BodyMorpherOutput"]
@@ -37,34 +52,110 @@ class Student(nn.Module):
         self.face_morpher = face_morpher or FaceMorpher()
         self.body_morpher = body_morpher or BodyMorpher()
         self.register_buffer("region", None, persistent=False)   # not in the state dict: official keys only
-        self._region_pixels: tuple | None = None
+        self._pixel_sets: dict = {}
+        self._cpu_nets: tuple | None = None
+        self._face_pixels: "PixelSet | None" = None
         self.set_region(region)
+
+    @property
+    def size(self) -> int:
+        """Side of the output canvas (512)."""
+        return self.body_morpher.levels[-1][0]
 
     def set_region(self, region: torch.Tensor | None) -> None:
         """Restrict the body morpher to region ((512, 512) bool, or None for the whole canvas)."""
         if region is not None:
             region = torch.as_tensor(region)
-            size = self.body_morpher.levels[-1][0]
-            if region.shape != (size, size):
-                raise ValueError(f"student region must be ({size}, {size}), got {tuple(region.shape)}")
+            if region.shape != (self.size, self.size):
+                raise ValueError(f"student region must be ({self.size}, {self.size}), got {tuple(region.shape)}")
             if not bool(region.any()):
                 raise ValueError("student region selects no pixel")
             region = region.to(device=self.device, dtype=torch.bool)
         self.region = region
-        self._region_pixels = None
+        self._pixel_sets = {}
 
     def region_pixels(self) -> "PixelSet | None":
         """The region as a PixelSet on the student's device (built once per region and device)."""
-        if self.region is None:
-            return None
+        return None if self.region is None else self.body_pixels()
+
+    def body_pixels(self) -> "PixelSet":
+        """Where the body morpher runs by default: the region, or every canvas pixel (a PixelSet on
+        the student's device, built once per region and device)."""
         from kyara.student.pixels import PixelSet
 
-        key = (self.region.data_ptr(), self.region.device)
-        if self._region_pixels is None or self._region_pixels[0] != key:
-            pixels = PixelSet.from_mask(self.region.cpu().numpy(), levels=len(self.body_morpher.levels))
-            self._region_pixels = (key, pixels.to(self.region.device))
-        return self._region_pixels[1]
+        key = (None if self.region is None else self.region.data_ptr(), self.device)
+        if key not in self._pixel_sets:
+            levels = len(self.body_morpher.levels)
+            pixels = (PixelSet.full(self.size, levels) if self.region is None
+                      else PixelSet.from_mask(self.region.cpu().numpy(), levels))
+            self._pixel_sets = {key: pixels.to(self.device)}
+        return self._pixel_sets[key]
 
+    @property
+    def device(self) -> torch.device:
+        return self.body_morpher.last_linear.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.body_morpher.last_linear.weight.dtype
+
+    # -- the renderer: face, body features, compose --------------------------------------------------
+    def face_rgba(self, face_poses: torch.Tensor) -> torch.Tensor:
+        """face_poses (N, 39) (pose[:, FACE_ALL]) → (N, 4, 128, 128) model-space RGBA for STUDENT_FACE_BOX."""
+        nets = self._evaluator()
+        if nets is None:
+            return self.face_morpher(face_poses)
+        from kyara.student.inference import evaluate_poses
+        from kyara.student.pixels import PixelSet
+
+        n, size = face_poses.shape[0], self.face_morpher.size
+        if self._face_pixels is None:
+            self._face_pixels = PixelSet.full(size, levels=1)
+        return evaluate_poses(nets[0], face_poses, self._face_pixels).view(n, size, size, -1).permute(0, 3, 1, 2)
+
+    def body_features(self, poses: torch.Tensor, pixels: "PixelSet | None" = None) -> torch.Tensor:
+        """poses (N, 45) → (N, M, 7) raw head outputs [flow (2), alpha (1), colour (4)] at the M pixels of
+        pixels.output, in its index order. pixels: a PixelSet with one level per body level, on the
+        student's device; default ``body_pixels()`` (the region, or the whole canvas row-major)."""
+        whole_canvas = pixels is None and self.region is None
+        pixels = pixels if pixels is not None else self.body_pixels()
+        nets = self._evaluator()
+        if nets is not None:
+            from kyara.student.inference import evaluate_poses
+
+            return evaluate_poses(nets[1], poses, pixels)
+        if whole_canvas:   # the dense evaluation, as a (N, S·S, 7) view of (N, 7, S, S)
+            return self.body_morpher.features(poses).permute(0, 2, 3, 1).flatten(1, 2)
+        return self.body_morpher.features_at(poses, pixels)
+
+    def compose(self, image: torch.Tensor, faces: torch.Tensor, features: torch.Tensor,
+                pixels: "PixelSet | None" = None) -> BodyMorpherOutput:
+        """The last step: paste faces (N, 4, 128, 128) into image ((4, S, S) or (N, 4, S, S)), warp it
+        by the flow and blend in the colour of features (N, M, 7) at pixels (default body_pixels());
+        everywhere else the face-edited image is kept (zero outputs: no flow, no blend)."""
+        pixels = pixels if pixels is not None else self.body_pixels()
+        return BodyMorpher.compose(self.paste_face(image, faces), self.to_canvas(features, pixels))
+
+    @torch.inference_mode()
+    def pose(self, image: torch.Tensor, poses: torch.Tensor) -> torch.Tensor:
+        image = image.to(self.device, self.dtype)
+        poses = self._check_poses(poses.to(self.device, self.dtype))
+        return self.compose(image, self.face_rgba(poses[:, FACE_ALL]), self.body_features(poses)).image
+
+    def _evaluator(self) -> "tuple[PreparedSiren, PreparedSiren] | None":
+        """The CPU evaluator's prepared (face, body) nets when it is the backend (CPU, float32, no
+        autograd), else None. Prepared copies fold ω₀ into the weights: they are rebuilt whenever a
+        parameter changed (optimizer steps and load_state_dict bump the tensors' version counters)."""
+        if self.device.type != "cpu" or self.dtype != torch.float32 or torch.is_grad_enabled():
+            return None
+        from kyara.student.inference import prepare_body, prepare_face
+
+        key = tuple((p.data_ptr(), p._version) for p in self.parameters())
+        if self._cpu_nets is None or self._cpu_nets[0] != key:
+            self._cpu_nets = (key, (prepare_face(self.face_morpher), prepare_body(self.body_morpher)))
+        return self._cpu_nets[1]
+
+    # -- training (torch, differentiable) ------------------------------------------------------------
     def body_outputs(self, body_input: torch.Tensor, poses: torch.Tensor, *, features=None,
                      features_at=None) -> BodyMorpherOutput:
         """The body morpher on body_input (N, 4, 512, 512) (the face-edited image), on the region only
@@ -79,71 +170,32 @@ class Student(nn.Module):
 
     @staticmethod
     def to_canvas(values: torch.Tensor, pixels: "PixelSet") -> torch.Tensor:
-        """(N, M, C) values at pixels.output → (N, C, S, S) with zeros elsewhere (differentiable);
-        zero head outputs mean no flow and no blend, i.e. the input unchanged."""
-        n, _, c = values.shape
+        """(N, M, C) values at pixels.output → (N, C, S, S) with zeros elsewhere (differentiable; a view
+        when pixels cover the whole canvas); zero head outputs mean no flow and no blend."""
+        n, m, c = values.shape
         size = pixels.output.size
+        if m == size * size:   # every pixel, row-major (PixelSet indices are ascending)
+            return values.view(n, size, size, c).permute(0, 3, 1, 2)
         dense = values.new_zeros(n, size * size, c).index_copy(1, pixels.output.index, values)
         return dense.view(n, size, size, c).permute(0, 3, 1, 2)
 
-    @property
-    def device(self) -> torch.device:
-        return self.body_morpher.last_linear.weight.device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.body_morpher.last_linear.weight.dtype
-
     def face_edit(self, image: torch.Tensor, poses: torch.Tensor) -> torch.Tensor:
         """Paste the face morpher's output into the face box of image: (N, 4, 512, 512)."""
-        return self._paste_face(image, self.face_morpher(poses[:, FACE_ALL]))
+        return self.paste_face(image, self.face_morpher(poses[:, FACE_ALL]))
 
     @staticmethod
-    def _paste_face(image: torch.Tensor, face: torch.Tensor) -> torch.Tensor:
+    def paste_face(image: torch.Tensor, face: torch.Tensor) -> torch.Tensor:
         """image (4, 512, 512) or (N, 4, 512, 512), face (N, 4, 128, 128) → (N, 4, 512, 512)."""
         if image.dim() == 3:
             image = image.unsqueeze(0)
         return STUDENT_FACE_BOX.paste(image.expand(face.shape[0], -1, -1, -1), face)
 
-    def forward(self, image: torch.Tensor, poses: torch.Tensor) -> BodyMorpherOutput:
+    @staticmethod
+    def _check_poses(poses: torch.Tensor) -> torch.Tensor:
         if poses.dim() != 2 or poses.shape[1] != NUM_PARAMETERS:
             raise ValueError(f"poses must be (N, {NUM_PARAMETERS}), got {tuple(poses.shape)}")
-        return self.body_outputs(self.face_edit(image, poses), poses)
+        return poses
 
-    @torch.inference_mode()
-    def pose(self, image: torch.Tensor, poses: torch.Tensor) -> torch.Tensor:
-        image = image.to(self.device, self.dtype)
-        poses = poses.to(self.device, self.dtype)
-        if self.device.type == "cpu" and self.dtype == torch.float32 and poses.dim() == 2:
-            return self._pose_cpu(image, poses)
-        return self.forward(image, poses).image
-
-    def _pose_cpu(self, image: torch.Tensor, poses: torch.Tensor) -> torch.Tensor:
-        """forward(...).image through kyara.student.inference's CPU evaluator (same maths, ω₀ folded,
-        cache-sized chunks, worker threads): ~3× faster on a small CPU, equal to ~1e-4."""
-        from kyara.student.inference import body_features, face_rgba
-
-        if poses.shape[1] != NUM_PARAMETERS:
-            raise ValueError(f"poses must be (N, {NUM_PARAMETERS}), got {tuple(poses.shape)}")
-        face_net, body_net = self._prepared_cpu_nets()
-        n = poses.shape[0]
-        box = STUDENT_FACE_BOX
-        face = face_rgba(face_net, poses[:, FACE_ALL]).view(n, box.height, box.width, 4).permute(0, 3, 1, 2)
-        pixels = self.region_pixels()
-        if pixels is None:
-            out = body_features(body_net, poses).view(n, 512, 512, -1).permute(0, 3, 1, 2)
-        else:
-            out = self.to_canvas(body_features(body_net, poses, pixels), pixels)
-        return BodyMorpher.compose(self._paste_face(image, face), out).image
-
-    def _prepared_cpu_nets(self):
-        # Prepared copies fold ω₀ into the weights; rebuild them whenever any parameter changed
-        # (optimizer steps and load_state_dict bump the tensors' version counters).
-        from kyara.student.inference import prepare_body, prepare_face
-
-        key = tuple((p.data_ptr(), p._version) for p in self.parameters())
-        cached = getattr(self, "_cpu_nets", None)
-        if cached is None or cached[0] != key:
-            cached = (key, (prepare_face(self.face_morpher), prepare_body(self.body_morpher)))
-            self._cpu_nets = cached
-        return cached[1]
+    def forward(self, image: torch.Tensor, poses: torch.Tensor) -> BodyMorpherOutput:
+        """Differentiable torch forward (training, tests): the face edit, then body_outputs."""
+        return self.body_outputs(self.face_edit(image, self._check_poses(poses)), poses)

@@ -9,8 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kyara.nn.siren import (SineLinear, broadcast_pose, conditioned_first_layer, linear_head, linear_nhwc,
-                             position_grid, sine, upsample2x)
+from kyara.nn.siren import SineLinear, conditioned_first_layer, linear_head, linear_nhwc, position_grid, sine
 from kyara.nn.warp import apply_flow
 from kyara.pose import NUM_PARAMETERS
 
@@ -63,7 +62,8 @@ class BodyMorpher(nn.Module):
     def features(self, pose: torch.Tensor) -> torch.Tensor:
         """pose (N, 45) → (N, 7, 512, 512) raw head outputs [flow(2), alpha(1), color(4)].
 
-        Channels-last evaluation of exactly the official formulation (see features_reference).
+        Channels-last evaluation of exactly the official formulation (1×1 convs over concatenations;
+        tests/reference_student.py).
         """
         x = None
         for i, layers in enumerate(self.siren_layers):
@@ -98,20 +98,6 @@ class BodyMorpher(nn.Module):
             for layer in layers[1:]:
                 x = sine(linear_nhwc(x, layer.linear))
         return linear_nhwc(x, self.last_linear)
-
-    def features_reference(self, pose: torch.Tensor) -> torch.Tensor:
-        """The official formulation with 1×1 convs over concatenations (slower; for tests)."""
-        n = pose.shape[0]
-        x = None
-        for i, ((res, _, _), layers) in enumerate(zip(self.levels, self.siren_layers)):
-            position = getattr(self, f"position_{i}").to(pose.dtype).expand(n, -1, -1, -1)
-            parts = [position, broadcast_pose(pose, res, res)]
-            if x is not None:
-                parts.insert(0, upsample2x(x))
-            x = torch.cat(parts, dim=1)
-            for layer in layers:
-                x = layer(x)
-        return self.last_linear(x)
 
     def forward(self, image: torch.Tensor, pose: torch.Tensor) -> BodyMorpherOutput:
         return self.compose(image, self.features(pose))

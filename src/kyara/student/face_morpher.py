@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from kyara.geometry import STUDENT_FACE_BOX
-from kyara.nn.siren import Siren, broadcast_pose, conditioned_first_layer, linear_nhwc, position_grid, sine
+from kyara.nn.siren import Siren, conditioned_first_layer, linear_nhwc, position_grid, sine
 from kyara.pose import FACE_ALL
 
 FACE_POSE_DIM = FACE_ALL.stop - FACE_ALL.start   # 39 eyebrow + face parameters
@@ -28,17 +28,10 @@ class FaceMorpher(nn.Module):
         self.register_buffer("position", position_grid(size, size), persistent=False)
 
     def forward(self, face_pose: torch.Tensor) -> torch.Tensor:
-        """Channels-last evaluation, exactly the official conv formulation (see forward_reference)."""
+        """Channels-last evaluation, exactly the official conv formulation (tests/reference_student.py)."""
         layers = self.siren.sine_layers
         position = self.position[0].permute(1, 2, 0).to(face_pose.dtype)                 # (S, S, 2)
         x = sine(conditioned_first_layer(layers[0].linear, position, face_pose))         # (N, S, S, hidden)
         for layer in layers[1:]:
             x = sine(linear_nhwc(x, layer.linear))
         return linear_nhwc(x, self.siren.last_linear).permute(0, 3, 1, 2)              # (N, 4, S, S)
-
-    def forward_reference(self, face_pose: torch.Tensor) -> torch.Tensor:
-        """The official formulation: 1×1 convs over cat(position, pose). Slower; for tests."""
-        n = face_pose.shape[0]
-        position = self.position.to(face_pose.dtype).expand(n, -1, -1, -1)
-        x = torch.cat([position, broadcast_pose(face_pose, self.size, self.size)], dim=1)  # (N, 41, S, S)
-        return self.siren(x)

@@ -7,8 +7,9 @@ can be computed exactly on its own: level 2 at those pixels, level 1 at the pixe
 taps read, level 0 at the pixels those read (``kyara.student.pixels.PixelSet``). Offline rendering uses this to skip
 the empty canvas around the character.
 
-Inference only (no autograd). Same mathematics as ``FaceMorpher.forward`` / ``BodyMorpher.features``,
-reorganised for CPU speed (results agree to float32 rounding, ~1e-5):
+The student's CPU backend: ``Student.face_rgba`` / ``Student.body_features`` run it on the CPU in
+float32 without autograd (use it through them). Same mathematics as ``FaceMorpher.forward`` /
+``BodyMorpher.features``, reorganised for CPU speed (results agree to float32 rounding, ~1e-5):
 - ω₀ = 30 is folded into each sine layer's weights and bias once (``prepare_*``), sines run in place;
 - pixels go through all layers of a level in cache-sized chunks (a chunk's activations stay in
   L2 instead of streaming ~100 MB tensors through memory once per layer);
@@ -28,7 +29,7 @@ import torch.nn.functional as F
 from kyara.nn.siren import OMEGA_0
 from kyara.student.body_morpher import BodyMorpher
 from kyara.student.face_morpher import FaceMorpher
-from kyara.student.pixels import PixelLevel, PixelSet  # noqa: F401 (re-exported: the evaluator's pixel type)
+from kyara.student.pixels import PixelLevel, PixelSet
 
 # Rows (pixels) per chunk ≈ this many floats of the widest activation (~1.5 MB: fits in L2).
 CHUNK_FLOATS = 393_216
@@ -175,18 +176,7 @@ def evaluate(net: PreparedSiren, pose: torch.Tensor, pixels: PixelSet, threads: 
     return low
 
 
-def body_features(body: BodyMorpher | PreparedSiren, poses: torch.Tensor, pixels: PixelSet | None = None,
-                  threads: int | None = None) -> torch.Tensor:
-    """poses (N, 45) → (N, M, 7) raw body-morpher outputs [flow(2), alpha(1), colour(4)] at
-    pixels.output (default: all 512×512 pixels, row-major, so .view(N, 512, 512, 7))."""
-    net = body if isinstance(body, PreparedSiren) else prepare_body(body)
-    pixels = pixels or PixelSet.full(512, levels=3)
+def evaluate_poses(net: PreparedSiren, poses: torch.Tensor, pixels: PixelSet, threads: int | None = None) -> torch.Tensor:
+    """poses (N, P) → (N, M, C_out): ``evaluate`` for each pose (the student's CPU backend: it is what
+    ``Student.face_rgba`` / ``Student.body_features`` run on the CPU)."""
     return torch.stack([evaluate(net, p, pixels, threads) for p in poses.reshape(-1, net.pose_dim)])
-
-
-def face_rgba(face: FaceMorpher | PreparedSiren, face_poses: torch.Tensor, pixels: PixelSet | None = None,
-              threads: int | None = None) -> torch.Tensor:
-    """face_poses (N, 39) → (N, M, 4) model-space RGBA at pixels.output (default: all 128×128)."""
-    net = face if isinstance(face, PreparedSiren) else prepare_face(face)
-    pixels = pixels or PixelSet.full(128, levels=1)
-    return torch.stack([evaluate(net, p, pixels, threads) for p in face_poses.reshape(-1, net.pose_dim)])

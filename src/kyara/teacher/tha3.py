@@ -301,9 +301,11 @@ def resize(image: Tensor, size: int) -> Tensor:
 
 
 class TeacherOutputs(NamedTuple):
-    """Everything ``Teacher.pose_all`` computes for N poses. Network outputs are grouped by network;
-    the most used ones are also properties (``editor_alpha``, ``rotator_grid``, ...)."""
-    image: Tensor                     # (N, 4, 512, 512) final image (= editor.image)
+    """Everything ``Teacher.pose_all`` computes for N poses. Each network's outputs are in its own tuple,
+    under one name (the editor's flow is ``editor.flow``, the face morpher's (N, 4, 192, 192) output is
+    ``face_morpher.image``). The one deliberate second name: ``image`` is ``editor.image``, the final
+    image, at the top level because it is what every poser returns."""
+    image: Tensor                     # (N, 4, 512, 512) final image, the same tensor as editor.image
     face_morphed_full: Tensor         # (N, 4, 512, 512) input image with the morphed face pasted in
     face_morphed_half: Tensor         # (N, 4, 256, 256) its bilinear downscale, the rotator's input
     editor: EditorOutput
@@ -311,42 +313,6 @@ class TeacherOutputs(NamedTuple):
     face_morpher: FaceMorpherOutput
     eyebrow_combiner: EyebrowCombinerOutput
     eyebrow_layers: EyebrowLayers     # decomposer output, expanded to N
-
-    @property
-    def editor_alpha(self) -> Tensor:
-        return self.editor.alpha
-
-    @property
-    def editor_color_change(self) -> Tensor:
-        return self.editor.color_change
-
-    @property
-    def editor_warped(self) -> Tensor:
-        return self.editor.warped_image
-
-    @property
-    def editor_grid(self) -> Tensor:
-        """(N, 2, 512, 512) absolute output flow of the editor."""
-        return self.editor.flow
-
-    @property
-    def face_morpher_output(self) -> Tensor:
-        """(N, 4, 192, 192)."""
-        return self.face_morpher.image
-
-    @property
-    def rotator_warped(self) -> Tensor:
-        return self.body_rotator.warped_image
-
-    @property
-    def rotator_grid(self) -> Tensor:
-        """(N, 2, 256, 256)."""
-        return self.body_rotator.flow
-
-    @property
-    def eyebrow_image(self) -> Tensor:
-        """(N, 4, 128, 128) the eyebrow result pasted into the face crop."""
-        return self.eyebrow_combiner.eyebrow_image
 
     def official_order(self) -> tuple[Tensor, ...]:
         """The 29 tensors in the order of the official poser's output list (facts §3.1): editor (5),
@@ -381,7 +347,7 @@ def _same_device(a: torch.device, b: torch.device) -> bool:
 class Teacher:
     """A pretrained THA3 poser (the distillation teacher); implements ``kyara.poser.Poser``.
 
-    Build with ``Teacher.load("tha3/separable_float")``. Methods run without autograd and do not
+    Build with ``kyara.teacher.load_teacher("tha3/separable_float")``. Methods run without autograd and do not
     change the teacher; images and poses are cast to the teacher's device and dtype.
     """
 
@@ -391,22 +357,6 @@ class Teacher:
         self.name = f"tha3/{variant}"
         self.device = device
         self.dtype = dtype
-
-    @classmethod
-    def load(cls, name: str, weights_dir: str | Path | None = None, device: str | torch.device = "cpu",
-             dtype: str | torch.dtype | None = None) -> "Teacher":
-        """Load a registered teacher (see ``kyara.teacher.TEACHERS``) from its official weight files.
-
-        weights_dir: directory of the five files; None → ``weights.default_weights_dir(variant)``.
-        dtype: None → the variant's own (float16 for *_half).
-        """
-        from kyara.teacher import TEACHERS
-
-        try:
-            loader = TEACHERS[name]
-        except KeyError:
-            raise KyaraError(f"unknown teacher {name!r}; choose one of {', '.join(TEACHERS)}") from None
-        return loader(weights_dir=weights_dir, device=device, dtype=dtype)
 
     def __repr__(self) -> str:
         return f"Teacher({self.name!r}, device={self.device}, dtype={self.dtype})"

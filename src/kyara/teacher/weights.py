@@ -8,7 +8,6 @@ non-finite value is reported with the file name as a ``WeightsError``.
 from __future__ import annotations
 
 import importlib.util
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
@@ -17,6 +16,7 @@ import torch
 from torch import nn
 
 from kyara.errors import WeightsError
+from kyara.store import kyara_home
 
 
 @dataclass(frozen=True)
@@ -48,11 +48,6 @@ def variant(name: str) -> Variant:
         return VARIANTS[name]
     except KeyError:
         raise WeightsError(f"unknown THA3 variant {name!r}; choose one of {', '.join(VARIANTS)}") from None
-
-
-def kyara_home() -> Path:
-    """$KYARA_HOME, default ~/.cache/kyara."""
-    return Path(os.environ.get("KYARA_HOME") or Path.home() / ".cache" / "kyara").expanduser()
 
 
 def installed_tha3_models_dir() -> Path | None:
@@ -106,14 +101,38 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated zip, foreign file, forbidden pickle: all mean "not our file"
-        detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise WeightsError(f"{path}: not a readable PyTorch state dict ({type(e).__name__}: {detail[:200]})") from None
+        raise WeightsError(f"{path}: not a readable PyTorch state dict ({describe_load_failure(e)})") from None
     if not isinstance(state, Mapping):
         raise WeightsError(f"{path}: expected a state dict (name → tensor), found {type(state).__name__}")
     for key, value in state.items():
         if not isinstance(key, str) or not isinstance(value, torch.Tensor):
             raise WeightsError(f"{path}: entry {key!r} is a {type(value).__name__}, not a tensor")
     return dict(state)
+
+
+def describe_load_failure(error: BaseException) -> str:
+    """Why torch.load(weights_only=True) refused a file, in a few words. PyTorch's own message advises
+    re-running with weights_only=False, i.e. unpickling arbitrary code from the file: never pass that on."""
+    import re
+
+    text = " ".join(str(error).split())
+    unpickler = re.search(r"WeightsUnpickler error: (.*?)(?: Please use| Check the documentation|$)", text)
+    if "Unsupported global" in text:
+        found = re.search(r"GLOBAL (\S+)", text)
+        what = f" ({found.group(1)})" if found else ""
+        return f"it holds pickled Python objects{what}, not only tensors; kyara never unpickles code"
+    if unpickler and unpickler.group(1).strip():
+        return f"not PyTorch weights data: {unpickler.group(1).strip()[:120]}"
+    if "central directory" in text or "zip archive" in text:
+        return "truncated or corrupt zip archive"
+    if isinstance(error, EOFError):
+        return "the file is empty or truncated"
+    if isinstance(error, KeyError):   # legacy (non-zip) loader reading bytes that are no pickle at all
+        return "not a PyTorch weights file"
+    first = re.split(r"(?<=[.!?]) ", text)[0] if text else type(error).__name__
+    if "weights_only" in first or not first:
+        first = type(error).__name__
+    return f"{type(error).__name__}: {first[:160]}" if not first.startswith(type(error).__name__) else first[:160]
 
 
 def check_state_dict(module: nn.Module, state: Mapping[str, torch.Tensor], path: Path) -> None:

@@ -1,6 +1,8 @@
 // Shared by the studio and /obs pages: one WebSocket to /ws, newest-frame-only drawing on a canvas.
 // Binary messages: 8-byte header (uint32 seq, uint32 inputs applied, big-endian) + WebP with alpha.
-// Text messages: JSON status ({"type": "status", fps, latency_ms, sources, ...}).
+// Text messages (JSON): {"type": "status", fps, latency_ms, sources, ...} every 0.5 s;
+// {"type": "state", manual, preset, idle} on connect and whenever the controls' state changes;
+// {"type": "error", error} for each message of ours the server dropped.
 "use strict";
 
 const kyara = (() => {
@@ -19,11 +21,12 @@ const kyara = (() => {
     return proto + "//" + location.host + "/ws" + (token ? "?token=" + encodeURIComponent(token) : "");
   }
 
-  // Connects, draws frames on `canvas`, calls onStatus(json) and onState("open"|"closed");
-  // reconnects with backoff. Returns {send(obj), stats}.
-  function connect(canvas, onStatus, onState) {
+  // Connects, draws frames on `canvas`, calls onStatus(status), onState("open"|"closed") and
+  // onServerState(state) (the server's controls: sent on every (re)connect, so a restarted server
+  // resets the page); reconnects with backoff. Returns {send(obj), stats}.
+  function connect(canvas, onStatus, onState, onServerState) {
     const ctx = canvas.getContext("2d");
-    const stats = { frames: 0, lastSeq: 0, lastInputs: 0, decodeBusy: false, drawn: 0 };
+    const stats = { frames: 0, lastSeq: 0, lastInputs: 0, decodeBusy: false, drawn: 0, errors: 0, lastError: null };
     let pending = null; // newest undecoded frame; older ones are dropped
     let socket = null;
     let backoff = 250;
@@ -59,7 +62,15 @@ const kyara = (() => {
       socket.onopen = () => { backoff = 250; onState && onState("open"); };
       socket.onmessage = (ev) => {
         if (typeof ev.data === "string") {
-          try { onStatus && onStatus(JSON.parse(ev.data)); } catch (e) { /* ignore */ }
+          let msg;
+          try { msg = JSON.parse(ev.data); } catch (e) { return; }
+          if (msg.type === "status") onStatus && onStatus(msg);
+          else if (msg.type === "state") onServerState && onServerState(msg);
+          else if (msg.type === "error") {
+            stats.errors += 1;
+            stats.lastError = msg.error;
+            console.warn("kyara server dropped a message:", msg.error);
+          }
           return;
         }
         const view = new DataView(ev.data);

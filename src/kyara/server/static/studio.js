@@ -9,14 +9,17 @@
   $("obs-url").textContent = location.origin + withToken("/obs");
 
   const meta = await (await kyara.apiFetch("/api/parameters")).json();
-  const pose = await (await kyara.apiFetch("/api/pose")).json();
+  // The controls show the server's state, not the mixed pose: sliders the manual layer only (never
+  // preset, tracker or idle values), the preset by name. The WebSocket sends it again on every
+  // (re)connect, so a restarted server never leaves stale sliders here.
+  const initial = await (await kyara.apiFetch("/api/state")).json();
 
   // -- live connection and stats ---------------------------------------------------------------
   const fmt = (v, digits = 1) => (v === null || v === undefined) ? "–" : Number(v).toFixed(digits);
   const conn = kyara.connect(canvas, onStatus, (state) => {
     $("conn").textContent = state === "open" ? "live" : "reconnecting…";
     $("conn").className = "pill " + (state === "open" ? "on" : "off");
-  });
+  }, (state) => applyState(state));
   function onStatus(s) {
     $("character-name").textContent = s.character || "";
     $("fps").textContent = fmt(s.fps);
@@ -60,8 +63,8 @@
       row.className = "slider-row";
       const step = (p.high - p.low) / 200;
       row.innerHTML = `<span title="${p.name}">${p.name}</span>
-        <input type="range" min="${p.low}" max="${p.high}" step="${step}" value="${pose[p.name] ?? 0}" data-name="${p.name}">
-        <output>${fmt(pose[p.name] ?? 0, 2)}</output>`;
+        <input type="range" min="${p.low}" max="${p.high}" step="${step}" value="0" data-name="${p.name}">
+        <output>0.00</output>`;
       const input = row.querySelector("input"), out = row.querySelector("output");
       input.addEventListener("input", () => {
         out.textContent = fmt(input.value, 2);
@@ -74,6 +77,14 @@
     }
     $("params").appendChild(det);
   }
+  // A slider the user is dragging, or whose value is still queued, keeps its value.
+  function setSlider(name, value) {
+    const s = sliders[name];
+    if (!s || document.activeElement === s.input || name in dirty) return;
+    s.input.value = value ?? 0;
+    s.out.textContent = fmt(value ?? 0, 2);
+    s.row.classList.toggle("set", value !== undefined);
+  }
   $("reset").onclick = () => {
     conn.send({ type: "reset" });
     for (const { input, out, row } of Object.values(sliders)) { input.value = 0; out.textContent = "0.00"; row.classList.remove("set"); }
@@ -85,6 +96,14 @@
   intensity.oninput = () => { $("preset-intensity-out").textContent = fmt(intensity.value, 2); if (activePreset) sendPreset(activePreset); };
   let activePreset = null;
   function sendPreset(name) { conn.send({ type: "preset", name, intensity: Number(intensity.value) }); }
+  function showPreset(preset) {
+    activePreset = preset && preset.name !== "neutral" ? preset.name : null;
+    for (const b of $("presets").children) b.classList.toggle("active", b.dataset.preset === activePreset);
+    if (preset && document.activeElement !== intensity) {
+      intensity.value = preset.intensity;
+      $("preset-intensity-out").textContent = fmt(preset.intensity, 2);
+    }
+  }
   for (const [name, description] of Object.entries(meta.presets)) {
     const b = document.createElement("button");
     b.textContent = name;
@@ -129,6 +148,16 @@
   for (const r of document.querySelectorAll("input[name=bg]")) r.onchange = applyBackground;
   $("bg-color").oninput = () => { document.querySelector("input[name=bg][value=color]").checked = true; applyBackground(); };
 
-  window.kyaraStudio = { conn, sliders, ready: true };
+  // -- the server's state: on load, on every (re)connect and whenever any client changes it ------
+  function applyState(state) {
+    const manual = state.manual || {};
+    for (const name of Object.keys(sliders)) setSlider(name, manual[name]);
+    showPreset(state.preset);
+    if (state.idle) syncIdle(state.idle);
+    document.body.dataset.stateVersion = String(Number(document.body.dataset.stateVersion || 0) + 1);
+  }
+  applyState(initial);
+
+  window.kyaraStudio = { conn, sliders, applyState, ready: true };
   document.body.dataset.ready = "1";
 })();

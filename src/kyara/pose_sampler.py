@@ -1,4 +1,7 @@
-"""The training pose distribution.
+"""The pose distribution that distillation trains on and evaluation holds poses out from.
+
+It sits beside kyara.pose (not inside kyara.distill) because both kyara.distill and kyara.eval draw
+from it, and eval must not import distill.
 
 THA4 samples poses from its teacher's (unreleased) training set. We design a distribution that
 (a) covers every parameter's full range and (b) favours the combinations people actually make:

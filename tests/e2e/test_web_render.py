@@ -1,0 +1,198 @@
+"""The browser student (server/static/render/*) in headless Chromium against the PyTorch student on the
+bundled character (acceptance: PSNR >= 45 dB on 8-bit RGBA), and the viewer page's fallbacks.
+
+WebGL2 and WebGPU run on Chromium's SwiftShader (software): ~50-110 s a frame on the shared 2-core
+machine, so the fast test renders one pose and the 20-pose sweeps are marked slow. Measured
+(2026-12-04, float16 weights as shipped): ~60 dB; float32 weights 64.1 dB (SwiftShader's sin).
+"""
+from __future__ import annotations
+
+import base64
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from kyara.character import SAMPLE_CHARACTER, load_character
+from kyara.image import tensor_to_rgba_u8
+from kyara.web.poses import exactness_poses
+from kyara.web.weights import student_to_web_bytes
+
+pytestmark = pytest.mark.e2e
+RENDER_DIR = Path(__file__).resolve().parents[2] / "src" / "kyara" / "server" / "static" / "render"
+SCRIPTS = ("kyw.js", "plan.js", "student_webgl2.js", "student_webgpu.js", "renderer.js")
+GPU_ARGS = ["--no-sandbox", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--enable-unsafe-webgpu", "--enable-features=Vulkan",
+            "--use-vulkan=swiftshader", "--use-angle=swiftshader"]
+ACCEPT_PSNR_DB = 45.0
+FRAME_TIMEOUT_MS = 600_000
+HARNESS = ("<!doctype html><html><body><div id=stage></div>"
+           + "".join(f"<script src='/render/{name}'></script>" for name in SCRIPTS) + "</body></html>")
+
+# page side: start a backend on /weights.kyw, then render a pose and return base64 RGBA
+START_JS = """async (backend) => {
+  const R = self.kyaraRender;
+  const weights = await R.fetchWeights('/weights.kyw');
+  const wgsl = await (await fetch('/render/student.wgsl')).text();
+  self.renderer = await R.start({ weights, wgslSource: wgsl, container: document.getElementById('stage'), prefer: backend });
+  return [self.renderer.backend, self.renderer.adapterInfo];
+}"""
+RENDER_JS = """async (pose) => {
+  const px = await self.renderer.render(pose);
+  let s = '';
+  for (let i = 0; i < px.length; i += 32768) s += String.fromCharCode.apply(null, px.subarray(i, i + 32768));
+  return btoa(s);
+}"""
+
+
+def psnr_u8(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(((a.astype(np.float64) - b.astype(np.float64)) ** 2).mean())
+    return float("inf") if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)
+
+
+@pytest.fixture(scope="module")
+def character():
+    return load_character(SAMPLE_CHARACTER)
+
+
+@pytest.fixture(scope="module")
+def kyw(character):
+    return student_to_web_bytes(character)
+
+
+@pytest.fixture(scope="module")
+def gpu_browser(browser):
+    """Chromium with WebGPU and SwiftShader Vulkan enabled (the session browser runs with --disable-gpu)."""
+    b = browser.browser_type.launch(executable_path=browser_executable(), headless=True, args=GPU_ARGS)
+    yield b
+    b.close()
+
+
+def browser_executable() -> str:
+    from e2e.conftest import chromium_path
+
+    return chromium_path()
+
+
+def open_harness(b, weights: bytes):
+    """A page on https://app.test (a secure context: WebGPU allowed) serving render/* and the weights."""
+    page = b.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+
+    def handle(route):
+        name = route.request.url.split("https://app.test/", 1)[1].split("?")[0]
+        if name == "index.html":
+            return route.fulfill(body=HARNESS, content_type="text/html")
+        if name == "weights.kyw":
+            return route.fulfill(body=weights, content_type="application/octet-stream")
+        if name.startswith("render/") and (RENDER_DIR / name[7:]).is_file():
+            return route.fulfill(path=str(RENDER_DIR / name[7:]))
+        return route.fulfill(status=404, body="not found")
+
+    page.route("https://app.test/**", handle)
+    page.goto("https://app.test/index.html")
+    return page, errors
+
+
+def render_in_page(page, pose: np.ndarray) -> np.ndarray:
+    data = base64.b64decode(page.evaluate(RENDER_JS, [float(v) for v in pose]))
+    return np.frombuffer(data, np.uint8).reshape(512, 512, 4)
+
+
+def reference(character, pose: np.ndarray) -> np.ndarray:
+    return tensor_to_rgba_u8(character.render(torch.from_numpy(pose)[None])[0])
+
+
+def check(gpu_browser, character, kyw, backend: str, poses: np.ndarray) -> list[float]:
+    page, errors = open_harness(gpu_browser, kyw)
+    page.set_default_timeout(FRAME_TIMEOUT_MS)
+    used, adapter = page.evaluate(START_JS, backend)
+    assert used == backend, f"asked for {backend}, got {used} ({adapter})"
+    scores = []
+    for pose in poses:
+        out = render_in_page(page, pose)
+        scores.append(psnr_u8(out, reference(character, pose)))
+    assert not errors, errors
+    page.close()
+    assert min(scores) >= ACCEPT_PSNR_DB, [round(s, 2) for s in scores]
+    return scores
+
+
+def test_webgl2_matches_pytorch_student_on_one_pose(gpu_browser, character, kyw):
+    check(gpu_browser, character, kyw, "webgl2", exactness_poses(3)[2:3])
+
+
+@pytest.mark.slow
+def test_webgl2_matches_pytorch_student_on_20_poses(gpu_browser, character, kyw):
+    check(gpu_browser, character, kyw, "webgl2", exactness_poses(20))
+
+
+@pytest.mark.slow
+def test_webgpu_in_chromium_matches_pytorch_student(gpu_browser, character, kyw):
+    check(gpu_browser, character, kyw, "webgpu", exactness_poses(2))
+
+
+def corrupt(kyw: bytes, how: str) -> bytes:
+    if how == "version":
+        return kyw[:4] + struct.pack("<I", 7) + kyw[8:]
+    if how == "truncated":
+        return kyw[:-4096]
+    if how == "magic":
+        return b"GIF8" + kyw[4:]
+    raise ValueError(how)
+
+
+@pytest.mark.parametrize("how, message", [
+    ("version", "format version 7 is not supported"),
+    ("truncated", "sizes disagree"),
+    ("magic", "not a kyara browser weights file"),
+])
+def test_page_refuses_bad_weights_with_a_clear_message(gpu_browser, kyw, how, message):
+    page, _ = open_harness(gpu_browser, corrupt(kyw, how))
+    error = page.evaluate("""async () => {
+      try { await self.kyaraRender.start({ weights: await self.kyaraRender.fetchWeights('/weights.kyw'),
+                                           wgslSource: null, container: document.getElementById('stage') });
+            return null; }
+      catch (e) { return [e.constructor.name, e.message]; } }""")
+    assert error is not None and error[0] == "KywError" and message in error[1], error
+    page.close()
+
+
+def test_page_refuses_oversized_weights_before_parsing(gpu_browser, kyw):
+    page, _ = open_harness(gpu_browser, kyw)
+    error = page.evaluate("""() => {
+      try { self.kyaraRender.parseKyw(new ArrayBuffer(33 << 20)); return null; }
+      catch (e) { return [e.constructor.name, e.message]; } }""")
+    assert error is not None and error[0] == "KywError" and "more than the 33554432 allowed" in error[1], error
+    page.close()
+
+
+def test_viewer_without_webgl_or_webgpu_falls_back_to_server_frames(browser, live_server, kyw):
+    """No WebGL (flags) and no WebGPU (no --enable-unsafe-webgpu): server frames and a visible notice."""
+    b = browser.browser_type.launch(executable_path=browser_executable(), headless=True,
+                                    args=["--no-sandbox", "--disable-gpu", "--disable-webgl", "--disable-webgl2"])
+    try:
+        page = b.new_page()
+        page.route("**/api/character", lambda route: route.fulfill(body=kyw, content_type="application/octet-stream"))
+        page.goto(live_server.url + "/static/render/viewer.html")
+        page.wait_for_function("() => document.body.dataset.state === 'server-frames'", timeout=30_000)
+        notice = page.locator("#notice")
+        assert notice.is_visible()
+        assert "rendered by the server" in notice.inner_text() and "cannot run the renderer" in notice.inner_text()
+        page.wait_for_function("() => Number(document.getElementById('frame').dataset.seq || 0) > 0", timeout=30_000)
+    finally:
+        b.close()
+
+
+def test_viewer_with_bad_weights_says_why_and_shows_server_frames(gpu_browser, live_server, kyw):
+    page = gpu_browser.new_page()
+    page.route("**/api/character", lambda route: route.fulfill(body=corrupt(kyw, "version"),
+                                                               content_type="application/octet-stream"))
+    page.goto(live_server.url + "/static/render/viewer.html")
+    page.wait_for_function("() => document.body.dataset.state === 'server-frames'", timeout=30_000)
+    text = page.locator("#notice").inner_text()
+    assert "weights were refused" in text and "version 7 is not supported" in text, text
+    page.close()

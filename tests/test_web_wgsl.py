@@ -1,0 +1,73 @@
+"""The browser's WGSL student (server/static/render/student.wgsl) run natively by wgpu-py against the
+PyTorch student on the bundled character: PSNR on 8-bit RGBA (acceptance: >= 45 dB).
+
+Needs the ``wgpu`` package (dev extra) and an adapter: on a CPU-only Linux machine Debian's
+mesa-vulkan-drivers (lavapipe). ~20-30 s a frame there, so the fast test renders one pose and the
+20-pose sweep is marked slow. Measured (llvmpipe, 2026-12-04): float32 weights 89-92 dB, the shipped
+float16 weights ~60 dB; 45 dB is the acceptance bar, not a measured margin.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from kyara.character import SAMPLE_CHARACTER, load_character
+from kyara.image import tensor_to_rgba_u8
+from kyara.web.poses import exactness_poses
+from kyara.web.weights import parse_web_bytes, student_to_web_bytes
+
+ACCEPT_PSNR_DB = 45.0
+
+
+def psnr_u8(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(((a.astype(np.float64) - b.astype(np.float64)) ** 2).mean())
+    return float("inf") if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)
+
+
+@pytest.fixture(scope="module")
+def character():
+    return load_character(SAMPLE_CHARACTER)
+
+
+@pytest.fixture(scope="module")
+def wgsl_student(character):
+    pytest.importorskip("wgpu", reason="Python package 'wgpu' is not installed (pip install wgpu; dev extra)")
+    from kyara.web.wgsl import WgslStudent, adapter
+
+    gpu = adapter()
+    if gpu is None:
+        pytest.skip("wgpu found no WebGPU adapter (on Debian: apt-get install mesa-vulkan-drivers for lavapipe)")
+    return WgslStudent(parse_web_bytes(student_to_web_bytes(character)), gpu)
+
+
+def reference(character, pose: np.ndarray) -> np.ndarray:
+    return tensor_to_rgba_u8(character.render(torch.from_numpy(pose)[None])[0])
+
+
+def check_poses(character, wgsl_student, poses: np.ndarray) -> list[float]:
+    scores = []
+    for pose in poses:
+        out = wgsl_student.render(pose)
+        ref = reference(character, pose)
+        assert out.shape == ref.shape == (512, 512, 4) and out.dtype == np.uint8
+        scores.append(psnr_u8(out, ref))
+    assert min(scores) >= ACCEPT_PSNR_DB, [round(s, 2) for s in scores]
+    return scores
+
+
+def test_wgsl_matches_pytorch_student_on_a_turned_preset(character, wgsl_student):
+    pose = exactness_poses(3)[2]           # a preset with head and body turned: flow, blend and face all active
+    out = wgsl_student.render(pose)
+    ref = reference(character, pose)
+    assert psnr_u8(out, ref) >= ACCEPT_PSNR_DB
+    # the picture is the character, not an empty or constant frame
+    assert (out[..., 3] == 0).mean() > 0.5 and (out[..., 3] == 255).mean() > 0.2
+    # outside the student's region the output is the input, exactly
+    outside = ~character.poser.region.numpy()
+    np.testing.assert_array_equal(out[outside], ref[outside])
+
+
+@pytest.mark.slow
+def test_wgsl_matches_pytorch_student_on_20_poses(character, wgsl_student):
+    check_poses(character, wgsl_student, exactness_poses(20))
