@@ -208,7 +208,7 @@ class Canvas:
 FACE = [(256, 84), (298, 96), (301, 128), (297, 152), (286, 170), (270, 184), (256, 189),
         (242, 184), (226, 170), (215, 152), (211, 128), (214, 96)]
 EYE_Y = 152.0
-EYE_X = (236.0, 276.0)
+EYE_X = (237.0, 275.0)
 BROW_DY = 1.0    # brows follow the eyes down a little (they stay half under the bangs)
 LOWER_DY = 8.0   # nose, mouth and blush follow the eyes down  # viewer's left (character's right), viewer's right (character's left)
 
@@ -296,7 +296,9 @@ def draw_face(c: Canvas) -> Image.Image:
 
 EYE_SCALE = 1.0   # eye size relative to the offsets below
 LASH_SCALE = 1.6  # upper lash thickness multiplier
-EYE_WIDTH = 1.0   # extra horizontal / vertical stretch of the eye
+EYE_WIDTH = 1.2   # extra horizontal / vertical stretch of the eye
+OUTER_LASH = True
+LASH_INNER = 1.2  # upper lash width at the inner corner (thin: a thick inner end leaves a ghost tick)
 EYE_HEIGHT = 1.0
 
 
@@ -331,9 +333,10 @@ def draw_eye(c: Canvas, cx: float, side: int) -> None:
     c.polys([ell(4.0, 5.7, 1.2, 1.2)], (255, 255, 255, 230), clip=wm)
     # upper lash line: thick, dark, with a flick at the outer corner
     upper = spline([p(-12, -3.5), p(-6, -10.2), p(2, -11.8), p(9, -9.6), p(12.5, -6), p(15, -3)])
-    c.strokes([upper], LASH, 2.4 * k * lw, 1.2 * k * lw, power=0.9)
+    c.strokes([upper], LASH, LASH_INNER * k * lw, 1.2 * k * lw, power=0.9)
     c.strokes([spline([p(-5, -11.2), p(4, -12.4), p(11.5, -9.0)])], LASH, 4.0 * k * lw, 1.0 * k * lw)
-    c.strokes([spline([p(10, -9.2), p(14, -9.4), p(17, -7.5)])], LASH, 1.8 * k * lw, 0.0)  # outer lash
+    if OUTER_LASH:
+        c.strokes([spline([p(10, -9.2), p(14, -9.4), p(17, -7.5)])], LASH, 1.8 * k * lw, 0.0)  # outer lash
     # lower lid: thin line, fading towards the inner corner
     c.strokes([spline([p(11.2, 4), p(6.5, 10.2), p(-2, 10.6)])], LASH, 1.2 * k, 0.2 * k)
 

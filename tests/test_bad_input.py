@@ -132,7 +132,7 @@ CASES: list[Case] = [
     C("image-wrong-size", "80×100 image", "pose {d}/small.png -o {out}/o.png", "image is 80×100; THA needs 512×512. Use --fit"),
     C("distill-wrong-size", "80×100 image to distill", "distill {d}/small.png -o {out}/x.kyara --device cpu", "Use --fit"),
     C("distill-output-suffix", "distill output not .kyara", "distill {d}/char.png -o {out}/x.png", "use a .kyara file name"),
-    C("export-image", "an image given to export", "export {d}/small.png --tha4-dir {out}/x", "image is 80×100"),
+    C("export-image", "an image given to export", "export {d}/small.png --tha4-dir {out}/x", "small.png: not a kyara character file"),
     # -- pose options and pose files (issue 12.11) ----------------------------------------------------
     C("pose-yaml-string", "pose YAML value `'0.5'` (a string)", "pose {d}/s.kyara --pose {d}/str.yaml -o {out}/o.png",
       "str.yaml: pose #0: head_y: expected a number, got '0.5'"),
@@ -176,6 +176,8 @@ CASES: list[Case] = [
       "weights directory not found"),
     C("pose-weights-empty", "`--weights` folder without the files", "pose {d}/char.png --weights {d}/adir -o {out}/o.png",
       "missing THA3 separable_float weight file(s)"),
+    C("weights-pickle", "teacher weight files holding pickled objects", "pose {d}/char.png --weights {d}/wpickle -o {out}/o.png",
+      "not a readable PyTorch state dict (it holds pickled Python objects"),
     C("pose-unknown-option", "a misspelt option", "pose {d}/s.kyara --presett happy -o {out}/o.png", "unrecognized arguments"),
     # -- speak --------------------------------------------------------------------------------------
     C("speak-audio-missing", "missing audio file", "speak {d}/s.kyara --audio {d}/gone.wav -o {out}/o.gif", "audio file not found"),
@@ -308,6 +310,9 @@ def make_inputs(d: Path) -> Path:
     buf = io.BytesIO()
     torch.save({"x": Fraction(1, 3)}, buf)
     (d / "tha4_pickle" / "face_morpher.pt").write_bytes(buf.getvalue())
+    (d / "wpickle").mkdir(exist_ok=True)
+    for name in ("editor", "eyebrow_decomposer", "eyebrow_morphing_combiner", "face_morpher", "two_algo_face_body_rotator"):
+        (d / "wpickle" / f"{name}.pt").write_bytes(buf.getvalue())
     (d / "tha4_junk" / "body_morpher.pt").write_bytes(b"garbage" * 10)
     pt = (tha4 / "body_morpher.pt").read_bytes()
     (d / "tha4_trunc" / "body_morpher.pt").write_bytes(pt[: len(pt) // 2])
@@ -470,6 +475,87 @@ def test_os_error_last_resort_names_the_path(monkeypatch, capsys):
     assert main(["eval", "x.kyara"]) == 2
     err = capsys.readouterr().err
     assert err.strip() == "kyara eval: error: /mnt/usb/log.txt: Input/output error"
+
+
+# -- the fixes behind some rows ------------------------------------------------------------------------
+def test_older_kyara_files_without_checksum_still_load(inputs: Path):
+    """Version 2 (no checksum) loads; the bundled sample is version 3 and its checksum verifies."""
+    from safetensors.torch import save as st_save
+
+    from kyara.character import SAMPLE_CHARACTER, _read_kyara, load_character, tensors_sha256
+
+    tensors, meta = _read_kyara(SAMPLE_CHARACTER)
+    assert meta["format_version"] == "3" and meta["tensors_sha256"] == tensors_sha256(tensors)
+    old = {k: v for k, v in meta.items() if k != "tensors_sha256"}
+    (inputs / "v2.kyara").write_bytes(st_save(tensors, metadata={**old, "format_version": "2"}))
+    assert load_character(inputs / "v2.kyara").name == load_character(SAMPLE_CHARACTER).name
+
+
+def test_checksum_covers_every_tensor_byte_and_name():
+    from kyara.character import tensors_sha256
+
+    a = {"x": torch.arange(6, dtype=torch.float32).reshape(2, 3), "y": torch.zeros(2, dtype=torch.uint8)}
+    b = {k: v.clone() for k, v in a.items()}
+    assert tensors_sha256(a) == tensors_sha256(dict(reversed(list(b.items()))))   # fixed order, not insertion
+    b["x"].view(-1).view(torch.uint8)[5] ^= 1   # one bit of one float
+    assert tensors_sha256(a) != tensors_sha256(b)
+    assert tensors_sha256(a) != tensors_sha256({"z": a["x"], "y": a["y"]})
+
+
+@pytest.mark.parametrize("seconds", [0.1, 0.2, 0.3])
+@pytest.mark.parametrize("fps", [1, 24, 120])
+def test_short_speech_gives_a_track_of_its_length(seconds, fps):
+    """Speech just above the minimum animates (np.convolve's 'same' mode used to return the window's
+    length for tracks shorter than it, a ValueError in assemble_track)."""
+    from kyara.drive.audio import analyze
+    from kyara.produce.speak import SpeakConfig, speech_tracks
+
+    t = np.arange(int(seconds * 16000)) / 16000
+    track = analyze((0.3 * np.sin(2 * np.pi * 180 * t)).astype(np.float32), 16000, fps=fps)
+    tracks = speech_tracks(track, SpeakConfig(fps=fps))
+    assert tracks.poses.shape == tracks.body_poses.shape == (len(track), 45)
+
+
+def test_moving_average_matches_same_mode_and_keeps_short_lengths():
+    from kyara.produce.motion import moving_average
+
+    x = np.random.default_rng(0).random(50) > 0.5
+    for width in (1, 2, 9, 10):
+        np.testing.assert_allclose(moving_average(x, width), np.convolve(x, np.ones(width) / width, "same"), atol=1e-6)
+    assert moving_average(np.ones(3), 9).shape == (3,)
+
+
+def test_help_has_no_placeholders_and_one_device_default():
+    """Every option of every subcommand has help; no '(default: None)' or literal '%%'; --device defaults to
+    auto everywhere."""
+    import argparse
+
+    from kyara.cli import build_parser
+
+    def parsers(parser, name="kyara"):
+        yield name, parser
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub_name, sub in action.choices.items():
+                    yield from parsers(sub, f"{name} {sub_name}")
+
+    for name, parser in parsers(build_parser()):
+        text = parser.format_help()
+        assert "(default: None)" not in text and "%%" not in text and "%(" not in text, name
+        for action in parser._actions:
+            if not isinstance(action, argparse._SubParsersAction):   # its choices carry the help
+                assert action.help, f"{name} {action.option_strings or action.dest} has no help"
+            if "--device" in action.option_strings:
+                assert action.default == "auto", name
+
+
+def test_pose_file_numbers_must_be_numbers(inputs: Path):
+    from kyara.pose import Pose, PoseError, load_pose_sequence
+
+    (inputs / "ok.yaml").write_text("head_y: 0.5\neye_wink_left: 1\n")
+    assert load_pose_sequence(inputs / "ok.yaml")[0]["eye_wink_left"] == 1.0
+    with pytest.raises(PoseError, match=r"str.yaml: head_y: expected a number, got '0.5'"):
+        Pose.from_file(inputs / "str.yaml")
 
 
 # -- the docs table --------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from kyara.cli import build_parser, main
 from kyara.cli import live as cli_live
 from kyara.drive.source import PoseSource
 from kyara.errors import KyaraError
-from kyara.live import session
+from kyara.live import runner, session
 from kyara.live.session import LiveConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,7 +80,7 @@ def test_webcam_flag_refuses_a_non_index_with_a_hint(capsys):
 
 def test_cli_builds_the_live_config_from_every_flag(monkeypatch):
     seen = []
-    monkeypatch.setattr(session, "run_live", lambda config: seen.append(config))
+    monkeypatch.setattr(runner, "run_live", lambda config: seen.append(config))
     args = parse("me.kyara", "--webcam", "1", "--webcam-model", "f.task", "--ifacialmocap-phone-ip", "192.168.1.7",
                  "--listen-host", "0.0.0.0", "--audio", "a.wav", "--audio-loop", "--mic-device", "3", "--no-browser",
                  "--encoders", "5", "--allow-origin", "http://localhost:3000", "--allow-origin", "https://x.example",
@@ -124,7 +124,7 @@ def test_phone_ip_is_wired_into_the_ifacialmocap_receiver_and_sends_the_start_me
     phone.bind(("127.0.0.1", 0))
     phone.settimeout(5.0)
     config = LiveConfig(ifacialmocap_port=0, vmc_port=0, ifacialmocap_phone_ip="127.0.0.1")
-    sources = session.build_sources(config, print_fn=lambda s: None)
+    sources = runner.build_sources(config, print_fn=lambda s: None)
     try:
         rx = next(s for s in sources if hasattr(s, "phone_ip"))
         assert rx.phone_ip == "127.0.0.1" and rx.stats()["phone_ip"] == "127.0.0.1"
@@ -144,11 +144,11 @@ def test_phone_on_the_lan_needs_a_lan_listen_host():
     for phone, message in (("192.168.1.7", "--ifacialmocap-phone-ip: .*--listen-host 0.0.0.0"), ("my-phone", "IP address")):
         config = LiveConfig(ifacialmocap_port=0, vmc_port=0, ifacialmocap_phone_ip=phone)
         with pytest.raises(KyaraError, match=message):
-            session.build_sources(config, print_fn=lambda s: None)
+            runner.build_sources(config, print_fn=lambda s: None)
 
 
 def test_phone_ip_without_trackers_is_refused_before_loading_anything(monkeypatch, capsys):
-    monkeypatch.setattr(session, "load_live_character", lambda *a, **k: pytest.fail("loaded a character"))
+    monkeypatch.setattr(runner, "load_live_character", lambda *a, **k: pytest.fail("loaded a character"))
     assert main(["live", "--no-trackers", "--ifacialmocap-phone-ip", "127.0.0.1", "--no-browser"]) == 2
     assert "drop --no-trackers" in capsys.readouterr().err
 
@@ -173,7 +173,7 @@ def _vowel_wav(tmp_path):
 @pytest.mark.parametrize("loop", [False, True])
 def test_audio_file_drives_the_mouth_and_stops_or_loops(tmp_path, loop):
     path = _vowel_wav(tmp_path)
-    (src,) = session.build_sources(LiveConfig(trackers=False, audio=str(path), audio_loop=loop), print_fn=lambda s: None)
+    (src,) = runner.build_sources(LiveConfig(trackers=False, audio=str(path), audio_loop=loop), print_fn=lambda s: None)
     try:
         t0 = src._t0
         assert src.loop is loop and t0 is not None
@@ -226,7 +226,7 @@ def test_a_source_that_fails_stops_the_ones_already_started(monkeypatch):
 
     monkeypatch.setattr("kyara.drive.vmc.VmcReceiver", TrackedVmc)
     with pytest.raises(KyaraError, match="no audio input device"):
-        session.build_sources(LiveConfig(ifacialmocap_port=0, vmc_port=0, mic=True), print_fn=lambda s: None)
+        runner.build_sources(LiveConfig(ifacialmocap_port=0, vmc_port=0, mic=True), print_fn=lambda s: None)
     assert len(started) == 1 and not started[0].running
 
 
@@ -234,7 +234,7 @@ def test_webcam_that_cannot_open_fails_with_the_camera_named():
     pytest.importorskip("cv2")
     pytest.importorskip("mediapipe")
     with pytest.raises(KyaraError, match="cannot open camera 61"):
-        session.build_sources(LiveConfig(trackers=False, webcam=61), print_fn=lambda s: None)
+        runner.build_sources(LiveConfig(trackers=False, webcam=61), print_fn=lambda s: None)
 
 
 # -- issue 12.6: the live server's dependencies are core; a taken port fails at once ---------------
@@ -244,7 +244,7 @@ def test_live_server_imports_only_core_dependencies():
     import importlib.metadata as md
     import tomllib
 
-    code = ("import sys, kyara.cli.live, kyara.live.session, kyara.server.app, kyara.server.api, uvicorn, "
+    code = ("import sys, kyara.cli.live, kyara.live.session, kyara.live.runner, kyara.server.app, kyara.server.api, uvicorn, "
             "uvicorn.protocols.websockets.auto, uvicorn.loops.auto, uvicorn.protocols.http.auto; "
             "print(sorted({m.split('.')[0] for m in sys.modules}))")
     modules = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
@@ -270,7 +270,7 @@ def test_live_server_imports_only_core_dependencies():
 
 
 def test_port_in_use_fails_at_once_with_one_line(monkeypatch, capsys):
-    monkeypatch.setattr(session, "load_live_character", lambda *a, **k: pytest.fail("loaded the character first"))
+    monkeypatch.setattr(runner, "load_live_character", lambda *a, **k: pytest.fail("loaded the character first"))
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -290,14 +290,14 @@ def test_run_live_on_all_interfaces_prints_the_lan_address_and_serves(monkeypatc
 
     from e2e.fakes import FakeCharacter
 
-    monkeypatch.setattr(session, "load_live_character", lambda config, print_fn: FakeCharacter())
+    monkeypatch.setattr(runner, "load_live_character", lambda config, print_fn: FakeCharacter())
     monkeypatch.setattr(session, "lan_address", lambda: "192.0.2.77")
     servers, lines = [], []
     real_run = uvicorn.Server.run
     monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets=None: (servers.append(self), real_run(self, sockets))[1])
     token = "lan-token-1234"
     config = LiveConfig(host="0.0.0.0", port=0, token=token, trackers=False, open_browser=False)
-    thread = threading.Thread(target=session.run_live, args=(config, lines.append), daemon=True)
+    thread = threading.Thread(target=runner.run_live, args=(config, lines.append), daemon=True)
     thread.start()
     try:
         deadline = time.monotonic() + 30

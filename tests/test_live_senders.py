@@ -222,15 +222,19 @@ def test_trackers_drive_the_live_session_end_to_end():
     with Session(fakes.FakeCharacter(), fps=60, timeout_s=15.0) as s:
         base, results = drive_gestures(s)
     mouth, eyes, head = fakes.MOUTH_BOX, fakes.EYES_BOX, fakes.HEAD_BOX
+    # The other parameters are only "neutral" within 0.05 (a smoothed tracker value still fading), which
+    # the fake draws as at most 2 mouth rows (0.025 of MOUTH_BOX), 1 eye row (0.022 of EYES_BOX) or a
+    # 3 px head shift (0.028 of HEAD_BOX); the gesture's own region changes by > 0.2.
+    still = 0.05
     for kind, turn_sign in (("ifm", -1), ("vmc", 1)):
         _, jaw = results[f"{kind}_jaw"]
         assert fakes.region_changed(base, jaw, mouth) > 0.2, f"{kind}: jaw open left the mouth as it was"
-        assert fakes.region_changed(base, jaw, eyes) == 0 and fakes.region_changed(base, jaw, head) == 0
+        assert fakes.region_changed(base, jaw, eyes) < still and fakes.region_changed(base, jaw, head) < still
         _, blink = results[f"{kind}_blink"]
         assert fakes.region_changed(base, blink, eyes) > 0.2, f"{kind}: blink left the eyes open"
-        assert fakes.region_changed(base, blink, mouth) == 0 and fakes.region_changed(base, blink, head) == 0
+        assert fakes.region_changed(base, blink, mouth) < still and fakes.region_changed(base, blink, head) < still
         _, turn = results[f"{kind}_turn"]
-        assert fakes.region_changed(base, turn, mouth) == 0 and fakes.region_changed(base, turn, eyes) == 0
+        assert fakes.region_changed(base, turn, mouth) < still and fakes.region_changed(base, turn, eyes) < still
         shift = _fake_head_column(turn) - _fake_head_column(base)
         assert shift * turn_sign > 50, f"{kind}: head_y = {turn_sign} moved the head block by {shift:+.1f} px"
 

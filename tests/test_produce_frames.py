@@ -120,3 +120,16 @@ def test_region_student_tracks_equal_the_exact_render_outside_the_region(charact
     assert _outside_region_error(ch, fast, exact) <= 1
     every = list(render_track_split(ch, poses, poses, fps=4.0, config=SplitConfig(body_max_gap_s=0.0)))
     assert max(np.abs(a.astype(int) - b.astype(int)).max() for a, b in zip(every, exact)) <= 1
+
+
+def test_split_track_through_the_torch_backend():
+    """A float64 student takes the modules' torch code (the GPU path) instead of the CPU evaluator:
+    the split track still equals the exact render, and stays the input outside the region."""
+    ch = region_student_character()
+    ch.poser.double()
+    assert ch.poser.dtype == torch.float64
+    poses, body = _talking(3)
+    exact = list(render_track(ch, poses))
+    every = list(render_track_split(ch, poses, poses, fps=4.0, config=SplitConfig(body_max_gap_s=0.0)))
+    assert max(np.abs(a.astype(int) - b.astype(int)).max() for a, b in zip(every, exact)) <= 1
+    assert _outside_region_error(ch, list(render_track_split(ch, poses, body, fps=4.0)), exact) <= 1

@@ -1,9 +1,9 @@
 """Every command in README.md's code blocks runs (issue 12.4).
 
 The commands are read from README.md itself, so a README edit that breaks one, or a code change that
-breaks a documented command, fails here. Each command runs as written (a subprocess, `kyara` =
-`python -m kyara`) in a scratch folder that holds what the README tells readers to substitute or
-have: `my_character.png` = the bundled sample image, `my_character.kyara` = its bundled student, and
+breaks a documented command, fails here. Each command runs as written (through `kyara.cli.main`,
+what the `kyara` script calls; `kyara live` as a subprocess) in a scratch folder that holds what the
+README tells readers to substitute or have: `my_character.png` = the bundled sample image, `my_character.kyara` = its bundled student, and
 a copy of `examples/`. Small settings are appended so each finishes quickly (RULES below). Commands
 that drive the THA3 teacher on a CPU are marked slow; a few are skipped, each with its reason, but
 every kyara command is at least parsed. A README command without a rule here fails, so new ones get
@@ -101,7 +101,7 @@ def _cases():
     for argv in readme_commands(README.read_text(encoding="utf-8")):
         rule = rule_for(argv)
         marks = [pytest.mark.slow] if rule is not None and rule.slow else []
-        cases.append(pytest.param(argv, rule, id=" ".join(argv[:3])[:60], marks=marks))
+        cases.append(pytest.param(argv, rule, id=" ".join(argv[:4])[:60], marks=marks))
     return cases
 
 
@@ -136,6 +136,10 @@ def test_readme_has_the_documented_commands():
     subcommands = {argv[1] for argv in readme_commands(README.read_text(encoding="utf-8"))
                    if Path(argv[0]).name == "kyara" and len(argv) > 1}
     assert {"demo", "models", "pose", "distill", "eval", "live", "speak", "stickers", "scene", "export"} <= subcommands
+    from importlib.metadata import entry_points
+
+    scripts = {ep.name: ep.value for ep in entry_points(group="console_scripts")}
+    assert scripts.get("kyara") == "kyara.cli:main", "the `kyara` command the README uses is installed"
 
 
 def test_every_kyara_command_parses():
@@ -150,20 +154,26 @@ def test_every_kyara_command_parses():
 
 
 @pytest.mark.parametrize("argv,rule", CASES)
-def test_readme_command_runs(argv, rule, workdir):
+def test_readme_command_runs(argv, rule, workdir, monkeypatch, capsys):
+    """Runs in this process (`kyara.cli.main`, as the `kyara` script does) to save a torch import per
+    command; `kyara live` runs as a subprocess, as it serves until Ctrl+C."""
     assert rule is not None, f"README command {' '.join(argv)!r} has no rule in tests/test_readme_commands.py: add one"
     if rule.skip:
         pytest.skip(rule.skip)
     if argv[1] == "live":
         return _run_live(kyara_argv(argv, rule), workdir)
-    run = subprocess.run(kyara_argv(argv, rule), cwd=workdir, env=env(), capture_output=True, text=True, timeout=1800)
-    assert run.returncode == 0, f"{' '.join(argv)} failed ({run.returncode}):\n{run.stdout[-2000:]}\n{run.stderr[-3000:]}"
-    for out in rule.outputs:
-        target = workdir / out
+    from kyara.cli import main
+
+    monkeypatch.chdir(workdir)
+    code = main(kyara_argv(argv, rule)[3:])
+    out, err = capsys.readouterr()
+    assert code == 0, f"{' '.join(argv)} failed ({code}):\n{out[-2000:]}\n{err[-3000:]}"
+    for name in rule.outputs:
+        target = workdir / name
         assert target.exists() and (target.is_dir() and any(target.iterdir()) or target.stat().st_size > 0), \
-            f"{' '.join(argv)} did not write {out}"
+            f"{' '.join(argv)} did not write {name}"
     if "--json" in argv:
-        metrics = json.loads(run.stdout.strip().splitlines()[-1])
+        metrics = json.loads(out.strip().splitlines()[-1])
         assert metrics["psnr"] > 10, metrics
 
 
@@ -195,27 +205,29 @@ def _run_live(cmd: list[str], cwd: Path) -> None:
             proc.wait()
 
 
-def test_python_example_runs(workdir):
+def test_python_example_runs(workdir, monkeypatch):
     """The README's Python block, run as written in the same folder (my_character.kyara = the sample)."""
     blocks = [body for lang, body in code_blocks(README.read_text(encoding="utf-8")) if lang == "python"]
     assert blocks, "README has a Python example"
-    check = "\nassert frame.shape == (512, 512, 4) and str(frame.dtype) == 'uint8', (frame.shape, frame.dtype)\n"
+    monkeypatch.chdir(workdir)
     for body in blocks:
-        run = subprocess.run([sys.executable, "-c", body + check], cwd=workdir, env=env(), capture_output=True,
-                             text=True, timeout=600)
-        assert run.returncode == 0, run.stderr[-3000:]
+        names: dict = {}
+        exec(compile(body, "README.md python block", "exec"), names)
+        frame = names["frame"]
+        assert frame.shape == (512, 512, 4) and str(frame.dtype) == "uint8", (frame.shape, frame.dtype)
 
 
-def test_small_scene_from_the_example_runs(workdir):
+def test_small_scene_from_the_example_runs(workdir, monkeypatch):
     """The README's scene example with its size and length cut down (the full one is slow)."""
     example = workdir / "examples" / "scene.yaml"
     text = example.read_text()
     small = text.replace("size: [1280, 720]", "size: [256, 144]").replace("# duration: 9.0", "duration: 0.5")
     assert small != text and "duration: 0.5" in small, "examples/scene.yaml changed: update this test"
     example.write_text(small)
-    run = subprocess.run([sys.executable, "-m", "kyara", "scene", "examples/scene.yaml", "-o", "scene.mp4", "--quiet"],
-                         cwd=workdir, env=env(), capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, run.stderr[-3000:]
+    from kyara.cli import main
+
+    monkeypatch.chdir(workdir)
+    assert main(["scene", "examples/scene.yaml", "-o", "scene.mp4", "--quiet"]) == 0
     from kyara.render.video import read_frames
 
     frames = read_frames(workdir / "scene.mp4")

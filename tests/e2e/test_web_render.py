@@ -22,7 +22,7 @@ from kyara.web.weights import student_to_web_bytes
 
 pytestmark = pytest.mark.e2e
 RENDER_DIR = Path(__file__).resolve().parents[2] / "src" / "kyara" / "server" / "static" / "render"
-SCRIPTS = ("kyw.js", "plan.js", "student_webgl2.js", "student_webgpu.js", "renderer.js")
+SCRIPTS = ("kyw.js", "plan.js", "student_webgl2.js", "student_webgpu.js", "renderer.js", "pose_packet.js")
 GPU_ARGS = ["--no-sandbox", "--disable-quic", "--no-first-run", "--disable-background-networking",
             "--disable-component-update", "--disable-sync", "--enable-unsafe-webgpu", "--enable-features=Vulkan",
             "--use-vulkan=swiftshader", "--use-angle=swiftshader"]
@@ -167,6 +167,23 @@ def test_page_refuses_oversized_weights_before_parsing(gpu_browser, kyw):
       try { self.kyaraRender.parseKyw(new ArrayBuffer(33 << 20)); return null; }
       catch (e) { return [e.constructor.name, e.message]; } }""")
     assert error is not None and error[0] == "KywError" and "more than the 33554432 allowed" in error[1], error
+    page.close()
+
+
+def test_page_decodes_pose_packets_from_python(gpu_browser, kyw):
+    from kyara.pose import Pose
+    from kyara.web.pose_packet import encode_pose_packet
+
+    pose = Pose.preset("surprised").vector
+    page, _ = open_harness(gpu_browser, kyw)
+    data = list(encode_pose_packet(41, 9, pose))
+    decoded = page.evaluate("""(bytes) => { const R = self.kyaraRender, buf = new Uint8Array(bytes).buffer;
+      const p = R.decodePosePacket(buf);
+      let bad = null; try { R.decodePosePacket(buf.slice(0, 100)); } catch (e) { bad = e.message; }
+      return [R.isPosePacket(buf), p.seq, p.inputs, Array.from(p.pose), bad]; }""", data)
+    assert decoded[:3] == [True, 41, 9]
+    np.testing.assert_array_equal(np.float32(decoded[3]), pose.astype(np.float32))
+    assert "192 bytes" in decoded[4]
     page.close()
 
 

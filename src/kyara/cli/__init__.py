@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def subcommand_parser(parser: argparse.ArgumentParser, command: str | None) -> argparse.ArgumentParser:
-    """The parser of `command` (``models`` → its own, not its action's), or the top-level one."""
+    """The parser of subcommand `command` (e.g. ``pose``), or the top-level one if there is none."""
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction) and command in action.choices:
             return action.choices[command]
@@ -98,8 +98,8 @@ def end_progress_bars() -> None:
 
 
 def one_line(message: str) -> str:
-    """The first line of an error message (ffmpeg tails etc. stay out of the one-line report unless asked
-    for with KYARA_DEBUG=1), or the whole message when it is one line."""
+    """An error message as one line: a multi-line one (e.g. a VideoError quoting ffmpeg's last lines) has
+    its lines joined with ' | ', so the report stays one line and keeps the detail."""
     lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
     if len(lines) <= 1:
         return lines[0] if lines else message

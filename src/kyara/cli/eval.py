@@ -23,7 +23,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from kyara.character import load
+    from kyara.character import load_character
     from kyara.errors import KyaraError
     from kyara.eval.evaluate import evaluate
     from kyara.poser import pick_device
@@ -34,7 +34,7 @@ def run(args) -> int:
     if args.batch_size < 1:
         raise KyaraError(f"--batch-size must be >= 1, got {args.batch_size}")
     device = str(pick_device(args.device))
-    character = load(args.character, device=device)
+    character = load_character(args.character, device=device)
     teacher_name = args.teacher or character.teacher_name
     if teacher_name not in TEACHERS:
         raise KyaraError(f"{args.character}: teacher {teacher_name!r} is unknown; pass --teacher (one of "

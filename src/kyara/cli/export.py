@@ -17,11 +17,11 @@ def run(args) -> int:
     import sys
     import warnings
 
-    from kyara.character import export_tha4_directory, load
+    from kyara.character import export_tha4_directory, load_character
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        out = export_tha4_directory(load(args.character), args.tha4_dir)
+        out = export_tha4_directory(load_character(args.character), args.tha4_dir)
     for w in caught:   # one clean line each (e.g. a region-trained student), not a Python traceback-style warning
         print(f"warning: {w.message}", file=sys.stderr)
     print(f"wrote THA4 character_model to {out}")

@@ -10,7 +10,8 @@ def register(subparsers) -> None:
         "scene", help="two or more characters talking on a background, from a YAML scene file",
         description="Render a scene file (schema: docs/produce.md, example: examples/scene.yaml): characters placed "
                     "on a background colour or image, each with an audio track and/or a pose script; whoever speaks "
-                    "turns toward the other. Audio tracks are mixed into .mp4/.webm outputs.",
+                    "turns toward the other. Audio tracks are mixed into .mp4/.webm outputs. Paths in the file are "
+                    "relative to it and must stay inside its folder; `file: sample` is the bundled sample character.",
         formatter_class=HelpFormatter)
     p.add_argument("scene", help="scene YAML file")
     p.add_argument("-o", "--output", default=None, help="output file (default: <scene file name>.mp4 in the current folder)")

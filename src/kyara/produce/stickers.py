@@ -238,13 +238,16 @@ def gif_bytes(frames: list[np.ndarray], fps: float, colors: int = 64) -> bytes:
     palette_img = Image.fromarray(sample[None], "RGB").quantize(colors - 1, method=Image.Quantize.MEDIANCUT,
                                                                 dither=Image.Dither.NONE)
     palette = palette_img.getpalette()[: 3 * (colors - 1)]
+    # Pillow maps to all 256 entries: fill the unused ones with copies of entry 0 (mapped back to 0
+    # below), so no opaque pixel lands on the transparent index.
+    palette_img.putpalette(palette + palette[:3] * (256 - colors + 1))
     palette += [0, 0, 0] * (256 - colors + 1)
-    palette_img.putpalette(palette)
     transparent = colors - 1
     indexed = []
     for f in frames:
         idx = np.asarray(Image.fromarray(np.ascontiguousarray(f[..., :3]), "RGB")
                          .quantize(palette=palette_img, dither=Image.Dither.NONE), dtype=np.uint8).copy()
+        idx[idx >= transparent] = 0
         idx[f[..., 3] < 128] = transparent
         indexed.append(idx)
     images = []
@@ -263,7 +266,7 @@ def gif_bytes(frames: list[np.ndarray], fps: float, colors: int = 64) -> bytes:
     if len(images) == 1:     # Pillow takes per-frame lists only for several frames
         durations, disposal = durations[0], disposal[0]
     images[0].save(buf, "GIF", save_all=True, append_images=images[1:], loop=0, duration=durations,
-                   disposal=disposal, transparency=transparent, optimize=False)
+                   disposal=disposal, transparency=transparent, optimize=True)
     return buf.getvalue()
 
 
@@ -317,7 +320,7 @@ def make_stickers(character, out_dir: str | Path, config: StickerConfig = Sticke
             still = frame_crop(next(render_track(character, pose.vector[None].copy(), 1, stats)),
                                config.framing, config.size)
         png = out_dir / f"{name}.png"
-        atomic_write_bytes(png, encode_image(still, "PNG"))
+        atomic_write_bytes(png, encode_image(still, "PNG", optimize=True))
         files.insert(0, png)
         stills[name] = still
         written[name] = files

@@ -16,10 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 OMEGA_0 = 30.0
-FACE_LAYERS = 8
-BODY_LEVELS = ((128, 3), (256, 3), (512, 3))     # (resolution, sine layers) as kyara.student.body_morpher
 CANVAS = 512
-FACE_POSE = slice(0, 39)                          # kyara.pose.FACE_ALL
 NO_MASK = 0xFFFFFFFF
 K = 4                                             # output groups per invocation (student.wgsl)
 
@@ -61,7 +58,7 @@ class Plan:
     firsts: tuple[FirstLayer, ...]
     frame_blocks: int
     masks: np.ndarray           # (128² + 256² + 512²,) uint32 level masks, coarse to fine
-    mask_offsets: tuple[int, int, int]
+    mask_offsets: tuple[int, ...]
     image: np.ndarray           # (512, 512, 4) float32 model space
     face_box: dict
 
@@ -107,13 +104,22 @@ def pack_bias(b: np.ndarray | None, c_out: int, scale: float) -> np.ndarray:
     return out.reshape(-1, 4).astype(np.float32)
 
 
-def level_masks(region: np.ndarray | None) -> list[np.ndarray]:
-    """(512, 512) bool region (None: everything) → masks at 128, 256, 512: the pixels each body level
-    must evaluate (as kyara.student.pixels.PixelSet.from_mask: the bilinear taps of the finer level)."""
+def count_layers(tensors: dict, prefix: str) -> int:
+    """How many consecutive ``{prefix}{j}.linear.weight`` tensors there are (j = 0, 1, ...)."""
+    n = 0
+    while f"{prefix}{n}.linear.weight" in tensors:
+        n += 1
+    return n
+
+
+def level_masks(region: np.ndarray | None, levels: int) -> list[np.ndarray]:
+    """(512, 512) bool region (None: everything) → masks at 512 / 2^(levels-1) … 512: the pixels each
+    body level must evaluate (as kyara.student.pixels.PixelSet.from_mask: the bilinear taps of the
+    finer level)."""
     if region is None:
-        return [np.ones((s, s), bool) for s, _ in BODY_LEVELS]
+        return [np.ones((CANVAS >> (levels - 1 - l),) * 2, bool) for l in range(levels)]
     masks = [np.asarray(region, bool)]
-    for _ in range(len(BODY_LEVELS) - 1):
+    for _ in range(levels - 1):
         fine = masks[0]
         s = fine.shape[0]
         src = np.maximum((np.arange(s) + 0.5) * 0.5 - 0.5, 0.0)
@@ -129,7 +135,8 @@ def level_masks(region: np.ndarray | None) -> list[np.ndarray]:
 
 
 def build_plan(tensors: dict[str, np.ndarray], face_box: dict) -> Plan:
-    """Tensors of a parsed .kyw (kyara.web.weights.parse_web_bytes) → Plan."""
+    """Tensors of a parsed .kyw (kyara.web.weights.parse_web_bytes) → Plan. The structure (layers,
+    widths, levels at 512 / 2^k) is read from the tensors, so any size of student works."""
     from kyara.image import rgba_u8_to_tensor
 
     blocks: list[np.ndarray] = []
@@ -159,10 +166,10 @@ def build_plan(tensors: dict[str, np.ndarray], face_box: dict) -> Plan:
     # face morpher: A/B ping-pong, head into FACE
     fp = "face_morpher.siren."
     size = face_box["height"]
-    add_first(tensors[fp + "sine_layers.0.linear.weight"], tensors[fp + "sine_layers.0.linear.bias"], 0, FACE_POSE,
-              size, None, 0, "B", "A")
+    w0 = tensors[fp + "sine_layers.0.linear.weight"]
+    add_first(w0, tensors[fp + "sine_layers.0.linear.bias"], 0, slice(0, w0.shape[1] - 2), size, None, 0, "B", "A")
     cur = "A"
-    for j in range(1, FACE_LAYERS):
+    for j in range(1, count_layers(tensors, fp + "sine_layers.")):
         nxt = "B" if cur == "A" else "A"
         add_dense(tensors[f"{fp}sine_layers.{j}.linear.weight"], tensors[f"{fp}sine_layers.{j}.linear.bias"], OMEGA_0,
                   1, size, None, cur, nxt)
@@ -172,10 +179,15 @@ def build_plan(tensors: dict[str, np.ndarray], face_box: dict) -> Plan:
     # body morpher: first → A, sine → B, sine → A, projection/head → B
     bp = "body_morpher."
     prev_size, c_f = 0, 0
-    for level, (res, layers) in enumerate(BODY_LEVELS):
+    levels = 0
+    while f"{bp}siren_layers.{levels}.0.linear.weight" in tensors:
+        levels += 1
+    for level in range(levels):
+        res = CANVAS >> (levels - 1 - level)
+        layers = count_layers(tensors, f"{bp}siren_layers.{level}.")
         w0 = tensors[f"{bp}siren_layers.{level}.0.linear.weight"]
-        add_first(w0, tensors[f"{bp}siren_layers.{level}.0.linear.bias"], c_f, slice(0, 45), res, level, prev_size,
-                  "B", "A")
+        add_first(w0, tensors[f"{bp}siren_layers.{level}.0.linear.bias"], c_f, slice(0, w0.shape[1] - 2 - c_f), res,
+                  level, prev_size, "B", "A")
         cur = "A"
         for j in range(1, layers):
             nxt = "B" if cur == "A" else "A"
@@ -183,19 +195,19 @@ def build_plan(tensors: dict[str, np.ndarray], face_box: dict) -> Plan:
                       tensors[f"{bp}siren_layers.{level}.{j}.linear.bias"], OMEGA_0, 1, res, level, cur, nxt)
             cur = nxt
         nxt = "B" if cur == "A" else "A"
-        if level + 1 < len(BODY_LEVELS):
+        if level + 1 < levels:
             w_next = tensors[f"{bp}siren_layers.{level + 1}.0.linear.weight"]
             c_f = tensors[f"{bp}siren_layers.{level}.{layers - 1}.linear.weight"].shape[0]
             add_dense(w_next[:, :c_f], None, OMEGA_0, 0, res, level, cur, nxt)
         else:
             add_dense(tensors[bp + "last_linear.weight"], tensors[bp + "last_linear.bias"], 1.0, 0, res, level, cur, nxt)
         prev_size = res
-    passes.append(Pass("compose", CANVAS, 0, 1, mask=len(BODY_LEVELS) - 1, src=nxt, dst="OUT"))
+    passes.append(Pass("compose", CANVAS, 0, 1, mask=levels - 1, src=nxt, dst="OUT"))
 
     region = None
     if "body_region" in tensors:
         region = np.unpackbits(tensors["body_region"]).reshape(CANVAS, CANVAS).astype(bool)
-    masks = level_masks(region)
+    masks = level_masks(region, levels)
     offsets, o = [], 0
     for m in masks:
         offsets.append(o)

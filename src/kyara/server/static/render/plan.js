@@ -5,8 +5,9 @@
 (function (root) {
   'use strict';
   const ns = root.kyaraRender = root.kyaraRender || {};
-  const OMEGA_0 = 30, K = 4, CANVAS = 512, FACE_LAYERS = 8, NUM_POSE = 45, FACE_POSE = 39;
-  const BODY_LEVELS = [[128, 3, 360, 180], [256, 3, 180, 90], [512, 3, 90, 90]];   // (size, layers, width, out)
+  const OMEGA_0 = 30, K = 4, CANVAS = 512, NUM_POSE = 45, FACE_POSE = 39;
+  // the shipped student (kyara.student): face 8 sine layers of 128; body (size, layers, width, out) per level
+  const FACE_LAYERS = 8, BODY_LEVELS = [[128, 3, 360, 180], [256, 3, 180, 90], [512, 3, 90, 90]];
 
   const groups = c => (c + 3) >> 2;
   const paddedGroups = c => Math.ceil(groups(c) / K) * K;
@@ -49,12 +50,13 @@
     return out;
   }
 
-  // (512, 512) region (Uint8Array 0/1, or null) → masks at 128, 256, 512 (Uint8Array 0/1): the pixels
-  // each body level evaluates (kyara.student.pixels.PixelSet.from_mask: bilinear taps of the finer level).
-  function levelMasks(region) {
-    if (!region) return BODY_LEVELS.map(([s]) => new Uint8Array(s * s).fill(1));
+  // (512, 512) region (Uint8Array 0/1, or null) → masks at 512 / 2^(levels-1) … 512 (Uint8Array 0/1):
+  // the pixels each body level evaluates (kyara.student.pixels.PixelSet.from_mask: bilinear taps of
+  // the finer level).
+  function levelMasks(region, levels) {
+    if (!region) return Array.from({ length: levels }, (_, l) => new Uint8Array((CANVAS >> (levels - 1 - l)) ** 2).fill(1));
     const masks = [region];
-    for (let l = 1; l < BODY_LEVELS.length; l++) {
+    for (let l = 1; l < levels; l++) {
       const fine = masks[0], s = Math.round(Math.sqrt(fine.length)), h = s >> 1, coarse = new Uint8Array(h * h);
       const lo = new Int32Array(s), hi = new Int32Array(s);
       for (let i = 0; i < s; i++) {
@@ -92,7 +94,10 @@
     return out;
   }
 
+  const countLayers = (tensors, prefix) => { let n = 0; while (`${prefix}${n}.linear.weight` in tensors) n++; return n; };
+
   // kyw = parseKyw(...) → plan {passes, weights, biases, frameBlocks, masks, maskOffsets, image, faceBox, frame(pose)}.
+  // The structure (layers, widths, levels at 512 / 2^k) is read from the tensors (any size of student).
   ns.buildPlan = function buildPlan(kyw) {
     const t = name => kyw.tensors[name].data;
     const shape = name => kyw.tensors[name].shape;
@@ -118,37 +123,48 @@
       nFrame += groups(c);
     }
 
+    // a dense layer from its whole weight tensor: (out, in) = its shape
+    const dense = (prefix, bias, scale, act, size, mask, src, dst) => {
+      const [cOut, cIn] = shape(`${prefix}.weight`);
+      addDense(`${prefix}.weight`, bias ? `${prefix}.bias` : null, 0, cOut, cIn, scale, act, size, mask, src, dst);
+    };
     const fp = 'face_morpher.siren.', fs = faceBox.height;
-    addFirst(`${fp}sine_layers.0.linear.weight`, `${fp}sine_layers.0.linear.bias`, 0, FACE_POSE, fs, null, 0, 'B', 'A');
+    const faceW0 = `${fp}sine_layers.0.linear.weight`;
+    addFirst(faceW0, `${fp}sine_layers.0.linear.bias`, 0, shape(faceW0)[1] - 2, fs, null, 0, 'B', 'A');
     let cur = 'A';
-    for (let j = 1; j < FACE_LAYERS; j++) {
+    for (let j = 1; j < countLayers(kyw.tensors, `${fp}sine_layers.`); j++) {
       const nxt = cur === 'A' ? 'B' : 'A';
-      addDense(`${fp}sine_layers.${j}.linear.weight`, `${fp}sine_layers.${j}.linear.bias`, 0, 128, 128, OMEGA_0, 1, fs, null, cur, nxt);
+      dense(`${fp}sine_layers.${j}.linear`, true, OMEGA_0, 1, fs, null, cur, nxt);
       cur = nxt;
     }
-    addDense(`${fp}last_linear.weight`, `${fp}last_linear.bias`, 0, 4, 128, 1, 0, fs, null, cur, 'FACE');
+    dense(`${fp}last_linear`, true, 1, 0, fs, null, cur, 'FACE');
 
+    let levels = 0;
+    while (`body_morpher.siren_layers.${levels}.0.linear.weight` in kyw.tensors) levels++;
     let prevSize = 0, cF = 0, nxt = 'B';
-    BODY_LEVELS.forEach(([res, layers, width, out], l) => {
-      const name = j => `body_morpher.siren_layers.${l}.${j}.linear`;
-      addFirst(`${name(0)}.weight`, `${name(0)}.bias`, cF, NUM_POSE, res, l, prevSize, 'B', 'A');
+    for (let l = 0; l < levels; l++) {
+      const res = CANVAS >> (levels - 1 - l), prefix = `body_morpher.siren_layers.${l}.`;
+      const layers = countLayers(kyw.tensors, prefix);
+      const w0 = `${prefix}0.linear.weight`;
+      addFirst(w0, `${prefix}0.linear.bias`, cF, shape(w0)[1] - 2 - cF, res, l, prevSize, 'B', 'A');
       cur = 'A';
       for (let j = 1; j < layers; j++) {
         nxt = cur === 'A' ? 'B' : 'A';
-        addDense(`${name(j)}.weight`, `${name(j)}.bias`, 0, j === layers - 1 ? out : width, width, OMEGA_0, 1, res, l, cur, nxt);
+        dense(`${prefix}${j}.linear`, true, OMEGA_0, 1, res, l, cur, nxt);
         cur = nxt;
       }
       nxt = cur === 'A' ? 'B' : 'A';
-      if (l + 1 < BODY_LEVELS.length) {
+      const out = shape(`${prefix}${layers - 1}.linear.weight`)[0];
+      if (l + 1 < levels) {
         const next = `body_morpher.siren_layers.${l + 1}.0.linear.weight`;
         addDense(next, null, 0, shape(next)[0], out, OMEGA_0, 0, res, l, cur, nxt);
         cF = out;
       } else {
-        addDense('body_morpher.last_linear.weight', 'body_morpher.last_linear.bias', 0, 7, out, 1, 0, res, l, cur, nxt);
+        dense('body_morpher.last_linear', true, 1, 0, res, l, cur, nxt);
       }
       prevSize = res;
-    });
-    passes.push({ kind: 'compose', size: CANVAS, gIn: 0, gOut: 1, wOff: 0, bOff: 0, act: 0, mask: BODY_LEVELS.length - 1,
+    }
+    passes.push({ kind: 'compose', size: CANVAS, gIn: 0, gOut: 1, wOff: 0, bOff: 0, act: 0, mask: levels - 1,
                   pb: null, prevSize: 0, src: nxt, dst: 'OUT' });
 
     let region = null;
@@ -158,7 +174,7 @@
       region = new Uint8Array(CANVAS * CANVAS);
       for (let i = 0; i < region.length; i++) region[i] = (packed[i >> 3] >> (7 - (i & 7))) & 1;
     }
-    const masks = levelMasks(region), maskOffsets = [];
+    const masks = levelMasks(region, levels), maskOffsets = [];
     let o = 0;
     for (const m of masks) { maskOffsets.push(o); o += m.length; }
 

@@ -20,8 +20,9 @@
   // container: element the canvas (512 x 512) is put in; prefer: 'auto' | 'webgpu' | 'webgl2'.
   // Resolves to {backend, adapterInfo, canvas, draw(pose) → Promise, render(pose) → Promise<RGBA>}.
   // Throws KywError for bad weights and NoBackendError (message lists why each backend failed).
-  ns.start = async function start({ weights, wgslSource, container, prefer = 'auto' }) {
-    const plan = ns.buildPlan(ns.parseKyw(weights, ns.studentShapes()));
+  // shapes: the expected tensor shapes (default: the shipped student's, kyaraRender.studentShapes()).
+  ns.start = async function start({ weights, wgslSource, container, prefer = 'auto', shapes = null }) {
+    const plan = ns.buildPlan(ns.parseKyw(weights, shapes || ns.studentShapes()));
     const gpuKind = wgslSource ? await webgpuAdapterKind() : null;
     let order;
     if (prefer === 'webgpu') order = ['webgpu', 'webgl2'];

@@ -96,7 +96,8 @@
   let renderer;
   try {
     renderer = await R.start({ weights: R.base64ToBuffer(self.kyaraWeights), wgslSource: self.kyaraWGSL || null,
-                               container: stage, prefer: params.get('render') || 'auto' });
+                               container: stage, prefer: params.get('render') || 'auto',
+                               shapes: site.shapes });
   } catch (e) {
     notice.textContent = e instanceof R.NoBackendError
       ? `This browser cannot render the character: it needs WebGPU or WebGL2 with float render targets (${e.message}).`
