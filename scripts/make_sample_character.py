@@ -27,7 +27,7 @@ SCALE = 4  # supersampling factor: draw at 2048, average 4×4 blocks
 OUT = Path(__file__).resolve().parents[1] / "src" / "kyara" / "data" / "sample_character.png"
 
 # -- palette (sRGB) ------------------------------------------------------------------------------------
-SKIN = (255, 233, 220)
+SKIN = (255, 238, 226)  # a touch paler than (255, 233, 220): THA3 paints closed lids a little lighter than skin
 SKIN_SHADE = (243, 194, 180)
 SKIN_LINE = (128, 72, 64)
 BLUSH = (255, 140, 150)
@@ -207,10 +207,14 @@ class Canvas:
 # -- the character, back to front -----------------------------------------------------------------------
 FACE = [(256, 84), (298, 96), (301, 128), (297, 152), (286, 170), (270, 184), (256, 189),
         (242, 184), (226, 170), (215, 152), (211, 128), (214, 96)]
+# Eye placement matters more than anything else for closing the eyes (issue 12, docs/benchmarks.md): THA3's
+# face morpher paints the closed lid where its training faces have their eyes. With the eye centres at
+# y=139, x=234/278 (the first design) it only smeared skin colour over the eyes; at y=152, x=237/275 it
+# draws a lid line ('^' arcs for the happy wink). Moving x by 2 px outwards or y by 2 px already hurts.
 EYE_Y = 152.0
-EYE_X = (237.0, 275.0)
+EYE_X = (237.0, 275.0)  # viewer's left (character's right), viewer's right (character's left)
 BROW_DY = 1.0    # brows follow the eyes down a little (they stay half under the bangs)
-LOWER_DY = 8.0   # nose, mouth and blush follow the eyes down  # viewer's left (character's right), viewer's right (character's left)
+LOWER_DY = 8.0   # nose, mouth and blush follow the eyes down (keeps the blush below the closed lids)
 
 
 def draw_back_hair(c: Canvas) -> None:
@@ -296,10 +300,13 @@ def draw_face(c: Canvas) -> Image.Image:
 
 EYE_SCALE = 1.0   # eye size relative to the offsets below
 LASH_SCALE = 1.6  # upper lash thickness multiplier
-EYE_WIDTH = 1.2   # extra horizontal / vertical stretch of the eye
-OUTER_LASH = True
-LASH_INNER = 1.2  # upper lash width at the inner corner (thin: a thick inner end leaves a ghost tick)
-EYE_HEIGHT = 1.0
+# A wide, almond eye (1.2× wider than tall) with a lash line spanning it: THA3 then draws a full-width lid
+# line; rounder eyes (1.0) closed to short, faint lines.
+EYE_WIDTH = 1.2   # horizontal stretch of the eye
+EYE_HEIGHT = 1.0  # vertical stretch of the eye
+OUTER_LASH = True   # the outer flick; without it the closed lid line comes out shorter
+LASH_START = -10.0  # where the upper lash starts at the inner corner (eye units)
+LASH_INNER = 1.2    # upper lash width at the inner corner (a thick inner end leaves a ghost tick when closed)
 
 
 def draw_eye(c: Canvas, cx: float, side: int) -> None:
@@ -332,7 +339,7 @@ def draw_eye(c: Canvas, cx: float, side: int) -> None:
     c.polys([ell(-2.2, -3.5, 2.6, 3.0)], (255, 255, 255), clip=wm)
     c.polys([ell(4.0, 5.7, 1.2, 1.2)], (255, 255, 255, 230), clip=wm)
     # upper lash line: thick, dark, with a flick at the outer corner
-    upper = spline([p(-12, -3.5), p(-6, -10.2), p(2, -11.8), p(9, -9.6), p(12.5, -6), p(15, -3)])
+    upper = spline([p(LASH_START, -3.5 + 0.55 * (LASH_START + 12)), p(-6, -10.2), p(2, -11.8), p(9, -9.6), p(12.5, -6), p(15, -3)])
     c.strokes([upper], LASH, LASH_INNER * k * lw, 1.2 * k * lw, power=0.9)
     c.strokes([spline([p(-5, -11.2), p(4, -12.4), p(11.5, -9.0)])], LASH, 4.0 * k * lw, 1.0 * k * lw)
     if OUTER_LASH:

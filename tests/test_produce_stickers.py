@@ -17,7 +17,7 @@ from test_produce_fakes import FakeCharacter
 
 # Floors for the bundled sample student (benchmarks/stickers_distinct.py, docs/benchmarks.md "Sticker
 # pack"): measured minimum pairwise face-box difference 16.2 levels (the old presets: 5.1) and a
-# 2.2 MB pack (the old one: 22 MB). The floors leave room for a re-distilled sample, whose renders
+# 3.8 MB pack (the old one: 22 MB). The floors leave room for a re-distilled sample, whose renders
 # differ by a few levels, while still failing if two expressions collapse into one look.
 MIN_PAIR_FLOOR = 12.0
 PACK_BYTES_CEILING = 5_000_000
@@ -90,6 +90,8 @@ def test_gif_merges_repeats_and_plays_back_exactly():
     decoded, durations = _decode_gif(gif_bytes(frames, fps=10, colors=16))
     assert len(decoded) == 5, "identical consecutive frames become one longer frame"
     assert durations == [300, 100, 200, 100, 100], "the loop keeps its length"
+    # GIF delays are in 1/100 s: at 12 fps the delays alternate so the loop still lasts 8 / 12 s.
+    assert sum(_decode_gif(gif_bytes(frames, fps=12, colors=16))[1]) == 670
     # Every displayed frame equals its source even where the hand leaves transparency behind:
     # alpha exactly (1 bit at 128), colours exactly (4 colours fit a 16-entry palette).
     for got, want in zip(decoded, [frames[i] for i in (0, 3, 4, 6, 7)]):

@@ -22,7 +22,7 @@ from PIL import Image
 
 from kyara.errors import CharacterFileError, WeightsError
 from kyara.image import (ImageError, atomic_write_bytes, decode_image_bytes, load_image, rgba_u8_to_tensor,
-                         tensor_to_rgba_u8, to_rgba_array)
+                         tensor_to_rgba_u8, to_premultiplied, to_rgba_array, to_straight)
 from kyara.pose import Pose, stack
 from kyara.poser import pick_device, pick_dtype
 
@@ -31,6 +31,8 @@ FORMAT_VERSION = 3            # 3: tensors_sha256 required; 2: optional body_reg
 READABLE_VERSIONS = ("1", "2", "3")
 CHECKSUM_KEY = "tensors_sha256"   # metadata: tensors_sha256(tensors) as 64 hex digits (version 3 on)
 REGION_KEY = "body_region"    # the student's region, np.packbits of the (512, 512) bool mask, row-major
+COLOUR_KEY = "colour"         # metadata: the poser's image convention, "straight" (default) or "premultiplied"
+COLOURS = ("straight", "premultiplied")
 MAX_CHARACTER_FILE_BYTES = 64 * 1024 * 1024
 STUDENT_SUFFIXES = (".kyara", ".safetensors", ".yaml", ".yml")   # anything else loads as an image
 DEFAULT_TEACHER = "tha3/separable_float"
@@ -57,6 +59,12 @@ class Character:
         return self.poser.device
 
     @property
+    def premultiplied(self) -> bool:
+        """True when the poser works on premultiplied colour (official THA4 students and the THA4 teacher;
+        metadata ``colour``). ``render`` converts at its boundary, so callers always see straight model space."""
+        return self.metadata.get(COLOUR_KEY, "straight") == "premultiplied"
+
+    @property
     def is_student(self) -> bool:
         from kyara.student import Student
 
@@ -67,8 +75,14 @@ class Character:
         if poses.dim() == 1:
             poses = poses.unsqueeze(0)
         with torch.inference_mode():
-            image = self._prepared() if not self.is_student else self.image.to(self.device, self.poser.dtype)
-            return self.poser.pose(image, poses.to(self.device)).float()
+            image = self._prepared() if not self.is_student else self._model_input(self.poser.dtype)
+            out = self.poser.pose(image, poses.to(self.device)).float()
+            return to_straight(out) if self.premultiplied else out
+
+    def _model_input(self, dtype=None) -> torch.Tensor:
+        """The image as the poser takes it: premultiplied when the character's convention says so."""
+        image = self.image.to(self.device, dtype) if dtype is not None else self.image.to(self.device)
+        return to_premultiplied(image) if self.premultiplied else image
 
     def render_rgba(self, pose: Pose) -> np.ndarray:
         """One pose → (512, 512, 4) uint8 sRGB straight RGBA."""
@@ -77,7 +91,7 @@ class Character:
     def _prepared(self):
         # Teachers cache their pose-independent stage per image explicitly.
         if not hasattr(self, "_prepared_image"):
-            self._prepared_image = self.poser.prepare(self.image.to(self.device))
+            self._prepared_image = self.poser.prepare(self._model_input())
         return self._prepared_image
 
     # -- constructors -----------------------------------------------------------------------
@@ -98,7 +112,8 @@ class Character:
         image = load_image(path, fit=fit)  # (4, 512, 512) model space; raises ImageError
         loader = registered(teacher)
         poser = loader(weights_dir=_teacher_weights(teacher, weights_dir), device=str(dev), dtype=dtype)
-        return cls(Path(path).stem, image, poser, teacher)
+        colour = getattr(poser, "colour", "straight")   # the THA4 teacher works on premultiplied colour
+        return cls(Path(path).stem, image, poser, teacher, {COLOUR_KEY: colour} if colour != "straight" else {})
 
     def save(self, path: str | Path, extra_metadata: dict | None = None) -> Path:
         """Write this (student) character as a .kyara file, atomically."""
@@ -264,6 +279,8 @@ def load_character(path: str | Path, device: str | None = "cpu", dtype: torch.dt
         student.set_region(_unpack_region(tensors[REGION_KEY], str(path)))
     student = student.to(pick_device(device), dtype).eval()
     extra = {k: v for k, v in meta.items() if k not in ("format", "format_version", "name", "teacher", CHECKSUM_KEY)}
+    if extra.get(COLOUR_KEY, "straight") not in COLOURS:
+        raise CharacterFileError(f"{path}: metadata {COLOUR_KEY}={extra[COLOUR_KEY]!r} is not one of {', '.join(COLOURS)}")
     return Character(meta.get("name", path.stem), rgba_u8_to_tensor(rgba), student, meta.get("teacher", "unknown"), extra)
 
 
@@ -280,6 +297,11 @@ def _unpack_region(packed: torch.Tensor, source: str) -> torch.Tensor:
 
 # -- official THA4 character_model directories ------------------------------------------------------
 THA4_YAML = "character_model.yaml"
+# Why a straight-colour student is not exported silently; the figures are measured by
+# benchmarks/tha4_official.py (docs/benchmarks.md, "THA4 compatibility (issue 17)").
+STRAIGHT_EXPORT_NOTE = ("this student was trained on straight colour, but the official THA4 runtime feeds "
+                        "premultiplied colour and shows its output as premultiplied: soft edges would render "
+                        "wrong (measured on the bundled sample: MEASURED)")
 
 
 def load_tha4_directory(path: str | Path, device: str | None = "cpu", dtype: torch.dtype = torch.float32) -> Character:
@@ -321,11 +343,20 @@ def load_tha4_directory(path: str | Path, device: str | None = "cpu", dtype: tor
         module = getattr(student, part)
         check_state_dict(module, state, str(file))
         module.load_state_dict(state, strict=True)
-    return Character(base.name, image, student.to(pick_device(device), dtype).eval(), "tha4-directory")
+    # The official loader premultiplies colour and its distiller trained the students that way.
+    return Character(base.name, image, student.to(pick_device(device), dtype).eval(), "tha4-directory",
+                     {COLOUR_KEY: "premultiplied"})
 
 
-def export_tha4_directory(character: Character, out_dir: str | Path) -> Path:
+def export_tha4_directory(character: Character, out_dir: str | Path, allow_straight: bool = True) -> Path:
     """Write the official THA4 character_model layout (loadable by the THA4 demo apps).
+
+    The official runtime premultiplies the character image's colour and reads the output as
+    premultiplied. A premultiplied character (imported from THA4, or distilled from the THA4 teacher)
+    exports exactly. A straight-colour student (distilled from a THA3 teacher) cannot be converted by
+    its weights (premultiplying is a product of two network outputs); it is written as it is, off at
+    soft edges only (STRAIGHT_EXPORT_NOTE gives the measured error; ``kyara export`` prints it).
+    allow_straight=False refuses it instead, with that reason.
 
     A region-restricted student (``Student.region``) exports too, but the official runtime evaluates
     the body morpher on every pixel, and outside its region this one was never trained: a warning
@@ -337,6 +368,8 @@ def export_tha4_directory(character: Character, out_dir: str | Path) -> Path:
 
     if not character.is_student:
         raise CharacterFileError("only distilled (student) characters can be exported")
+    if not character.premultiplied and not allow_straight:
+        raise CharacterFileError(f"{character.name}: {STRAIGHT_EXPORT_NOTE}")
     if getattr(character.poser, "region", None) is not None:
         warnings.warn(f"{character.name}: this student was distilled on its character region only; the official "
                       "THA4 runtime evaluates every pixel and may show artefacts outside that region "

@@ -66,6 +66,24 @@ def premultiply(image_unit: torch.Tensor) -> torch.Tensor:
     return torch.cat([image_unit[..., :3, :, :] * image_unit[..., 3:4, :, :], image_unit[..., 3:4, :, :]], dim=-3)
 
 
+def to_premultiplied(image: torch.Tensor) -> torch.Tensor:
+    """(..., 4, H, W) model space, straight → model space with linear RGB multiplied by alpha (the
+    official THA4 input convention: premultiplied in [0, 1] linear light, then x*2-1). Same dtype."""
+    return unit_to_signed(premultiply(signed_to_unit(image)))
+
+
+def to_straight(image: torch.Tensor) -> torch.Tensor:
+    """Inverse of ``to_premultiplied`` for network outputs: linear RGB divided by alpha where alpha > 0,
+    colour 0 where alpha ≤ 0 (invisible). Exact inverse wherever alpha > 0: to_premultiplied(to_straight(x))
+    equals x up to float rounding. Not clipped: a network output with colour > alpha gives colour > 1,
+    which the display conversion clips like any other out-of-range value."""
+    unit = signed_to_unit(image)
+    alpha = unit[..., 3:4, :, :]
+    visible = alpha > 0
+    rgb = torch.where(visible, unit[..., :3, :, :] / torch.where(visible, alpha, torch.ones_like(alpha)), 0.0)
+    return unit_to_signed(torch.cat([rgb, alpha], dim=-3))
+
+
 # -- file space <-> model space --------------------------------------------------------------------
 def rgba_u8_to_tensor(rgba: np.ndarray) -> torch.Tensor:
     """(H, W, 4) uint8 sRGB straight RGBA → (4, H, W) float32 model space.

@@ -75,9 +75,9 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.
 def pick_dtype(dtype: str | torch.dtype | None, device: str | torch.device | None = None) -> torch.dtype:
     """A dtype name (float32, float16, bfloat16, ...) → torch.dtype; None → float32.
 
-    With `device` given, half precision on the CPU is refused: PyTorch's CPU half kernels give the
-    THA3 teacher fully transparent frames and the student scrambled ones (measured), so it would be
-    silent garbage rather than a slower render."""
+    With `device` given, half precision on the CPU is refused: there the THA3 teacher gives a fully
+    transparent frame (issue 12) and the bundled student NaN pixels (measured, torch 2.13 CPU), silent
+    garbage rather than a slower render."""
     from kyara.errors import KyaraError
 
     if dtype is None:
@@ -89,7 +89,7 @@ def pick_dtype(dtype: str | torch.dtype | None, device: str | torch.device | Non
             picked = DTYPES[dtype]
         except KeyError:
             raise KyaraError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}") from None
-    if device is not None and torch.device(device).type == "cpu" and picked in (torch.float16, torch.bfloat16):
+    if device is not None and pick_device(device).type == "cpu" and picked in (torch.float16, torch.bfloat16):
         name = str(picked).removeprefix("torch.")
         raise KyaraError(f"--dtype {name} needs a CUDA GPU (on the CPU it renders garbage); use --dtype float32 "
                          "on the CPU")

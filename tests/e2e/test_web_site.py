@@ -1,5 +1,7 @@
-"""`kyara web`: the static site opens from file:// in headless Chromium (no server), renders the bundled
-character with WebGL2 (SwiftShader) and a slider changes the expected region."""
+"""`kyara web`: the static site opens from file:// in headless Chromium (no server), renders with WebGL2
+(SwiftShader) and a slider changes the expected region. The bundled character takes ~50-170 s a frame
+on the shared 2-core machine (tests marked slow); the fast tests use a site built for a tiny random
+student (kyara.web.poses.tiny_character), the same page and renderer."""
 from __future__ import annotations
 
 import base64
@@ -12,6 +14,8 @@ from PIL import Image
 from e2e.test_web_render import GPU_ARGS, browser_executable
 from kyara.character import SAMPLE_CHARACTER
 from kyara.cli import main
+from kyara.web.poses import tiny_character
+from kyara.web.site import build_site
 from test_live_senders import EYES_BOX, HEAD_ROWS, MOUTH_BOX, alpha_changed, region_diff
 
 pytestmark = pytest.mark.e2e
@@ -26,15 +30,34 @@ def site(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def page(browser, site):
+def tiny_site(tmp_path_factory):
+    tiny = tiny_character()
+    out = tmp_path_factory.mktemp("tiny_site")
+    build_site(tiny, out)
+    return out, tiny
+
+
+@pytest.fixture(scope="module")
+def gpu_browser(browser):
     b = browser.browser_type.launch(executable_path=browser_executable(), headless=True, args=GPU_ARGS)
-    page = b.new_page(viewport={"width": 1100, "height": 900})
+    yield b
+    b.close()
+
+
+def open_site(gpu_browser, folder):
+    page = gpu_browser.new_page(viewport={"width": 1100, "height": 900})
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto((site / "index.html").as_uri() + "?idle=0&render=webgl2")
+    page.goto((folder / "index.html").as_uri() + "?idle=0&render=webgl2")
     page.set_default_timeout(FRAME_TIMEOUT_MS)
+    return page, errors
+
+
+@pytest.fixture(scope="module")
+def page(gpu_browser, site):
+    page, errors = open_site(gpu_browser, site)
     yield page, errors
-    b.close()
+    page.close()
 
 
 def canvas_rgba(page) -> np.ndarray:
@@ -56,6 +79,29 @@ def test_cli_writes_a_self_contained_site(site):
     assert "http" not in html.replace("http-equiv", "")   # nothing fetched from anywhere
 
 
+def test_tiny_site_from_file_url_renders_and_a_slider_changes_only_the_region(gpu_browser, tiny_site):
+    folder, tiny = tiny_site
+    page, errors = open_site(gpu_browser, folder)
+    wait_frames(page, 1)
+    assert page.evaluate("() => [document.body.dataset.state, document.body.dataset.backend]") == ["running", "webgl2"]
+    assert page.locator("input[type=range][data-name]").count() == 45
+    assert page.locator("button[data-preset]").count() >= 5
+    before = canvas_rgba(page)
+    region = tiny.poser.region.numpy()
+    assert (before[~region][:, 3] == 0).mean() > 0.99            # the canvas around the character is see-through
+    assert (before[region][:, 3] > 0).mean() > 0.5               # the character is drawn
+    page.evaluate("""() => { const s = document.querySelector("input[data-name='mouth_aaa']");
+                             s.value = '1'; s.dispatchEvent(new Event('input')); }""")
+    wait_frames(page, 2)
+    after = canvas_rgba(page)
+    face = (slice(80, 208), slice(192, 320))                     # STUDENT_FACE_BOX: the face morpher's pixels
+    assert np.abs(after[face].astype(int) - before[face].astype(int)).max(-1).mean() > 1
+    np.testing.assert_array_equal(after[~region], before[~region])
+    assert not errors, errors
+    page.close()
+
+
+@pytest.mark.slow
 def test_site_from_file_url_renders_the_character(page):
     page, errors = page
     wait_frames(page, 1)

@@ -17,6 +17,7 @@ from kyara.pose import INDEX, NUM_PARAMETERS, PRESETS
 SPEECH = ["mouth_aaa", "mouth_iii", "mouth_uuu", "mouth_eee", "mouth_ooo", "mouth_aaa", "mouth_eee", "mouth_ooo"]
 BLINKS_S = (1.1, 3.3, 4.6)
 BLINK_S = 0.16
+MAX_SECONDS, MAX_FPS = 600, 120   # a demo clip; larger values only exhaust memory
 
 
 def demo_track(seconds: float, fps: float) -> tuple[np.ndarray, np.ndarray]:
@@ -79,8 +80,9 @@ def run(args) -> int:
     from kyara.produce.frames import RenderStats, SplitConfig, render_track, render_track_split
     from kyara.render.video import open_writer
 
-    if args.seconds <= 0 or args.fps <= 0:
-        raise KyaraError("--seconds and --fps must be positive")
+    if not (0 < args.seconds <= MAX_SECONDS and 0 < args.fps <= MAX_FPS):   # also refuses NaN
+        raise KyaraError(f"--seconds must be in (0, {MAX_SECONDS}] and --fps in (0, {MAX_FPS}], got --seconds "
+                         f"{args.seconds:g} --fps {args.fps:g}")
     device = str(pick_device(args.device))
     use_teacher = args.teacher or not SAMPLE_CHARACTER.exists()
     if use_teacher and not args.teacher:

@@ -32,6 +32,9 @@ def register(sub) -> None:
     p.add_argument("--stop-after", type=float, metavar="MINUTES",
                    help="end this session after MINUTES (checkpoint written; continue with --resume), "
                         "e.g. to fit a job-time limit; the schedule is unchanged")
+    p.add_argument("--pose-dataset", default=DEFAULTS.pose_dataset, metavar="FILE",
+                   help="draw training poses from the official THA4 pose_dataset.pt (downloaded by hand); "
+                        "default: kyara's own pose sampler (docs/distill.md)")
     p.add_argument("--mask", help="512×512 movable-parts mask PNG (white = movable); default: derived from the teacher")
     p.add_argument("--fit", action="store_true", help="scale and pad a non-512 image to 512×512")
     p.add_argument("--name", help="character name stored in the file (default: image file name)")
@@ -64,6 +67,31 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
+def checked_config(args) -> DistillConfig:
+    """The DistillConfig of the options; a bad value is a KyaraError naming the option (not the field)."""
+    import math
+    import re
+
+    from kyara.errors import KyaraError
+
+    for option, value in (("--minutes", args.minutes), ("--stop-after", args.stop_after)):
+        if value is not None and not 0 < value < 1e6:   # also refuses NaN
+            raise KyaraError(f"{option} must be a positive number of minutes, got {value:g}")
+    for option, value in (("--lr-scale", args.lr_scale), ("--reuse", args.reuse)):
+        if not 0 < value < math.inf:
+            raise KyaraError(f"{option} must be a positive number, got {value:g}")
+    if not 0 <= args.blended_l2 < math.inf:
+        raise KyaraError(f"--blended-l2 must be a number >= 0, got {args.blended_l2:g}")
+    if args.examples is None:
+        args.examples = 0 if args.minutes else DEFAULTS.examples
+    try:
+        return DistillConfig(**{f.name: getattr(args, f.name) for f in fields(DistillConfig) if hasattr(args, f.name)})
+    except ValueError as e:   # DistillConfig.batch_size must be >= 1 → --batch-size must be >= 1
+        options = {"region_margin_px": "region-margin"}
+        raise KyaraError(re.sub(r"DistillConfig\.(\w+)", lambda m: "--" + options.get(m[1], m[1].replace("_", "-")),
+                                str(e))) from None
+
+
 def run(args) -> int:
     import time
 
@@ -82,12 +110,14 @@ def run(args) -> int:
         raise KyaraError(f"--output {out}: use a .kyara file name")
     ranks, device_arg = init_from_torchrun(args.device)
     device = pick_device(device_arg)
+    config = checked_config(args)   # every option checked before the image and the teacher load
+    if config.pose_dataset:
+        from kyara.pose_dataset import load_pose_dataset
+
+        load_pose_dataset(config.pose_dataset)   # a bad file fails now, not after the teacher has loaded
     if device.type == "cpu" and ranks.world == 1:
         print("warning: distilling on the CPU takes days; use a CUDA GPU (--device cuda)")
     image = load_image(args.image, fit=args.fit)
-    if args.examples is None:
-        args.examples = 0 if args.minutes else DEFAULTS.examples
-    config = DistillConfig(**{f.name: getattr(args, f.name) for f in fields(DistillConfig) if hasattr(args, f.name)})
     teacher = load_teacher(config.teacher, weights_dir=args.weights, device=str(device))
     work = Path(args.work_dir) if args.work_dir else out.with_suffix(".work")
     png = None

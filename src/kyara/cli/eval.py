@@ -29,8 +29,8 @@ def run(args) -> int:
     from kyara.poser import pick_device
     from kyara.teacher import TEACHERS, load_teacher
 
-    if args.poses < 1:
-        raise KyaraError("--poses must be >= 1")
+    if not 1 <= args.poses <= 100_000:
+        raise KyaraError(f"--poses must be in 1..100000, got {args.poses}")
     if args.batch_size < 1:
         raise KyaraError(f"--batch-size must be >= 1, got {args.batch_size}")
     device = str(pick_device(args.device))

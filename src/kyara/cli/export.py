@@ -17,12 +17,15 @@ def run(args) -> int:
     import sys
     import warnings
 
-    from kyara.character import export_tha4_directory, load_character
+    from kyara.character import STRAIGHT_EXPORT_NOTE, export_tha4_directory, load_character
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        out = export_tha4_directory(load_character(args.character), args.tha4_dir)
+        character = load_character(args.character)
+        out = export_tha4_directory(character, args.tha4_dir)
     for w in caught:   # one clean line each (e.g. a region-trained student), not a Python traceback-style warning
         print(f"warning: {w.message}", file=sys.stderr)
+    if not character.premultiplied:   # the official runtime premultiplies colour (issue 17)
+        print(f"note: {STRAIGHT_EXPORT_NOTE}", file=sys.stderr)
     print(f"wrote THA4 character_model to {out}")
     return 0

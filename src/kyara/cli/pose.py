@@ -138,7 +138,8 @@ def register(subparsers) -> None:
     parser.add_argument("-o", "--output", metavar="OUT",
                         help="output .png/.webp/.jpg; for sequences a directory (frames/) or pattern (out_%%04d.png)")
     parser.add_argument("--teacher", default=DEFAULT_TEACHER, help="teacher for image inputs (default: %(default)s)")
-    parser.add_argument("--weights", metavar="DIR", help="folder with the official THA3 weight files of the variant")
+    parser.add_argument("--weights", metavar="DIR", help="folder with the teacher's official weight files (a THA3 variant's folder, or the "
+                             "five THA4 files for --teacher tha4)")
     parser.add_argument("--device", default="auto", help="auto (a CUDA GPU if there is one, else the CPU), cpu, cuda or cuda:N (default: auto)")
     parser.add_argument("--dtype", choices=["float32", "float16"],
                         help="compute dtype (default: the model's; float16 needs a CUDA GPU)")

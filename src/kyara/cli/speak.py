@@ -47,6 +47,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1:
         raise KyaraError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if not 0 < args.fps <= 120:   # also refuses NaN
+        raise KyaraError(f"--fps must be in (0, 120], got {args.fps:g}")
     if not 0 <= args.emotion_intensity <= 1:
         raise KyaraError(f"--emotion-intensity must be in [0, 1], got {args.emotion_intensity:g}")
     config = SpeakConfig(fps=args.fps, voice=args.voice, rate_wpm=args.rate_wpm, emotion=args.emotion,

@@ -59,6 +59,7 @@ class DistillConfig:
     mask_poses: int = 64                    # poses used to derive the movable-parts mask
     region: bool = True                     # body morpher trained (and run) only where the character can be
     region_margin_px: int = 12              # dilation of that region (covers poses beyond the pool's; ≥ flow_weight's 8)
+    pose_dataset: str = ""                  # official THA4 pose_dataset.pt to draw training poses from; "" = kyara.pose_sampler
     body_phases: tuple[Phase, ...] = THA4_BODY_PHASES
     face_phases: tuple[Phase, ...] = THA4_FACE_PHASES
 

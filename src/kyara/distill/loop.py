@@ -26,15 +26,16 @@ from typing import Iterator
 
 import torch
 
-from kyara.character import Character, save_kyara
+from kyara.character import COLOUR_KEY, Character, save_kyara
 from kyara.distill.config import DistillConfig, phase_at
 from kyara.distill.losses import body_loss, face_loss
 from kyara.distill.mask import derive_face_mask, load_face_mask
 from kyara.distill.parallel import current_ranks
+from kyara.pose_dataset import pose_sampler
 from kyara.pose_sampler import sample_poses
 from kyara.errors import KyaraError
 from kyara.geometry import FACE_MORPHER_BOX, STUDENT_FACE_BOX
-from kyara.image import atomic_write_bytes
+from kyara.image import atomic_write_bytes, to_premultiplied
 from kyara.nn.warp import apply_flow
 from kyara.pose import NUM_PARAMETERS
 from kyara.student import BodyMorpherOutput, Student
@@ -81,8 +82,9 @@ class TeacherPool:
     """
 
     def __init__(self, teacher, prepared, capacity: int, chunk: int, seed: int, device: torch.device,
-                 stream: tuple[int, ...] = ()):
+                 stream: tuple[int, ...] = (), sampler=sample_poses):
         self.teacher, self.prepared, self.seed, self.stream = teacher, prepared, seed, stream
+        self.sampler = sampler   # (n, generator) → (n, 45) poses: kyara.pose_sampler or a PoseDataset
         self.chunk = chunk
         self.num_slots = max(1, capacity // chunk)
         n = self.num_slots * chunk
@@ -101,7 +103,7 @@ class TeacherPool:
     @torch.no_grad()
     def make_chunk(self, k: int) -> None:
         t0 = time.perf_counter()
-        poses = sample_poses(self.chunk, _generator(self.seed, 1, k, *self.stream)).to(self.poses.device)
+        poses = self.sampler(self.chunk, _generator(self.seed, 1, k, *self.stream)).to(self.poses.device)
         out = self.teacher.pose_all(self.prepared, poses)
         s = (k % self.num_slots) * self.chunk
         self.face_crop[s:s + self.chunk] = FACE_MORPHER_BOX.crop(out.face_morphed_full).to(STORE_DTYPE)
@@ -279,15 +281,22 @@ def distill(image: torch.Tensor, teacher, config: DistillConfig = DistillConfig(
         steps_total = math.ceil(config.examples / per_step) if config.examples else 10**9
         face_batch = config.batch_size * config.face_batch_multiplier
         image = image.to(device=device, dtype=torch.float32)
+        # The student learns in the teacher's colour convention (THA4: premultiplied, as the official
+        # distiller); the stored image stays straight and the .kyara metadata records the convention.
+        colour = getattr(teacher, "colour", "straight")
+        stored_image = image.cpu()
+        if colour == "premultiplied":
+            image = to_premultiplied(image)
         prepared = teacher.prepare(image)
+        sampler = pose_sampler(config.pose_dataset)
 
         # -- teacher data --------------------------------------------------------------------------
         pool = TeacherPool(teacher, prepared, config.pool_size, config.teacher_batch_size, config.seed, device,
-                           stream=ranks.stream_key())
+                           stream=ranks.stream_key(), sampler=sampler)
         refresh_steps = max(1, round(config.teacher_batch_size * config.reuse / config.batch_size))
         initial_chunks = pool.num_slots
         pool.advance_to(initial_chunks + start_step // refresh_steps)
-        eval_poses = sample_poses(config.eval_poses, _generator(config.seed, 2)).to(device)
+        eval_poses = sampler(config.eval_poses, _generator(config.seed, 2)).to(device)
         eval_targets = None
         if ranks.is_main:
             with torch.no_grad():
@@ -427,10 +436,12 @@ def distill(image: torch.Tensor, teacher, config: DistillConfig = DistillConfig(
             "examples": step * per_step, "complete": not stopped_early, "wall_seconds": round(wall, 1),
             "teacher_seconds": round(pool.teacher_seconds, 1), "gpus": ranks.world,
             "region_fraction": round(float(region.float().mean()), 4) if region is not None else 1.0}}
-        character = Character(name, image.cpu(), student, teacher.name, metadata)
+        if colour != "straight":
+            metadata[COLOUR_KEY] = colour
+        character = Character(name, stored_image, student, teacher.name, metadata)
         if ranks.is_main:
             out_path = Path(output) if output else out_dir / f"{name}.kyara"
-            save_kyara(out_path, name, image.cpu(), student, teacher.name, metadata, image_png=image_png)
+            save_kyara(out_path, name, stored_image, student, teacher.name, metadata, image_png=image_png)
         ranks.barrier()
         return DistillResult(character, psnr_value, step, step * per_step, wall, pool.teacher_seconds,
                              not stopped_early)

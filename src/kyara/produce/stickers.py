@@ -100,8 +100,8 @@ class StickerConfig:
     blink_s: float = 0.2
     size: int = 256             # output size in pixels (square); 256 = the bust's own resolution
     framing: str = "bust"       # a key of FRAMINGS: "bust" (head and shoulders) or "full" (the whole frame)
-    gif_colors: int = 64        # GIF palette size, the transparent entry included
-    webp_quality: int = 70      # lossy WebP colour quality; alpha stays exact
+    gif_colors: int = 48        # GIF palette size, the transparent entry included
+    webp_quality: int = 60      # lossy WebP colour quality; alpha stays exact
     batch_size: int = 4
     animations: bool = True     # also write .webp and .gif loops
     sheet_columns: int = 4
@@ -209,8 +209,8 @@ def palette_png(rgb_or_rgba: np.ndarray, colors: int = 256) -> bytes:
 
 
 # -- compact animation encoders ---------------------------------------------------------------------
-def _runs(frames: list[np.ndarray], fps: float) -> tuple[list[np.ndarray], list[int]]:
-    """Merge identical consecutive frames → (distinct frames, duration of each in ms)."""
+def _runs(frames: list[np.ndarray], fps: float, unit_ms: int = 1) -> tuple[list[np.ndarray], list[int]]:
+    """Merge identical consecutive frames → (distinct frames, duration of each in ms, a multiple of unit_ms)."""
     step = 1000.0 / fps
     out, counts = [], []
     for f in frames:
@@ -219,18 +219,18 @@ def _runs(frames: list[np.ndarray], fps: float) -> tuple[list[np.ndarray], list[
         else:
             out.append(f)
             counts.append(1)
-    # Round cumulative times, so the loop keeps its length whatever the merging.
-    ends = np.round(np.cumsum(counts) * step).astype(int)
-    return out, list(np.diff(np.concatenate([[0], ends])).astype(int).clip(min=10))
+    # Round cumulative times, so the loop keeps its length whatever the merging and the unit.
+    ends = (np.round(np.cumsum(counts) * step / unit_ms) * unit_ms).astype(int)
+    return out, [int(d) for d in np.diff(np.concatenate([[0], ends])).clip(min=unit_ms)]
 
 
-def gif_bytes(frames: list[np.ndarray], fps: float, colors: int = 64) -> bytes:
+def gif_bytes(frames: list[np.ndarray], fps: float, colors: int = 48) -> bytes:
     """(H, W, 4) uint8 RGBA frames → a looping GIF with one shared palette of `colors` entries
     (the last is transparent: alpha < 128), no dithering, identical frames merged and only each
     frame's changed rectangle stored."""
     if not 2 <= colors <= 256:
         raise ValueError(f"GIF colours must be in 2..256, got {colors}")
-    frames, durations = _runs(frames, fps)
+    frames, durations = _runs(frames, fps, unit_ms=10)     # GIF delays are in 1/100 s
     opaque = np.concatenate([f[f[..., 3] >= 128][:, :3] for f in frames]) if frames else np.zeros((0, 3), np.uint8)
     if len(opaque) == 0:
         opaque = np.zeros((1, 3), np.uint8)
@@ -238,6 +238,7 @@ def gif_bytes(frames: list[np.ndarray], fps: float, colors: int = 64) -> bytes:
     palette_img = Image.fromarray(sample[None], "RGB").quantize(colors - 1, method=Image.Quantize.MEDIANCUT,
                                                                 dither=Image.Dither.NONE)
     palette = palette_img.getpalette()[: 3 * (colors - 1)]
+    palette += palette[:3] * (colors - 1 - len(palette) // 3)     # fewer colours than asked: pad
     # Pillow maps to all 256 entries: fill the unused ones with copies of entry 0 (mapped back to 0
     # below), so no opaque pixel lands on the transparent index.
     palette_img.putpalette(palette + palette[:3] * (256 - colors + 1))
@@ -270,7 +271,7 @@ def gif_bytes(frames: list[np.ndarray], fps: float, colors: int = 64) -> bytes:
     return buf.getvalue()
 
 
-def webp_bytes(frames: list[np.ndarray], fps: float, quality: int = 70) -> bytes:
+def webp_bytes(frames: list[np.ndarray], fps: float, quality: int = 60) -> bytes:
     """(H, W, 4) uint8 RGBA frames → a looping animated WebP (lossy colour, exact alpha), identical
     frames merged."""
     frames, durations = _runs(frames, fps)

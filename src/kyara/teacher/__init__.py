@@ -15,12 +15,14 @@ import torch
 
 from kyara.errors import KyaraError
 from kyara.teacher.tha3 import PreparedImage, Teacher, TeacherOutputs, load_tha3
+from kyara.teacher.tha4 import load_tha4
 
 TEACHERS: dict[str, Callable[..., Teacher]] = {
     "tha3/separable_float": partial(load_tha3, "separable_float"),
     "tha3/standard_float": partial(load_tha3, "standard_float"),
     "tha3/separable_half": partial(load_tha3, "separable_half"),
     "tha3/standard_half": partial(load_tha3, "standard_half"),
+    "tha4": load_tha4,   # official THA4 weights (CC BY-NC), downloaded by hand: --weights DIR
 }
 
 

@@ -173,6 +173,8 @@ class THA4Teacher(Teacher):
     (``prepare``, ``pose``, ``pose_all``, ``cuda_graph``). Images are model space as the official
     poser takes them: premultiplied colour (see the module docstring)."""
 
+    colour = "premultiplied"   # the image convention of its inputs and outputs (kyara.character.COLOUR_KEY)
+
     def __init__(self, networks: THA4, device: torch.device, dtype: torch.dtype) -> None:
         super().__init__(networks, "full", device, dtype)   # type: ignore[arg-type]
         self.name = NAME

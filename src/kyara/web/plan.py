@@ -1,7 +1,8 @@
 """The browser renderer's pass list and packed weights, built from .kyw tensors (Python mirror of
 server/static/render/plan.js; the WGSL host kyara.web.wgsl runs it natively).
 
-The student forward (kyara.student.Student.pose, one pose) as shader passes:
+The student forward (kyara.student.Student.pose, one pose) as shader passes, step for step the
+student renderer's three methods (Student.face_rgba, body_features on the region, compose):
   face SIREN on the 128×128 face box: first (position + face pose), 7 dense sine layers, linear head (4);
   body SIREN, levels 128 / 256 / 512: first (position + pose [+ upsampled projection of the level
   below]), 2 dense sine layers, then the next level's feature projection (dense, no bias, no sine)
@@ -176,9 +177,11 @@ def build_plan(tensors: dict[str, np.ndarray], face_box: dict) -> Plan:
         cur = nxt
     add_dense(tensors[fp + "last_linear.weight"], tensors[fp + "last_linear.bias"], 1.0, 0, size, None, cur, "FACE")
 
-    # body morpher: first → A, sine → B, sine → A, projection/head → B
+    # body morpher: activations ping-pong between A and B; each pass reads the buffer the one before
+    # wrote (a level's first layer reads the projection the level below left)
     bp = "body_morpher."
-    prev_size, c_f = 0, 0
+    prev_size, c_f, cur = 0, 0, "B"
+    other = {"A": "B", "B": "A"}
     levels = 0
     while f"{bp}siren_layers.{levels}.0.linear.weight" in tensors:
         levels += 1
@@ -187,22 +190,22 @@ def build_plan(tensors: dict[str, np.ndarray], face_box: dict) -> Plan:
         layers = count_layers(tensors, f"{bp}siren_layers.{level}.")
         w0 = tensors[f"{bp}siren_layers.{level}.0.linear.weight"]
         add_first(w0, tensors[f"{bp}siren_layers.{level}.0.linear.bias"], c_f, slice(0, w0.shape[1] - 2 - c_f), res,
-                  level, prev_size, "B", "A")
-        cur = "A"
+                  level, prev_size, cur, other[cur])
+        cur = other[cur]
         for j in range(1, layers):
-            nxt = "B" if cur == "A" else "A"
             add_dense(tensors[f"{bp}siren_layers.{level}.{j}.linear.weight"],
-                      tensors[f"{bp}siren_layers.{level}.{j}.linear.bias"], OMEGA_0, 1, res, level, cur, nxt)
-            cur = nxt
-        nxt = "B" if cur == "A" else "A"
+                      tensors[f"{bp}siren_layers.{level}.{j}.linear.bias"], OMEGA_0, 1, res, level, cur, other[cur])
+            cur = other[cur]
         if level + 1 < levels:
             w_next = tensors[f"{bp}siren_layers.{level + 1}.0.linear.weight"]
             c_f = tensors[f"{bp}siren_layers.{level}.{layers - 1}.linear.weight"].shape[0]
-            add_dense(w_next[:, :c_f], None, OMEGA_0, 0, res, level, cur, nxt)
+            add_dense(w_next[:, :c_f], None, OMEGA_0, 0, res, level, cur, other[cur])
         else:
-            add_dense(tensors[bp + "last_linear.weight"], tensors[bp + "last_linear.bias"], 1.0, 0, res, level, cur, nxt)
+            add_dense(tensors[bp + "last_linear.weight"], tensors[bp + "last_linear.bias"], 1.0, 0, res, level, cur,
+                      other[cur])
+        cur = other[cur]
         prev_size = res
-    passes.append(Pass("compose", CANVAS, 0, 1, mask=levels - 1, src=nxt, dst="OUT"))
+    passes.append(Pass("compose", CANVAS, 0, 1, mask=levels - 1, src=cur, dst="OUT"))
 
     region = None
     if "body_region" in tensors:

@@ -56,7 +56,7 @@ class WgslStudent:
         return max(16 * max(x.g_in, x.g_out) * x.size * x.size for x in p.passes)
 
     def _buffer(self, data: np.ndarray | None = None, size: int | None = None, extra=0):
-        usage = self.wgpu.BufferUsage.STORAGE | self.wgpu.BufferUsage.COPY_DST | extra
+        usage = self.wgpu.BufferUsage.STORAGE | self.wgpu.BufferUsage.COPY_DST | self.wgpu.BufferUsage.COPY_SRC | extra
         if data is not None:
             return self.device.create_buffer_with_data(data=np.ascontiguousarray(data), usage=usage)
         return self.device.create_buffer(size=max(16, size), usage=usage)

@@ -96,7 +96,8 @@
 
   const countLayers = (tensors, prefix) => { let n = 0; while (`${prefix}${n}.linear.weight` in tensors) n++; return n; };
 
-  // kyw = parseKyw(...) → plan {passes, weights, biases, frameBlocks, masks, maskOffsets, image, faceBox, frame(pose)}.
+  // kyw = parseKyw(...) → plan {passes, weights, biases, frameBlocks, masks, maskOffsets, firstOffsets, image,
+  // faceBox, frame(pose)}.
   // The structure (layers, widths, levels at 512 / 2^k) is read from the tensors (any size of student).
   ns.buildPlan = function buildPlan(kyw) {
     const t = name => kyw.tensors[name].data;
@@ -141,31 +142,34 @@
 
     let levels = 0;
     while (`body_morpher.siren_layers.${levels}.0.linear.weight` in kyw.tensors) levels++;
-    let prevSize = 0, cF = 0, nxt = 'B';
+    // activations ping-pong between A and B; each pass reads the buffer the one before wrote (a level's
+    // first layer reads the projection the level below left)
+    const other = b => (b === 'A' ? 'B' : 'A');
+    let prevSize = 0, cF = 0;
+    cur = 'B';
     for (let l = 0; l < levels; l++) {
       const res = CANVAS >> (levels - 1 - l), prefix = `body_morpher.siren_layers.${l}.`;
       const layers = countLayers(kyw.tensors, prefix);
       const w0 = `${prefix}0.linear.weight`;
-      addFirst(w0, `${prefix}0.linear.bias`, cF, shape(w0)[1] - 2 - cF, res, l, prevSize, 'B', 'A');
-      cur = 'A';
+      addFirst(w0, `${prefix}0.linear.bias`, cF, shape(w0)[1] - 2 - cF, res, l, prevSize, cur, other(cur));
+      cur = other(cur);
       for (let j = 1; j < layers; j++) {
-        nxt = cur === 'A' ? 'B' : 'A';
-        dense(`${prefix}${j}.linear`, true, OMEGA_0, 1, res, l, cur, nxt);
-        cur = nxt;
+        dense(`${prefix}${j}.linear`, true, OMEGA_0, 1, res, l, cur, other(cur));
+        cur = other(cur);
       }
-      nxt = cur === 'A' ? 'B' : 'A';
       const out = shape(`${prefix}${layers - 1}.linear.weight`)[0];
       if (l + 1 < levels) {
         const next = `body_morpher.siren_layers.${l + 1}.0.linear.weight`;
-        addDense(next, null, 0, shape(next)[0], out, OMEGA_0, 0, res, l, cur, nxt);
+        addDense(next, null, 0, shape(next)[0], out, OMEGA_0, 0, res, l, cur, other(cur));
         cF = out;
       } else {
-        dense('body_morpher.last_linear', true, 1, 0, res, l, cur, nxt);
+        dense('body_morpher.last_linear', true, 1, 0, res, l, cur, other(cur));
       }
+      cur = other(cur);
       prevSize = res;
     }
     passes.push({ kind: 'compose', size: CANVAS, gIn: 0, gOut: 1, wOff: 0, bOff: 0, act: 0, mask: levels - 1,
-                  pb: null, prevSize: 0, src: nxt, dst: 'OUT' });
+                  pb: null, prevSize: 0, src: cur, dst: 'OUT' });
 
     let region = null;
     if (kyw.tensors.body_region) {
@@ -196,6 +200,7 @@
     }
 
     return { passes, weights: concat(blocks), biases: concat(biases), frameBlocks: nFrame, masks, maskOffsets,
+             firstOffsets: firsts.map(f => f.pbOff),   // frame-buffer block offset of each first layer (pass.pb)
              image: modelSpaceImage(t('character_image')), faceBox, frame, K, CANVAS, name: kyw.header.name || 'character' };
   };
 })(typeof self !== 'undefined' ? self : this);

@@ -257,7 +257,8 @@ void main() {
         gl.drawBuffers(buffers);
         const status = gl.checkFramebufferStatus(gl.FRAMEBUFFER);
         if (status !== gl.FRAMEBUFFER_COMPLETE) throw new Error(`WebGL2 float framebuffer incomplete (0x${status.toString(16)})`);
-        steps.push({ p, fb, og0, n, prog: layerProgram(p.kind, n), ubo: layerUbo(p, og0, n) });
+        steps.push({ p, fb, og0, n, prog: layerProgram(p.kind, n), ubo: layerUbo(p, og0, n),
+                     pbOff: p.pb === null ? 0 : plan.firstOffsets[p.pb] });
       }
     }
     gl.bindFramebuffer(gl.FRAMEBUFFER, null);
@@ -275,7 +276,7 @@ void main() {
       gl.bindBufferBase(gl.UNIFORM_BUFFER, 1, frameUbo);
       gl.bindVertexArray(vao);
       gl.disable(gl.BLEND); gl.disable(gl.DEPTH_TEST);
-      for (const { p, fb, og0, prog, ubo } of steps) {
+      for (const { p, fb, og0, prog, ubo, pbOff } of steps) {
         gl.bindFramebuffer(gl.FRAMEBUFFER, fb);
         gl.viewport(0, 0, p.size, p.size);
         const u = prog.uniforms;
@@ -288,16 +289,16 @@ void main() {
           gl.uniform3i(u.u_faceBox, plan.faceBox.top, plan.faceBox.left, fs);
           gl.uniform1i(u.u_size, p.size);
         } else {
-          const srcSize = p.kind === 'first' ? (p.prevSize || p.size) : p.size;
-          const src = arrayOf(p.src, srcSize) || arrayOf(p.src === 'A' ? 'B' : 'A', srcSize);
+          // a first layer reads the level below (none at the coarsest level and for the face)
+          const src = p.kind === 'dense' ? arrayOf(p.src, p.size) : p.prevSize ? arrayOf(p.src, p.prevSize) : dummyArray();
           gl.bindBufferBase(gl.UNIFORM_BUFFER, 0, ubo);
           bind(3, gl.TEXTURE_2D, p.mask === null ? masks[0] : masks[p.mask], u.u_mask);
-          bind(4, gl.TEXTURE_2D_ARRAY, p.kind === 'first' && !p.prevSize ? dummyArray() : src, u.u_src);
+          bind(4, gl.TEXTURE_2D_ARRAY, src, u.u_src);
           gl.uniform1i(u.u_useMask, p.mask === null ? 0 : 1);
           gl.uniform1i(u.u_gIn, p.gIn);
           gl.uniform1i(u.u_og0, og0);
           gl.uniform1i(u.u_act, p.act);
-          gl.uniform1i(u.u_pbOff, p.pb === null ? 0 : ns.firstOffset(plan, p.pb));
+          gl.uniform1i(u.u_pbOff, pbOff);
           gl.uniform1i(u.u_prevSize, p.prevSize);
           gl.uniform1i(u.u_size, p.size);
         }

@@ -46,7 +46,7 @@
       const npix = p.size * p.size;
       const params = new Uint32Array(16);
       params.set([npix, p.size, p.gIn, p.gOut, p.wOff, p.bOff, p.act, p.mask === null ? NO_MASK : plan.maskOffsets[p.mask],
-                  p.pb === null ? 0 : firstOffset(plan, p.pb), p.prevSize, plan.faceBox.top, plan.faceBox.left, fs]);
+                  p.pb === null ? 0 : plan.firstOffsets[p.pb], p.prevSize, plan.faceBox.top, plan.faceBox.left, fs]);
       const uniform = device.createBuffer({ size: 64, usage: U.UNIFORM | U.COPY_DST });
       device.queue.writeBuffer(uniform, 0, params);
       const entries = [uniform, weights, biases, bufs[p.src], bufs[p.dst], masks, frameBuf,
@@ -83,12 +83,4 @@
       destroy() { device.destroy(); },
     };
   };
-
-  function firstOffset(plan, index) {
-    // frame-buffer block offset of the index-th first layer (first layers are laid out in pass order)
-    let off = 0, seen = 0;
-    for (const p of plan.passes) if (p.kind === 'first') { if (seen++ === index) return off; off += p.gOut; }
-    throw new Error('bad first-layer index');
-  }
-  ns.firstOffset = firstOffset;
 })(typeof self !== 'undefined' ? self : this);
