@@ -217,7 +217,8 @@ def test_hidden_relu_only_in_standard_rotator_and_editor_downsampling():
 
 
 def test_registry_and_variants():
-    assert set(TEACHERS) == {"tha3/separable_float", "tha3/standard_float", "tha3/separable_half", "tha3/standard_half"}
+    assert set(TEACHERS) == {"tha3/separable_float", "tha3/standard_float", "tha3/separable_half", "tha3/standard_half",
+                             "tha4"}
     assert tw.VARIANTS["standard_half"].dtype == torch.float16 and not tw.VARIANTS["standard_half"].separable
     with pytest.raises(KyaraError, match="unknown teacher 'tha3/nope'"):
         load_teacher("tha3/nope")

@@ -1,10 +1,19 @@
-"""Error types a user can cause; the CLI prints them as one line without a traceback."""
+"""Error types a user can cause; the CLI prints them as one line without a traceback.
+
+The bottom of the layer table: this module imports nothing from kyara, so every module may raise
+these (kyara.image and kyara.pose re-export ImageError and PoseError under their old homes).
+"""
 from __future__ import annotations
 
 import os
 
-from kyara.image import ImageError
-from kyara.pose import PoseError
+
+class ImageError(ValueError):
+    """An input image cannot be used. The message names the file and what was expected."""
+
+
+class PoseError(ValueError):
+    """A pose, pose file or parameter name/value is invalid. The message names the culprit."""
 
 
 class KyaraError(ValueError):

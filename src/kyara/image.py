@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from kyara.errors import ImageError, OutputError  # noqa: F401 (ImageError re-exported)
 from kyara.geometry import CANVAS
 
 # Decompression-bomb guard: refuse images above this many pixels before decoding them.
@@ -26,10 +27,6 @@ MAX_IMAGE_PIXELS = 40_000_000
 MAX_IMAGE_BYTES = 200 * 1024 * 1024
 SRGB_TO_LINEAR_THRESHOLD = 0.04045
 LINEAR_TO_SRGB_THRESHOLD = 0.003130804953560372
-
-
-class ImageError(ValueError):
-    """An input image cannot be used. The message names the file and what was expected."""
 
 
 # -- colour curves (numpy float64 in, same out; torch variants keep dtype) --------------------------
@@ -271,8 +268,6 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     try:
         _atomic_write(path, data)
     except OSError as e:
-        from kyara.errors import OutputError  # kyara.errors imports this module
-
         raise OutputError.writing(path, e) from e
 
 

@@ -14,9 +14,7 @@ from typing import Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-
-class PoseError(ValueError):
-    """A pose, pose file or parameter name/value is invalid. The message names the culprit."""
+from kyara.errors import PoseError  # noqa: F401 (re-exported: its historical home)
 
 
 @dataclass(frozen=True)
