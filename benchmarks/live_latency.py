@@ -98,6 +98,12 @@ def serve(args) -> None:
         torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     character = load_character(args.character, args.device)
+    if args.student != "full" and args.character != "fake":
+        from kyara.student.lite import use_student
+
+        use_student(character, args.student)
+        if hasattr(character.poser, "face_plan"):
+            character.poser.face_plan()   # the one-time analysis before the first frame
     load_s = time.perf_counter() - t0
     for _ in range(2):  # warm-up (CUDA context, cudnn autotune, allocator) outside the measurement
         character.render_rgba(Pose())
@@ -311,7 +317,8 @@ def api(conn: http.client.HTTPConnection, method: str, path: str, body: dict | N
 
 def start_server(args) -> tuple[subprocess.Popen, dict]:
     cmd = [sys.executable, os.path.abspath(__file__), "--serve", "--character", args.character,
-           "--device", args.device, "--fps", str(args.fps), "--encoders", str(args.encoders)]
+           "--device", args.device, "--fps", str(args.fps), "--encoders", str(args.encoders),
+           "--student", args.student]
     if args.threads:
         cmd += ["--threads", str(args.threads)]
     if args.no_idle:
@@ -488,6 +495,8 @@ def main(argv=None) -> None:
     ap.add_argument("--character", default="sample",
                     help="sample (the bundled student) | fake (no model) | random (random-init student) | a .kyara path")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--student", default="full", choices=["auto", "lite", "full"],
+                    help="student renderer (kyara.student.lite.use_student); default full")
     ap.add_argument("--seconds", "--duration-s", dest="seconds", type=float, default=60.0,
                     help="length of the measured window")
     ap.add_argument("--clients", type=int, default=1, help="WebSocket clients")

@@ -121,3 +121,25 @@ def test_distilling_from_a_premultiplied_teacher_records_the_convention(tmp_path
     assert torch.equal(teacher.seen[0], to_premultiplied(image))       # the teacher saw premultiplied colour
     assert result.character.premultiplied and torch.equal(result.character.image, image)   # stored straight
     assert load_character(tmp_path / "soft.kyara").premultiplied
+
+
+def test_track_renderers_send_premultiplied_characters_through_character_render(premultiplied_character):
+    """The split/fast track schedules feed character.image to the student directly; for a premultiplied
+    character they must step aside so Character.render converts input and output (else soft edges break)."""
+    from kyara.produce.frames import render_track, supports_split
+
+    character, _ = premultiplied_character
+    assert not supports_split(character)
+    straight = Character("soft", character.image, character.poser, "tha4-directory", {})
+    assert supports_split(straight)
+    frames = list(render_track(character, POSES.numpy()))
+    from kyara.image import tensor_to_rgba_u8
+    assert np.array_equal(frames[1], tensor_to_rgba_u8(character.render(POSES[1:2])[0]))
+
+
+def test_browser_weights_refuse_premultiplied_characters(premultiplied_character):
+    from kyara.web.weights import WebWeightsError, student_to_web_bytes
+
+    character, _ = premultiplied_character
+    with pytest.raises(WebWeightsError, match="premultiplied"):
+        student_to_web_bytes(character)

@@ -1,5 +1,5 @@
 """Fast student rendering for `kyara speak` (render_track_fast: the student's CPU evaluator,
-kyara.produce.compose) against the full per-frame render of the bundled sample student."""
+kyara.student.compose) against the full per-frame render of the bundled sample student."""
 from __future__ import annotations
 
 import numpy as np

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from kyara.errors import KyaraError, WeightsError
 from kyara.nn.unet import AttentionBlock, ConditionedUNet, UNetConfig, time_embedding
 from kyara.teacher import TEACHERS, load_teacher
-from kyara.teacher.tha4 import FILE_NAMES, THA4Outputs, build_tha4, load_tha4
+from kyara.teacher.tha4 import FILE_NAMES, THA4Outputs, THA4Teacher, build_tha4, load_tha4
 
 
 @pytest.fixture(scope="module")
@@ -147,23 +147,23 @@ def test_missing_and_foreign_files_are_named_in_one_line(tmp_path, meta_tha4):
     with pytest.raises(WeightsError, match=r"lacks upscaler\.pt") as info:
         load_tha4(directory)
     one_line(info.value)
-    (directory / "upscaler.pt").write_bytes(b"not a checkpoint at all")
-    with pytest.raises(WeightsError, match=r"upscaler\.pt: not a readable PyTorch state dict") as info:
+    # the first file read, so that the check does not first read the four good ones
+    (directory / "upscaler.pt").write_bytes(b"x")
+    (directory / "eyebrow_decomposer.pt").write_bytes(b"not a checkpoint at all")
+    with pytest.raises(WeightsError, match=r"eyebrow_decomposer\.pt: not a readable PyTorch state dict") as info:
         load_tha4(directory)
     one_line(info.value)
-    torch.save({"module": KyaraError("pickled object")}, directory / "upscaler.pt")
-    with pytest.raises(WeightsError, match=r"upscaler\.pt") as info:
+    torch.save({"module": KyaraError("pickled object")}, directory / "eyebrow_decomposer.pt")
+    with pytest.raises(WeightsError, match=r"eyebrow_decomposer\.pt") as info:
         load_tha4(directory)
     assert "never unpickles" in one_line(info.value)
 
 
 @pytest.mark.slow
-def test_pipeline_outputs_the_official_list(tmp_path):
+def test_pipeline_outputs_the_official_list():
     """One pose through all five networks (random weights): the 33 outputs of the official mode_07 list."""
     torch.manual_seed(0)
-    model = build_tha4("cpu")
-    teacher = load_tha4(write_weights(tmp_path / "w", model))
-    teacher.networks.load_state_dict(model.state_dict())
+    teacher = THA4Teacher(build_tha4("cpu").eval(), torch.device("cpu"), torch.float32)
     out = teacher.pose_all(torch.rand(4, 512, 512) * 2 - 1, torch.zeros(1, 45))
     assert isinstance(out, THA4Outputs)
     shapes = [tuple(t.shape[1:]) for t in out.official_order()]

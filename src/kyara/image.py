@@ -63,6 +63,15 @@ def premultiply(image_unit: torch.Tensor) -> torch.Tensor:
     return torch.cat([image_unit[..., :3, :, :] * image_unit[..., 3:4, :, :], image_unit[..., 3:4, :, :]], dim=-3)
 
 
+def display_space(images: torch.Tensor) -> torch.Tensor:
+    """(..., 4, H, W) model space → display space in [0, 1], same dtype: sRGB colour × alpha (over
+    black) and alpha, clipped: what a saved PNG shows, up to 8-bit rounding (what metrics compare)."""
+    unit = signed_to_unit(images)
+    srgb = linear_to_srgb(unit[..., :3, :, :])
+    alpha = unit[..., 3:4, :, :].clamp(0.0, 1.0)
+    return premultiply(torch.cat([srgb, alpha], dim=-3))
+
+
 def to_premultiplied(image: torch.Tensor) -> torch.Tensor:
     """(..., 4, H, W) model space, straight → model space with linear RGB multiplied by alpha (the
     official THA4 input convention: premultiplied in [0, 1] linear light, then x*2-1). Same dtype."""

@@ -41,15 +41,13 @@ class PoseDataset:
 
 def load_pose_dataset(path: str | Path) -> PoseDataset:
     """Read and validate a pose dataset file; PoseDatasetError on any problem."""
-    from kyara.teacher.weights import describe_load_failure   # never torch's "weights_only=False" advice
-
     path = Path(path).expanduser()
     if not path.is_file():
         raise PoseDatasetError(f"{path}: pose dataset file not found")
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise PoseDatasetError(f"{path}: not a readable PyTorch tensor file ({describe_load_failure(e)})") from None
+        raise PoseDatasetError(f"{path}: not a readable PyTorch tensor file ({why_unreadable(e)})") from None
     if isinstance(data, (tuple, list)) and data:
         data = data[0]          # as the official TensorDataset(*data): item[0] is the pose
     if not isinstance(data, torch.Tensor):
@@ -74,6 +72,16 @@ def load_pose_dataset(path: str | Path) -> PoseDataset:
         raise PoseDatasetError(f"{path}: pose {row} has {p.name} = {float(poses[row, col]):.6g}, outside its range "
                                f"[{p.low:g}, {p.high:g}]; {int(outside.any(dim=1).sum())} poses affected")
     return PoseDataset(path, poses.clamp(low, high).contiguous())
+
+
+def why_unreadable(error: BaseException) -> str:
+    """Why torch.load(weights_only=True) refused the file, in a few words of our own: torch's message
+    advises re-running with weights_only=False (unpickling code from the file), never pass that on."""
+    if "Unsupported global" in str(error):
+        return "it holds pickled Python objects, not only tensors; kyara never unpickles code"
+    if isinstance(error, EOFError):
+        return "the file is empty or truncated"
+    return "corrupt, truncated, or not a file written by torch.save"
 
 
 def pose_sampler(path: str | Path | None):

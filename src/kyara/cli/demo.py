@@ -63,6 +63,9 @@ def register(sub) -> None:
     p.add_argument("--seconds", type=float, default=5.0, help="clip length")
     p.add_argument("--fps", type=float, default=24.0, help="frames per second of the video")
     p.add_argument("--device", default="auto", help="auto (a CUDA GPU if there is one, else the CPU), cpu, cuda or cuda:N")
+    p.add_argument("--student", choices=["auto", "lite", "full"], default="auto",
+                   help="student renderer: lite (CPU-fast: coarse body grid, movable face pixels only), full, "
+                        "or auto (lite on the CPU; default)")
     p.add_argument("--background", default="white", help="background for formats without alpha (name, #rrggbb)")
     p.add_argument("--exact", action="store_true",
                    help="run the body network on every frame (slower; default interpolates between keyframes)")
@@ -88,6 +91,10 @@ def run(args) -> int:
     if use_teacher and not args.teacher:
         print(f"note: no bundled student at {SAMPLE_CHARACTER}; posing with the THA3 teacher (slow)")
     character = load(SAMPLE_IMAGE if use_teacher else SAMPLE_CHARACTER, device=device)
+    if not use_teacher:
+        from kyara.student.lite import use_student
+
+        use_student(character, args.student)
     poses, body = demo_track(args.seconds, args.fps)
     stats = RenderStats()
     out = Path(args.output)

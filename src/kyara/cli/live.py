@@ -50,6 +50,9 @@ def register(subparsers) -> None:
     p.add_argument("--device", default=d.device, choices=["auto", "cpu", "cuda"], help="where the model runs")
     p.add_argument("--no-browser", dest="open_browser", action="store_false", help="do not open the studio page")
     p.add_argument("--teacher", action="store_true", help="drive an image with the slow THA3 teacher (no student)")
+    p.add_argument("--student", choices=["auto", "lite", "full"], default=d.student,
+                   help="student renderer: lite (CPU-fast: coarse body grid, movable face pixels only), full, "
+                        "or auto (lite on the CPU; default)")
     p.add_argument("--fps", type=float, default=d.fps, help="render loop target frames per second")
     p.add_argument("--encoders", type=int, default=d.encoders, metavar="N",
                    help="WebP encoder threads: frames encoded in parallel, published in render order "

@@ -144,6 +144,9 @@ def register(subparsers) -> None:
     parser.add_argument("--dtype", choices=["float32", "float16"],
                         help="compute dtype (default: the model's; float16 needs a CUDA GPU)")
     parser.add_argument("--batch-size", type=int, default=4, metavar="N", help="poses per forward pass (default 4)")
+    parser.add_argument("--student", choices=["auto", "lite", "full"], default="auto",
+                        help="student renderer: lite (CPU-fast: coarse body grid, movable face pixels only; a one-time "
+                             "~2 s face analysis), full, or auto (lite on the CPU from 60 poses on; default)")
     parser.add_argument("--fit", action="store_true", help="scale and pad a non-512×512 image to 512×512 (keeps aspect)")
     parser.add_argument("--background", default="transparent",
                         help="transparent, a colour name (green, blue, black, white, ...) or #rrggbb")
@@ -187,6 +190,10 @@ def run(args: argparse.Namespace) -> int:
         print("kyara pose: note: --weights/--fit apply to image inputs; ignored for a character file", file=sys.stderr)
     character = load(args.input, teacher=args.teacher, weights_dir=args.weights, device=args.device,
                      dtype=args.dtype, fit=args.fit)
+    if args.student != "full":
+        from kyara.student.lite import use_student
+
+        use_student(character, args.student, frames=len(poses))
     frames = iter_pose_images(character, poses, batch_size=args.batch_size)
     if len(poses) > 1:
         from tqdm import tqdm

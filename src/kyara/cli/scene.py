@@ -16,6 +16,9 @@ def register(subparsers) -> None:
     p.add_argument("scene", help="scene YAML file")
     p.add_argument("-o", "--output", default=None, help="output file (default: <scene file name>.mp4 in the current folder)")
     p.add_argument("--device", default="auto", help="auto (a CUDA GPU if there is one, else the CPU), cpu, cuda or cuda:N")
+    p.add_argument("--student", choices=["auto", "lite", "full"], default="auto",
+                   help="student renderer: lite (CPU-fast: coarse body grid, movable face pixels only), full, "
+                        "or auto (lite on the CPU; default)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -26,5 +29,6 @@ def run(args: argparse.Namespace) -> int:
     from kyara.produce.scene import render_scene
 
     output = args.output or f"{Path(args.scene).stem}.mp4"
-    print(render_scene(args.scene, output, device=args.device, progress=not args.quiet))
+    print(render_scene(args.scene, output, device=args.device, progress=not args.quiet,
+                       student=args.student))
     return 0

@@ -33,6 +33,9 @@ def register(subparsers) -> None:
     p.add_argument("--background", default=DEFAULTS.background,
                    help="green, #rrggbb, r,g,b or transparent (default: transparent where the format allows, MP4 white)")
     p.add_argument("--device", default="auto", help="auto (a CUDA GPU if there is one, else the CPU), cpu, cuda or cuda:N")
+    p.add_argument("--student", choices=["auto", "lite", "full"], default="auto",
+                   help="student renderer: lite (CPU-fast: coarse body grid, movable face pixels only), full, "
+                        "or auto (lite on the CPU; default)")
     p.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size, help="poses rendered per model call")
     p.add_argument("--seed", type=int, default=DEFAULTS.seed, help="seed for blinks and sway")
     p.add_argument("--exact", action="store_true",
@@ -55,7 +58,14 @@ def run(args: argparse.Namespace) -> int:
                          emotion_intensity=args.emotion_intensity, emotion_timeline=args.emotion_timeline,
                          background=args.background, batch_size=args.batch_size, seed=args.seed,
                          exact=args.exact)
-    path = speak(args.character, audio_path=args.audio, text=args.text, output=args.output, config=config,
+    character = args.character
+    if args.student != "full" and not args.exact:
+        from kyara.character import is_student_path, load
+        from kyara.student.lite import use_student
+
+        if is_student_path(character) or args.student == "lite":
+            character = use_student(load(character, device=args.device), args.student)
+    path = speak(character, audio_path=args.audio, text=args.text, output=args.output, config=config,
                  device=args.device, progress=not args.quiet)
     print(path)
     return 0

@@ -27,6 +27,8 @@ def register(subparsers) -> None:
     p.add_argument("--no-animations", dest="animations", action="store_false", help="PNGs and contact sheet only")
     p.add_argument("--device", default="auto", help="auto (a CUDA GPU if there is one, else the CPU), cpu, cuda or cuda:N")
     p.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size, help="poses rendered per model call")
+    p.add_argument("--student", choices=["auto", "lite", "full"], default="auto",
+                   help="student renderer: lite (CPU-fast plan: coarse body grid, movable face pixels only; ~40 dB from full), full, or auto (lite on the CPU; default)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -43,7 +45,9 @@ def run(args: argparse.Namespace) -> int:
                          f"--batch-size {args.batch_size}")
     config = StickerConfig(fps=args.fps, size=args.size, batch_size=args.batch_size, animations=args.animations,
                            framing=args.framing)
-    written = make_stickers(load(args.character, device=args.device), args.output, config, names=args.only,
+    from kyara.student.lite import use_student
+
+    written = make_stickers(use_student(load(args.character, device=args.device), args.student), args.output, config, names=args.only,
                             progress=not args.quiet)
     print(f"{sum(len(v) for v in written.values())} files in {args.output} ({len(written) - 1} expressions)")
     return 0

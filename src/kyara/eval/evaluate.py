@@ -33,6 +33,7 @@ def evaluate(character, teacher, num_poses: int = 1000, batch_size: int = 8, lpi
     from tqdm import tqdm
 
     from kyara.eval.metrics import psnr, ssim
+    from kyara.image import to_premultiplied, to_straight
 
     lpips_net = None
     if lpips:
@@ -40,11 +41,16 @@ def evaluate(character, teacher, num_poses: int = 1000, batch_size: int = 8, lpi
 
         lpips_net = load_lpips(teacher.device)
     poses = sample_poses(num_poses, torch.Generator().manual_seed(seed))
-    prepared = teacher.prepare(character.image.to(teacher.device))
+    # A premultiplied-colour teacher (THA4, issue 17) takes premultiplied input; its output is made
+    # straight like Character.render's, so both sides are straight model space.
+    premultiplied = getattr(teacher, "colour", "straight") == "premultiplied"
+    image = character.image.to(teacher.device)
+    prepared = teacher.prepare(to_premultiplied(image) if premultiplied else image)
     sums = {"psnr": 0.0, "ssim": 0.0, "lpips": 0.0}
     for s in tqdm(range(0, num_poses, batch_size), disable=not progress, desc="eval", unit="batch"):
         chunk = poses[s:s + batch_size]
         target = teacher.pose(prepared, chunk.to(teacher.device)).float()
+        target = to_straight(target) if premultiplied else target
         pred = character.render(chunk).to(target.device)
         sums["psnr"] += float(psnr(pred, target).sum())
         sums["ssim"] += float(ssim(pred, target).sum())

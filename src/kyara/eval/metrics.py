@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kyara.errors import KyaraError
-from kyara.image import linear_to_srgb, premultiply, signed_to_unit, unit_to_signed
+from kyara.image import display_space, unit_to_signed
 
 # SSIM as in Wang et al. 2004 and skimage's structural_similarity(gaussian_weights=True,
 # sigma=1.5, use_sample_covariance=False, data_range=1).
@@ -54,10 +54,7 @@ def to_display(images: torch.Tensor) -> torch.Tensor:
     Channels 0–2: sRGB colour × alpha (composited over black); channel 3: alpha. Out-of-range
     model values are clipped (what a saved PNG would show, up to 8-bit rounding).
     """
-    unit = signed_to_unit(_batch(images, "images"))
-    srgb = linear_to_srgb(unit[:, :3])
-    alpha = unit[:, 3:4].clamp(0.0, 1.0)
-    return premultiply(torch.cat([srgb, alpha], dim=1))
+    return display_space(_batch(images, "images"))
 
 
 def display_rgb_signed(images: torch.Tensor) -> torch.Tensor:

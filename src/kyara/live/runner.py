@@ -64,7 +64,15 @@ def load_live_character(config: LiveConfig, print_fn=print):
     elif not character_module.is_student_path(path):
         raise KyaraError(f"{path} is an image; distill it first (`kyara distill {path}`) or pass --teacher "
                          "to drive it with the slow teacher model")
-    return character_module.load(path, teacher=DEFAULT_TEACHER, device=device_name)
+    loaded = character_module.load(path, teacher=DEFAULT_TEACHER, device=device_name)
+    if config.teacher:
+        return loaded
+    from kyara.student.lite import use_student
+
+    use_student(loaded, config.student)
+    if hasattr(loaded.poser, "face_plan"):
+        loaded.poser.face_plan()   # the lite plan's one-time face analysis, before the first frame
+    return loaded
 
 
 def build_sources(config: LiveConfig, print_fn=print) -> list:

@@ -20,6 +20,7 @@ from kyara.errors import KyaraError
 WILDCARD_HOSTS = ("0.0.0.0", "::", "")
 DEFAULT_TEACHER = "tha3/separable_float"
 TOKEN_FORBIDDEN = " &#?/"
+RENDER_MODES = ("server", "browser")  # where frames are drawn: here (WebP) or in each page (pose packets)
 
 
 def is_loopback(host: str) -> bool:
@@ -62,8 +63,10 @@ class LiveConfig:
     device: str = "auto"
     open_browser: bool = True
     teacher: bool = False
+    student: str = "auto"                 # auto | lite | full (kyara.student.lite.use_student)
     fps: float = 60.0
     encoders: int = 3                     # WebP encoder threads
+    render: str = "server"                # server: WebP frames drawn here; browser: pose packets, pages draw
     trackers: bool = True                 # start the iFacialMocap and VMC receivers
     ifacialmocap_port: int = IFACIALMOCAP_PORT
     ifacialmocap_phone_ip: str | None = None
@@ -97,6 +100,11 @@ class LiveConfig:
             raise KyaraError(f"--fps must be in (0, 240], got {self.fps}")
         if isinstance(self.encoders, bool) or not isinstance(self.encoders, int) or not 1 <= self.encoders <= 16:
             raise KyaraError(f"--encoders must be in [1, 16], got {self.encoders}")
+        if self.render not in RENDER_MODES:
+            raise KyaraError(f"--render must be one of {', '.join(RENDER_MODES)}, got {self.render!r}")
+        if self.render == "browser" and self.teacher:
+            raise KyaraError("--render browser needs a distilled student (the pages run it); --teacher renders "
+                             "on the server only: drop --render browser")
         if self.ifacialmocap_phone_ip is not None and not self.trackers:
             raise KyaraError("--ifacialmocap-phone-ip needs the iFacialMocap receiver; drop --no-trackers")
         if min(self.max_body_bytes, self.max_ws_message_bytes) < 1024 \

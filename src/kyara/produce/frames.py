@@ -167,9 +167,11 @@ def render_track(character: Renderable, poses: np.ndarray, batch_size: int = 8, 
 
 # -- split rendering for students ------------------------------------------------------------------
 def supports_split(character) -> bool:
-    """True for characters backed by a kyara Student (face morpher + body morpher with .features)."""
+    """True for characters backed by a kyara Student (face morpher + body morpher with .features) that
+    take the image as it is stored. Premultiplied-colour characters (imported THA4 students) go
+    through Character.render, the one place that converts their input and output."""
     poser = getattr(character, "poser", None)
-    return (poser is not None and hasattr(poser, "face_morpher") and hasattr(getattr(poser, "body_morpher", None),
+    return (poser is not None and not getattr(character, "premultiplied", False) and hasattr(poser, "face_morpher") and hasattr(getattr(poser, "body_morpher", None),
                                                                               "features")
             and isinstance(getattr(character, "image", None), torch.Tensor))
 
@@ -282,6 +284,10 @@ class _CanvasFrames:
     def __init__(self, student, image: torch.Tensor):
         self.student, self.image = student, image.to(student.device, student.dtype)
 
+    @staticmethod
+    def prepare(features: torch.Tensor) -> torch.Tensor:
+        return features
+
     def frame(self, face: torch.Tensor, features: torch.Tensor) -> np.ndarray:
         with torch.inference_mode():
             return tensor_to_rgba_u8(self.student.compose(self.image, face[None], features[None]).image[0].float().cpu())
@@ -293,6 +299,7 @@ def _render_student_track(student, plan: _TrackPlan, compositors: list, pixels, 
     distinct face pose, Student.body_features (at `pixels`, None: the student's default) once per
     distinct keyframe body pose, batch_size at a time; each frame's keyframe outputs interpolated
     linearly, then compositors[lane].frame(face, features) on one worker thread per compositor
+    (body features are stored as compositors[0].prepare lays them out)
     (single-threaded torch each: intra-op threading of these small per-frame ops stalls badly when
     another process holds a core; inline when there is one), frame t on lane t % lanes, yielded in
     order. Finished frames of exact keyframes are reused while their face and body poses live.
@@ -338,7 +345,7 @@ def _render_student_track(student, plan: _TrackPlan, compositors: list, pixels, 
                     faces, plan.face_unique)
             if b0 not in bodies or b1 not in bodies:
                 first = min(b for b in (b0, b1) if b not in bodies)
-                run("body", lambda p: student.body_features(p, pixels),
+                run("body", lambda p: compositors[0].prepare(student.body_features(p, pixels)),
                     [b for b in range(first, min(first + batch_size, len(plan.body_unique))) if b not in bodies],
                     bodies, plan.body_unique)
             start = time.perf_counter()
@@ -425,11 +432,11 @@ def render_track_fast(character, poses: np.ndarray, body_poses: np.ndarray, fps:
       pixel set of every other keyframe; further out every frame shows the input image (transparent
       for a trained character).
     - Per frame: warp, blend and 8-bit conversion on those pixels only
-      (kyara.produce.compose.SubsetCompositor).
+      (kyara.student.compose.SubsetCompositor).
     On the bundled sample it matches the per-frame full render to 45 dB PSNR over a 30 s talking clip
     (worst frame 39 dB; docs/benchmarks.md).
     """
-    from kyara.produce.compose import SubsetCompositor
+    from kyara.student.compose import SubsetCompositor
     from kyara.student.pixels import PixelSet
 
     stats = stats if stats is not None else RenderStats()
@@ -456,7 +463,7 @@ def render_track_fast(character, poses: np.ndarray, body_poses: np.ndarray, fps:
         # The first keyframe's outputs at the region's pixels (rows of base's pixel list).
         row_of = torch.full((base.output.size ** 2,), -1, dtype=torch.int64)
         row_of[base.output.index] = torch.arange(len(base.output))
-        first = {0: first[row_of[pixels.output.index]]}
+        first = {0: SubsetCompositor.prepare(first[row_of[pixels.output.index]])}
     else:
         first = {}
     lanes = max(1, min(2, torch.get_num_threads()))

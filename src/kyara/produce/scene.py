@@ -454,17 +454,19 @@ def scene_tracks(scene: Scene) -> tuple[int, list]:
 
 
 def render_scene(scene_path: str | Path, output: str | Path, characters: dict | None = None, device: str | None = "cpu",
-                 progress: bool = True, stats: RenderStats | None = None) -> Path:
+                 progress: bool = True, stats: RenderStats | None = None, student: str = "full") -> Path:
     """Render a scene file to a video (.mp4 / .webm / .gif / .webp / PNG frames) → the output path.
 
     characters: optional {character file path (resolved) or name: Character} to use instead of
-    loading the files (tests, or characters already in memory).
+    loading the files (tests, or characters already in memory). student: auto | lite | full, the student
+    renderer for loaded characters (kyara.student.lite.use_student).
     """
     from tqdm import tqdm
 
     from kyara.render.composite import Placement, compose, make_canvas
     from kyara.render.video import open_writer
     from kyara.character import load
+    from kyara.student.lite import use_student
 
     scene = load_scene(scene_path)
     output = Path(output)
@@ -472,7 +474,7 @@ def render_scene(scene_path: str | Path, output: str | Path, characters: dict | 
     for c in scene.characters:
         given = (characters or {}).get(str(c.file)) or (characters or {}).get(c.name)
         try:
-            loaded.append(given if given is not None else load(c.file, device=device))
+            loaded.append(given if given is not None else use_student(load(c.file, device=device), student))
         except KyaraError as e:
             raise SceneError(f"{scene.path}:{c.line}: character {c.name!r}: {e}") from None
     T, tracks = scene_tracks(scene)

@@ -72,6 +72,11 @@ def student_to_web_bytes(character, weights_dtype: str = "float16") -> bytes:
 
     if weights_dtype not in WEIGHT_DTYPES:
         raise WebWeightsError(f"weights dtype must be one of {WEIGHT_DTYPES}, got {weights_dtype!r}")
+    if getattr(character, "premultiplied", False):
+        # The shaders feed the stored (straight) image; a premultiplied-colour student (an imported
+        # THA4 directory) would be wrong at every soft edge, so refuse rather than render it badly.
+        raise WebWeightsError(f"{character.name}: premultiplied-colour students (imported THA4 directories) "
+                              "are not supported by the browser renderer yet")
     arrays: dict[str, np.ndarray] = {k: v.astype(DTYPES[weights_dtype]) for k, v in student_tensors(character).items()}
     arrays["character_image"] = tensor_to_rgba_u8(character.image)
     region = getattr(character.poser, "region", None)

@@ -63,6 +63,12 @@ class SubsetCompositor:
         still[still[..., 3] == 0] = 0
         self.template = torch.from_numpy(composite_over(still, background) if background is not None else still)
 
+    @staticmethod
+    def prepare(features: torch.Tensor) -> torch.Tensor:
+        """(N, M, 7) body outputs → the same values stored channel-major, so that interpolating two
+        keyframes and reading one channel at a time (``frame``) run over contiguous memory."""
+        return features.transpose(-1, -2).contiguous().transpose(-1, -2)
+
     def frame(self, face: torch.Tensor, features: torch.Tensor) -> np.ndarray:
         """face: (4, 128, 128) model-space face-morpher output for STUDENT_FACE_BOX; features: (M, 7)
         [flow x, flow y, alpha, colour RGBA] at the pixels → a new (S, S, channels) uint8 frame."""
