@@ -90,6 +90,7 @@ RULES = [
     Rule(("kyara", "scene"), small=("--quiet",), outputs=("scene.mp4",),
          slow="the example scene in full: 8 s of two characters at 1280×720"),
     Rule(("kyara", "export"), outputs=("character_model",)),
+    Rule(("kyara", "web"), outputs=("site/index.html",)),
 ]
 
 
@@ -140,7 +141,7 @@ def env() -> dict[str, str]:
 def test_readme_has_the_documented_commands():
     subcommands = {argv[1] for argv in readme_commands(README.read_text(encoding="utf-8"))
                    if Path(argv[0]).name == "kyara" and len(argv) > 1}
-    assert {"demo", "models", "pose", "distill", "eval", "live", "speak", "stickers", "scene", "export"} <= subcommands
+    assert {"demo", "models", "pose", "distill", "eval", "live", "speak", "stickers", "scene", "export", "web"} <= subcommands
     from importlib.metadata import entry_points
 
     scripts = {ep.name: ep.value for ep in entry_points(group="console_scripts")}

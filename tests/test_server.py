@@ -7,6 +7,7 @@ import io
 import json
 import random
 import string
+import time
 
 import numpy as np
 import pytest
@@ -513,3 +514,98 @@ def test_oversized_message_through_uvicorn_keeps_the_connection():
             else:
                 raise AssertionError("the pose sent after the big message was not applied")
         assert server.engine.manual == {"mouth_aaa": 0.5}
+
+
+# -- browser render mode (`kyara live --render browser`, issue 14) ------------------------------------
+@pytest.fixture
+def browser_client():
+    engine = LiveEngine(FakeCharacter(), FakeMixer(), fps=120, render="browser")
+    app = create_app(engine, LiveConfig(render="browser"), known_events=EVENTS)
+    with TestClient(app, base_url=BASE) as c:
+        c.engine = engine
+        yield c
+
+
+def next_binary(ws, limit: int = 200) -> bytes:
+    for _ in range(limit):
+        msg = ws.receive()
+        if msg.get("bytes"):
+            return msg["bytes"]
+    raise AssertionError(f"no binary message in {limit} messages")
+
+
+def test_browser_mode_websocket_sends_pose_packets_of_the_mixed_pose_and_encodes_nothing(browser_client):
+    from kyara.web.pose_packet import decode_pose_packet
+
+    c = browser_client
+    assert c.get("/api/render").json()["render"] == "browser"
+    with c.websocket_connect(WS + "/ws") as ws:
+        first = next_binary(ws)
+        assert len(first) <= 256
+        seq, inputs, pose = decode_pose_packet(first)
+        assert seq >= 1 and inputs == 0 and not pose.any()
+        n = c.put("/api/pose", json={"mouth_aaa": 0.75, "head_y": -0.5}).json()["input"]
+        for _ in range(200):
+            data = next_binary(ws)
+            assert len(data) <= 256
+            seq, inputs, pose = decode_pose_packet(data)
+            if inputs >= n:
+                break
+        else:
+            raise AssertionError("no packet including the slider PUT")
+        # the packet holds exactly the mixer's pose (float32 of it)
+        expected = c.engine.mixer.mix(0.0).vector.astype(np.float32)
+        np.testing.assert_array_equal(pose, expected)
+        assert pose[NAMES.index("mouth_aaa")] == np.float32(0.75)
+    status = c.get("/api/status").json()
+    assert status["render"] == "browser" and status["encode_ms"]["n"] == 0 and status["render_ms"]["n"] == 0
+    assert c.engine.character.renders == 0 and c.engine.latest.webp == b"" and c.engine.latest.rgba is None
+
+
+def test_browser_mode_page_can_ask_for_server_frames_and_frame_png_still_works(browser_client):
+    c = browser_client
+    with c.websocket_connect(WS + "/ws") as packets, c.websocket_connect(WS + "/ws") as frames:
+        assert len(next_binary(frames)) == 192
+        frames.send_text(json.dumps({"type": "frames", "on": "yes"}))
+        assert "true or false" in receive_json(frames, "error")["error"]
+        frames.send_text(json.dumps({"type": "frames", "on": True}))
+        for _ in range(200):  # pose packets published before the request may still be queued
+            data = next_binary(frames)
+            if len(data) != 192:
+                break
+        img = Image.open(io.BytesIO(data[FrameHeader.size:]))
+        assert img.format == "WEBP" and img.mode == "RGBA"
+        assert len(next_binary(packets)) == 192  # the other page still gets packets only
+        assert c.engine.status()["frames_wanted"] == 1 and c.engine.encode_ms.summary()["n"] >= 1
+    deadline = time.monotonic() + 5
+    while c.engine.status()["frames_wanted"]:  # the page left: back to poses only
+        assert time.monotonic() < deadline, "the closed page's frame request was not withdrawn"
+        time.sleep(0.01)
+    n = c.put("/api/pose", json={"mouth_aaa": 1.0}).json()["input"]
+    while not (c.engine.latest.inputs_applied >= n and c.engine.latest.rgba is None):
+        assert time.monotonic() < deadline, "no pose-only publication after the page left"
+        time.sleep(0.01)
+    renders = c.engine.character.renders
+    r = c.get("/api/frame.png")  # rendered on demand from the latest pose
+    assert r.status_code == 200
+    rgba = np.asarray(Image.open(io.BytesIO(r.content)))
+    assert rgba.shape == (512, 512, 4) and rgba[5, 5, 3] == 0
+    assert c.engine.character.renders > renders
+
+
+def test_server_mode_ignores_a_frames_request_and_keeps_sending_frames(client):
+    with client.websocket_connect(WS + "/ws") as ws:
+        ws.send_text(json.dumps({"type": "frames", "on": False}))
+        for _ in range(2):
+            assert len(next_binary(ws)) > 192
+    assert client.get("/api/render").json() == {"render": "server", "shapes": None}
+    assert client.engine.status()["frames_wanted"] == 0
+
+
+def test_render_flag_is_validated():
+    with pytest.raises(KyaraError, match="--render must be one of server, browser"):
+        LiveConfig(render="gpu")
+    with pytest.raises(KyaraError, match="--render browser needs a distilled student"):
+        LiveConfig(render="browser", teacher=True)
+    with pytest.raises(ValueError, match="render must be one of"):
+        LiveEngine(FakeCharacter(), FakeMixer(), render="gpu")

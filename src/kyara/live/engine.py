@@ -14,6 +14,12 @@ computed after it: ``latency_ms`` for API inputs (``set_manual``, ``trigger``, `
 each packet's arrival time). The mixer owns sliders, presets and idle; the engine tells it the
 time of the last rendered frame, so short events (blinks) are latched into the next frame.
 
+Browser render mode (``render="browser"``, `kyara live --render browser`): the pages run the
+student themselves, so the loop publishes the mixed pose alone (``rgba`` None, ``webp`` b"") at the
+same ticks, rendering and encoding nothing, until a page asks for server frames
+(``request_frames``, a page without WebGPU/WebGL2); while any does, every publication carries a
+frame as in server mode.
+
 No HTTP here (the server wraps this), no work at import time.
 """
 from __future__ import annotations
@@ -31,7 +37,7 @@ import numpy as np
 from PIL import Image
 
 from kyara.drive.idle import IDLE_PARTS  # noqa: F401  (kyara.server.api imports it from here)
-from kyara.live.session import LiveConfig  # the one home of the live defaults (fps, encoders)
+from kyara.live.session import RENDER_MODES, LiveConfig  # the one home of the live defaults (fps, encoders)
 from kyara.pose import NAMES, Pose
 
 log = logging.getLogger(__name__)
@@ -66,13 +72,14 @@ class PoseMixerLike(Protocol):
 @dataclass(frozen=True)
 class EncodedFrame:
     """A published frame. ``rgba``: (H, W, 4) uint8 sRGB straight RGBA; ``webp``: its encoding.
+    In browser render mode with no page asking for frames: the pose alone (``rgba`` None, ``webp`` b"").
 
     seq: 1, 2, ... per publication. inputs_applied: the engine's input counter when the pose was
     read, so a client that sent input number n knows the first frame with inputs_applied >= n
     includes it. published: time.monotonic() at publication.
     """
     seq: int
-    rgba: np.ndarray
+    rgba: np.ndarray | None
     webp: bytes
     pose: Pose
     inputs_applied: int
@@ -164,7 +171,7 @@ def encode_webp(rgba: np.ndarray, quality: int = 90) -> bytes:
 
 
 class _Rendered(NamedTuple):
-    rgba: np.ndarray          # (H, W, 4) uint8
+    rgba: np.ndarray | None   # (H, W, 4) uint8; None: the pose alone (browser render mode)
     pose: Pose
     inputs_applied: int
     pending_since: float | None
@@ -187,21 +194,26 @@ class LiveEngine:
     or ``refresh_s`` passed since the last render.
     encoders: WebP encoder threads of the running loop, and the most frames being encoded at once
     (1 = the encoder alone bounds the frame rate at 1 / encode time). ``step()`` encodes inline.
+    render: "server" (render + encode every publication) or "browser" (publish poses only, unless a
+    page asked for frames with ``request_frames``).
     """
 
     def __init__(self, character: RgbaRenderer, mixer: PoseMixerLike, fps: float = LiveConfig.fps, *,
                  refresh_s: float = 2.0, webp_quality: int = 90, encoders: int = LiveConfig.encoders,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 render: str = LiveConfig.render, clock: Callable[[], float] = time.monotonic) -> None:
         if not fps > 0:
             raise ValueError(f"fps must be > 0, got {fps}")
         if isinstance(encoders, bool) or not isinstance(encoders, int) or encoders < 1:
             raise ValueError(f"encoders must be an integer >= 1, got {encoders!r}")
+        if render not in RENDER_MODES:
+            raise ValueError(f"render must be one of {RENDER_MODES}, got {render!r}")
         self.character = character
         self.mixer = mixer
         self.fps = float(fps)
         self.refresh_s = float(refresh_s)
         self.webp_quality = int(webp_quality)
         self.encoders = encoders
+        self.render_mode = render
         self.clock = clock
         self.latest: EncodedFrame | None = None
         self.pose: Pose = Pose()          # the last pose read from the mixer
@@ -221,6 +233,9 @@ class LiveEngine:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._last_render = -float("inf")
+        self._frames_wanted = 0               # pages that asked for server frames (browser render mode)
+        self._force_frame = False             # render the next tick even if the pose did not change
+        self._render_lock = threading.Lock()  # the loop and frame_rgba() share one character
         self._seq = 0
         self.started_at: float | None = None
 
@@ -283,6 +298,32 @@ class LiveEngine:
     def idle_state(self) -> dict[str, bool] | None:
         return self.mixer.idle_state()
 
+    # -- server frames in browser render mode ---------------------------------------------------
+    def request_frames(self, on: bool) -> None:
+        """A page starts (True) or stops (False) needing server-rendered frames. Counted: in browser
+        render mode frames are rendered while the count is above 0. No effect on the server mode."""
+        with self._lock:
+            self._frames_wanted = max(0, self._frames_wanted + (1 if on else -1))
+            if on:
+                self._force_frame = True
+
+    @property
+    def renders_frames(self) -> bool:
+        """Whether publications carry frames now (always in server mode)."""
+        return self.render_mode == "server" or self._frames_wanted > 0
+
+    def frame_rgba(self) -> tuple[int, np.ndarray] | None:
+        """(seq, (H, W, 4) uint8 RGBA) of the latest publication; in browser render mode a pose-only
+        publication is rendered here on demand (on the caller's thread). None before the first."""
+        frame = self.latest
+        if frame is None:
+            return None
+        if frame.rgba is not None:
+            return frame.seq, frame.rgba
+        with self._render_lock:
+            rgba = np.ascontiguousarray(self.character.render_rgba(frame.pose))
+        return frame.seq, rgba
+
     # -- subscribers ----------------------------------------------------------------------------
     def subscribe(self, asyncio_loop: asyncio.AbstractEventLoop | None = None) -> Subscription:
         sub = Subscription(self, asyncio_loop)
@@ -314,13 +355,18 @@ class LiveEngine:
             pending_since, tracker_since, inputs_applied = inp.pending_since, inp.tracker_since, inp.counter
             inp.pending_since = inp.tracker_since = None
             pose = self.mixer.mix(now, since=self._last_render)  # blinks since the last render are latched
-        changed = pose != self.pose or self.latest is None
+            forced, self._force_frame = self._force_frame, False
+        changed = pose != self.pose or self.latest is None or forced
         stale = now - self._last_render >= self.refresh_s
         self.pose = pose
         if not (changed or stale or pending_since is not None):
             return None
+        if not self.renders_frames:  # browser render mode: the pages draw this pose themselves
+            self._last_render = now
+            return _Rendered(None, pose, inputs_applied, pending_since, tracker_since)
         t0 = time.perf_counter()
-        rgba = np.ascontiguousarray(self.character.render_rgba(pose))
+        with self._render_lock:
+            rgba = np.ascontiguousarray(self.character.render_rgba(pose))
         if rgba.ndim != 3 or rgba.shape[2] != 4 or rgba.dtype != np.uint8:
             raise ValueError(f"character.render_rgba returned {rgba.shape} {rgba.dtype}; expected (H, W, 4) uint8")
         self.render_ms.add((time.perf_counter() - t0) * 1000.0)
@@ -331,7 +377,9 @@ class LiveEngine:
         return self._publish(rendered, self._encode(rendered))
 
     def _encode(self, rendered: "_Rendered") -> bytes:
-        """The slow, parallel part: any encoder thread, any order."""
+        """The slow, parallel part: any encoder thread, any order. A pose alone encodes to b""."""
+        if rendered.rgba is None:
+            return b""
         t1 = time.perf_counter()
         webp = encode_webp(rendered.rgba, self.webp_quality)
         self.encode_ms.add((time.perf_counter() - t1) * 1000.0)
@@ -469,6 +517,8 @@ class LiveEngine:
             "character": str(getattr(self.character, "name", "character")),
             "target_fps": self.fps,
             "encoders": self.encoders,
+            "render": self.render_mode,
+            "frames_wanted": self._frames_wanted,
             "fps": round(self.measured_fps(), 2),
             "frames": latest.seq if latest else 0,
             "frame_bytes": len(latest.webp) if latest else 0,

@@ -159,7 +159,7 @@ def run_live(config: LiveConfig, print_fn=print) -> None:
         sources = build_sources(config, print_fn)
         for source in sources:
             mixer.add_source(source)
-        engine = LiveEngine(ch, mixer, fps=config.fps, encoders=config.encoders)
+        engine = LiveEngine(ch, mixer, fps=config.fps, encoders=config.encoders, render=config.render)
         server = uvicorn.Server(uvicorn_config(create_app(engine, config), config))
 
         def announce() -> None:
@@ -168,6 +168,8 @@ def run_live(config: LiveConfig, print_fn=print) -> None:
                     return
                 threading.Event().wait(0.05)
             print_fn(f"kyara live: {getattr(ch, 'name', 'character')} on {engine.fps:g} fps target")
+            if config.render == "browser":
+                print_fn("  rendering:          in each page (WebGPU/WebGL2; pages without them get server frames)")
             print_fn(f"  studio:             {config.url('/', port)}")
             if config.host in WILDCARD_HOSTS:
                 print_fn(f"  on this machine:    {config.local_url('/', port)}")

@@ -8,6 +8,7 @@ stays. Nothing here raises past a handler.
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import threading
@@ -185,6 +186,7 @@ class Api:
         # keeps only the preset's values, so the name and intensity are remembered here.
         self.current_preset: dict = {"name": "neutral", "intensity": 1.0}
         self.state_version = 0  # bumped when the manual layer, preset or idle toggles change
+        self._shapes: tuple | None = None  # (character, its weights' tensor shapes) for /api/render
 
     def _changed(self) -> None:
         self.state_version += 1
@@ -226,11 +228,28 @@ class Api:
         return JSONResponse(self.state_dict())
 
     async def frame_png(self, request: Request) -> Response:
-        frame = self.engine.latest
+        # browser render mode publishes poses only: the latest one is rendered here, on demand
+        frame = await asyncio.to_thread(self.engine.frame_rgba) if self.engine.latest is not None else None
         if frame is None:
             return JSONResponse({"error": "no frame rendered yet; try again in a moment"}, status_code=503)
-        png = encode_image(frame.rgba, "PNG", compress_level=1)
-        return Response(png, media_type="image/png", headers={"Cache-Control": "no-store", "X-Frame-Seq": str(frame.seq)})
+        seq, rgba = frame
+        png = encode_image(rgba, "PNG", compress_level=1)
+        return Response(png, media_type="image/png", headers={"Cache-Control": "no-store", "X-Frame-Seq": str(seq)})
+
+    async def render_info(self, request: Request) -> Response:
+        """GET /api/render: where frames are drawn ("server" | "browser") and, for a student, the
+        tensor shapes its /api/character weights must have (the page checks them; null otherwise)."""
+        character = self.engine.character
+        shapes = None
+        if getattr(character, "is_student", False):
+            if self._shapes is None or self._shapes[0] is not character:
+                from kyara.web.weights import student_tensors
+
+                tensors = await asyncio.to_thread(student_tensors, character)
+                self._shapes = (character, {**{k: list(v.shape) for k, v in tensors.items()},
+                                            "character_image": [512, 512, 4]})
+            shapes = self._shapes[1]
+        return JSONResponse({"render": self.engine.render_mode, "shapes": shapes})
 
     async def event(self, request: Request) -> Response:
         try:
@@ -284,12 +303,14 @@ class Api:
         })
 
     # -- WebSocket commands -----------------------------------------------------------------------
-    def handle_ws_message(self, data: bytes | str, max_bytes: int) -> None:
+    def handle_ws_message(self, data: bytes | str, max_bytes: int) -> bool | None:
         """Apply one client WebSocket message, or raise MessageError (the caller drops, counts and
-        answers it).
+        answers it). Returns the requested value of a "frames" message (the connection's own
+        setting, applied by the caller), else None.
 
         Messages are JSON objects with a "type": pose {values}, reset, event {name},
-        preset {name, intensity}, idle {blink, breathing, sway}, calibrate, ping.
+        preset {name, intensity}, idle {blink, breathing, sway}, calibrate, ping,
+        frames {on: bool} (browser render mode: this page wants server frames instead of pose packets).
         """
         msg = _object(parse_json(data, max_bytes), "message")
         kind = msg.get("type")
@@ -312,6 +333,11 @@ class Api:
             self.engine.calibrate()
         elif kind == "ping":
             pass
+        elif kind == "frames":
+            on = msg.get("on")
+            if not isinstance(on, bool):
+                raise MessageError(f"frames 'on': expected true or false, got {type(on).__name__}")
+            return on
         else:
             raise MessageError(f"unknown message type {str(kind)[:MAX_NAME_CHARS]!r}")
 

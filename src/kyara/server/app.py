@@ -5,12 +5,14 @@ Routes (add new ones to the list in ``create_app``)
   /            studio page (sliders, presets, idle toggles, events, background, stats)
   /obs         the character alone on a transparent page, for an OBS Browser Source
   /ws          WebSocket: binary frames (8-byte header, see ``api.FrameHeader``, then WebP with alpha),
-               JSON text messages (status every ``status_interval_s``, state on connect and on change,
+               or with ``config.render == "browser"`` 192-byte pose packets (kyara.web.pose_packet) until
+               the page sends {"type": "frames", "on": true}; JSON text messages (status every ``status_interval_s``, state on connect and on change,
                error for each dropped message); accepts JSON commands
   /api/pose    GET the current mixed 45 values; PUT some by name (manual layer); DELETE clears it
   /api/state   GET what the controls show: the manual layer, the preset, the idle toggles
   /api/frame.png, /api/event, /api/preset, /api/idle, /api/calibrate, /api/status, /api/parameters
   /api/character  GET the student as browser weights (.kyw, kyara.web) for /static/render/viewer.html
+  /api/render  GET {"render": "server" | "browser", "shapes": the weights' tensor shapes} for the pages
   /static/*    the pages' JS and CSS
 
 Security (outermost first):
@@ -44,6 +46,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from kyara.live.session import WILDCARD_HOSTS, LiveConfig, is_loopback
 from kyara.server.api import Api, FrameHeader, MessageError, ServerStats
+from kyara.web.pose_packet import encode_pose_packet
 from kyara.web.routes import web_character_route
 
 log = logging.getLogger(__name__)
@@ -224,6 +227,7 @@ def create_app(engine, config: LiveConfig = LiveConfig(), *, known_events: list[
         Route("/api/status", api.status, methods=["GET"]),
         Route("/api/parameters", api.parameters, methods=["GET"]),
         Route("/api/character", web_character_route(engine), methods=["GET"]),  # browser renderer weights (.kyw)
+        Route("/api/render", api.render_info, methods=["GET"]),
         Mount("/static", app=StaticFiles(directory=STATIC_DIR), name="static"),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
@@ -259,8 +263,9 @@ async def websocket_session(websocket: WebSocket, engine, api: Api, stats: Serve
     stats.add("ws_clients")
     stats.add("ws_connections")
     send_lock = asyncio.Lock()  # the sender task and error replies share one socket
+    client = _Client(packets=getattr(engine, "render_mode", "server") == "browser")
     sub = engine.subscribe(asyncio.get_running_loop())
-    sender = asyncio.create_task(_send_loop(websocket, sub, api, config.status_interval_s, send_lock))
+    sender = asyncio.create_task(_send_loop(websocket, sub, api, config.status_interval_s, send_lock, client))
     try:
         while True:
             message = await websocket.receive()
@@ -274,7 +279,9 @@ async def websocket_session(websocket: WebSocket, engine, api: Api, stats: Serve
                 size = len(data.encode("utf-8"))
                 if size > config.max_ws_message_bytes:
                     raise MessageError(f"message is {size} bytes; the limit is {config.max_ws_message_bytes}")
-                api.handle_ws_message(data, config.max_ws_message_bytes)
+                frames = api.handle_ws_message(data, config.max_ws_message_bytes)
+                if frames is not None:
+                    client.want_frames(engine, frames)
                 continue
             except MessageError as e:
                 error = str(e)[:200]
@@ -292,13 +299,31 @@ async def websocket_session(websocket: WebSocket, engine, api: Api, stats: Serve
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await sender
         sub.close()
+        client.want_frames(engine, False)
         stats.add("ws_clients", -1)
 
 
-async def _send_loop(websocket: WebSocket, sub, api: Api, status_interval_s: float, send_lock: asyncio.Lock) -> None:
-    """State first (and again whenever the controls' state changes), then the newest frame whenever
-    there is one and status JSON every status_interval_s. A slow client only slows this task; the
-    engine keeps publishing and this client skips to the newest frame."""
+class _Client:
+    """One WebSocket connection's delivery: pose packets (browser render mode) or frames."""
+
+    def __init__(self, packets: bool) -> None:
+        self.packets = packets
+        self.frames_requested = False
+
+    def want_frames(self, engine, on: bool) -> None:
+        """A "frames" message (or the disconnect, with False): counted by the engine once per change."""
+        if on == self.frames_requested or getattr(engine, "render_mode", "server") != "browser":
+            return
+        self.frames_requested = on
+        self.packets = not on
+        engine.request_frames(on)
+
+
+async def _send_loop(websocket: WebSocket, sub, api: Api, status_interval_s: float, send_lock: asyncio.Lock,
+                     client: _Client) -> None:
+    """State first (and again whenever the controls' state changes), then the newest frame (or pose
+    packet) whenever there is one and status JSON every status_interval_s. A slow client only slows
+    this task; the engine keeps publishing and this client skips to the newest frame."""
     loop = asyncio.get_running_loop()
     next_status = loop.time()
     sent_state = None
@@ -320,8 +345,14 @@ async def _send_loop(websocket: WebSocket, sub, api: Api, status_interval_s: flo
             frame = await asyncio.wait_for(sub.next_frame_async(), timeout=max(0.0, next_status - loop.time()))
         except asyncio.TimeoutError:
             continue
+        if client.packets:
+            message = encode_pose_packet(frame.seq, frame.inputs_applied, frame.pose.vector)
+        elif frame.webp:
+            message = FrameHeader.pack(frame.seq, frame.inputs_applied) + frame.webp
+        else:
+            continue  # a pose alone, published before this page's frame request reached the engine
         async with send_lock:
-            await websocket.send_bytes(FrameHeader.pack(frame.seq, frame.inputs_applied) + frame.webp)
+            await websocket.send_bytes(message)
 
 
 # Old names, kept for callers written before kyara.live.session existed (benchmarks/live_latency.py).
