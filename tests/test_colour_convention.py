@@ -89,13 +89,15 @@ def test_unknown_colour_value_is_refused(tmp_path, premultiplied_character):
         load_character(path)
 
 
-def test_straight_student_export_can_be_refused_with_the_reason(tmp_path, premultiplied_character):
+def test_straight_student_export_is_refused_with_the_reason(tmp_path, premultiplied_character):
     character, _ = premultiplied_character
     straight = Character("plain", character.image, character.poser, "tha3/separable_float", {})
-    with pytest.raises(CharacterFileError, match="plain: this student was trained on straight colour.*premultiplied"):
-        export_tha4_directory(straight, tmp_path / "refused", allow_straight=False)
+    with pytest.raises(CharacterFileError, match="plain: not exported: this student was trained on straight colour"
+                                                 ".*premultiplied.*--allow-straight"):
+        export_tha4_directory(straight, tmp_path / "refused")            # the default refuses
     assert not (tmp_path / "refused").exists()
-    assert (export_tha4_directory(straight, tmp_path / "out") / "body_morpher.pt").is_file()   # the default writes it
+    assert (export_tha4_directory(straight, tmp_path / "out", allow_straight=True) / "body_morpher.pt").is_file()
+    assert (export_tha4_directory(character, tmp_path / "exact") / "body_morpher.pt").is_file()   # premultiplied: exact
 
 
 class PremultipliedFakeTeacher(FakeTeacher):

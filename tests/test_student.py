@@ -60,7 +60,7 @@ def test_kyara_file_round_trip(tmp_path):
 
 def test_tha4_directory_round_trip(tmp_path):
     ch = random_character(seed=2)
-    out = export_tha4_directory(ch, tmp_path / "character_model")
+    out = export_tha4_directory(ch, tmp_path / "character_model", allow_straight=True)
     assert {p.name for p in out.iterdir()} == {"character_model.yaml", "character.png", "face_morpher.pt", "body_morpher.pt"}
     loaded = load_character(out)
     for (k, a), (_, b) in zip(ch.poser.state_dict().items(), loaded.poser.state_dict().items()):
@@ -186,10 +186,10 @@ def test_region_round_trips_through_kyara_files_and_bad_regions_are_named(tmp_pa
     poses = stack([Pose(head_x=-0.4)])
     assert torch.allclose(back.render(poses), ch.render(poses), atol=1e-5)
     with pytest.warns(UserWarning, match="region"):
-        export_tha4_directory(back, tmp_path / "tha4")
+        export_tha4_directory(back, tmp_path / "tha4", allow_straight=True)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        export_tha4_directory(random_character(0), tmp_path / "tha4_dense")   # no region: no warning
+        export_tha4_directory(random_character(0), tmp_path / "tha4_dense", allow_straight=True)   # no region: no warning
     with pytest.raises(ValueError, match="512, 512"):
         student.set_region(torch.ones(256, 256, dtype=torch.bool))
     with pytest.raises(ValueError, match="no pixel"):
@@ -212,7 +212,9 @@ def test_cli_export_of_the_bundled_region_student_warns_in_one_line(tmp_path, ca
     from kyara.cli import main
 
     assert load_character(SAMPLE_CHARACTER).poser.region is not None   # the bundled student is region-trained
-    assert main(["export", str(SAMPLE_CHARACTER), "--tha4-dir", str(tmp_path / "out")]) == 0
+    assert main(["export", str(SAMPLE_CHARACTER), "--tha4-dir", str(tmp_path / "refused")]) == 2   # straight colour
+    assert "--allow-straight" in capsys.readouterr().err and not (tmp_path / "refused" / "body_morpher.pt").exists()
+    assert main(["export", str(SAMPLE_CHARACTER), "--tha4-dir", str(tmp_path / "out"), "--allow-straight"]) == 0
     err = capsys.readouterr().err
     assert err.count("warning:") == 1 and "region" in err and "Traceback" not in err
     assert (tmp_path / "out" / "body_morpher.pt").exists()

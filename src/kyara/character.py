@@ -354,15 +354,15 @@ def load_tha4_directory(path: str | Path, device: str | None = "cpu", dtype: tor
                      {COLOUR_KEY: "premultiplied"})
 
 
-def export_tha4_directory(character: Character, out_dir: str | Path, allow_straight: bool = True) -> Path:
+def export_tha4_directory(character: Character, out_dir: str | Path, allow_straight: bool = False) -> Path:
     """Write the official THA4 character_model layout (loadable by the THA4 demo apps).
 
     The official runtime premultiplies the character image's colour and reads the output as
     premultiplied. A premultiplied character (imported from THA4, or distilled from the THA4 teacher)
     exports exactly. A straight-colour student (distilled from a THA3 teacher) cannot be converted by
-    its weights (premultiplying is a product of two network outputs); it is written as it is, off at
-    soft edges only (STRAIGHT_EXPORT_NOTE gives the measured error; ``kyara export`` prints it).
-    allow_straight=False refuses it instead, with that reason.
+    its weights (premultiplying is a product of two network outputs): it is refused with the reason
+    (STRAIGHT_EXPORT_NOTE, the measured error) unless allow_straight, which writes it as it is, off at
+    soft edges (``kyara export --allow-straight`` prints the note).
 
     A region-restricted student (``Student.region``) exports too, but the official runtime evaluates
     the body morpher on every pixel, and outside its region this one was never trained: a warning
@@ -375,7 +375,8 @@ def export_tha4_directory(character: Character, out_dir: str | Path, allow_strai
     if not character.is_student:
         raise CharacterFileError("only distilled (student) characters can be exported")
     if not character.premultiplied and not allow_straight:
-        raise CharacterFileError(f"{character.name}: {STRAIGHT_EXPORT_NOTE}")
+        raise CharacterFileError(f"{character.name}: not exported: {STRAIGHT_EXPORT_NOTE}; pass --allow-straight "
+                                 "to write it anyway")
     if getattr(character.poser, "region", None) is not None:
         warnings.warn(f"{character.name}: this student was distilled on its character region only; the official "
                       "THA4 runtime evaluates every pixel and may show artefacts outside that region "

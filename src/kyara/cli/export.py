@@ -10,6 +10,10 @@ def register(sub) -> None:
                                    "renders; distill with --no-region for a student meant for it.")
     p.add_argument("character", help=".kyara file")
     p.add_argument("--tha4-dir", required=True, help="output directory")
+    p.add_argument("--allow-straight", action="store_true",
+                   help="export a straight-colour student (distilled from THA3) although the official runtime feeds "
+                        "premultiplied colour: soft edges render off (measured figures in the note); without it "
+                        "such a student is refused")
     p.set_defaults(func=run)
 
 
@@ -22,7 +26,7 @@ def run(args) -> int:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         character = load_character(args.character)
-        out = export_tha4_directory(character, args.tha4_dir)
+        out = export_tha4_directory(character, args.tha4_dir, allow_straight=args.allow_straight)
     for w in caught:   # one clean line each (e.g. a region-trained student), not a Python traceback-style warning
         print(f"warning: {w.message}", file=sys.stderr)
     if not character.premultiplied:   # the official runtime premultiplies colour (issue 17)

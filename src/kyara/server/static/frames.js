@@ -1,5 +1,7 @@
 // Shared by the studio and /obs pages: one WebSocket to /ws, newest-frame-only drawing on a canvas.
-// Binary messages: 8-byte header (uint32 seq, uint32 inputs applied, big-endian) + WebP with alpha.
+// Binary messages: 8-byte header (uint32 seq, uint32 inputs applied, big-endian) + WebP with alpha;
+// with `kyara live --render browser`, 192-byte pose packets instead (render/pose_packet.js), drawn by
+// the browser student (render/renderer.js) unless this page sent {"type": "frames", "on": true}.
 // Text messages (JSON): {"type": "status", fps, latency_ms, sources, ...} every 0.5 s;
 // {"type": "state", manual, preset, idle} on connect and whenever the controls' state changes;
 // {"type": "error", error} for each message of ours the server dropped.
@@ -21,15 +23,17 @@ const kyara = (() => {
     return proto + "//" + location.host + "/ws" + (token ? "?token=" + encodeURIComponent(token) : "");
   }
 
-  // Connects, draws frames on `canvas`, calls onStatus(status), onState("open"|"closed") and
+  // Connects, draws frames on `canvas`, calls onStatus(status), onState("open"|"closed"),
   // onServerState(state) (the server's controls: sent on every (re)connect, so a restarted server
-  // resets the page); reconnects with backoff. Returns {send(obj), stats}.
-  function connect(canvas, onStatus, onState, onServerState) {
+  // resets the page) and onPose({seq, inputs, pose}) for pose packets; reconnects with backoff.
+  // Returns {send(obj), requestFrames(on), stats, ctx}.
+  function connect(canvas, onStatus, onState, onServerState, onPose) {
     const ctx = canvas.getContext("2d");
     const stats = { frames: 0, lastSeq: 0, lastInputs: 0, decodeBusy: false, drawn: 0, errors: 0, lastError: null };
     let pending = null; // newest undecoded frame; older ones are dropped
     let socket = null;
     let backoff = 250;
+    let wantFrames = false; // browser render mode: this page asked for server frames (sent on every connect)
 
     async function drawLoop() {
       if (stats.decodeBusy || !pending) return;
@@ -59,7 +63,11 @@ const kyara = (() => {
     function open() {
       socket = new WebSocket(wsUrl());
       socket.binaryType = "arraybuffer";
-      socket.onopen = () => { backoff = 250; onState && onState("open"); };
+      socket.onopen = () => {
+        backoff = 250;
+        if (wantFrames) socket.send(JSON.stringify({ type: "frames", on: true }));
+        onState && onState("open");
+      };
       socket.onmessage = (ev) => {
         if (typeof ev.data === "string") {
           let msg;
@@ -71,6 +79,14 @@ const kyara = (() => {
             stats.lastError = msg.error;
             console.warn("kyara server dropped a message:", msg.error);
           }
+          return;
+        }
+        const R = self.kyaraRender;
+        if (R && R.isPosePacket && R.isPosePacket(ev.data)) {
+          let packet;
+          try { packet = R.decodePosePacket(ev.data); } catch (e) { stats.errors += 1; stats.lastError = e.message; return; }
+          stats.packets = (stats.packets || 0) + 1;
+          onPose && onPose(packet);
           return;
         }
         const view = new DataView(ev.data);
@@ -93,8 +109,93 @@ const kyara = (() => {
     function send(obj) {
       if (socket && socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify(obj));
     }
-    return { send, stats };
+    function requestFrames(on) {
+      wantFrames = !!on;
+      send({ type: "frames", on: wantFrames });
+    }
+    return { send, requestFrames, stats, ctx };
   }
 
-  return { token, apiFetch, connect };
+  // connect() plus browser rendering: asks /api/render where frames are drawn; in browser mode loads
+  // the student from /api/character once and draws each pose packet on `canvas` locally. Without
+  // WebGPU/WebGL2, or with refused weights, it shows `notice` (an element) and asks for server frames.
+  // document.body.dataset.render: "server" | "loading" | "browser" | "server-frames".
+  // Returns connect()'s object with .render = {mode, backend, drawn, drawMs, reason}.
+  function live(canvas, { onStatus, onState, onServerState, notice } = {}) {
+    const info = { mode: "server", backend: null, drawn: 0, drawMs: null, reason: null };
+    let renderer = null, pending = null, busy = false, lastPose = null, failed = false;
+    const conn = connect(canvas, onStatus, onState, onServerState, (packet) => { pending = packet; drawPose(); });
+    conn.render = info;
+
+    function serverFrames(reason) {
+      failed = true;
+      renderer = null;
+      info.reason = reason;
+      document.body.dataset.render = "server-frames";
+      if (notice) { notice.textContent = "Showing frames rendered by the server: " + reason; notice.hidden = false; }
+      console.warn("kyara: browser rendering unavailable:", reason);
+      conn.requestFrames(true);
+    }
+
+    async function drawPose() {
+      if (busy || !renderer || !pending) return;
+      busy = true;
+      const packet = pending;
+      pending = null;
+      try {
+        // the server re-sends an unchanged pose now and then: no need to draw it again
+        if (!lastPose || packet.pose.some((v, i) => v !== lastPose[i])) {
+          const t0 = performance.now();
+          await renderer.draw(Array.from(packet.pose));
+          conn.ctx.clearRect(0, 0, canvas.width, canvas.height);
+          conn.ctx.drawImage(renderer.canvas, 0, 0, canvas.width, canvas.height);
+          info.drawMs = performance.now() - t0;
+          info.drawn += 1;
+          lastPose = packet.pose;
+        }
+        canvas.dataset.seq = String(packet.seq);
+        canvas.dataset.inputs = String(packet.inputs);
+      } catch (e) {
+        serverFrames("the browser renderer failed: " + e.message);
+      } finally {
+        busy = false;
+        if (pending && renderer) drawPose();
+      }
+    }
+
+    (async () => {
+      let shapes = null;
+      try {
+        const server = await (await apiFetch("/api/render")).json();
+        if (server.render !== "browser") { document.body.dataset.render = "server"; return; }
+        shapes = server.shapes;
+      } catch (e) { document.body.dataset.render = "server"; return; }  // an older server: frames only
+      info.mode = "browser";
+      document.body.dataset.render = "loading";
+      const R = self.kyaraRender;
+      try {
+        if (!R || !R.start) throw new Error("the renderer scripts did not load");
+        const headers = token ? { Authorization: "Bearer " + token } : {};
+        const [weights, wgsl] = await Promise.all([
+          R.fetchWeights("/api/character", headers),
+          fetch("/static/render/student.wgsl").then(r => r.ok ? r.text() : null).catch(() => null)]);
+        const box = document.createElement("div");  // the renderer's own canvas, copied onto `canvas`
+        const prefer = params.get("render") || "auto";
+        renderer = await R.start({ weights, wgslSource: wgsl, container: box, prefer, shapes: shapes || undefined });
+      } catch (e) {
+        serverFrames(R && e instanceof R.NoBackendError ? "this browser cannot run the renderer (" + e.message + ")"
+                   : R && e instanceof R.KywError ? "the character weights were refused: " + e.message
+                   : "the browser renderer failed: " + e.message);
+        return;
+      }
+      if (failed) return;
+      info.backend = renderer.backend;
+      canvas.dataset.backend = renderer.backend;
+      document.body.dataset.render = "browser";
+      drawPose();
+    })();
+    return conn;
+  }
+
+  return { token, apiFetch, connect, live };
 })();

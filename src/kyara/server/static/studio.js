@@ -16,16 +16,24 @@
 
   // -- live connection and stats ---------------------------------------------------------------
   const fmt = (v, digits = 1) => (v === null || v === undefined) ? "–" : Number(v).toFixed(digits);
-  const conn = kyara.connect(canvas, onStatus, (state) => {
-    $("conn").textContent = state === "open" ? "live" : "reconnecting…";
-    $("conn").className = "pill " + (state === "open" ? "on" : "off");
-  }, (state) => applyState(state));
+  // kyara.live: server frames, or with `kyara live --render browser` pose packets drawn here
+  const conn = kyara.live(canvas, {
+    onStatus,
+    onState: (state) => {
+      $("conn").textContent = state === "open" ? "live" : "reconnecting…";
+      $("conn").className = "pill " + (state === "open" ? "on" : "off");
+    },
+    onServerState: (state) => applyState(state),
+    notice: $("render-notice"),
+  });
   function onStatus(s) {
     $("character-name").textContent = s.character || "";
     $("fps").textContent = fmt(s.fps);
     const lat = s.latency_ms || {};
     $("latency").textContent = lat.median == null ? "–" : fmt(lat.median, 0) + " / " + fmt(lat.p99, 0);
-    $("render").textContent = fmt((s.render_ms || {}).median);
+    const local = conn.render && conn.render.backend && document.body.dataset.render === "browser";
+    $("render").textContent = local ? fmt(conn.render.drawMs) : fmt((s.render_ms || {}).median);
+    $("render-where").textContent = local ? "render ms (this page, " + conn.render.backend + ")" : "render ms";
     $("clients").textContent = s.server ? s.server.ws_clients : "–";
     const box = $("sources");
     box.textContent = "";
