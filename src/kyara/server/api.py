@@ -228,11 +228,11 @@ class Api:
         return JSONResponse(self.state_dict())
 
     async def frame_png(self, request: Request) -> Response:
-        # browser render mode publishes poses only: the latest one is rendered here, on demand
-        frame = await asyncio.to_thread(self.engine.frame_rgba) if self.engine.latest is not None else None
-        if frame is None:
+        latest = self.engine.latest
+        if latest is None:
             return JSONResponse({"error": "no frame rendered yet; try again in a moment"}, status_code=503)
-        seq, rgba = frame
+        # browser render mode publishes poses only: the latest one is rendered here, on demand
+        seq, rgba = (latest.seq, latest.rgba) if latest.rgba is not None else await asyncio.to_thread(self.engine.frame_rgba)
         png = encode_image(rgba, "PNG", compress_level=1)
         return Response(png, media_type="image/png", headers={"Cache-Control": "no-store", "X-Frame-Seq": str(seq)})
 
