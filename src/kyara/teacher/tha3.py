@@ -430,20 +430,23 @@ class Teacher:
         with torch.no_grad():
             return self._forward(prepared, poses, complete)
 
-    def _forward(self, prepared: PreparedImage, poses: Tensor, complete: bool) -> TeacherOutputs:
+    def _face_stage(self, prepared: PreparedImage, poses: Tensor, complete: bool):
+        """The stages THA3 and THA4 share: eyebrows, then the face morpher pasted back into the image.
+        Returns (layers, eyebrow, face, face_morphed_full (N, 4, 512, 512), face_morphed_half (N, 4, 256, 256))."""
         nets = self.networks
         n = poses.shape[0]
         image = prepared.image.expand(n, -1, -1, -1)
         layers = EyebrowLayers(*(t.expand(n, -1, -1, -1) for t in prepared.eyebrow_layers))
-
         eyebrow = nets.eyebrow_combiner(layers.background_layer, layers.eyebrow_layer, poses[:, EYEBROW], complete)
-
         face_crop = EYEBROW_IN_FACE_BOX.paste(FACE_MORPHER_BOX.crop(image), eyebrow.eyebrow_image)
         face = nets.face_morpher(face_crop, poses[:, FACE])
         face_morphed_full = FACE_MORPHER_BOX.paste(image, face.image)
+        return layers, eyebrow, face, face_morphed_full, resize(face_morphed_full, HALF_CANVAS)
 
+    def _forward(self, prepared: PreparedImage, poses: Tensor, complete: bool) -> TeacherOutputs:
+        nets = self.networks
+        layers, eyebrow, face, face_morphed_full, face_morphed_half = self._face_stage(prepared, poses, complete)
         rotation_pose = poses[:, ROTATION]
-        face_morphed_half = resize(face_morphed_full, HALF_CANVAS)
         rotator = nets.body_rotator(face_morphed_half, rotation_pose, complete)
 
         editor = nets.editor(face_morphed_full, resize(rotator.warped_image, CANVAS), resize(rotator.flow, CANVAS),

@@ -29,15 +29,14 @@ import torch
 from torch import Tensor, nn
 
 from kyara.errors import WeightsError
-from kyara.geometry import CANVAS, EYEBROW_BOX, FACE_MORPHER_BOX, HALF_CANVAS
+from kyara.geometry import CANVAS
 from kyara.nn.unet import ConditionedUNet, UNetConfig
 from kyara.nn.warp import apply_color_change, apply_flow
-from kyara.pose import EYEBROW, FACE, ROTATION
+from kyara.pose import ROTATION
 from kyara.poser import pick_device, pick_dtype
 from kyara.store import kyara_home
 from kyara.teacher import weights as weight_io
 from kyara.teacher.tha3 import (
-    EYEBROW_IN_FACE_BOX,
     IMAGE_CHANNELS,
     NUM_ROTATION_PARAMS,
     EyebrowCombiner,
@@ -181,17 +180,8 @@ class THA4Teacher(Teacher):
 
     def _forward(self, prepared: PreparedImage, poses: Tensor, complete: bool) -> THA4Outputs:
         nets = self.networks
-        n = poses.shape[0]
-        image = prepared.image.expand(n, -1, -1, -1)
-        layers = EyebrowLayers(*(t.expand(n, -1, -1, -1) for t in prepared.eyebrow_layers))
-
-        eyebrow = nets.eyebrow_combiner(layers.background_layer, layers.eyebrow_layer, poses[:, EYEBROW], complete)
-        face_crop = EYEBROW_IN_FACE_BOX.paste(FACE_MORPHER_BOX.crop(image), eyebrow.eyebrow_image)
-        face = nets.face_morpher(face_crop, poses[:, FACE])
-        face_morphed_full = FACE_MORPHER_BOX.paste(image, face.image)
-
+        layers, eyebrow, face, face_morphed_full, face_morphed_half = self._face_stage(prepared, poses, complete)
         rotation_pose = poses[:, ROTATION]
-        face_morphed_half = resize(face_morphed_full, HALF_CANVAS)
         body = nets.body_morpher(face_morphed_half, rotation_pose)
         upscaler = nets.upscaler(face_morphed_full, resize(body.image, CANVAS), resize(body.flow, CANVAS), rotation_pose)
         return THA4Outputs(upscaler.image, face_morphed_full, face_morphed_half, upscaler, body, face, eyebrow, layers)
