@@ -476,7 +476,13 @@ def test_state_on_connect_shows_the_manual_layer_and_preset_not_the_mix(client):
     state = client.get("/api/state").json()
     assert state == {"manual": expected_manual, "preset": {"name": "happy", "intensity": 0.5},
                      "idle": {"blink": True, "breathing": True, "sway": True}}
-    mixed = client.get("/api/pose").json()
+    # /api/pose is the engine's latest mix: wait (bounded) for a tick after the preset was set
+    deadline = time.monotonic() + 5.0
+    while True:
+        mixed = client.get("/api/pose").json()
+        if sum(1 for v in mixed.values() if v) > 1 or time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
     assert sum(1 for v in mixed.values() if v) > 1  # the preset moves more than the one slider
     with client.websocket_connect(WS + "/ws") as ws:
         first = ws.receive()  # the state comes before any frame or status
