@@ -1,81 +1,194 @@
-"""Time one student training step (forward + backward + Adam, both networks) in several modes.
+"""Training throughput of the distiller's student step, side by side in one process, per kernel mode.
 
-    python benchmarks/distill_step.py [--batch 16] [--steps 20] [--compile]
+    python benchmarks/distill_step.py [--batch 16] [--face-batch 32] [--steps 20] [--modes eager,triton,compiled,triton+compile]
 
-Modes: fp32 / TF32 matmuls × whole canvas / character region (the bundled sample's visible pixels
-dilated by --margin px, a stand-in for the distiller's region, which also covers every pose's
-output) × face batch 4× / 2× the body batch. Prints a markdown table: mode, region share, ms/step,
-body examples/s. Used to choose the distiller's defaults.
+One step = what kyara.distill.loop runs per step: face morpher (face_loss, face batch 2× the body
+batch) + body morpher on the character region (the bundled sample's visible pixels dilated by
+--margin px, a stand-in for the distiller's region) with body_loss (THA4's four terms, the warp and the
+blended-image MSE of today's default recipe) + both Adam updates, TF32 matmuls, through
+``kyara.distill.loop.TrainForward`` exactly as the distiller builds it. Modes:
+
+- eager: the PyTorch path (kernels="torch", no compile);
+- compiled: torch.compile of the two networks' feature functions (kernels="torch"; the default before
+  the fused kernels);
+- triton: the fused Triton sine layers (kyara.nn.fused_siren, kernels="triton"), uncompiled;
+- triton+compile: torch.compile around the fused kernels;
+- triton-bf16: the fused kernels with bf16 products (fp32 accumulation) in their forward matmuls
+  (fused_siren.matmul_precision("bf16"); the backward's matmuls stay TF32): an experiment, no default uses it;
+- auto: TrainForward as DistillConfig's default builds it (kernels="auto", compile=True).
+
+Every mode starts from the same weights and data; "grad vs eager" is the largest relative difference
+(max |Δ| / max |eager| over each parameter tensor, worst tensor) of the first step's gradients
+against the eager mode's, so the table also checks that a mode computes the same step. A mode that
+fails prints its error in its row and the others still run; modes that would start after
+--budget-s seconds are skipped. --profile MODE prints torch.profiler's top CUDA kernels of 5 steps of
+that mode after its timing. Prints markdown tables.
 """
 from __future__ import annotations
 
 import argparse
 import time
+import traceback
 
 import torch
 
 from kyara.character import SAMPLE_IMAGE
-from kyara.distill.loop import character_region
+from kyara.distill.config import THA4_BODY_PHASES, DistillConfig
+from kyara.distill.loop import TrainForward, character_region
+from kyara.distill.losses import body_loss, face_loss
 from kyara.image import load_image
+from kyara.nn import fused_siren
+from kyara.nn.warp import apply_flow
 from kyara.student import Student
 
+MODES = {   # name → (compile, kernels, matmul precision of the fused kernels)
+    "eager": (False, "torch", None),
+    "compiled": (True, "torch", None),
+    "triton": (False, "triton", None),
+    "triton+compile": (True, "triton", None),
+    "triton-bf16": (False, "triton", "bf16"),
+    "auto": (True, "auto", None),
+}
 
-def step_fn(student, opts, image, poses, face_poses, target):
-    out = student.body_outputs(image, poses)
-    loss = (out.image - target).abs().mean() + out.flow.abs().mean() + (out.color - target).abs().mean()
-    face = student.face_morpher(face_poses)
-    loss = loss + face.abs().mean()
-    for opt in opts:
-        opt.zero_grad(set_to_none=True)
-    loss.backward()
-    for opt in opts:
-        opt.step()
+
+def make_setup(dev, batch: int, face_batch: int, margin: int):
+    """Student (seed 0) on the sample's region, its two Adam optimizers, and fixed random data."""
+    sample = load_image(SAMPLE_IMAGE).to(dev)
+    region = character_region(sample, sample[3:4], margin)
+    torch.manual_seed(0)
+    student = Student().to(dev)
+    student.set_region(region)
+    opts = (torch.optim.Adam(student.face_morpher.parameters(), lr=1e-4),
+            torch.optim.Adam(student.body_morpher.parameters(), lr=1e-4))
+    g = torch.Generator(device="cpu").manual_seed(1)
+    image = sample.expand(batch, -1, -1, -1).contiguous()
+    data = {
+        "image": image,
+        "poses": (torch.rand(batch, 45, generator=g) * 2 - 1).to(dev),
+        "face_poses": torch.rand(face_batch, 39, generator=g).to(dev),
+        "face_target": (torch.rand(face_batch, 4, 128, 128, generator=g) * 2 - 1).to(dev),
+        "mask": (torch.rand(1, 1, 128, 128, generator=g) > 0.7).float().to(dev),
+        "final": image.clone(),
+        "flow": (torch.randn(batch, 2, 512, 512, generator=g) * 0.01).to(dev),
+    }
+    data["warped"] = apply_flow(image, data["flow"])
+    return student, opts, data, float(region.float().mean())
+
+
+def step(forward: TrainForward, opts, d, config: DistillConfig, update: bool = True) -> None:
+    face_opt, body_opt = opts
+    loss_face = face_loss(forward.face(d["face_poses"]), d["face_target"], d["mask"], config.face_mask_weight)
+    face_opt.zero_grad(set_to_none=True)
+    loss_face.backward()
+    out = forward.body(d["image"], d["poses"])
+    loss_body, _ = body_loss(out, d["final"], d["warped"], d["flow"], THA4_BODY_PHASES[2], config.masked_flow,
+                             config.blended_l2)
+    body_opt.zero_grad(set_to_none=True)
+    loss_body.backward()
+    if update:
+        face_opt.step()
+        body_opt.step()
+
+
+def sync(dev) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--face-batch", type=int, default=32)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--margin", type=int, default=24, help="region dilation (px) around the sample's pixels")
-    ap.add_argument("--compile", action="store_true")
+    ap.add_argument("--modes", default="eager,triton,compiled,triton+compile")
+    ap.add_argument("--budget-s", type=float, default=170.0, help="start no new mode after this many seconds")
     ap.add_argument("--device", default="cuda")
+    ap.add_argument("--profile", default="", help="a mode whose top CUDA kernels to print (torch.profiler)")
+    ap.add_argument("--top", type=int, default=15, help="profiler rows")
     args = ap.parse_args()
+    t_start = time.perf_counter()
     dev = torch.device(args.device)
-    sample = load_image(SAMPLE_IMAGE).to(dev)
-    region = character_region(sample, sample[3:4], args.margin)
+    modes = args.modes.split(",")
+    for mode in modes:
+        if mode not in MODES:
+            raise SystemExit(f"distill_step.py: unknown mode {mode!r} (choose from {', '.join(MODES)})")
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+    config = DistillConfig()
     name = torch.cuda.get_device_name() if dev.type == "cuda" else "cpu"
-    print(f"{name} torch {torch.__version__}; batch {args.batch}\n")
-    print("| matmul | canvas | region share | face batch | ms/step | body examples/s |\n|---|---|---|---|---|---|")
-    for tf32 in (False, True):
-        for use_region in (False, True):
-            for face_mult in (4, 2):
-                torch.backends.cuda.matmul.allow_tf32 = tf32
-                torch.backends.cudnn.allow_tf32 = tf32
-                torch.manual_seed(0)
-                student = Student().to(dev)
-                student.set_region(region if use_region else None)
-                opts = [torch.optim.Adam(student.face_morpher.parameters(), lr=1e-4),
-                        torch.optim.Adam(student.body_morpher.parameters(), lr=1e-4)]
-                image = sample.expand(args.batch, -1, -1, -1).contiguous()
-                poses = torch.rand(args.batch, 45, device=dev)
-                face_poses = torch.rand(args.batch * face_mult, 39, device=dev)
-                target = torch.rand_like(image)
-                if args.compile:
-                    student.body_morpher.features = torch.compile(student.body_morpher.features)
-                    student.face_morpher.forward = torch.compile(student.face_morpher.forward)
+    triton_version = "not importable"
+    if fused_siren.triton_importable():
+        import triton
+        triton_version = triton.__version__
+    print(f"{name}, torch {torch.__version__}, triton {triton_version}; batch {args.batch}, face batch "
+          f"{args.face_batch}, TF32, {args.steps} timed steps; triton usable here: "
+          f"{fused_siren.triton_available(dev)}\n", flush=True)
+    rows, ref_grads, eager_ms, compiled_ms = [], None, None, None
+    for mode in modes:
+        if time.perf_counter() - t_start > args.budget_s:
+            rows.append((mode, "—", "—", "—", "—", "—", "—", f"skipped: past --budget-s {args.budget_s:.0f} s"))
+            continue
+        compile, kernels, precision = MODES[mode]
+        try:
+            student, opts, d, share = make_setup(dev, args.batch, args.face_batch, args.margin)
+            forward = TrainForward(student, compile=compile and dev.type == "cuda", kernels=kernels)
+            t0 = time.perf_counter()
+            with fused_siren.matmul_precision(precision):
+                step(forward, opts, d, config, update=False)   # first call: compiles (Triton and/or inductor)
+            sync(dev)
+            first_s = time.perf_counter() - t0
+            grads = [p.grad.detach().float().cpu() for p in student.parameters()]
+            if mode == "eager":
+                ref_grads = grads
+            if ref_grads is not None and len(ref_grads) == len(grads):
+                gdiff = max(float((a - b).abs().max() / b.abs().max().clamp_min(1e-12)) for a, b in zip(grads, ref_grads))
+                gtext = f"{gdiff:.1e}"
+            else:
+                gtext = "—"
+            with fused_siren.matmul_precision(precision):
                 for _ in range(3):
-                    step_fn(student, opts, image, poses, face_poses, target)
-                if dev.type == "cuda":
-                    torch.cuda.synchronize()
+                    step(forward, opts, d, config)
+                sync(dev)
                 t0 = time.perf_counter()
                 for _ in range(args.steps):
-                    step_fn(student, opts, image, poses, face_poses, target)
-                if dev.type == "cuda":
-                    torch.cuda.synchronize()
+                    step(forward, opts, d, config)
+                sync(dev)
                 ms = (time.perf_counter() - t0) / args.steps * 1000
-                share = f"{float(region.float().mean()):.2f}" if use_region else "1.00"
-                print(f"| {'TF32' if tf32 else 'fp32'} | {'region' if use_region else 'whole'} | {share} | "
-                      f"{args.batch * face_mult} | {ms:.1f} | {args.batch / ms * 1000:.0f} |", flush=True)
+                if mode == args.profile and dev.type == "cuda":
+                    from torch.profiler import ProfilerActivity, profile
+
+                    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+                        for _ in range(5):
+                            step(forward, opts, d, config)
+                        sync(dev)
+                    print(f"\n{mode}: top CUDA kernels over 5 steps\n"
+                          + prof.key_averages().table(sort_by="cuda_time_total", row_limit=args.top,
+                                                      max_name_column_width=60), flush=True)
+            eager_ms = ms if mode == "eager" else eager_ms
+            compiled_ms = ms if mode == "compiled" else compiled_ms
+            rows.append((mode, forward.kernels, f"{share:.2f}", f"{ms:.1f}", f"{args.batch / ms * 1000:.0f}" if ms < args.batch * 100 else f"{args.batch / ms * 1000:.2f}",
+                         f"{first_s:.1f}", gtext, ""))
+            print(f"{mode}: {ms:.1f} ms/step (first step {first_s:.1f} s, grad vs eager {gtext})", flush=True)
+        except Exception as e:   # noqa: BLE001 - one failing mode must not lose the others
+            msg = f"{type(e).__name__}: {' '.join(str(e).split())[:300]}"
+            rows.append((mode, "—", "—", "—", "—", "—", "—", f"error: {msg}"))
+            print(f"{mode}: FAILED\n{traceback.format_exc(limit=6)}", flush=True)
+        finally:
+            student = opts = d = forward = None
+            if dev.type == "cuda":
+                torch.cuda.empty_cache()
+    print("\n| mode | sine layers | region share | ms/step | body examples/s | × eager | × compiled | first step s | grad vs eager | note |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for mode, kern, share, ms, ex, first, gtext, note in rows:
+        vs_eager = vs_compiled = "—"
+        if ms != "—":
+            if eager_ms:
+                vs_eager = f"{eager_ms / float(ms):.2f}"
+            if compiled_ms:
+                vs_compiled = f"{compiled_ms / float(ms):.2f}"
+        print(f"| {mode} | {kern} | {share} | {ms} | {ex} | {vs_eager} | {vs_compiled} | {first} | {gtext} | {note} |")
+    print(f"\ntotal {time.perf_counter() - t_start:.0f} s", flush=True)
 
 
 if __name__ == "__main__":

@@ -80,6 +80,10 @@ def load_character(character: str, device: str):
 
     if character == "random":
         return random_character(device=device)
+    if character == "tiny":   # a small random student on the sample's image and region (browser renders in seconds)
+        from kyara.web.poses import tiny_character
+
+        return tiny_character()
     return load(SAMPLE_CHARACTER if character == "sample" else character, device=device)
 
 
@@ -105,6 +109,7 @@ def serve(args) -> None:
         if hasattr(character.poser, "face_plan"):
             character.poser.face_plan()   # the one-time analysis before the first frame
     load_s = time.perf_counter() - t0
+    threads = torch.get_num_threads()   # now: renders set it to 1 for a moment (kyara.student.lite's lanes)
     for _ in range(2):  # warm-up (CUDA context, cudnn autotune, allocator) outside the measurement
         character.render_rgba(Pose())
     idle = IdleConfig(blink=not args.no_idle, breathing=not args.no_idle, sway=not args.no_idle)
@@ -123,7 +128,7 @@ def serve(args) -> None:
         device = str(getattr(character, "device", "cpu"))
         print(json.dumps({"port": server.servers[0].sockets[0].getsockname()[1], "pid": os.getpid(),
                           "character": str(getattr(character, "name", "?")), "device": device,
-                          "load_s": round(load_s, 2), "torch_threads": torch.get_num_threads(),
+                          "load_s": round(load_s, 2), "torch_threads": threads,
                           "torch": torch.__version__,
                           "gpu": torch.cuda.get_device_name(0) if device.startswith("cuda") else None}),
               flush=True)
@@ -265,6 +270,15 @@ def rss_mib(pid: int) -> float:
     return float("nan")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process pid and its threads so far (/proc/PID/stat), nan off Linux."""
+    try:
+        fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+
+
 def percentile(values, q) -> float:
     return float(np.percentile(values, q)) if len(values) else float("nan")
 
@@ -382,6 +396,7 @@ def run(args) -> dict:
         put_ms: list[float] = []
         period = 1.0 / args.pose_rate
         t0 = time.perf_counter()
+        cpu_start = cpu_seconds(pid)
         t_end = t0 + args.seconds
         k = 0
         while True:
@@ -399,6 +414,7 @@ def run(args) -> dict:
             sent.append((n, t_sent))
             k += 1
         window_end = time.perf_counter()
+        cpu_end = cpu_seconds(pid)
         # let the last inputs arrive: up to 3 frame intervals (at least 2 s) past the last PUT
         intervals = np.diff([f[0] for f in clients[0].frames[-20:]])
         time.sleep(max(2.0, 3.0 * float(np.median(intervals)) if len(intervals) else 2.0))
@@ -442,6 +458,7 @@ def run(args) -> dict:
         "puts": len(sent),
         "put_ms": {"median": percentile(put_ms, 50), "p99": percentile(put_ms, 99)},
         "server_fps": published / (t_status - t_status_before),  # between the two /api/status calls
+        "server_cpu_per_s": (cpu_end - cpu_start) / elapsed,     # cores the server process used in the window
         "status": {k: status[k] for k in ("render_ms", "encode_ms", "latency_ms", "tick_errors", "last_error",
                                           "frame_bytes")},
         "clients": per_client,
@@ -475,6 +492,7 @@ def table(r: dict) -> str:
                                         f"{f1(r['put_ms']['median'])} / p99 {f1(r['put_ms']['p99'])}"),
         ("server frames/s (target)", f"{r['server_fps']:.2f} ({r['args']['fps']:g})"),
         ("WebP encoder threads", r["args"].get("encoders", 1)),
+        ("server CPU (cores used, CPU s per s)", f"{r['server_cpu_per_s']:.2f}"),
         ("delivered frames/s per client", ", ".join(f"{c['fps']:.2f}" for c in r["clients"])),
         ("frames skipped per client (slow client)", ", ".join(str(c["skipped"]) for c in r["clients"])),
         ("render ms (median / p99)", f"{st['render_ms']['median']} / {st['render_ms']['p99']}"),
@@ -498,7 +516,8 @@ def table(r: dict) -> str:
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--character", default="sample",
-                    help="sample (the bundled student) | fake (no model) | random (random-init student) | a .kyara path")
+                    help="sample (the bundled student) | fake (no model) | random (random-init student) | tiny (small random "
+                         "student, kyara.web.poses.tiny_character) | a .kyara path")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--student", default="full", choices=["auto", "lite", "full"],
                     help="student renderer (kyara.student.lite.use_student); default full")

@@ -36,6 +36,14 @@ def speech_like(seconds: float, sample_rate: int = 16000, seed: int = 0) -> np.n
     return (0.2 * voice / 4 * syll * pauses + 0.001 * rng.standard_normal(t.size)).astype(np.float32)
 
 
+def cpu_seconds() -> tuple[float, float]:
+    """CPU seconds (user + system) of this process and of its finished children (ffmpeg) so far."""
+    import resource
+
+    me, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime, children.ru_utime + children.ru_stime
+
+
 def psnr(mse: float) -> float:
     return float("inf") if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)
 
@@ -69,8 +77,8 @@ def main() -> None:
     print(f"character: {source}; {platform.processor() or platform.machine()}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads; python {sys.version.split()[0]}; load average before: {' '.join(load)}\n")
     print("| mode | audio s | frames | body renders (s) | face renders (s) | render s | total s | total / audio "
-          "| A/V diff (frames) | PSNR vs full (dB, clip / worst frame) |")
-    print("|---|---|---|---|---|---|---|---|---|---|", flush=True)
+          "| CPU s (this process + ffmpeg) | A/V diff (frames) | PSNR vs full (dB, clip / worst frame) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         wav = Path(tmp) / "speech.wav"
         pcm = (speech_like(args.seconds) * 32767).astype("<i2")
@@ -93,10 +101,12 @@ def main() -> None:
             frames_dir = Path(tmp) / f"{mode}_frames"
             stats = RenderStats()
             start = time.perf_counter()
+            cpu_start = cpu_seconds()
             # Timed run: the real MP4 (render + encode + mux).
             video = Path(tmp) / f"{mode}.mp4"
             speak(target, wav, output=video, config=config, progress=False, stats=stats)
             total = time.perf_counter() - start
+            cpu = [b - a for a, b in zip(cpu_start, cpu_seconds())]
             frames = stats.frames
             audio_s = len(read_audio(video)) / 16000
             av_frames = abs(audio_s - frames / config.fps) * config.fps
@@ -115,7 +125,7 @@ def main() -> None:
                 quality = f"{psnr(float(np.mean(mses))):.2f} / {min(psnr(m) for m in mses):.2f}"
             print(f"| {mode} | {args.seconds:.1f} | {frames} | {stats.body_poses} ({stats.body_s:.1f}) "
                   f"| {stats.face_poses} ({stats.face_s:.1f}) | {stats.render_s:.1f} | {total:.1f} "
-                  f"| {total / args.seconds:.2f} | {av_frames:.2f} | {quality} |", flush=True)
+                  f"| {total / args.seconds:.2f} | {cpu[0]:.1f} + {cpu[1]:.1f} | {av_frames:.2f} | {quality} |", flush=True)
     load = open("/proc/loadavg").read().split()[:3] if Path("/proc/loadavg").exists() else ["?"]
     print(f"\nload average after: {' '.join(load)}")
 

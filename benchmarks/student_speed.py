@@ -1,13 +1,23 @@
 """Student frames/s at 512×512: batches of poses of one character.
 
     python benchmarks/student_speed.py [--device cpu|cuda] [--character FILE] [--frames N] [--batches 1,4,16]
+    python benchmarks/student_speed.py --kernel-modes fp32,fp16,fp16+graph,triton-fp16,triton-fp16+graph [--batches 1,16,64]
 
 Prints a markdown table: one character, B poses per call (fp16/bf16 rows on CUDA report the max |Δ|
 against fp32 in model space and the PSNR of the low-precision output vs fp32).
+
+--kernel-modes (CUDA) prints instead one row per mode and batch, side by side in one process: the
+student's sine layers as PyTorch ops ("fp32", "fp16", Student.kernels = "torch") or as the fused Triton
+kernels ("triton-fp32", "triton-fp16", kyara.nn.fused_siren), eagerly or replayed from a CUDA graph
+("+graph": the whole Student.pose call captured once with static inputs; "-layers": the fused kernels
+layer by layer, without the one-kernel-per-level path, fused_siren.chains), with ms/frame, frames/s and
+the PSNR / max |Δ| of the output against the fp32 PyTorch output for the same poses. Each mode runs
+in its own copy of the student; a failing mode prints its error in its row.
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import platform
 import time
 
@@ -32,18 +42,103 @@ def timed(fn, frames: int, device: torch.device) -> float:
     return (time.perf_counter() - t0) / frames
 
 
+KERNEL_MODES = {   # name → (Student.kernels, dtype, CUDA graph, whole-level kernels where they fit)
+    "fp32": ("torch", torch.float32, False, True),
+    "fp32+graph": ("torch", torch.float32, True, True),
+    "fp16": ("torch", torch.float16, False, True),
+    "fp16+graph": ("torch", torch.float16, True, True),
+    "triton-fp32": ("triton", torch.float32, False, True),
+    "triton-fp16": ("triton", torch.float16, False, True),
+    "triton-fp16+graph": ("triton", torch.float16, True, True),
+    "triton-fp16-layers": ("triton", torch.float16, False, False),
+    "triton-fp16-layers+graph": ("triton", torch.float16, True, False),
+}
+
+
+def graphed(student, image: torch.Tensor, poses: torch.Tensor):
+    """A function that replays one CUDA graph of student.pose(image, poses) (static inputs) and returns
+    its output tensor; warmed up on a side stream first, as torch.cuda.graphs requires."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            student.pose(image, poses)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = student.pose(image, poses)
+
+    def replay():
+        graph.replay()
+        return out
+    return replay
+
+
+def kernel_table(ch, device: torch.device, modes: list[str], batches: list[int], frames: int) -> None:
+    """The --kernel-modes table (see the module docstring)."""
+    import traceback
+
+    from kyara.nn import fused_siren
+
+    for mode in modes:
+        if mode not in KERNEL_MODES:
+            raise SystemExit(f"student_speed.py: unknown kernel mode {mode!r} (choose from {', '.join(KERNEL_MODES)})")
+    base = ch.poser
+    base.kernels = "torch"
+    image = ch.image.to(device)
+    name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
+    print(f"student speed by kernel mode on {name}, torch {torch.__version__}, character {ch.name}, "
+          f"triton usable: {fused_siren.triton_available(device)}, TF32 matmuls: {torch.backends.cuda.matmul.allow_tf32}\n")
+    print("| mode | batch | ms/frame | frames/s | PSNR vs fp32 (dB) | max abs diff vs fp32 | note |")
+    print("|---|---|---|---|---|---|---|", flush=True)
+    refs = {}
+    for b in batches:
+        poses = sample_poses(b, torch.Generator().manual_seed(b)).to(device)
+        refs[b] = (poses, base.pose(image, poses).float())
+    for mode in modes:
+        kernels, dtype, use_graph, level_kernels = KERNEL_MODES[mode]
+        for b in batches:
+            poses, ref = refs[b]
+            try:
+                with fused_siren.chains(level_kernels):
+                    student = copy.deepcopy(base).to(dtype)
+                    student.kernels = kernels
+                    img, p = image.to(dtype), poses.to(dtype)
+                    fn = graphed(student, img, p) if use_graph else (lambda s=student, i=img, q=p: s.pose(i, q))
+                    out = fn().float()
+                    n = max(10, frames * 4 // b)
+                    sec = timed(fn, n, device)
+                diff = (out - ref).abs().max().item()
+                q = float(psnr(out, ref).mean()) if not torch.equal(out, ref) else float("inf")
+                note = "" if fused_siren._CHAIN_DISABLED is None else f"level kernels off: {fused_siren._CHAIN_DISABLED[:120]}"
+                print(f"| {mode} | {b} | {sec * 1000 / b:.3f} | {b / sec:.0f} | {q:.1f} | {diff:.2e} | {note} |", flush=True)
+            except Exception as e:   # noqa: BLE001 - one failing mode must not lose the others
+                msg = " ".join(f"{type(e).__name__}: {e}".split())[:300]
+                print(f"| {mode} | {b} | — | — | — | — | error: {msg} |", flush=True)
+                traceback.print_exc(limit=4)
+            finally:
+                student = fn = None
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                    torch.cuda.empty_cache()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--character", default=str(SAMPLE_CHARACTER))
     ap.add_argument("--frames", type=int, default=50)
     ap.add_argument("--batches", default="1,4,16")
+    ap.add_argument("--kernel-modes", default="", help="comma list of " + ",".join(KERNEL_MODES))
     args = ap.parse_args()
     device = torch.device(args.device)
     try:
         ch = load_character(args.character, device=str(device))
     except Exception:
         ch = random_character(0, device=str(device))
+    if args.kernel_modes:
+        kernel_table(ch, device, args.kernel_modes.split(","), [int(x) for x in args.batches.split(",")], args.frames)
+        return
     student = ch.poser
     image = ch.image.to(device)
     name = torch.cuda.get_device_name() if device.type == "cuda" else f"{platform.processor() or 'cpu'} ({torch.get_num_threads()} threads)"

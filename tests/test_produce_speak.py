@@ -12,7 +12,7 @@ from kyara.drive.audio import AudioError
 from kyara.pose import INDEX
 from kyara.produce.frames import EXACT, QuantizeConfig, RenderStats, quantize_track, render_track
 from kyara.produce.motion import EmotionKey, EmotionTimeline, load_emotion_timeline, stress_times, voice_head_layer
-from kyara.produce.speak import SpeakConfig, phoneme_vowel_probs, speak, speech_pose_track
+from kyara.produce.speak import SpeakConfig, phoneme_vowel_probs, speak, speech_tracks
 from kyara.render.video import read_audio, read_frames
 from test_produce_fakes import FakeCharacter, vowel_like, write_wav
 
@@ -29,7 +29,7 @@ def analyze_file(path, fps=30.0):
 
 def test_silence_keeps_mouth_closed_but_blinks(tmp_path):
     wav = write_wav(tmp_path / "silence.wav", np.zeros(16000 * 12), 16000)
-    track = speech_pose_track(analyze_file(wav))
+    track = speech_tracks(analyze_file(wav)).poses
     assert track.shape == (360, 45)
     assert np.abs(track[:, MOUTH]).max() == 0.0
     assert track[:, BLINK].max() > 0.8, "idle blinks continue in silence"
@@ -38,7 +38,7 @@ def test_silence_keeps_mouth_closed_but_blinks(tmp_path):
 
 def test_speech_opens_the_mouth_and_nods(tmp_path):
     wav = write_wav(tmp_path / "v.wav", vowel_like(4.0, 16000), 16000)
-    track = speech_pose_track(analyze_file(wav))
+    track = speech_tracks(analyze_file(wav)).poses
     assert track[:, MOUTH].max() > 0.3
     assert track[:, INDEX["head_x"]].min() < -0.05, "stressed syllables nod the head"
 

@@ -12,8 +12,7 @@ from kyara.image import tensor_to_rgba_u8
 from kyara.pose import FACE_ALL
 from kyara.pose_sampler import sample_poses
 from kyara.student import Student
-from kyara.student.lite import LiteConfig, LiteStudent, bilinear_taps, coarse_body, use_student
-from kyara.student.pixels import PixelSet
+from kyara.student.lite import LiteConfig, LiteStudent, bilinear_taps, coarse_body, movable_face, use_student
 
 
 @pytest.fixture(scope="module")
@@ -37,9 +36,9 @@ def test_bilinear_taps_match_interpolate(out_size, in_size):
 
 
 def test_full_grid_lite_body_equals_the_student(character):
-    """body_grid = 512 is the native 128/256/512 schedule: the same outputs as the full student."""
+    """body_grid = 512 with the native ×2 chain (body_low None) is the full student's 128/256/512 schedule."""
     poses = sample_poses(2, torch.Generator().manual_seed(0))
-    exact = LiteStudent(character.poser, LiteConfig(body_grid=512))
+    exact = LiteStudent(character.poser, LiteConfig(body_grid=512, body_low=None))
     with torch.inference_mode():
         a = character.poser.body_features(poses)
         b = exact.body_features(poses)
@@ -146,3 +145,133 @@ def test_cli_commands_take_the_student_flag():
         actions = [a for sub in parser._subparsers._group_actions for p in sub.choices.values() for a in p._actions]
         student = [a for a in actions if "--student" in a.option_strings]
         assert student and list(student[0].choices) == ["auto", "lite", "full"], module.__name__
+
+
+# -- issue 15, second round: the plan in the .kyara file, the GPU reference, the two-lane frame ---------------
+def test_face_plan_round_trips_through_the_kyara_file(character, tmp_path):
+    from kyara.character import load_character
+
+    lite = LiteStudent(character.poser, LiteConfig(face_poses=4))
+    plan = lite.face_plan()
+    path = Character(character.name, character.image, lite, "none").save(tmp_path / "c.kyara")
+    loaded = load_character(path)
+    again = LiteStudent(loaded.poser, LiteConfig(face_poses=4))
+    assert again._face_plan is not None   # read from the file, not recomputed
+    assert torch.equal(again._face_plan.mask, plan.mask) and torch.equal(again._face_plan.constant, plan.constant)
+    assert "lite" not in loaded.metadata   # the plan's description travels with its tensors only
+    # Another face setting, or other face weights: the stored plan does not fit and is not used.
+    assert LiteStudent(loaded.poser, LiteConfig(face_poses=5))._face_plan is None
+    with torch.no_grad():
+        loaded.poser.face_morpher.siren.last_linear.bias.add_(0.01)
+    assert LiteStudent(loaded.poser, LiteConfig(face_poses=4))._face_plan is None
+
+
+def test_a_malformed_stored_plan_is_a_one_line_error(character, tmp_path):
+    from kyara.character import load_character, resave_kyara
+    from kyara.errors import CharacterFileError
+
+    lite = LiteStudent(character.poser, LiteConfig(face_poses=4))
+    lite.face_plan()
+    path = Character(character.name, character.image, lite, "none").save(tmp_path / "c.kyara")
+    resave_kyara(path, tmp_path / "bad.kyara", add_tensors={"lite_face_mask": torch.zeros(7, dtype=torch.uint8)})
+    with pytest.raises(CharacterFileError, match="lite_face_mask must be 2048 uint8 bytes"):
+        load_character(tmp_path / "bad.kyara")
+    resave_kyara(path, tmp_path / "meta.kyara", add_metadata={"lite": "{\"face_threshold\": 1}"})
+    with pytest.raises(CharacterFileError, match="metadata 'lite'"):
+        load_character(tmp_path / "meta.kyara")
+
+
+def test_add_lite_script_stores_a_plan_that_loads(character, tmp_path):
+    import runpy
+
+    from kyara.character import load_character
+
+    path = character.save(tmp_path / "plain.kyara")   # a plain Student: no plan in the file
+    assert LiteStudent(load_character(path).poser)._face_plan is None
+    add_lite = runpy.run_path("scripts/add_lite.py")["main"]
+    assert add_lite([str(path), "--out", str(tmp_path / "lite.kyara")]) == 0
+    stored = LiteStudent(load_character(tmp_path / "lite.kyara").poser)._face_plan
+    assert stored is not None and stored.seconds == 0.0
+
+
+def test_reference_pose_is_the_cpu_path(character):
+    """reference_pose (batched torch ops, any device: the GPU quality check) computes the CPU plan's frames."""
+    lite = LiteStudent(character.poser, LiteConfig(face_poses=4))
+    poses = sample_poses(2, torch.Generator().manual_seed(7))
+    with torch.inference_mode():
+        cpu = lite.pose(character.image, poses)
+        reference = lite.reference_pose(character.image, poses)
+    # float32 summation order only: measured 1.6e-4 on this random student, 6e-5 on the sample student
+    assert float((cpu - reference).abs().max()) < 1e-3
+
+
+def test_two_lanes_and_one_lane_draw_the_same_frames(character):
+    """The face split between lanes, the half-and-half compositing and the unchanged-face shortcut
+    change nothing: frame by frame equal to one lane without shortcuts."""
+    poses = sample_poses(3, torch.Generator().manual_seed(8))
+    poses[1, FACE_ALL] = poses[0, FACE_ALL]          # same face, other body: the face is not evaluated again
+    before = torch.get_num_threads()
+    frames = {}
+    try:
+        for threads in (2, 1):
+            torch.set_num_threads(threads)
+            lite = LiteStudent(character.poser, LiteConfig(face_poses=4))
+            frames[threads] = np.concatenate([lite.pose_rgba_u8(character.image, poses[i:i + 1]) for i in range(3)])
+    finally:
+        torch.set_num_threads(before)
+    fresh = LiteStudent(character.poser, LiteConfig(face_poses=4)).pose_rgba_u8(character.image, poses[1:2])[0]
+    assert np.array_equal(frames[2], frames[1])
+    assert np.array_equal(frames[2][1], fresh)
+
+
+def test_face_split_covers_the_movable_pixels_once(character):
+    from kyara.student.lite import BoundSiren, _FaceSplit
+
+    lite = LiteStudent(character.poser, LiteConfig(face_poses=4))
+    plan = lite.face_plan()
+    with torch.inference_mode():
+        nets = lite._evaluator()
+        body = BoundSiren(nets[1], lite.coarse(lite.body_pixels()).pixels)
+        split = _FaceSplit(nets[0], plan, body)
+        pose = sample_poses(1, torch.Generator().manual_seed(9))[0, FACE_ALL]
+        parts = torch.cat([split.values(0, pose), split.values(1, pose)])
+        whole = BoundSiren(nets[0], plan.pixels)(pose)
+    assert split.rows[0].stop == split.rows[1].start and split.rows[1].stop == len(plan.pixels.output)
+    assert torch.equal(parts, whole)
+
+
+def test_dilate_is_the_square_max_pool():
+    from kyara.student.pixels import dilate
+
+    mask = torch.rand(64, 80, generator=torch.Generator().manual_seed(0)) > 0.97
+    for px in (1, 3, 16):
+        square = F.max_pool2d(mask[None, None].float(), 2 * px + 1, stride=1, padding=px)[0, 0] > 0
+        assert torch.equal(dilate(mask, px), square)
+
+
+def test_live_frames_encode_losslessly(character):
+    """The live engine's default WebP is lossless (issue 15: half the encode CPU of lossy q90): exact pixels."""
+    import io
+
+    from PIL import Image
+
+    from kyara.live.engine import encode_webp
+
+    lite = LiteStudent(character.poser, LiteConfig(face_poses=4))
+    rgba = lite.pose_rgba_u8(character.image, sample_poses(1, torch.Generator().manual_seed(10)))[0]
+    decoded = np.asarray(Image.open(io.BytesIO(encode_webp(rgba))).convert("RGBA"))
+    visible = rgba[..., 3] > 0   # WebP may drop the colour of fully transparent pixels
+    assert np.array_equal(decoded[..., 3], rgba[..., 3]) and np.array_equal(decoded[visible], rgba[visible])
+
+
+def test_auto_picks_lite_for_short_jobs_when_the_file_carries_the_plan(character, tmp_path):
+    from kyara.character import load_character
+
+    lite = LiteStudent(character.poser)
+    lite._face_plan = movable_face(character.poser, LiteConfig(face_poses=4))   # stored as if made with the defaults
+    object.__setattr__(lite._face_plan, "config", LiteConfig())
+    path = Character(character.name, character.image, lite, "none").save(tmp_path / "c.kyara")
+    with_plan = load_character(path)
+    assert isinstance(use_student(with_plan, "auto", frames=1).poser, LiteStudent)
+    without = load_character(Character(character.name, character.image, character.poser, "none").save(tmp_path / "p.kyara"))
+    assert not isinstance(use_student(without, "auto", frames=1).poser, LiteStudent)

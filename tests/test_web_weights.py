@@ -83,3 +83,24 @@ def test_teacher_character_is_refused():
         name = "x"
     with pytest.raises(WebWeightsError, match="student"):
         student_to_web_bytes(NotStudent())
+
+
+def test_lite_plan_is_stored_and_optional(character, blob):
+    """The lite student's face plan travels in the weights (kyara.student.lite): its movable-pixel mask
+    and constant face, exactly (float32) or rounded like the weights (float16); lite=False leaves it out."""
+    from kyara.web.weights import lite_student
+
+    lite = lite_student(character.poser)
+    plan = lite.face_plan()
+    parsed = parse_web_bytes(blob)
+    sizes = [level.size for level in lite.coarse(lite.body_pixels()).pixels.levels]
+    assert parsed.header["lite"] == {"body_grid": lite.config.body_grid, "body_sizes": sizes}
+    mask = np.unpackbits(parsed.tensors["lite_face_mask"]).astype(bool)
+    np.testing.assert_array_equal(np.flatnonzero(mask), plan.pixels.output.index.numpy())
+    assert 0.05 < mask.mean() < 0.9                      # some of the face moves, not all of it
+    constant = plan.constant.numpy().transpose(1, 2, 0)
+    np.testing.assert_array_equal(parsed.tensors["lite_face_constant"], constant.astype(np.float16).astype(np.float32))
+    w32 = parse_web_bytes(student_to_web_bytes(character, "float32"))
+    np.testing.assert_array_equal(w32.tensors["lite_face_constant"], constant)
+    bare = parse_web_bytes(student_to_web_bytes(character, lite=False))
+    assert "lite" not in bare.header and not any(k.startswith("lite_") for k in bare.tensors)

@@ -3,6 +3,8 @@
 A `.kyara` file is a safetensors file (no pickle, safe to load from strangers):
   tensors  face_morpher.<key>, body_morpher.<key>  float32 student weights (official THA4 key names)
            character_image                         uint8 (B,) lossless PNG bytes of the 512×512 RGBA input
+           lite_face_mask, lite_face_constant      optional: the CPU-lite student's face plan (kyara.student.lite,
+                                                   metadata "lite"; read when it fits the face weights)
   metadata format="kyara-character", format_version="1", name, teacher, created, distill (JSON), metrics (JSON)
 See docs/file-format.md. The official THA4 `character_model/` directory (yaml + png + two .pt state
 dicts) loads too and can be exported (``export_tha4_directory``).
@@ -149,6 +151,14 @@ def save_kyara(path: str | Path, name: str, image: torch.Tensor, student, teache
     region = getattr(student, "region", None)
     if region is not None:
         tensors[REGION_KEY] = torch.from_numpy(np.packbits(region.detach().cpu().numpy().reshape(-1)))
+    from kyara.student.lite import PLAN_META_KEY, plan_to_file, stored_plan
+
+    metadata = {k: v for k, v in (metadata or {}).items() if k != PLAN_META_KEY}   # only with its tensors
+    plan = stored_plan(student)
+    if plan is not None:
+        plan_tensors, plan_meta = plan_to_file(plan)
+        tensors.update(plan_tensors)
+        metadata[PLAN_META_KEY] = plan_meta
     meta = {
         "format": FORMAT_NAME,
         "format_version": str(FORMAT_VERSION),
@@ -181,11 +191,15 @@ def write_kyara_file(path: str | Path, tensors: dict[str, torch.Tensor], meta: d
     return path
 
 
-def resave_kyara(path: str | Path, out: str | Path | None = None) -> Path:
+def resave_kyara(path: str | Path, out: str | Path | None = None, add_tensors: dict[str, torch.Tensor] | None = None,
+                 add_metadata: dict[str, str] | None = None) -> Path:
     """Re-write a readable .kyara file (any version) in the current version, tensors and metadata kept
-    bit for bit (only format_version and the checksum change). Used to upgrade the bundled sample."""
+    bit for bit (only format_version and the checksum change; add_tensors / add_metadata are added or
+    replaced). Used to upgrade the bundled sample and to add the lite face plan (scripts/add_lite.py)."""
     path = Path(path)
     tensors, meta = _read_kyara(path)
+    tensors.update(add_tensors or {})
+    meta.update(add_metadata or {})
     return write_kyara_file(out if out is not None else path, tensors, meta)
 
 
@@ -281,8 +295,15 @@ def load_character(path: str | Path, device: str | None = "cpu", dtype: torch.dt
     load_student_state(student, tensors, str(path))
     if REGION_KEY in tensors:
         student.set_region(_unpack_region(tensors[REGION_KEY], str(path)))
+    from kyara.student.lite import PLAN_META_KEY, plan_from_file
+
+    try:
+        student.lite_face_plan = plan_from_file(tensors, meta.get(PLAN_META_KEY), str(path))
+    except ValueError as e:
+        raise CharacterFileError(str(e)) from None
     student = student.to(pick_device(device), dtype).eval()
-    extra = {k: v for k, v in meta.items() if k not in ("format", "format_version", "name", "teacher", CHECKSUM_KEY)}
+    extra = {k: v for k, v in meta.items()
+             if k not in ("format", "format_version", "name", "teacher", CHECKSUM_KEY, PLAN_META_KEY)}
     if extra.get(COLOUR_KEY, "straight") not in COLOURS:
         raise CharacterFileError(f"{path}: metadata {COLOUR_KEY}={extra[COLOUR_KEY]!r} is not one of {', '.join(COLOURS)}")
     return Character(meta.get("name", path.stem), rgba_u8_to_tensor(rgba), student, meta.get("teacher", "unknown"), extra)

@@ -10,6 +10,7 @@ Every conversion between the two lives here (tha3-tha4-facts.md §2). Nothing el
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import tempfile
@@ -30,22 +31,23 @@ LINEAR_TO_SRGB_THRESHOLD = 0.003130804953560372
 
 
 # -- colour curves (numpy float64 in, same out; torch variants keep dtype) --------------------------
-def srgb_to_linear(x):
-    """sRGB-encoded values in [0, 1] → linear light in [0, 1] (input clipped first)."""
+def _piecewise(x, threshold: float, low, high):
+    """x clipped to [0, 1], then low(x) up to threshold and high(x) above it (numpy or torch)."""
     if isinstance(x, torch.Tensor):
         x = x.clamp(0.0, 1.0)
-        return torch.where(x <= SRGB_TO_LINEAR_THRESHOLD, x / 12.92, ((x + 0.055) / 1.055) ** 2.4)
+        return torch.where(x <= threshold, low(x), high(x))
     x = np.clip(x, 0.0, 1.0)
-    return np.where(x <= SRGB_TO_LINEAR_THRESHOLD, x / 12.92, ((x + 0.055) / 1.055) ** 2.4)
+    return np.where(x <= threshold, low(x), high(x))
+
+
+def srgb_to_linear(x):
+    """sRGB-encoded values in [0, 1] → linear light in [0, 1] (input clipped first)."""
+    return _piecewise(x, SRGB_TO_LINEAR_THRESHOLD, lambda v: v / 12.92, lambda v: ((v + 0.055) / 1.055) ** 2.4)
 
 
 def linear_to_srgb(x):
     """Linear light in [0, 1] → sRGB-encoded values in [0, 1] (input clipped first)."""
-    if isinstance(x, torch.Tensor):
-        x = x.clamp(0.0, 1.0)
-        return torch.where(x <= LINEAR_TO_SRGB_THRESHOLD, x * 12.92, 1.055 * x ** (1.0 / 2.4) - 0.055)
-    x = np.clip(x, 0.0, 1.0)
-    return np.where(x <= LINEAR_TO_SRGB_THRESHOLD, x * 12.92, 1.055 * x ** (1.0 / 2.4) - 0.055)
+    return _piecewise(x, LINEAR_TO_SRGB_THRESHOLD, lambda v: v * 12.92, lambda v: 1.055 * v ** (1.0 / 2.4) - 0.055)
 
 
 def unit_to_signed(x):
@@ -106,16 +108,6 @@ def rgba_u8_to_tensor(rgba: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(unit_to_signed(unit).transpose(2, 0, 1))).float()
 
 
-def tensor_to_rgba_float(image: torch.Tensor) -> np.ndarray:
-    """(4, H, W) model space → (H, W, 4) float32 sRGB straight RGBA in [0, 1] (the reference's float output)."""
-    if image.ndim != 3 or image.shape[0] != 4:
-        raise ImageError(f"expected a (4, H, W) image tensor, got {tuple(image.shape)}")
-    unit = signed_to_unit(image.detach().float().cpu().numpy().transpose(1, 2, 0))
-    rgb = linear_to_srgb(unit[:, :, :3])
-    alpha = np.clip(unit[:, :, 3:4], 0.0, 1.0)
-    return np.concatenate([rgb, alpha], axis=2)
-
-
 def tensor_to_rgba_u8(image: torch.Tensor) -> np.ndarray:
     """(4, H, W) model space → (H, W, 4) uint8 sRGB straight RGBA.
 
@@ -125,15 +117,22 @@ def tensor_to_rgba_u8(image: torch.Tensor) -> np.ndarray:
     """
     if image.device.type != "cpu":
         return _tensor_to_rgba_u8_on_device(image)
-    return np.rint(tensor_to_rgba_float(image) * 255.0).astype(np.uint8)
+    _check_image_tensor(image)
+    unit = signed_to_unit(image.detach().float().numpy().transpose(1, 2, 0))
+    rgba = np.concatenate([linear_to_srgb(unit[:, :, :3]), np.clip(unit[:, :, 3:4], 0.0, 1.0)], axis=2)
+    return np.rint(rgba * 255.0).astype(np.uint8)
 
 
 def _tensor_to_rgba_u8_on_device(image: torch.Tensor) -> np.ndarray:
-    if image.ndim != 3 or image.shape[0] != 4:
-        raise ImageError(f"expected a (4, H, W) image tensor, got {tuple(image.shape)}")
+    _check_image_tensor(image)
     unit = signed_to_unit(image.detach().float())
     rgba = torch.cat([linear_to_srgb(unit[:3]), unit[3:4].clamp(0.0, 1.0)])
     return torch.round(rgba * 255.0).to(torch.uint8).permute(1, 2, 0).contiguous().cpu().numpy()
+
+
+def _check_image_tensor(image: torch.Tensor) -> None:
+    if image.ndim != 3 or image.shape[0] != 4:
+        raise ImageError(f"expected a (4, H, W) image tensor, got {tuple(image.shape)}")
 
 
 def parse_color(color: str | tuple[int, int, int] | None) -> tuple[int, int, int] | None:
@@ -275,27 +274,21 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     raises kyara.errors.OutputError naming `path`; the target is left untouched."""
     path = Path(path)
     try:
-        _atomic_write(path, data)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(tmp, _new_file_mode(path))  # mkstemp files are 0600; give the mode open() would
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
     except OSError as e:
         raise OutputError.writing(path, e) from e
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, _new_file_mode(path))  # mkstemp files are 0600; give the mode open() would
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def encode_image(rgba: np.ndarray, fmt: str = "PNG", background: tuple[int, int, int] | None = None, **opts) -> bytes:

@@ -14,7 +14,7 @@ from typing import Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from kyara.errors import PoseError  # noqa: F401 (re-exported: its historical home)
+from kyara.errors import PoseError, describe_yaml_error  # PoseError is re-exported: its historical home
 
 
 @dataclass(frozen=True)
@@ -225,19 +225,11 @@ class Pose:
         return {n: float(v) for n, v in zip(NAMES, self._values) if not nonzero or v != 0.0}
 
     def replace(self, **values: float) -> "Pose":
-        d = self.as_dict()
-        d.update(values)
-        return Pose(**d)
+        return Pose(**{**self.as_dict(), **values})
 
     def mirrored(self) -> "Pose":
-        """Swap left/right parameters and negate the yaw/roll-like angles (head_y, neck_z, body_y, body_z, iris_rotation_y)."""
-        d = {}
-        for p in PARAMETERS:
-            v = float(self._values[p.index])
-            d[p.mirror or p.name] = v
-        for n in ("head_y", "neck_z", "body_y", "body_z", "iris_rotation_y"):
-            d[n] = -d[n]
-        return Pose(**d)
+        """Swap left/right parameters and negate the yaw/roll-like angles (MIRROR_NEGATED)."""
+        return Pose(**mirror_values(self.as_dict()))
 
     def __add__(self, other: "Pose") -> "Pose":
         """Layer two poses: values add, then clamp to each range (used for events over tracking)."""
@@ -255,6 +247,16 @@ class Pose:
 
     def __iter__(self) -> Iterator[tuple[str, float]]:
         return iter(self.as_dict().items())
+
+
+# Parameters whose sign flips under left/right mirroring.
+MIRROR_NEGATED = ("head_y", "neck_z", "body_y", "body_z", "iris_rotation_y")
+
+
+def mirror_values(values: Mapping[str, float]) -> dict[str, float]:
+    """Some parameters by name → the mirror-image values: _left/_right swapped, MIRROR_NEGATED negated."""
+    out = {PARAMETERS[INDEX[name]].mirror or name: v for name, v in values.items()}
+    return {name: -v if name in MIRROR_NEGATED else v for name, v in out.items()}
 
 
 def lerp(a: Pose, b: Pose, t: float) -> Pose:
@@ -314,10 +316,8 @@ def load_pose_data(path: str | Path):
         else:
             data = json.loads(text)
     except Exception as e:  # json.JSONDecodeError, yaml.YAMLError
-        mark = getattr(e, "problem_mark", None)  # YAML errors span several lines; keep the message to one
-        detail = (f"{e.problem} at line {mark.line + 1}, column {mark.column + 1}"
-                  if mark is not None and getattr(e, "problem", None) else " ".join(str(e).split()))
-        raise PoseError(f"{path}: not valid {'YAML' if path.suffix.lower() in ('.yaml', '.yml') else 'JSON'}: {detail}") from None
+        raise PoseError(f"{path}: not valid {'YAML' if path.suffix.lower() in ('.yaml', '.yml') else 'JSON'}: "
+                        f"{describe_yaml_error(e)}") from None
     if isinstance(data, dict) and "poses" in data and isinstance(data["poses"], list):
         data = data["poses"]
     if not isinstance(data, (dict, list)):
@@ -386,58 +386,38 @@ class Preset:
     values: Mapping[str, float]
 
 
+def both(group: str, value: float) -> dict[str, float]:
+    """{group_left: value, group_right: value}: one value for a symmetric pair (e.g. "eye_wink")."""
+    return {f"{group}_left": value, f"{group}_right": value}
+
+
 PRESETS: dict[str, Preset] = {
     "neutral": Preset("all parameters at rest", {}),
-    "happy": Preset(
-        "closed-eye smile ('^^'), happy brows, open smiling mouth",
-        {"eyebrow_happy_left": 1.0, "eyebrow_happy_right": 1.0, "eye_happy_wink_left": 1.0,
-         "eye_happy_wink_right": 1.0, "mouth_aaa": 0.4, "mouth_raised_corner_left": 0.8,
-         "mouth_raised_corner_right": 0.8},
-    ),
-    "sad": Preset(
-        "troubled brows, relaxed eyes, lowered mouth corners, head slightly down",
-        {"eyebrow_troubled_left": 1.0, "eyebrow_troubled_right": 1.0, "eye_relaxed_left": 0.5,
-         "eye_relaxed_right": 0.5, "mouth_lowered_corner_left": 1.0, "mouth_lowered_corner_right": 1.0,
-         "head_x": -0.3},
-    ),
-    "angry": Preset(
-        "angry brows, unimpressed eyes, 'delta' mouth",
-        {"eyebrow_angry_left": 1.0, "eyebrow_angry_right": 1.0, "eye_unimpressed_left": 0.5,
-         "eye_unimpressed_right": 0.5, "mouth_delta": 0.6, "mouth_lowered_corner_left": 0.5,
-         "mouth_lowered_corner_right": 0.5},
-    ),
-    "surprised": Preset(
-        "raised brows, wide eyes with small irises, round open mouth",
-        {"eyebrow_raised_left": 1.0, "eyebrow_raised_right": 1.0, "eye_surprised_left": 1.0,
-         "eye_surprised_right": 1.0, "iris_small_left": 0.5, "iris_small_right": 0.5, "mouth_ooo": 0.8},
-    ),
-    "wink": Preset(
-        "left eye winks, smiling mouth, head tilted",
-        {"eye_wink_left": 1.0, "mouth_raised_corner_left": 0.6, "mouth_raised_corner_right": 0.6,
-         "neck_z": 0.3},
-    ),
-    "sleepy": Preset(
-        "relaxed, half-closed eyes, lowered brows, head drooping",
-        {"eye_relaxed_left": 1.0, "eye_relaxed_right": 1.0, "eyebrow_lowered_left": 0.5,
-         "eyebrow_lowered_right": 0.5, "head_x": -0.5, "neck_z": 0.2, "mouth_uuu": 0.2},
-    ),
-    "smug": Preset(
-        "unimpressed eyes, smirk, serious brows, head turned slightly",
-        {"eye_unimpressed_left": 0.7, "eye_unimpressed_right": 0.7, "mouth_smirk": 1.0,
-         "eyebrow_serious_left": 0.5, "eyebrow_serious_right": 0.5, "head_y": 0.3},
-    ),
-    "laugh": Preset(
-        "happy closed eyes, wide open mouth, head tilted back",
-        {"eye_happy_wink_left": 1.0, "eye_happy_wink_right": 1.0, "eyebrow_happy_left": 1.0,
-         "eyebrow_happy_right": 1.0, "mouth_aaa": 1.0, "mouth_raised_corner_left": 1.0,
-         "mouth_raised_corner_right": 1.0, "head_x": 0.3},
-    ),
-    "troubled": Preset(
-        "troubled brows, raised lower eyelids, small 'eee' mouth",
-        {"eyebrow_troubled_left": 1.0, "eyebrow_troubled_right": 1.0, "eye_raised_lower_eyelid_left": 0.6,
-         "eye_raised_lower_eyelid_right": 0.6, "mouth_eee": 0.4, "mouth_lowered_corner_left": 0.4,
-         "mouth_lowered_corner_right": 0.4},
-    ),
+    "happy": Preset("closed-eye smile ('^^'), happy brows, open smiling mouth",
+                    {**both("eyebrow_happy", 1.0), **both("eye_happy_wink", 1.0), "mouth_aaa": 0.4,
+                     **both("mouth_raised_corner", 0.8)}),
+    "sad": Preset("troubled brows, relaxed eyes, lowered mouth corners, head slightly down",
+                  {**both("eyebrow_troubled", 1.0), **both("eye_relaxed", 0.5), **both("mouth_lowered_corner", 1.0),
+                   "head_x": -0.3}),
+    "angry": Preset("angry brows, unimpressed eyes, 'delta' mouth",
+                    {**both("eyebrow_angry", 1.0), **both("eye_unimpressed", 0.5), "mouth_delta": 0.6,
+                     **both("mouth_lowered_corner", 0.5)}),
+    "surprised": Preset("raised brows, wide eyes with small irises, round open mouth",
+                        {**both("eyebrow_raised", 1.0), **both("eye_surprised", 1.0), **both("iris_small", 0.5),
+                         "mouth_ooo": 0.8}),
+    "wink": Preset("left eye winks, smiling mouth, head tilted",
+                   {"eye_wink_left": 1.0, **both("mouth_raised_corner", 0.6), "neck_z": 0.3}),
+    "sleepy": Preset("relaxed, half-closed eyes, lowered brows, head drooping",
+                     {**both("eye_relaxed", 1.0), **both("eyebrow_lowered", 0.5), "head_x": -0.5, "neck_z": 0.2,
+                      "mouth_uuu": 0.2}),
+    "smug": Preset("unimpressed eyes, smirk, serious brows, head turned slightly",
+                   {**both("eye_unimpressed", 0.7), "mouth_smirk": 1.0, **both("eyebrow_serious", 0.5), "head_y": 0.3}),
+    "laugh": Preset("happy closed eyes, wide open mouth, head tilted back",
+                    {**both("eye_happy_wink", 1.0), **both("eyebrow_happy", 1.0), "mouth_aaa": 1.0,
+                     **both("mouth_raised_corner", 1.0), "head_x": 0.3}),
+    "troubled": Preset("troubled brows, raised lower eyelids, small 'eee' mouth",
+                       {**both("eyebrow_troubled", 1.0), **both("eye_raised_lower_eyelid", 0.6), "mouth_eee": 0.4,
+                        **both("mouth_lowered_corner", 0.4)}),
 }
 for _p in PRESETS.values():  # presets are validated at import so a typo cannot ship
     Pose(**_p.values)

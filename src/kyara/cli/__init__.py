@@ -11,7 +11,7 @@ import os
 import sys
 
 # Subcommand modules, in the order `kyara --help` lists them.
-COMMANDS = ["demo", "pose", "models", "distill", "eval", "export", "live", "speak", "stickers", "scene", "web"]
+COMMANDS = ["demo", "pose", "models", "distill", "eval", "export", "live", "speak", "stickers", "scene", "web", "farm"]
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):

@@ -64,6 +64,9 @@ def register(sub) -> None:
                         "once and makes each step ~1.7× faster)")
     p.add_argument("--blended-l2", type=float, default=DEFAULTS.blended_l2, metavar="W",
                    help="add W × MSE of the blended image to the body loss (targets PSNR; 0 = THA4's L1 only)")
+    p.add_argument("--edge-weight", type=float, default=DEFAULTS.edge_weight, metavar="W",
+                   help="add W × the blended image's squared error on the teacher's silhouette edges (a 5-px "
+                        "band) to the body loss; 0 = off (the default until measured)")
     p.set_defaults(func=run)
 
 
@@ -82,6 +85,8 @@ def checked_config(args) -> DistillConfig:
             raise KyaraError(f"{option} must be a positive number, got {value:g}")
     if not 0 <= args.blended_l2 < math.inf:
         raise KyaraError(f"--blended-l2 must be a number >= 0, got {args.blended_l2:g}")
+    if not 0 <= args.edge_weight < math.inf:
+        raise KyaraError(f"--edge-weight must be a number >= 0, got {args.edge_weight:g}")
     if args.examples is None:
         args.examples = 0 if args.minutes else DEFAULTS.examples
     try:

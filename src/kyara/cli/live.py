@@ -9,7 +9,7 @@ import argparse
 import dataclasses
 
 from kyara.cli import HelpFormatter
-from kyara.live.session import RENDER_MODES, LiveConfig
+from kyara.live.session import RENDER_CHOICES, LiveConfig
 
 # LiveConfig fields with no flag: protocol limits, set from Python only.
 NO_FLAG = ("max_body_bytes", "max_ws_message_bytes", "max_ws_frame_bytes", "status_interval_s")
@@ -57,10 +57,11 @@ def register(subparsers) -> None:
     p.add_argument("--encoders", type=int, default=d.encoders, metavar="N",
                    help="WebP encoder threads: frames encoded in parallel, published in render order "
                         "(raise it when encoding, not rendering, limits the frame rate)")
-    p.add_argument("--render", choices=list(RENDER_MODES), default=d.render,
-                   help="where frames are drawn: server (rendered here, WebP frames to the pages) or browser (each "
-                        "page runs the student itself with WebGPU/WebGL2 and gets only 192-byte pose packets; a "
-                        "page that cannot says so and asks for server frames)")
+    p.add_argument("--render", choices=list(RENDER_CHOICES), default=d.render,
+                   help="where frames are drawn: browser (each page runs the student itself with WebGPU/WebGL2 "
+                        "and gets only 192-byte pose packets; a page that cannot, or that refuses the weights, "
+                        "says so and asks for server frames), server (always rendered here, WebP frames to the "
+                        "pages), or auto (default: browser for a student, server with --teacher)")
     p.add_argument("--ifacialmocap-port", type=int, default=d.ifacialmocap_port, help="iFacialMocap v2 UDP port")
     p.add_argument("--ifacialmocap-phone-ip", default=d.ifacialmocap_phone_ip, metavar="IP",
                    help="the iPhone's address: send it iFacialMocap's start message so it streams to this PC "

@@ -55,7 +55,9 @@ class DistillConfig:
     identity_init: bool = True              # start the body morpher at "no motion" (zero flow/alpha/colour head)
     tf32: bool = True                       # TF32 matmuls for the student (1.36× faster steps on an H100; every measured run used it)
     compile: bool = True                    # torch.compile the student's training forward passes (CUDA only): same maths, ~1.7× faster steps
+    kernels: str = "auto"                   # student's sine layers: "triton" (fused kernels, kyara.nn.fused_siren), "torch", "auto" = triton on CUDA when it runs
     blended_l2: float = 40.0                # extra MSE on the blended image, × the phase's w_blended: +1.0–2.1 dB (docs/benchmarks.md)
+    edge_weight: float = 0.0                # extra blended-image MSE on the teacher's silhouette edges (losses.alpha_edges); off until measured
     mask_poses: int = 64                    # poses used to derive the movable-parts mask
     region: bool = True                     # body morpher trained (and run) only where the character can be
     region_margin_px: int = 12              # dilation of that region (covers poses beyond the pool's; ≥ flow_weight's 8)
@@ -74,6 +76,10 @@ class DistillConfig:
             raise ValueError(f"DistillConfig.region_margin_px must be >= 0, got {self.region_margin_px}")
         if self.blended_l2 < 0:
             raise ValueError(f"DistillConfig.blended_l2 must be >= 0, got {self.blended_l2}")
+        if not 0 <= self.edge_weight < float("inf"):
+            raise ValueError(f"DistillConfig.edge_weight must be a number >= 0, got {self.edge_weight}")
+        if self.kernels not in ("auto", "triton", "torch"):
+            raise ValueError(f"DistillConfig.kernels must be auto, triton or torch; got {self.kernels!r}")
         if self.reuse <= 0 or self.lr_scale <= 0:
             raise ValueError("DistillConfig.reuse and lr_scale must be > 0")
         if self.pool_size < self.batch_size * self.face_batch_multiplier:
@@ -104,6 +110,7 @@ class DistillConfig:
 # the numbers gets an entry here when it is added (fields that change only speed, like compile, need none).
 PREDATING_VALUES: dict[str, object] = {
     "blended_l2": 0.0,   # old checkpoints had no blended-image MSE term (new runs: 40)
+    "edge_weight": 0.0,  # nor an edge term (new runs: 0 too, until an ablation shows a gain)
 }
 
 

@@ -36,6 +36,7 @@ from kyara.pose_sampler import sample_poses
 from kyara.errors import KyaraError
 from kyara.geometry import FACE_MORPHER_BOX, STUDENT_FACE_BOX
 from kyara.image import atomic_write_bytes, to_premultiplied
+from kyara.nn import fused_siren
 from kyara.nn.warp import apply_flow
 from kyara.pose import NUM_PARAMETERS
 from kyara.student import BodyMorpherOutput, Student
@@ -147,14 +148,30 @@ class TrainForward:
     ~1.7× faster training steps on an H100 with the same maths (benchmarks/distill_profile.py).
     Only training goes through here; evaluation calls the plain modules, so the compiled graphs
     keep one shape and always have autograd on (no recompilation).
+
+    With kernels selecting Triton (kyara.nn.fused_siren.use_triton) the sine layers run as fused
+    kernels (``FaceMorpher.fused_forward``, ``BodyMorpher.fused_features[_at]``), which do the fusing
+    that compilation would: under "auto" they are used uncompiled, and only after ``fused_siren.probe``
+    agreed with the PyTorch maths on this device (else the torch path, compiled as asked); an explicit
+    "triton" with compile=True compiles around them. ``self.kernels`` is what was chosen: "triton" / "torch".
     """
 
-    def __init__(self, student: Student, compile: bool = False):
+    def __init__(self, student: Student, compile: bool = False, kernels: str = "torch"):
+        device = student.device
+        fused = fused_siren.use_triton(kernels, device)
+        if fused and kernels == "auto":
+            reason = fused_siren.probe(device)
+            if reason is not None:
+                fused_siren.disable_auto(reason)
+                fused = False
+            compile = compile and not fused
         wrap = torch.compile if compile else (lambda fn: fn)
         self.student = student
-        self.face = wrap(student.face_morpher.forward)              # (N, 39) → (N, 4, 128, 128)
-        self._features = wrap(student.body_morpher.features)        # (N, 45) → (N, 7, 512, 512)
-        self._features_at = wrap(student.body_morpher.features_at)  # (N, 45), PixelSet → (N, M, 7)
+        self.kernels = "triton" if fused else "torch"
+        face, body = student.face_morpher, student.body_morpher
+        self.face = wrap(face.fused_forward if fused else face.forward)                      # (N, 39) → (N, 4, 128, 128)
+        self._features = wrap(body.fused_features if fused else body.features)             # (N, 45) → (N, 7, 512, 512)
+        self._features_at = wrap(body.fused_features_at if fused else body.features_at)    # (N, 45), PixelSet → (N, M, 7)
 
     def body(self, body_input: torch.Tensor, poses: torch.Tensor) -> BodyMorpherOutput:
         """Student.body_outputs through these (possibly compiled) feature functions."""
@@ -334,7 +351,7 @@ def distill(image: torch.Tensor, teacher, config: DistillConfig = DistillConfig(
             _load_optimizer("face_opt", face_opt, ckpt_tensors, json.loads(ckpt_meta["face_opt"]), device)
             _load_optimizer("body_opt", body_opt, ckpt_tensors, json.loads(ckpt_meta["body_opt"]), device)
 
-        forward = TrainForward(student, compile=config.compile and device.type == "cuda")
+        forward = TrainForward(student, compile=config.compile and device.type == "cuda", kernels=config.kernels)
         face_box_in_crop = STUDENT_FACE_BOX.relative_to(FACE_MORPHER_BOX)
         ckpt_every_steps = max(1, config.checkpoint_every_examples // per_step)
         log_path = out_dir / LOG_NAME
@@ -386,7 +403,7 @@ def distill(image: torch.Tensor, teacher, config: DistillConfig = DistillConfig(
                 target_warped = apply_flow(body_input, target_flow)
             out = forward.body(body_input, pool.poses[idx])
             loss_body, terms = body_loss(out, pool.final[idx].float(), target_warped, target_flow, body_phase,
-                                         config.masked_flow, config.blended_l2)
+                                         config.masked_flow, config.blended_l2, config.edge_weight)
             body_opt.zero_grad(set_to_none=True)
             loss_body.backward()
             ranks.average_gradients(student.body_morpher.parameters())

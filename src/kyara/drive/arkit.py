@@ -26,7 +26,7 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Mapping
 
-from kyara.pose import INDEX, PARAMETERS
+from kyara.pose import INDEX, PARAMETERS, mirror_values
 
 # Apple's 52 ARFaceAnchor.BlendShapeLocation names, Swift-identifier spelling (Left/Right suffixes).
 ARKIT_BLENDSHAPES: tuple[str, ...] = (
@@ -48,8 +48,6 @@ EYEBROW_DOWN_MODES = ("angry", "troubled", "lowered", "serious")
 WINK_MODES = ("normal", "relaxed")
 
 _BLINKS = ("eyeBlinkLeft", "eyeBlinkRight")  # latched by ArkitFrameSource
-# Parameters whose sign flips under left/right mirroring (same list as kyara.pose.Pose.mirrored).
-_MIRROR_NEGATE = ("head_y", "neck_z", "body_y", "body_z", "iris_rotation_y")
 
 
 def _empty() -> Mapping[str, float]:
@@ -335,18 +333,6 @@ def arkit_to_pose_values(
     return out
 
 
-def mirror_values(values: Mapping[str, float]) -> dict[str, float]:
-    """Swap _left/_right parameters and negate yaw/roll-like ones (a mirror-image pose)."""
-    out = {}
-    for name, v in values.items():
-        mirror = PARAMETERS[INDEX[name]].mirror
-        out[mirror or name] = v
-    for name in _MIRROR_NEGATE:
-        if name in out:
-            out[name] = -out[name]
-    return out
-
-
 class ArkitFrameSource:
     """Mixin for PoseSources fed by a face tracker (iFacialMocap, VMC, webcam): keeps the newest
     ArkitFrame under a lock and maps it to pose values on demand, cached per frame.
@@ -409,6 +395,3 @@ class ArkitFrameSource:
             return False
         self.calibration = calibrate(frame)
         return True
-
-    def clear_calibration(self) -> None:
-        self.calibration = None

@@ -164,6 +164,3 @@ class EventPlayer:
     def active(self) -> list[str]:
         """Names of clips playing at the time of the last trigger()/sample()."""
         return [n for n, s in self._playing.items() if s <= self._now <= s + self.events[n].duration_s]
-
-    def clear(self) -> None:
-        self._playing.clear()

@@ -10,12 +10,23 @@ Phoneme names are IPA as the chosen voice realises them (espeak-ng's ``espeakINI
 mode: "h", "ə", "oʊ", "ɑː"; "_" for a pause), so "lot" is "ɑː" in en-us but "ɒ" in en-gb.
 :func:`phoneme_vowel` maps each to one of ``kyara.drive.audio.VOWELS`` (table in docs/audio.md).
 The IPA string is cut at espeak-ng's 8-byte event field (long clusters may be truncated).
+
+Every synthesis runs on a freshly loaded, freshly initialised copy of the library, so its audio and
+timings do not depend on what was spoken before. espeak-ng 1.51 keeps hidden C state between
+utterances that no API call resets: statics in its wave generator and synthesiser (echo tail,
+pitch flutter, filter memories) and libc ``rand()`` for breath noise. With one long-lived copy, "?"
+lasted 0.008 s in a fresh process, 0.021 s after any earlier utterance and 0.049 s after an "+f3"
+one (its echo tail). Unloading the library (``dlclose``) drops all of that state; re-initialising a
+loaded copy does not (its statics survive, and 1.51 hangs in espeak_Initialize after
+espeak_Terminate). Load + initialise + unload costs about 9 ms per call (2-core shared CPU).
 """
 from __future__ import annotations
 
+import _ctypes  # dlopen/dlclose: unloading libespeak-ng is the only way to reset its hidden state
 import ctypes
 import ctypes.util
 import io
+import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,16 +82,36 @@ class _Event(ctypes.Structure):
 
 _CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.POINTER(_Event))
 
-# espeak-ng keeps global state (one voice, one callback), so every synthesis holds this lock.
+# espeak-ng keeps global state (one voice, one callback), so every load/synthesis/unload holds this lock.
 _LOCK = threading.Lock()
-_STATE: dict[str, object] = {}
+_STATE: dict[str, str] = {}
 
 
-def _library():
-    """Load and initialise libespeak-ng once; returns (lib, sample_rate)."""
-    if "lib" in _STATE:
-        return _STATE["lib"], _STATE["rate"]
-    name = ctypes.util.find_library("espeak-ng") or "libespeak-ng.so.1"
+def _library_name() -> str:
+    """The name to dlopen, looked up once (find_library runs ldconfig)."""
+    if "name" not in _STATE:
+        _STATE["name"] = ctypes.util.find_library("espeak-ng") or "libespeak-ng.so.1"
+    return _STATE["name"]
+
+
+def _resident(name: str) -> bool:
+    """True when the library is already mapped into this process (RTLD_NOLOAD loads nothing)."""
+    try:
+        handle = _ctypes.dlopen(name, os.RTLD_NOLOAD | os.RTLD_NOW)
+    except OSError:
+        return False
+    _ctypes.dlclose(handle)
+    return True
+
+
+def _load():
+    """dlopen a fresh copy of libespeak-ng and initialise it → (lib, sample_rate); pair with _unload."""
+    name = _library_name()
+    if _resident(name):
+        # A copy that is still mapped keeps the previous utterance's state, and espeak-ng 1.51 hangs
+        # when initialised again after espeak_Terminate: refuse rather than give order-dependent audio.
+        raise TTSError(f"{name} is still loaded by something else in this process; kyara needs to load it "
+                       "afresh for every synthesis (its hidden state would leak between utterances)")
     try:
         lib = ctypes.CDLL(name)
     except OSError as e:
@@ -93,9 +124,15 @@ def _library():
                                  ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p]
     rate = lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, None, _INIT_PHONEME_EVENTS | _INIT_PHONEME_IPA | _INIT_DONT_EXIT)
     if rate <= 0:
+        _ctypes.dlclose(lib._handle)  # failed before starting its worker thread: nothing to terminate
         raise TTSError("espeak-ng failed to initialise (espeak-ng-data missing?)")
-    _STATE["lib"], _STATE["rate"] = lib, rate
     return lib, rate
+
+
+def _unload(lib) -> None:
+    """Terminate espeak-ng (joins its worker thread, frees its data) and unmap the library."""
+    lib.espeak_Terminate()
+    _ctypes.dlclose(lib._handle)
 
 
 def _set_voice_by_language(lib, voice: str) -> bool:
@@ -113,11 +150,18 @@ def _set_voice_by_language(lib, voice: str) -> bool:
     return bool(first) and first[1:].decode("ascii", "replace").lower() == voice.lower()
 
 
+def _libc():
+    """The C library of this process (for srand)."""
+    libc = ctypes.CDLL(None)
+    libc.srand.argtypes = [ctypes.c_uint]
+    return libc
+
+
 def espeak_available() -> bool:
     """True when libespeak-ng can be loaded and initialised here."""
     try:
         with _LOCK:
-            _library()
+            _unload(_load()[0])
     except TTSError:
         return False
     return True
@@ -150,14 +194,20 @@ def synthesize(text: str, voice: str = "en-us", rate_wpm: int = 160) -> tuple[np
     callback = _CALLBACK(on_audio)  # must stay referenced while espeak runs
     data = text.encode("utf-8")
     with _LOCK:
-        lib, rate = _library()
-        lib.espeak_SetSynthCallback(callback)
-        if lib.espeak_SetVoiceByName(voice.encode("utf-8")) != 0 and not _set_voice_by_language(lib, voice):
-            raise TTSError(f"espeak-ng voice {voice!r} not found (see `espeak-ng --voices`; variants as 'en-us+f3')")
-        lib.espeak_SetParameter(_PARAM_RATE, int(rate_wpm), 0)
-        if lib.espeak_Synth(data, len(data) + 1, 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None) != 0:
-            raise TTSError(f"espeak-ng failed to synthesise {text[:40]!r}")
-        lib.espeak_Synchronize()
+        lib, rate = _load()
+        try:
+            # Breath noise ("+f3" and other variants) comes from libc rand(); seed it as a fresh process
+            # has it (C standard: srand(1)) so variant audio repeats too. kyara uses no other rand().
+            _libc().srand(1)
+            lib.espeak_SetSynthCallback(callback)
+            if lib.espeak_SetVoiceByName(voice.encode("utf-8")) != 0 and not _set_voice_by_language(lib, voice):
+                raise TTSError(f"espeak-ng voice {voice!r} not found (see `espeak-ng --voices`; variants as 'en-us+f3')")
+            lib.espeak_SetParameter(_PARAM_RATE, int(rate_wpm), 0)
+            if lib.espeak_Synth(data, len(data) + 1, 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None) != 0:
+                raise TTSError(f"espeak-ng failed to synthesise {text[:40]!r}")
+            lib.espeak_Synchronize()
+        finally:
+            _unload(lib)
     samples = np.concatenate(chunks) if chunks else np.zeros(0, np.int16)
     return samples.astype(np.int16), int(rate), events
 

@@ -48,7 +48,7 @@ class ArkitUdpReceiver(ArkitFrameSource, PoseSource):
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
-        if self._thread is not None and self._thread.is_alive():
+        if self.running:
             return
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_DGRAM)

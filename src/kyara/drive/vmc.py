@@ -27,6 +27,7 @@ from kyara.drive.arkit import ARKIT_SET, ArkitFrame, ArkitMapping
 from kyara.drive.osc import parse_osc_packet
 from kyara.drive.source import ProtocolError
 from kyara.drive.udp import ArkitUdpReceiver
+from kyara.pose import both
 
 VMC_MARIONETTE_PORT = 39539
 MAX_BLEND_NAMES = 512  # distinct names remembered; more is garbage or an attack
@@ -43,18 +44,12 @@ _VRM_TO_ARKIT: dict[str, tuple[str, ...]] = {
     "LookRight": ("eyeLookInLeft", "eyeLookOutRight"), "lookRight": ("eyeLookInLeft", "eyeLookOutRight"),
 }
 
-_JOY = {"eye_happy_wink_left": 1.0, "eye_happy_wink_right": 1.0, "eyebrow_happy_left": 1.0,
-        "eyebrow_happy_right": 1.0, "mouth_raised_corner_left": 1.0, "mouth_raised_corner_right": 1.0}
-_ANGRY = {"eyebrow_angry_left": 1.0, "eyebrow_angry_right": 1.0, "eye_unimpressed_left": 0.3,
-          "eye_unimpressed_right": 0.3, "mouth_lowered_corner_left": 0.6, "mouth_lowered_corner_right": 0.6}
-_SORROW = {"eyebrow_troubled_left": 1.0, "eyebrow_troubled_right": 1.0, "eye_relaxed_left": 0.4,
-           "eye_relaxed_right": 0.4, "mouth_lowered_corner_left": 1.0, "mouth_lowered_corner_right": 1.0}
-_FUN = {"eyebrow_happy_left": 0.6, "eyebrow_happy_right": 0.6, "mouth_raised_corner_left": 1.0,
-        "mouth_raised_corner_right": 1.0}
-_RELAXED = {"eye_relaxed_left": 1.0, "eye_relaxed_right": 1.0, "mouth_raised_corner_left": 0.4,
-            "mouth_raised_corner_right": 0.4}
-_SURPRISED = {"eye_surprised_left": 1.0, "eye_surprised_right": 1.0, "eyebrow_raised_left": 1.0,
-              "eyebrow_raised_right": 1.0, "iris_small_left": 0.4, "iris_small_right": 0.4}
+_JOY = {**both("eye_happy_wink", 1.0), **both("eyebrow_happy", 1.0), **both("mouth_raised_corner", 1.0)}
+_ANGRY = {**both("eyebrow_angry", 1.0), **both("eye_unimpressed", 0.3), **both("mouth_lowered_corner", 0.6)}
+_SORROW = {**both("eyebrow_troubled", 1.0), **both("eye_relaxed", 0.4), **both("mouth_lowered_corner", 1.0)}
+_FUN = {**both("eyebrow_happy", 0.6), **both("mouth_raised_corner", 1.0)}
+_RELAXED = {**both("eye_relaxed", 1.0), **both("mouth_raised_corner", 0.4)}
+_SURPRISED = {**both("eye_surprised", 1.0), **both("eyebrow_raised", 1.0), **both("iris_small", 0.4)}
 
 # VRM vowel/emotion presets → THA3 parameters at full weight.
 _VRM_TO_THA: dict[str, dict[str, float]] = {

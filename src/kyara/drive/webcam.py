@@ -273,9 +273,7 @@ def pose_from_image(rgb: np.ndarray, tracker: FaceTracker | None = None, mapping
             frame = own.track(rgb)
     else:
         frame = tracker.track(rgb)
-    if frame is None:
-        return None
-    return Pose.clamped(arkit_to_pose_values(frame, mapping, calibration))
+    return None if frame is None else Pose.clamped(arkit_to_pose_values(frame, mapping, calibration))
 
 
 # -- the live source --------------------------------------------------------------------------------------------
@@ -330,7 +328,7 @@ class WebcamSource(ArkitFrameSource, PoseSource):
 
     # -- lifecycle ----------------------------------------------------------------------------------------------
     def start(self) -> None:
-        if self._thread is not None and self._thread.is_alive():
+        if self.running:
             return
         cv2 = _import_cv2()
         _import_mediapipe()  # say what to install before touching the camera

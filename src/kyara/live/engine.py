@@ -163,10 +163,16 @@ class Subscription:
         self._engine.unsubscribe(self)
 
 
-def encode_webp(rgba: np.ndarray, quality: int = 90) -> bytes:
-    """(H, W, 4) uint8 RGBA → lossy WebP bytes with a lossless alpha plane (method 0: fastest)."""
+def encode_webp(rgba: np.ndarray, quality: int = 100) -> bytes:
+    """(H, W, 4) uint8 RGBA → WebP bytes. quality 100 (default): lossless at the least effort, the exact
+    pixels; below 100: lossy colour at that quality with a lossless alpha plane (method 0: fastest).
+    On a 512² student frame lossless took 6.7 ms CPU and 77 KiB, lossy 90 15.5 ms and 31 KiB (issue 15,
+    docs/benchmarks.md): on a CPU-bound server the encode, not the bytes, is what costs."""
     buf = io.BytesIO()
-    Image.fromarray(rgba, "RGBA").save(buf, format="WEBP", quality=quality, alpha_quality=100, method=0)
+    if quality >= 100:
+        Image.fromarray(rgba, "RGBA").save(buf, format="WEBP", lossless=True, quality=0, method=0)
+    else:
+        Image.fromarray(rgba, "RGBA").save(buf, format="WEBP", quality=quality, alpha_quality=100, method=0)
     return buf.getvalue()
 
 
@@ -199,8 +205,8 @@ class LiveEngine:
     """
 
     def __init__(self, character: RgbaRenderer, mixer: PoseMixerLike, fps: float = LiveConfig.fps, *,
-                 refresh_s: float = 2.0, webp_quality: int = 90, encoders: int = LiveConfig.encoders,
-                 render: str = LiveConfig.render, clock: Callable[[], float] = time.monotonic) -> None:
+                 refresh_s: float = 2.0, webp_quality: int = 100, encoders: int = LiveConfig.encoders,
+                 render: str = "server", clock: Callable[[], float] = time.monotonic) -> None:
         if not fps > 0:
             raise ValueError(f"fps must be > 0, got {fps}")
         if isinstance(encoders, bool) or not isinstance(encoders, int) or encoders < 1:

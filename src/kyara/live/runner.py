@@ -75,6 +75,22 @@ def load_live_character(config: LiveConfig, print_fn=print):
     return loaded
 
 
+def render_mode(config: LiveConfig, character) -> tuple[str, str | None]:
+    """Where frames are drawn for this character: ("browser" | "server", why server or None).
+
+    --render browser|server is taken as given; auto (the default) is browser for a student the pages
+    can run (each page still decides: one without WebGPU/WebGL2, or refusing the weights, asks for
+    server frames and says so) and server for the teacher or a premultiplied-colour student (the
+    browser weights refuse those, kyara.web.weights)."""
+    if config.render != "auto":
+        return config.render, None
+    if not getattr(character, "is_student", False):
+        return "server", "not a distilled student: only students run in a page"
+    if getattr(character, "premultiplied", False):
+        return "server", "premultiplied-colour students do not run in a page yet"
+    return "browser", None
+
+
 def build_sources(config: LiveConfig, print_fn=print) -> list:
     """Start the pose sources the config asks for, in mixer order (later ones win where they overlap,
     so the audio and microphone mouths override a face tracker's): webcam, iFacialMocap, VMC, audio
@@ -159,7 +175,8 @@ def run_live(config: LiveConfig, print_fn=print) -> None:
         sources = build_sources(config, print_fn)
         for source in sources:
             mixer.add_source(source)
-        engine = LiveEngine(ch, mixer, fps=config.fps, encoders=config.encoders, render=config.render)
+        render, why_server = render_mode(config, ch)
+        engine = LiveEngine(ch, mixer, fps=config.fps, encoders=config.encoders, render=render)
         server = uvicorn.Server(uvicorn_config(create_app(engine, config), config))
 
         def announce() -> None:
@@ -168,8 +185,11 @@ def run_live(config: LiveConfig, print_fn=print) -> None:
                     return
                 threading.Event().wait(0.05)
             print_fn(f"kyara live: {getattr(ch, 'name', 'character')} on {engine.fps:g} fps target")
-            if config.render == "browser":
-                print_fn("  rendering:          in each page (WebGPU/WebGL2; pages without them get server frames)")
+            if render == "browser":
+                print_fn("  rendering:          in each page (WebGPU/WebGL2; pages without them get server frames; "
+                         "--render server to force those)")
+            else:
+                print_fn(f"  rendering:          on this machine ({why_server or '--render server'})")
             print_fn(f"  studio:             {config.url('/', port)}")
             if config.host in WILDCARD_HOSTS:
                 print_fn(f"  on this machine:    {config.local_url('/', port)}")

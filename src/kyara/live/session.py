@@ -21,6 +21,9 @@ WILDCARD_HOSTS = ("0.0.0.0", "::", "")
 DEFAULT_TEACHER = "tha3/separable_float"
 TOKEN_FORBIDDEN = " &#?/"
 RENDER_MODES = ("server", "browser")  # where frames are drawn: here (WebP) or in each page (pose packets)
+# --render choices: "auto" (the default) is browser for a student the pages can run, else server
+# (kyara.live.runner.render_mode resolves it once the character is loaded).
+RENDER_CHOICES = (*RENDER_MODES, "auto")
 
 
 def is_loopback(host: str) -> bool:
@@ -66,7 +69,8 @@ class LiveConfig:
     student: str = "auto"                 # auto | lite | full (kyara.student.lite.use_student)
     fps: float = 60.0
     encoders: int = 3                     # WebP encoder threads
-    render: str = "server"                # server: WebP frames drawn here; browser: pose packets, pages draw
+    render: str = "auto"                  # browser: pose packets, pages draw; server: WebP frames drawn here;
+                                          # auto: browser unless the character cannot run in a page
     trackers: bool = True                 # start the iFacialMocap and VMC receivers
     ifacialmocap_port: int = IFACIALMOCAP_PORT
     ifacialmocap_phone_ip: str | None = None
@@ -100,8 +104,8 @@ class LiveConfig:
             raise KyaraError(f"--fps must be in (0, 240], got {self.fps}")
         if isinstance(self.encoders, bool) or not isinstance(self.encoders, int) or not 1 <= self.encoders <= 16:
             raise KyaraError(f"--encoders must be in [1, 16], got {self.encoders}")
-        if self.render not in RENDER_MODES:
-            raise KyaraError(f"--render must be one of {', '.join(RENDER_MODES)}, got {self.render!r}")
+        if self.render not in RENDER_CHOICES:
+            raise KyaraError(f"--render must be one of {', '.join(RENDER_CHOICES)}, got {self.render!r}")
         if self.render == "browser" and self.teacher:
             raise KyaraError("--render browser needs a distilled student (the pages run it); --teacher renders "
                              "on the server only: drop --render browser")

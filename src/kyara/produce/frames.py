@@ -171,8 +171,8 @@ def supports_split(character) -> bool:
     take the image as it is stored. Premultiplied-colour characters (imported THA4 students) go
     through Character.render, the one place that converts their input and output."""
     poser = getattr(character, "poser", None)
-    return (poser is not None and not getattr(character, "premultiplied", False) and hasattr(poser, "face_morpher") and hasattr(getattr(poser, "body_morpher", None),
-                                                                              "features")
+    return (poser is not None and not getattr(character, "premultiplied", False) and hasattr(poser, "face_morpher")
+            and hasattr(getattr(poser, "body_morpher", None), "features")
             and isinstance(getattr(character, "image", None), torch.Tensor))
 
 
@@ -254,9 +254,12 @@ class _TrackPlan:
     body_last: np.ndarray
 
 
-def _plan_track(poses: np.ndarray, body_poses: np.ndarray, fps: float, config: SplitConfig) -> _TrackPlan:
+def _plan_track(poses: np.ndarray, body_poses: np.ndarray, fps: float, config: SplitConfig,
+                stats: RenderStats) -> _TrackPlan:
+    """The schedule of (T, 45) poses and body poses; stats count the poses the two networks will render."""
     from kyara.pose import FACE_ALL
 
+    poses, body_poses = np.asarray(poses, dtype=np.float32), np.asarray(body_poses, dtype=np.float32)
     T = len(poses)
     if config.body_max_gap_s > 0:
         keys = body_keyframes(body_poses, config.tolerances(), max(1, int(round(config.body_max_gap_s * fps))))
@@ -274,6 +277,7 @@ def _plan_track(poses: np.ndarray, body_poses: np.ndarray, fps: float, config: S
     body_last[body_id[:, 0]] = np.arange(T)
     body_last[body_id[:, 1]] = np.maximum(body_last[body_id[:, 1]], np.arange(T))
     w = np.where(body_id[:, 0] == body_id[:, 1], 0.0, w).astype(np.float32)
+    stats.unique_poses += len(face_unique) + len(body_unique)
     return _TrackPlan(face_unique, face_id, face_last, body_unique, body_id[:, 0], body_id[:, 1], w, body_last)
 
 
@@ -388,11 +392,9 @@ def render_track_split(character, poses: np.ndarray, body_poses: np.ndarray, fps
     Student.pose). Exact when body_max_gap_s = 0 and body_poses == poses.
     """
     stats = stats if stats is not None else RenderStats()
-    poses = np.asarray(poses, dtype=np.float32)
     if len(poses) == 0:
         return iter(())
-    plan = _plan_track(poses, np.asarray(body_poses, dtype=np.float32), fps, config)
-    stats.unique_poses += len(plan.face_unique) + len(plan.body_unique)   # what the two networks will render
+    plan = _plan_track(poses, body_poses, fps, config, stats)
     student = character.poser
     lanes = max(1, min(2, torch.get_num_threads())) if student.device.type == "cpu" else 1
     compositors = [_CanvasFrames(student, character.image) for _ in range(lanes)]
@@ -440,11 +442,9 @@ def render_track_fast(character, poses: np.ndarray, body_poses: np.ndarray, fps:
     from kyara.student.pixels import PixelSet
 
     stats = stats if stats is not None else RenderStats()
-    poses = np.asarray(poses, dtype=np.float32)
     if len(poses) == 0:
         return iter(())
-    plan = _plan_track(poses, np.asarray(body_poses, dtype=np.float32), fps, config.split)
-    stats.unique_poses += len(plan.face_unique) + len(plan.body_unique)
+    plan = _plan_track(poses, body_poses, fps, config.split, stats)
     student = character.poser
     image = character.image.detach().float().cpu()
     base = student.body_pixels()

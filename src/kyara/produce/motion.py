@@ -32,6 +32,25 @@ def frame_times(n_frames: int, fps: float) -> np.ndarray:
     return np.arange(int(n_frames), dtype=np.float64) / float(fps)
 
 
+def eased_layer(times_s: np.ndarray, keys: Sequence[tuple[float, np.ndarray, float]]) -> np.ndarray:
+    """times_s (T,) seconds; keys in time order: (start s, (45,) target, ease s) → (T, 45) float32 layer.
+
+    From each key's start the layer eases (smoothstep over the key's ease time; 0: at once) toward its
+    target, starting from where the previous segment actually got to (rest before the first key).
+    """
+    out = np.zeros((len(times_s), NUM_PARAMETERS), dtype=np.float32)
+    current = np.zeros(NUM_PARAMETERS, dtype=np.float32)
+    for i, (start, target, ease) in enumerate(keys):
+        end = keys[i + 1][0] if i + 1 < len(keys) else np.inf
+        inside = (times_s >= start) & (times_s < end)
+        w = smoothstep((times_s[inside] - start) / ease) if ease > 0 else np.ones(inside.sum())
+        out[inside] = (1.0 - w)[:, None] * current + w[:, None] * target
+        if np.isfinite(end):
+            w_end = float(smoothstep(np.array((end - start) / ease))) if ease > 0 else 1.0
+            current = (1.0 - w_end) * current + w_end * target
+    return out
+
+
 # -- emotion timeline -------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class EmotionKey:
@@ -63,21 +82,10 @@ class EmotionTimeline:
 
     def layer(self, times_s: np.ndarray) -> np.ndarray:
         """times_s (T,) seconds → (T, 45) float32 expression layer (preset values × intensity)."""
-        out = np.zeros((len(times_s), NUM_PARAMETERS), dtype=np.float32)
-        previous = np.zeros(NUM_PARAMETERS, dtype=np.float32)
-        for i, key in enumerate(self.keys):
-            target = Pose.preset(key.preset, key.intensity).vector
-            end = self.keys[i + 1].time_s if i + 1 < len(self.keys) else np.inf
-            inside = (times_s >= key.time_s) & (times_s < end)
-            # The very first key starts at full strength when it is at t=0 (no fade-in from neutral).
-            fade = self.fade_s if (i > 0 or key.time_s > 0) else 0.0
-            w = smoothstep((times_s[inside] - key.time_s) / fade) if fade > 0 else np.ones(inside.sum())
-            out[inside] = (1.0 - w)[:, None] * previous + w[:, None] * target
-            # What the next fade starts from: where this segment actually got to.
-            if np.isfinite(end):
-                w_end = float(smoothstep(np.array((end - key.time_s) / fade))) if fade > 0 else 1.0
-                previous = (1.0 - w_end) * previous + w_end * target
-        return out
+        # The very first key starts at full strength when it is at t=0 (no fade-in from neutral).
+        return eased_layer(times_s, [(k.time_s, Pose.preset(k.preset, k.intensity).vector,
+                                      self.fade_s if (i > 0 or k.time_s > 0) else 0.0)
+                                     for i, k in enumerate(self.keys)])
 
 
 def load_emotion_timeline(path: str | Path, fade_s: float = 0.4) -> EmotionTimeline:

@@ -20,7 +20,7 @@ from kyara.pose import FACE_ALL, INDEX, NUM_PARAMETERS, Pose, PoseError
 from kyara.produce.frames import (QuantizeConfig, RenderStats, SplitConfig, quantize_track, render_track,
                                   render_track_split, supports_split)
 from kyara.produce.motion import (EmotionKey, EmotionTimeline, HeadMotionConfig, assemble_track, dicts_to_layer,
-                                  dominant_mouth, frame_times, smoothstep, voice_head_layer)
+                                  dominant_mouth, eased_layer, frame_times, voice_head_layer)
 
 # Positive head_y / body_y / iris_rotation_y turn the character toward the left of the screen
 # (measured on the THA3 teacher: +1 head_y moves the irises ~5 px left at 512 px).
@@ -310,17 +310,7 @@ def load_scene(path: str | Path) -> Scene:
 # -- building each character's pose track -----------------------------------------------------------
 def script_layer(keys: tuple[ScriptKey, ...], times_s: np.ndarray) -> np.ndarray:
     """(T,) times → (T, 45) pose layer easing from key to key (starting from rest)."""
-    out = np.zeros((len(times_s), NUM_PARAMETERS), dtype=np.float32)
-    current = np.zeros(NUM_PARAMETERS, dtype=np.float32)
-    for i, key in enumerate(keys):
-        end = keys[i + 1].time_s if i + 1 < len(keys) else np.inf
-        inside = (times_s >= key.time_s) & (times_s < end)
-        w = smoothstep((times_s[inside] - key.time_s) / key.ease_s) if key.ease_s > 0 else np.ones(inside.sum())
-        out[inside] = (1 - w)[:, None] * current + w[:, None] * key.pose.vector
-        if np.isfinite(end):
-            w_end = float(smoothstep(np.array((end - key.time_s) / key.ease_s))) if key.ease_s > 0 else 1.0
-            current = (1 - w_end) * current + w_end * key.pose.vector
-    return out
+    return eased_layer(times_s, [(k.time_s, k.pose.vector, k.ease_s) for k in keys])
 
 
 def event_layer(events: tuple[ScriptEvent, ...], times_s: np.ndarray) -> np.ndarray:
@@ -378,19 +368,16 @@ def mix_audio(scene: Scene, n_frames: int, out_path: Path) -> Path | None:
     """Mix every character's audio (placed at audio_start) into one 16-bit mono WAV; None if none."""
     from kyara.drive.audio import load_audio
 
+    if all(c.audio is None for c in scene.characters):
+        return None
     total = int(np.ceil(n_frames / scene.fps * MIX_RATE))
     mix = np.zeros(total, dtype=np.float32)
-    have = False
     for c in scene.characters:
-        if c.audio is None:
-            continue
-        samples, _ = load_audio(c.audio, MIX_RATE)
-        start = int(round(c.audio_start_s * MIX_RATE))
-        seg = samples[: max(0, total - start)]
-        mix[start:start + len(seg)] += seg
-        have = True
-    if not have:
-        return None
+        if c.audio is not None:
+            samples, _ = load_audio(c.audio, MIX_RATE)
+            start = int(round(c.audio_start_s * MIX_RATE))
+            seg = samples[: max(0, total - start)]
+            mix[start:start + len(seg)] += seg
     peak = float(np.abs(mix).max())
     if peak > 1.0:
         mix /= peak          # overlapping voices: scale down rather than clip

@@ -112,11 +112,6 @@ def speech_tracks(track, config: SpeakConfig = SpeakConfig(), spans: Sequence | 
     return SpeechTracks(poses, body_poses)
 
 
-def speech_pose_track(track, config: SpeakConfig = SpeakConfig(), spans: Sequence | None = None) -> np.ndarray:
-    """(T, 45) float32 unquantized pose track (see speech_tracks)."""
-    return speech_tracks(track, config, spans).poses
-
-
 def default_output(audio_path: Path | None, character_name: str) -> Path:
     """talk output name: the audio's stem, or '<character>_speech' for text, as .mp4 in the cwd."""
     stem = audio_path.stem if audio_path is not None else f"{character_name}_speech"
@@ -174,17 +169,14 @@ def speak(character, audio_path: str | Path | None = None, text: str | None = No
         carries_audio = output.suffix.lower() in AUDIO_FORMATS
         writer = open_writer(output, fps=config.fps, background=background,
                              audio=audio_path if carries_audio else None)
+        split = SplitConfig(body_max_gap_s=config.body_max_gap_s, batch_size=config.batch_size)
         with tqdm(total=len(poses), unit="frame", desc=f"speak {output.name}", disable=not progress) as bar:
             if fast:
                 # Frames come back already flattened onto the writer's background where it has one.
                 flatten = getattr(writer, "flattens_onto", None)
-                split = SplitConfig(body_max_gap_s=config.body_max_gap_s, batch_size=config.batch_size)
                 frames = render_track_fast(character, poses, tracks.body_poses, config.fps, FastConfig(split=split),
                                            stats=stats, progress=bar, background=flatten)
-            elif config.exact:
-                frames = render_track(character, poses, batch_size=config.batch_size, stats=stats, progress=bar)
-            elif config.split and supports_split(character):
-                split = SplitConfig(body_max_gap_s=config.body_max_gap_s, batch_size=config.batch_size)
+            elif config.split and not config.exact and supports_split(character):
                 frames = render_track_split(character, poses, tracks.body_poses, config.fps, split, stats=stats,
                                             progress=bar)
             else:

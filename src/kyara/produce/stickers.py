@@ -28,7 +28,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from kyara.geometry import CANVAS, HEAD_BOX, Box
 from kyara.image import atomic_write_bytes, encode_image
-from kyara.pose import INDEX, NUM_PARAMETERS, PRESETS, Pose
+from kyara.pose import INDEX, NUM_PARAMETERS, PRESETS, Pose, both
 from kyara.produce.frames import RenderStats, render_track
 from kyara.produce.motion import EYE_CLOSING, smoothstep
 
@@ -41,44 +41,40 @@ FRAMINGS: dict[str, Box] = {"bust": BUST_BOX, "full": FULL_BOX}
 FACE_BOX = HEAD_BOX
 
 
-def _both(group: str, value: float) -> dict[str, float]:
-    return {f"{group}_left": value, f"{group}_right": value}
-
-
 # The 16 sticker expressions: the 9 non-neutral preset names (recipes pushed further than the
 # presets, so each reads at sticker size) then 7 extras. Each differs from every other in at least
 # two of: brow shape, eye shape, mouth shape, head/iris direction (values validated at import).
 STICKER_EXPRESSIONS: dict[str, dict[str, float]] = {
-    "happy": {**_both("eyebrow_happy", 1.0), **_both("eye_happy_wink", 1.0), "mouth_aaa": 0.5,
-              **_both("mouth_raised_corner", 1.0), "neck_z": 0.25, "head_x": 0.1},
-    "sad": {**_both("eyebrow_troubled", 1.0), **_both("eye_relaxed", 0.6), **_both("mouth_lowered_corner", 1.0),
+    "happy": {**both("eyebrow_happy", 1.0), **both("eye_happy_wink", 1.0), "mouth_aaa": 0.5,
+              **both("mouth_raised_corner", 1.0), "neck_z": 0.25, "head_x": 0.1},
+    "sad": {**both("eyebrow_troubled", 1.0), **both("eye_relaxed", 0.6), **both("mouth_lowered_corner", 1.0),
             "mouth_ooo": 0.2, "iris_rotation_x": -0.8, "head_x": -0.6, "neck_z": -0.15},
-    "angry": {**_both("eyebrow_angry", 1.0), **_both("eye_raised_lower_eyelid", 0.8), **_both("iris_small", 0.4),
-              "mouth_delta": 1.0, **_both("mouth_lowered_corner", 0.6), "head_x": -0.3},
-    "surprised": {**_both("eyebrow_raised", 1.0), **_both("eye_surprised", 1.0), **_both("iris_small", 0.6),
+    "angry": {**both("eyebrow_angry", 1.0), **both("eye_raised_lower_eyelid", 0.8), **both("iris_small", 0.4),
+              "mouth_delta": 1.0, **both("mouth_lowered_corner", 0.6), "head_x": -0.3},
+    "surprised": {**both("eyebrow_raised", 1.0), **both("eye_surprised", 1.0), **both("iris_small", 0.6),
                   "mouth_ooo": 1.0, "head_x": 0.15},
     "wink": {"eyebrow_happy_left": 0.8, "eyebrow_raised_right": 0.6, "eye_wink_left": 1.0, "mouth_aaa": 0.25,
-             **_both("mouth_raised_corner", 1.0), "iris_rotation_y": -0.3, "neck_z": 0.55},
-    "sleepy": {**_both("eye_relaxed", 1.0), **_both("eyebrow_lowered", 0.8), "mouth_ooo": 0.55,
+             **both("mouth_raised_corner", 1.0), "iris_rotation_y": -0.3, "neck_z": 0.55},
+    "sleepy": {**both("eye_relaxed", 1.0), **both("eyebrow_lowered", 0.8), "mouth_ooo": 0.55,
                "head_x": -0.6, "neck_z": 0.6},
-    "smug": {**_both("eye_unimpressed", 0.9), "mouth_smirk": 1.0, "eyebrow_raised_left": 0.9,
+    "smug": {**both("eye_unimpressed", 0.9), "mouth_smirk": 1.0, "eyebrow_raised_left": 0.9,
              "eyebrow_serious_right": 0.8, "iris_rotation_y": -0.5, "head_y": 0.6, "head_x": 0.25, "neck_z": -0.25},
-    "laugh": {**_both("eyebrow_happy", 1.0), **_both("eye_happy_wink", 1.0), "mouth_aaa": 1.0,
-              **_both("mouth_raised_corner", 1.0), "head_x": 0.6, "neck_z": -0.3},
-    "troubled": {**_both("eyebrow_troubled", 1.0), **_both("eye_surprised", 0.3), "mouth_eee": 0.8,
-                 **_both("mouth_lowered_corner", 0.7), "iris_rotation_y": 0.9, "head_x": -0.25, "neck_z": -0.2},
-    "look_left": {"head_y": 1.0, "body_y": 0.6, "iris_rotation_y": 1.0, **_both("mouth_raised_corner", 0.4)},
-    "look_right": {"head_y": -1.0, "body_y": -0.6, "iris_rotation_y": -1.0, **_both("mouth_raised_corner", 0.4)},
-    "look_up": {"head_x": 1.0, "iris_rotation_x": 1.0, **_both("eyebrow_raised", 0.7), "mouth_ooo": 0.35},
-    "shy": {"head_x": -0.5, "neck_z": -0.5, **_both("eyebrow_troubled", 0.8), **_both("eye_relaxed", 0.5),
-            "iris_rotation_y": 0.9, "iris_rotation_x": -0.5, "mouth_uuu": 0.4, **_both("mouth_raised_corner", 0.5)},
+    "laugh": {**both("eyebrow_happy", 1.0), **both("eye_happy_wink", 1.0), "mouth_aaa": 1.0,
+              **both("mouth_raised_corner", 1.0), "head_x": 0.6, "neck_z": -0.3},
+    "troubled": {**both("eyebrow_troubled", 1.0), **both("eye_surprised", 0.3), "mouth_eee": 0.8,
+                 **both("mouth_lowered_corner", 0.7), "iris_rotation_y": 0.9, "head_x": -0.25, "neck_z": -0.2},
+    "look_left": {"head_y": 1.0, "body_y": 0.6, "iris_rotation_y": 1.0, **both("mouth_raised_corner", 0.4)},
+    "look_right": {"head_y": -1.0, "body_y": -0.6, "iris_rotation_y": -1.0, **both("mouth_raised_corner", 0.4)},
+    "look_up": {"head_x": 1.0, "iris_rotation_x": 1.0, **both("eyebrow_raised", 0.7), "mouth_ooo": 0.35},
+    "shy": {"head_x": -0.5, "neck_z": -0.5, **both("eyebrow_troubled", 0.8), **both("eye_relaxed", 0.5),
+            "iris_rotation_y": 0.9, "iris_rotation_x": -0.5, "mouth_uuu": 0.4, **both("mouth_raised_corner", 0.5)},
     "thinking": {"neck_z": 0.5, "head_y": -0.6, "head_x": 0.2, "iris_rotation_x": 1.0, "iris_rotation_y": -0.9,
                  "eyebrow_serious_left": 0.9, "eyebrow_raised_right": 0.9, "mouth_uuu": 0.5,
                  "mouth_lowered_corner_left": 0.5},
-    "excited": {**_both("eyebrow_raised", 1.0), **_both("eye_surprised", 0.8), "mouth_aaa": 1.0,
-                **_both("mouth_raised_corner", 1.0), "head_x": 0.35, "neck_z": 0.3},
-    "pout": {"mouth_uuu": 1.0, **_both("mouth_lowered_corner", 0.6), **_both("eyebrow_angry", 0.7),
-             **_both("eye_unimpressed", 0.4), "iris_rotation_y": -0.9, "head_y": 0.45, "neck_z": -0.35},
+    "excited": {**both("eyebrow_raised", 1.0), **both("eye_surprised", 0.8), "mouth_aaa": 1.0,
+                **both("mouth_raised_corner", 1.0), "head_x": 0.35, "neck_z": 0.3},
+    "pout": {"mouth_uuu": 1.0, **both("mouth_lowered_corner", 0.6), **both("eyebrow_angry", 0.7),
+             **both("eye_unimpressed", 0.4), "iris_rotation_y": -0.9, "head_y": 0.45, "neck_z": -0.35},
 }
 BLINK = [INDEX["eye_wink_left"], INDEX["eye_wink_right"]]
 for _values in STICKER_EXPRESSIONS.values():
@@ -136,15 +132,18 @@ def _resize(rgba: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(img.convert("RGBA"), dtype=np.uint8)
 
 
+def _crop(rgba: np.ndarray, box: Box) -> np.ndarray:
+    """`box` (in 512-canvas units) of an (S, S, 4) frame of any size S."""
+    k = rgba.shape[0] / CANVAS
+    return rgba[round(box.top * k):round((box.top + box.height) * k),
+                round(box.left * k):round((box.left + box.width) * k)]
+
+
 def frame_crop(rgba: np.ndarray, framing: str, size: int) -> np.ndarray:
-    """A rendered (S, S, 4) uint8 frame (any S; boxes are in 512-canvas units) → (size, size, 4) sticker."""
+    """A rendered (S, S, 4) uint8 frame (any S) → (size, size, 4) sticker."""
     if framing not in FRAMINGS:
         raise ValueError(f"unknown framing {framing!r}; choose one of {', '.join(FRAMINGS)}")
-    box = FRAMINGS[framing]
-    k = rgba.shape[0] / CANVAS
-    rows = slice(round(box.top * k), round((box.top + box.height) * k))
-    cols = slice(round(box.left * k), round((box.left + box.width) * k))
-    return _resize(np.ascontiguousarray(rgba[rows, cols]), size)
+    return _resize(np.ascontiguousarray(_crop(rgba, FRAMINGS[framing])), size)
 
 
 def face_distances(stills: dict[str, np.ndarray]) -> tuple[list[str], np.ndarray]:
@@ -156,10 +155,7 @@ def face_distances(stills: dict[str, np.ndarray]) -> tuple[list[str], np.ndarray
     names = list(stills)
     faces = []
     for name in names:
-        rgba = stills[name]
-        k = rgba.shape[0] / CANVAS
-        face = rgba[round(FACE_BOX.top * k):round((FACE_BOX.top + FACE_BOX.height) * k),
-                    round(FACE_BOX.left * k):round((FACE_BOX.left + FACE_BOX.width) * k)].astype(np.float64)
+        face = _crop(stills[name], FACE_BOX).astype(np.float64)
         alpha = face[..., 3:4] / 255.0
         faces.append(face[..., :3] * alpha + 128.0 * (1.0 - alpha))
     n = len(names)
@@ -251,18 +247,13 @@ def gif_bytes(frames: list[np.ndarray], fps: float, colors: int = 48) -> bytes:
         idx[idx >= transparent] = 0
         idx[f[..., 3] < 128] = transparent
         indexed.append(idx)
-    images = []
-    for idx in indexed:
-        img = Image.fromarray(idx, "P")
+    images = [Image.fromarray(idx, "P") for idx in indexed]
+    for img in images:
         img.putpalette(palette)
-        images.append(img)
     # Keep the previous frame (disposal 1) so a frame stores only what changed, except before a
     # frame where an opaque pixel turns transparent: only restoring to the background clears it.
-    disposal = [1] * len(indexed)
-    for k in range(len(indexed)):
-        nxt = indexed[(k + 1) % len(indexed)]
-        if np.any((indexed[k] != transparent) & (nxt == transparent)):
-            disposal[k] = 2
+    disposal = [2 if np.any((idx != transparent) & (indexed[(k + 1) % len(indexed)] == transparent)) else 1
+                for k, idx in enumerate(indexed)]
     buf = io.BytesIO()
     if len(images) == 1:     # Pillow takes per-frame lists only for several frames
         durations, disposal = durations[0], disposal[0]

@@ -25,7 +25,7 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Protocol
+from typing import Iterable
 
 import numpy as np
 from PIL import Image
@@ -89,21 +89,20 @@ def _check_frame(rgba: np.ndarray, size: tuple[int, int] | None, path: Path, cha
     return hw
 
 
-class FrameWriter(Protocol):
-    """What every writer offers. Use as a context manager; ``close()`` publishes the file."""
-    path: Path
-    frames_written: int
-
-    def write(self, rgba: np.ndarray) -> None: ...
-    def close(self) -> Path: ...
-    def abort(self) -> None: ...
-    def __enter__(self) -> "FrameWriter": ...
-    def __exit__(self, exc_type, exc, tb) -> None: ...
-
-
 class _WriterBase:
+    """What every writer offers: write(rgba), close() → path (publishes the file), abort() (leaves the
+    target untouched), write_all(frames); as a context manager it closes, or aborts on an exception."""
     path: Path
     frames_written: int
+
+    def __init__(self, path: str | Path, fps: float, background: tuple[int, int, int] | None) -> None:
+        self.path = Path(path)
+        self.fps = float(fps)
+        if not self.fps > 0:
+            raise VideoError(f"{self.path}: fps must be positive, got {fps}")
+        self.background = background
+        self.frames_written = 0
+        self._size: tuple[int, int] | None = None
 
     def __enter__(self):
         return self
@@ -156,22 +155,16 @@ class FfmpegWriter(_WriterBase):
 
     def __init__(self, path: str | Path, fps: float = DEFAULT_FPS, background: tuple[int, int, int] | None = None,
                  audio: str | Path | None = None) -> None:
-        self.path = Path(path)
-        self.fps = float(fps)
-        if not self.fps > 0:
-            raise VideoError(f"{self.path}: fps must be positive, got {fps}")
-        suffix = self.path.suffix.lower()
+        suffix = Path(path).suffix.lower()
         if suffix == ".mp4" and background is None:
             background = (255, 255, 255)   # H.264 yuv420p has no alpha plane
-        self.background = background
+        super().__init__(path, fps, background)
         self.audio = Path(audio) if audio is not None else None
         if self.audio is not None and not self.audio.is_file():
             raise VideoError(f"audio file not found: {self.audio}")
         if self.audio is not None and suffix == ".gif":
             raise VideoError(f"{self.path}: GIF has no audio track; write .mp4 or .webm to keep the audio")
         self.codec = _codec_for(suffix, background)
-        self.frames_written = 0
-        self._size: tuple[int, int] | None = None
         self._proc: subprocess.Popen | None = None
         self._stderr = None
         self._tmp: Path | None = None   # created with the first frame
@@ -214,12 +207,9 @@ class FfmpegWriter(_WriterBase):
         if self._proc is None:
             self._size = size
             self._start(*size)
-        if rgba.shape[2] == 3:
-            data = rgba
-        elif self.codec.pipe_pix_fmt == "rgb24":
+        data = rgba
+        if rgba.shape[2] == 4 and self.codec.pipe_pix_fmt == "rgb24":
             data = composite_over(rgba, self.background or (0, 0, 0))
-        else:
-            data = rgba
         try:
             self._proc.stdin.write(np.ascontiguousarray(data).tobytes())
         except (BrokenPipeError, OSError):
@@ -287,15 +277,9 @@ class WebPWriter(_WriterBase):
 
     def __init__(self, path: str | Path, fps: float = DEFAULT_FPS, background: tuple[int, int, int] | None = None,
                  quality: int = 90) -> None:
-        self.path = Path(path)
-        if not float(fps) > 0:
-            raise VideoError(f"{self.path}: fps must be positive, got {fps}")
-        self.fps = float(fps)
-        self.background = background
+        super().__init__(path, fps, background)
         self.quality = int(quality)
-        self.frames_written = 0
         self._frames: list[Image.Image] = []
-        self._size: tuple[int, int] | None = None
 
     def write(self, rgba: np.ndarray) -> None:
         self._size = _check_frame(rgba, self._size, self.path)

@@ -9,6 +9,7 @@ stays. Nothing here raises past a handler.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import math
 import threading
@@ -52,9 +53,8 @@ class ServerStats:
 
     def as_dict(self) -> dict:
         with self._lock:
-            return {"ws_clients": self.ws_clients, "ws_connections": self.ws_connections,
-                    "ws_messages": self.ws_messages, "ws_dropped": self.ws_dropped,
-                    "http_rejected": self.http_rejected, "blocked": self.blocked, "last_ws_error": self.last_ws_error}
+            return {name: getattr(self, name) for name in ("ws_clients", "ws_connections", "ws_messages", "ws_dropped",
+                                                           "http_rejected", "blocked", "last_ws_error")}
 
 
 # -- pure validators ----------------------------------------------------------------------------
@@ -109,9 +109,7 @@ def validate_pose_values(obj: Any) -> dict[str, float]:
     obj = _object(obj, "pose")
     if len(obj) > len(NAMES):
         raise MessageError(f"pose: at most {len(NAMES)} parameters, got {len(obj)}")
-    values = {}
-    for key, value in obj.items():
-        values[key] = _number(value, f"pose parameter {key[:MAX_NAME_CHARS]!r}")
+    values = {key: _number(value, f"pose parameter {key[:MAX_NAME_CHARS]!r}") for key, value in obj.items()}
     try:
         Pose.from_dict(values)  # names and ranges; PoseError names the parameter
     except PoseError as e:
@@ -143,12 +141,10 @@ def validate_idle(obj: Any) -> dict[str, bool]:
     unknown = [k for k in obj if k not in IDLE_PARTS]
     if unknown:
         raise MessageError(f"idle: unknown part {unknown[0][:MAX_NAME_CHARS]!r}; known parts: {', '.join(IDLE_PARTS)}")
-    toggles = {}
     for key, value in obj.items():
         if not isinstance(value, bool):
             raise MessageError(f"idle {key!r}: expected true or false, got {type(value).__name__}")
-        toggles[key] = value
-    return toggles
+    return dict(obj)
 
 
 # -- HTTP handlers ------------------------------------------------------------------------------
@@ -170,8 +166,16 @@ async def read_json_body(request: Request, max_bytes: int) -> Any:
     return parse_json(bytes(body), max_bytes)
 
 
-def error_response(e: MessageError) -> JSONResponse:
-    return JSONResponse({"error": str(e)}, status_code=e.status)
+def _answers_bad_requests(handler):
+    """A MessageError raised by an Api handler becomes its 4xx JSON answer (counted as http_rejected)."""
+    @functools.wraps(handler)
+    async def wrapped(self: "Api", request: Request) -> Response:
+        try:
+            return await handler(self, request)
+        except MessageError as e:
+            self.stats.add("http_rejected")
+            return JSONResponse({"error": str(e)}, status_code=e.status)
+    return wrapped
 
 
 class Api:
@@ -188,8 +192,10 @@ class Api:
         self.state_version = 0  # bumped when the manual layer, preset or idle toggles change
         self._shapes: tuple | None = None  # (character, its weights' tensor shapes) for /api/render
 
-    def _changed(self) -> None:
+    def _changed(self, result=None):
+        """The manual layer, preset or idle toggles changed: bump state_version; returns `result`."""
         self.state_version += 1
+        return result
 
     def state_dict(self) -> dict:
         """What the studio's controls show: the manual (slider) layer only, never preset or tracker
@@ -203,26 +209,17 @@ class Api:
             self.stats.add("http_rejected")
             raise
 
-    def _fail(self, e: MessageError) -> JSONResponse:
-        self.stats.add("http_rejected")
-        return error_response(e)
-
     async def get_pose(self, request: Request) -> Response:
         return JSONResponse(self.engine.pose.as_dict())
 
+    @_answers_bad_requests
     async def put_pose(self, request: Request) -> Response:
-        try:
-            values = validate_pose_values(await self._body(request))
-        except MessageError as e:
-            return self._fail(e)
-        input_number = self.engine.set_manual(values)
-        self._changed()
+        values = validate_pose_values(await self._body(request))
+        input_number = self._changed(self.engine.set_manual(values))
         return JSONResponse({"ok": True, "input": input_number, "manual": self.engine.manual})
 
     async def delete_pose(self, request: Request) -> Response:
-        input_number = self.engine.reset_manual()
-        self._changed()
-        return JSONResponse({"ok": True, "input": input_number})
+        return JSONResponse({"ok": True, "input": self._changed(self.engine.reset_manual())})
 
     async def state(self, request: Request) -> Response:
         return JSONResponse(self.state_dict())
@@ -251,37 +248,28 @@ class Api:
             shapes = self._shapes[1]
         return JSONResponse({"render": self.engine.render_mode, "shapes": shapes})
 
+    @_answers_bad_requests
     async def event(self, request: Request) -> Response:
-        try:
-            name = validate_event(await self._body(request), self.known_events)
-        except MessageError as e:
-            return self._fail(e)
+        name = validate_event(await self._body(request), self.known_events)
         return JSONResponse({"ok": True, "event": name, "input": self.engine.trigger(name)})
 
+    @_answers_bad_requests
     async def preset(self, request: Request) -> Response:
-        try:
-            name, intensity = validate_preset(await self._body(request))
-        except MessageError as e:
-            return self._fail(e)
+        name, intensity = validate_preset(await self._body(request))
         return JSONResponse({"ok": True, "preset": name, "intensity": intensity,
                              "input": self.set_preset(name, intensity)})
 
     def set_preset(self, name: str, intensity: float) -> int:
         input_number = self.engine.set_preset(name, intensity)
         self.current_preset = {"name": name, "intensity": intensity}
-        self._changed()
-        return input_number
+        return self._changed(input_number)
 
+    @_answers_bad_requests
     async def idle(self, request: Request) -> Response:
-        try:
-            toggles = validate_idle(await self._body(request))
-        except MessageError as e:
-            return self._fail(e)
+        toggles = validate_idle(await self._body(request))
         if self.engine.idle_state() is None:
-            return self._fail(MessageError("idle motion control is not available in this session", 409))
-        state = self.engine.set_idle(toggles)
-        self._changed()
-        return JSONResponse({"ok": True, "idle": state})
+            raise MessageError("idle motion control is not available in this session", 409)
+        return JSONResponse({"ok": True, "idle": self._changed(self.engine.set_idle(toggles))})
 
     async def calibrate(self, request: Request) -> Response:
         return JSONResponse({"ok": True, "input": self.engine.calibrate()})
@@ -315,11 +303,9 @@ class Api:
         msg = _object(parse_json(data, max_bytes), "message")
         kind = msg.get("type")
         if kind == "pose":
-            self.engine.set_manual(validate_pose_values(msg.get("values")))
-            self._changed()
+            self._changed(self.engine.set_manual(validate_pose_values(msg.get("values"))))
         elif kind == "reset":
-            self.engine.reset_manual()
-            self._changed()
+            self._changed(self.engine.reset_manual())
         elif kind == "event":
             self.engine.trigger(validate_event(msg, self.known_events))
         elif kind == "preset":
@@ -327,8 +313,7 @@ class Api:
         elif kind == "idle":
             if self.engine.idle_state() is None:
                 raise MessageError("idle motion control is not available")
-            self.engine.set_idle(validate_idle({k: v for k, v in msg.items() if k != "type"}))
-            self._changed()
+            self._changed(self.engine.set_idle(validate_idle({k: v for k, v in msg.items() if k != "type"})))
         elif kind == "calibrate":
             self.engine.calibrate()
         elif kind == "ping":

@@ -44,7 +44,8 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from kyara.live.session import WILDCARD_HOSTS, LiveConfig, is_loopback
+from kyara.drive.events import EVENTS
+from kyara.live.session import WILDCARD_HOSTS, LiveConfig
 from kyara.server.api import Api, FrameHeader, MessageError, ServerStats
 from kyara.web.pose_packet import encode_pose_packet
 from kyara.web.routes import web_character_route
@@ -167,17 +168,8 @@ class TokenGate:
         if scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 1008, "reason": "missing or wrong token"})
             return
-        response = JSONResponse({"error": "missing or wrong token: send 'Authorization: Bearer TOKEN' or ?token=TOKEN"},
-                                status_code=401)
-        await response(scope, receive, send)
-
-
-def _known_events() -> list[str]:
-    try:
-        from kyara.drive.events import EVENTS
-    except ImportError:
-        return []
-    return list(EVENTS)
+        await JSONResponse({"error": "missing or wrong token: send 'Authorization: Bearer TOKEN' or ?token=TOKEN"},
+                           status_code=401)(scope, receive, send)
 
 
 def create_app(engine, config: LiveConfig = LiveConfig(), *, known_events: list[str] | None = None):
@@ -188,14 +180,12 @@ def create_app(engine, config: LiveConfig = LiveConfig(), *, known_events: list[
     ``config`` was validated when it was made (``LiveConfig.__post_init__``).
     """
     stats = ServerStats()
-    api = Api(engine, stats, config.max_body_bytes,
-              known_events if known_events is not None else _known_events())
+    api = Api(engine, stats, config.max_body_bytes, known_events if known_events is not None else list(EVENTS))
 
-    async def studio(request):
-        return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-store"})
-
-    async def obs(request):
-        return FileResponse(STATIC_DIR / "obs.html", headers={"Cache-Control": "no-store"})
+    def page(name: str):
+        async def serve(request):
+            return FileResponse(STATIC_DIR / name, headers={"Cache-Control": "no-store"})
+        return serve
 
     async def ws(websocket: WebSocket):
         await websocket_session(websocket, engine, api, stats, config)
@@ -212,8 +202,8 @@ def create_app(engine, config: LiveConfig = LiveConfig(), *, known_events: list[
                 engine.stop()
 
     routes = [
-        Route("/", studio),
-        Route("/obs", obs),
+        Route("/", page("index.html")),
+        Route("/obs", page("obs.html")),
         WebSocketRoute("/ws", ws),
         Route("/api/pose", api.get_pose, methods=["GET"]),
         Route("/api/pose", api.put_pose, methods=["PUT"]),
@@ -231,10 +221,7 @@ def create_app(engine, config: LiveConfig = LiveConfig(), *, known_events: list[
         Mount("/static", app=StaticFiles(directory=STATIC_DIR), name="static"),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
-    app.state.engine = engine
-    app.state.stats = stats
-    app.state.api = api
-    app.state.config = config
+    app.state.engine, app.state.stats, app.state.api, app.state.config = engine, stats, api, config
     # add_middleware wraps: the last one added runs first (BrowserGuard, CORS, TokenGate, routes)
     if config.token:
         app.add_middleware(TokenGate, token=config.token, stats=stats)
@@ -335,11 +322,8 @@ async def _send_loop(websocket: WebSocket, sub, api: Api, status_interval_s: flo
             sent_state = version
         now = loop.time()
         if now >= next_status:
-            status = api.status_dict()
-            status["type"] = "status"
-            status["skipped_frames"] = sub.skipped
             async with send_lock:
-                await websocket.send_text(json.dumps(status))
+                await websocket.send_text(json.dumps({**api.status_dict(), "type": "status", "skipped_frames": sub.skipped}))
             next_status = now + status_interval_s
         try:
             frame = await asyncio.wait_for(sub.next_frame_async(), timeout=max(0.0, next_status - loop.time()))

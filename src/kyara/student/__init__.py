@@ -10,8 +10,10 @@ three methods, each with two backends chosen by device, dtype and autograd:
 - ``compose(image, faces, features, pixels)``: paste the face, warp by the flow, blend the colour.
 
 Backends: on the CPU in float32 without autograd, kyara.student.inference's evaluator (ω₀ folded,
-cache-sized chunks, worker threads; ~3× faster on a small CPU, equal to ~1e-4); everywhere else the
-modules' torch code (``FaceMorpher.forward``, ``BodyMorpher.features`` / ``features_at``).
+cache-sized chunks, worker threads; ~3× faster on a small CPU, equal to ~1e-4); on a CUDA GPU with
+triton the fused kernels (``Student.kernels``, kyara.nn.fused_siren; ``FaceMorpher.fused_forward``,
+``BodyMorpher.fused_features_at``); everywhere else the modules' torch code (``FaceMorpher.forward``,
+``BodyMorpher.features`` / ``features_at``).
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ import torch
 from torch import nn
 
 from kyara.geometry import STUDENT_FACE_BOX
+from kyara.nn import fused_siren
 from kyara.pose import FACE_ALL, NUM_PARAMETERS
 from kyara.student.body_morpher import BodyMorpher, BodyMorpherOutput
 from kyara.student.face_morpher import FaceMorpher
@@ -45,6 +48,9 @@ class Student(nn.Module):
     """
 
     name = "student"
+    # Off the CPU evaluator: the fused Triton kernels where they can run (kyara.nn.fused_siren.use_triton:
+    # "auto" = CUDA with triton, falling back to the modules' torch code), "torch" / "triton" to force one.
+    kernels = "auto"
 
     def __init__(self, face_morpher: FaceMorpher | None = None, body_morpher: BodyMorpher | None = None,
                  region: torch.Tensor | None = None):
@@ -104,7 +110,8 @@ class Student(nn.Module):
         """face_poses (N, 39) (pose[:, FACE_ALL]) → (N, 4, 128, 128) model-space RGBA for STUDENT_FACE_BOX."""
         nets = self._evaluator()
         if nets is None:
-            return self.face_morpher(face_poses)
+            return fused_siren.with_fallback(self.kernels, self.face_morpher.fused_forward, self.face_morpher,
+                                             face_poses)
         from kyara.student.inference import evaluate_poses
         from kyara.student.pixels import PixelSet
 
@@ -125,8 +132,11 @@ class Student(nn.Module):
 
             return evaluate_poses(nets[1], poses, pixels)
         if whole_canvas:   # the dense evaluation, as a (N, S·S, 7) view of (N, 7, S, S)
-            return self.body_morpher.features(poses).permute(0, 2, 3, 1).flatten(1, 2)
-        return self.body_morpher.features_at(poses, pixels)
+            return fused_siren.with_fallback(
+                self.kernels, lambda p: self.body_morpher.fused_features_at(p, pixels),
+                lambda p: self.body_morpher.features(p).permute(0, 2, 3, 1).flatten(1, 2), poses)
+        return fused_siren.with_fallback(self.kernels, self.body_morpher.fused_features_at,
+                                         self.body_morpher.features_at, poses, pixels)
 
     def compose(self, image: torch.Tensor, faces: torch.Tensor, features: torch.Tensor,
                 pixels: "PixelSet | None" = None) -> BodyMorpherOutput:

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kyara.nn import fused_siren
 from kyara.nn.siren import SineLinear, conditioned_first_layer, linear_head, linear_nhwc, position_grid, sine
 from kyara.nn.warp import apply_flow
 from kyara.pose import NUM_PARAMETERS
@@ -98,6 +99,69 @@ class BodyMorpher(nn.Module):
             for layer in layers[1:]:
                 x = sine(linear_nhwc(x, layer.linear))
         return linear_nhwc(x, self.last_linear)
+
+    def fused_features_at(self, pose: torch.Tensor, pixels: "PixelSet") -> torch.Tensor:
+        """``features_at`` through the fused Triton kernels (kyara.nn.fused_siren): same maths, each
+        level's first layer one gather + sine kernel, every other sine layer one matmul + sine kernel;
+        differentiable. Without autograd, a level whose widths fit ``fused_siren.CHAIN_MAX_WIDTH`` (the
+        512² level) runs as one kernel ending in the head (fused_siren.sine_chain). Needs a device where
+        ``fused_siren.triton_available``; fp16 runs fp16 in and out."""
+        if len(pixels.levels) != len(self.siren_layers):
+            raise ValueError(f"pixel set has {len(pixels.levels)} levels, the body morpher {len(self.siren_layers)}")
+        inference = not torch.is_grad_enabled() or not (pose.requires_grad or any(p.requires_grad for p in self.parameters()))
+        # inference in fp16: the first layers' terms in fp32 (ω₀ = 30 would amplify their fp16 rounding)
+        terms = torch.float32 if inference else pose.dtype
+        x = low = None   # x: the previous level's features; low: them projected by this level's feature weights
+        for i, (layers, level) in enumerate(zip(self.siren_layers, pixels.levels)):
+            w = layers[0].linear.weight.flatten(1)
+            c_f = w.shape[1] - 2 - pose.shape[1]
+            pose_bias = F.linear(pose.to(terms), w[:, c_f + 2:].to(terms), layers[0].linear.bias.to(terms))  # (N, C)
+            if x is not None:
+                low = F.linear(x.to(terms), w[:, :c_f].to(terms))                              # (N, M_prev, C)
+            hidden = [(layer.linear.weight.flatten(1), layer.linear.bias) for layer in layers[1:]]
+            if inference and fused_siren.chain_fits(w.shape[0], hidden):
+                # the whole level in one kernel, ending in the head or the next level's feature weights
+                last = i == len(self.siren_layers) - 1
+                nxt = None if last else self.siren_layers[i + 1][0].linear.weight.flatten(1)
+                projection = (self.last_linear.weight.flatten(1), self.last_linear.bias) if last else (
+                    nxt[:, :hidden[-1][0].shape[0] if hidden else w.shape[0]], None)
+                try:
+                    chain = self._chain(i, hidden, *projection, w.shape[0], pose.dtype)
+                    out = fused_siren.sine_chain(level.position, w[:, c_f:c_f + 2], pose_bias, low, level.taps,
+                                                 level.tap_weights, chain, len(hidden), out_dtype=pose.dtype)
+                except Exception as e:   # noqa: BLE001 - e.g. out of on-chip memory on this GPU: layer by layer
+                    fused_siren.disable_chains(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+                else:
+                    if last:
+                        return out
+                    x, low = None, out
+                    continue
+            x = fused_siren.sine_first_layer(level.position, w[:, c_f:c_f + 2], pose_bias, low,
+                                             level.taps, level.tap_weights, out_dtype=pose.dtype)
+            for weight, bias in hidden:
+                x = fused_siren.sine_linear(x, weight, bias)
+        return linear_nhwc(x, self.last_linear)
+
+    def _chain(self, level: int, hidden, projection, projection_bias, first_width: int, dtype) -> "fused_siren.SineChain":
+        """fused_siren.make_chain for a level, cached until a parameter changes (version counters)."""
+        tensors = [t for pair in hidden for t in pair] + [projection] + ([projection_bias] if projection_bias is not None else [])
+        key = (level, dtype, projection.device, tuple((t.data_ptr(), t._version) for t in tensors))
+        cache = self.__dict__.setdefault("_chains", {})
+        if cache.get(level, (None,))[0] != key:
+            cache[level] = (key, fused_siren.make_chain(hidden, projection, projection_bias, first_width, dtype))
+        return cache[level][1]
+
+    def fused_features(self, pose: torch.Tensor) -> torch.Tensor:
+        """``features`` (whole canvas, (N, 7, S, S)) through the fused kernels: the bilinear upsampling
+        becomes the same 4-tap gather as in ``fused_features_at`` over every pixel."""
+        from kyara.student.pixels import PixelSet
+
+        key = ("full", pose.device)
+        if getattr(self, "_full_pixels", (None, None))[0] != key:
+            self._full_pixels = (key, PixelSet.full(self.levels[-1][0], len(self.levels)).to(pose.device))
+        size = self.levels[-1][0]
+        values = self.fused_features_at(pose, self._full_pixels[1])                          # (N, S·S, 7)
+        return values.view(pose.shape[0], size, size, -1).permute(0, 3, 1, 2)
 
     def forward(self, image: torch.Tensor, pose: torch.Tensor) -> BodyMorpherOutput:
         return self.compose(image, self.features(pose))

@@ -9,6 +9,15 @@ student renderer's three methods (Student.face_rgba, body_features on the region
   or, at 512, the linear head (7 = flow x, flow y, alpha, colour RGBA);
   compose: warp the face-edited image by the flow, blend in the colour, convert to 8-bit sRGB.
 Channel groups of 4, weights as 4×4 blocks with ω₀ = 30 folded in (see student.wgsl's header).
+
+The lite plan (``lite=True``: kyara.student.lite.LiteStudent, from the .kyw's "lite" entry) is the
+same pass list on less work: the face passes run only on the movable face pixels (mask "face"; the
+FACE buffer starts as the constant face, ``Plan.face_init``, and keeps it elsewhere), the body
+levels run on the lite grids (header "body_sizes", coarse to fine: LiteConfig's, e.g. 8, 24, 96;
+any ratio between levels) on the coarse pixels whose bilinear taps the region reads, and compose
+upsamples the G×G head outputs (G the finest lite grid) bilinearly (align_corners=False) at the
+region's pixels (compose's ``prev_size`` = G; 0 in the full plan: head outputs at 512).
+Masks, in this order: one per body level, then (lite only) the region at 512 and the face mask.
 """
 from __future__ import annotations
 
@@ -62,6 +71,8 @@ class Plan:
     mask_offsets: tuple[int, ...]
     image: np.ndarray           # (512, 512, 4) float32 model space
     face_box: dict
+    face_init: np.ndarray | None = None   # lite: (S·S, 4) float32 constant face the FACE buffer starts as
+    lite: bool = False
 
     def frame(self, pose: np.ndarray) -> np.ndarray:
         """pose (45,) → (frame_blocks, 16) float32 first-layer blocks [pos x, pos y, pose bias, 0]."""
@@ -135,10 +146,68 @@ def level_masks(region: np.ndarray | None, levels: int) -> list[np.ndarray]:
     return masks
 
 
-def build_plan(tensors: dict[str, np.ndarray], face_box: dict) -> Plan:
+def tap_mask(fine: np.ndarray, size: int) -> np.ndarray:
+    """(S, S) bool pixels → (size, size) bool: the pixels bilinear resampling from size to S
+    (align_corners=False, any ratio; as kyara.student.lite.bilinear_taps) reads for them."""
+    s = fine.shape[0]
+    src = np.maximum((np.arange(s) + 0.5) * (size / s) - 0.5, 0.0)
+    lo = np.minimum(np.floor(src).astype(np.int64), size - 1)
+    hi = np.minimum(lo + 1, size - 1)
+    rows, cols = np.nonzero(fine)
+    coarse = np.zeros((size, size), bool)
+    for r in (lo[rows], hi[rows]):
+        for c in (lo[cols], hi[cols]):
+            coarse[r, c] = True
+    return coarse
+
+
+def lite_level_masks(region: np.ndarray | None, sizes: list[int]) -> list[np.ndarray]:
+    """The lite body levels' masks on grids sizes (coarse to fine): the pixels of the finest that
+    upsampling to the region (None: the whole canvas) reads, then at each coarser grid the taps of
+    the next finer one (as LiteStudent.coarse)."""
+    fine = np.ones((CANVAS, CANVAS), bool) if region is None else np.asarray(region, bool)
+    masks = [tap_mask(fine, sizes[-1])]
+    for size in reversed(sizes[:-1]):
+        masks.insert(0, tap_mask(masks[0], size))
+    return masks
+
+
+def lite_sizes(lite: dict, levels: int) -> list[int]:
+    """The lite body levels' grid sides from a .kyw header's "lite" entry: "body_sizes" (coarse to
+    fine), or from "body_grid" G alone G / 2^(levels-1) … G. ValueError when they make no plan."""
+    sizes = lite.get("body_sizes")
+    if sizes is None:
+        grid = lite.get("body_grid")
+        sizes = [grid >> (levels - 1 - i) for i in range(levels)] if isinstance(grid, int) else None
+    if (not isinstance(sizes, list) or len(sizes) != levels or not all(isinstance(x, int) for x in sizes)
+            or not all(1 <= a <= b for a, b in zip(sizes, sizes[1:])) or not 1 <= sizes[0] or sizes[-1] > CANVAS):
+        raise ValueError(f"lite body sizes {sizes!r} must be {levels} ascending grid sides in [1, {CANVAS}]")
+    return sizes
+
+
+def has_lite(tensors: dict, header: dict) -> bool:
+    """True when a parsed .kyw carries the lite student's plan (kyara.web.weights, lite=True)."""
+    return isinstance(header.get("lite"), dict) and "lite_face_mask" in tensors and "lite_face_constant" in tensors
+
+
+def build_plan(tensors: dict[str, np.ndarray], face_box: dict, lite: dict | None = None) -> Plan:
     """Tensors of a parsed .kyw (kyara.web.weights.parse_web_bytes) → Plan. The structure (layers,
-    widths, levels at 512 / 2^k) is read from the tensors, so any size of student works."""
+    widths, levels at 512 / 2^k) is read from the tensors, so any size of student works. lite: the
+    header's "lite" entry ({"body_sizes": [...], "body_grid": G}) for the lite plan (module docstring),
+    None for the full one."""
     from kyara.image import rgba_u8_to_tensor
+
+    face_mask = face_init = None
+    n_levels = 0
+    while f"body_morpher.siren_layers.{n_levels}.0.linear.weight" in tensors:
+        n_levels += 1
+    sizes = [CANVAS >> (n_levels - 1 - i) for i in range(n_levels)]
+    if lite is not None:
+        sizes = lite_sizes(lite, n_levels)
+        fs = face_box["height"]
+        face_mask = np.unpackbits(tensors["lite_face_mask"])[:fs * fs].astype(bool)
+        face_init = np.ascontiguousarray(tensors["lite_face_constant"], np.float32).reshape(fs * fs, 4)
+    face_mask_index = n_levels + 1 if lite is not None else None
 
     blocks: list[np.ndarray] = []
     biases: list[np.ndarray] = []
@@ -168,25 +237,24 @@ def build_plan(tensors: dict[str, np.ndarray], face_box: dict) -> Plan:
     fp = "face_morpher.siren."
     size = face_box["height"]
     w0 = tensors[fp + "sine_layers.0.linear.weight"]
-    add_first(w0, tensors[fp + "sine_layers.0.linear.bias"], 0, slice(0, w0.shape[1] - 2), size, None, 0, "B", "A")
+    fm = face_mask_index
+    add_first(w0, tensors[fp + "sine_layers.0.linear.bias"], 0, slice(0, w0.shape[1] - 2), size, fm, 0, "B", "A")
     cur = "A"
     for j in range(1, count_layers(tensors, fp + "sine_layers.")):
         nxt = "B" if cur == "A" else "A"
         add_dense(tensors[f"{fp}sine_layers.{j}.linear.weight"], tensors[f"{fp}sine_layers.{j}.linear.bias"], OMEGA_0,
-                  1, size, None, cur, nxt)
+                  1, size, fm, cur, nxt)
         cur = nxt
-    add_dense(tensors[fp + "last_linear.weight"], tensors[fp + "last_linear.bias"], 1.0, 0, size, None, cur, "FACE")
+    add_dense(tensors[fp + "last_linear.weight"], tensors[fp + "last_linear.bias"], 1.0, 0, size, fm, cur, "FACE")
 
     # body morpher: activations ping-pong between A and B; each pass reads the buffer the one before
     # wrote (a level's first layer reads the projection the level below left)
     bp = "body_morpher."
     prev_size, c_f, cur = 0, 0, "B"
     other = {"A": "B", "B": "A"}
-    levels = 0
-    while f"{bp}siren_layers.{levels}.0.linear.weight" in tensors:
-        levels += 1
+    levels = n_levels
     for level in range(levels):
-        res = CANVAS >> (levels - 1 - level)
+        res = sizes[level]
         layers = count_layers(tensors, f"{bp}siren_layers.{level}.")
         w0 = tensors[f"{bp}siren_layers.{level}.0.linear.weight"]
         add_first(w0, tensors[f"{bp}siren_layers.{level}.0.linear.bias"], c_f, slice(0, w0.shape[1] - 2 - c_f), res,
@@ -205,12 +273,17 @@ def build_plan(tensors: dict[str, np.ndarray], face_box: dict) -> Plan:
                       other[cur])
         cur = other[cur]
         prev_size = res
-    passes.append(Pass("compose", CANVAS, 0, 1, mask=levels - 1, src=cur, dst="OUT"))
-
     region = None
     if "body_region" in tensors:
         region = np.unpackbits(tensors["body_region"]).reshape(CANVAS, CANVAS).astype(bool)
-    masks = level_masks(region, levels)
+    if lite is None:
+        passes.append(Pass("compose", CANVAS, 0, 1, mask=levels - 1, src=cur, dst="OUT"))
+        masks = level_masks(region, levels)
+    else:
+        passes.append(Pass("compose", CANVAS, 0, 1, mask=levels, prev_size=sizes[-1], src=cur, dst="OUT"))
+        masks = lite_level_masks(region, sizes)
+        masks.append(np.ones((CANVAS, CANVAS), bool) if region is None else region)
+        masks.append(face_mask.reshape(face_box["height"], -1))
     offsets, o = [], 0
     for m in masks:
         offsets.append(o)
@@ -218,4 +291,4 @@ def build_plan(tensors: dict[str, np.ndarray], face_box: dict) -> Plan:
     image = rgba_u8_to_tensor(np.ascontiguousarray(tensors["character_image"])).numpy().transpose(1, 2, 0)
     return Plan(tuple(passes), np.concatenate(blocks), np.concatenate(biases), tuple(firsts), n_frame,
                 np.concatenate([m.reshape(-1) for m in masks]).astype(np.uint32), tuple(offsets),
-                np.ascontiguousarray(image, dtype=np.float32), dict(face_box))
+                np.ascontiguousarray(image, dtype=np.float32), dict(face_box), face_init, lite is not None)

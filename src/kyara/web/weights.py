@@ -13,11 +13,20 @@ Tensors: the student's weights under their .kyara names with 1×1-conv weights f
 (out, in) (float16 or float32, see ``WEIGHT_DTYPES``); ``character_image`` uint8 (512, 512, 4) sRGB
 straight RGBA (the page converts it to model space exactly as kyara.image.rgba_u8_to_tensor);
 optional ``body_region`` uint8 (32768,) packbits of the (512, 512) region mask, row-major.
+
+The lite student (kyara.student.lite.LiteStudent, issue 15), when exported (``lite=True``, the
+default): header ``"lite": {"body_grid": G, "body_sizes": [...]}`` (the body levels run on these
+grids, coarse to fine, e.g. 8, 24, 96, instead of 128, 256, 512, and the G×G head outputs are
+upsampled bilinearly to the region), tensor ``lite_face_mask``
+uint8 (2048,) packbits of the (128, 128) movable face pixels (row-major; evaluated per frame) and
+``lite_face_constant`` (128, 128, 4) in the weights' dtype: the model-space face used elsewhere.
+Pages that predate them ignore these (same format version).
 """
 from __future__ import annotations
 
 import json
 import struct
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -63,9 +72,43 @@ def student_tensors(character) -> dict[str, np.ndarray]:
     return out
 
 
-def student_to_web_bytes(character, weights_dtype: str = "float16") -> bytes:
+_LITE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()   # Student → (weights key, LiteStudent)
+
+
+def lite_student(student):
+    """The LiteStudent of student (itself when it is one), its face plan computed (a few seconds on a
+    CPU, once per student and weights: cached)."""
+    from kyara.student.lite import LiteStudent
+
+    if isinstance(student, LiteStudent):
+        student.face_plan()
+        return student
+    key = tuple((p.data_ptr(), p._version) for p in student.parameters())
+    cached = _LITE.get(student)
+    if cached is None or cached[0] != key:
+        lite = LiteStudent(student)
+        lite.face_plan()
+        _LITE[student] = cached = (key, lite)
+    return cached[1]
+
+
+def lite_tensors(student, dtype) -> tuple[dict, dict[str, np.ndarray]]:
+    """(header "lite" entry, tensors) of the lite student's browser plan (module docstring)."""
+    lite = lite_student(student)
+    plan = lite.face_plan()
+    size = plan.constant.shape[-1]
+    mask = np.zeros(size * size, bool)
+    mask[plan.pixels.output.index.cpu().numpy()] = True
+    constant = plan.constant.detach().float().cpu().numpy().transpose(1, 2, 0)      # (S, S, 4)
+    sizes = [int(level.size) for level in lite.coarse(lite.body_pixels()).pixels.levels]   # its body grids
+    return ({"body_grid": sizes[-1], "body_sizes": sizes},
+            {"lite_face_mask": np.packbits(mask), "lite_face_constant": np.ascontiguousarray(constant).astype(dtype)})
+
+
+def student_to_web_bytes(character, weights_dtype: str = "float16", lite: bool = True) -> bytes:
     """Character (a student) → .kyw bytes. weights_dtype: "float16" (default; costs < 0.01 dB, see
-    docs/benchmarks.md) or "float32"."""
+    docs/benchmarks.md) or "float32". lite: also store the lite student's plan (module docstring;
+    computing its face plan takes seconds on a CPU the first time)."""
     from kyara.geometry import CANVAS, STUDENT_FACE_BOX
     from kyara.image import tensor_to_rgba_u8
     from kyara.nn.siren import OMEGA_0
@@ -82,6 +125,10 @@ def student_to_web_bytes(character, weights_dtype: str = "float16") -> bytes:
     region = getattr(character.poser, "region", None)
     if region is not None:
         arrays["body_region"] = np.packbits(region.detach().cpu().numpy().reshape(-1))
+    lite_header = None
+    if lite:
+        lite_header, extra = lite_tensors(character.poser, DTYPES[weights_dtype])
+        arrays.update(extra)
     box = STUDENT_FACE_BOX
     tensors, chunks, offset = {}, [], 0
     for name, array in arrays.items():
@@ -92,6 +139,8 @@ def student_to_web_bytes(character, weights_dtype: str = "float16") -> bytes:
     header = {"format": FORMAT_NAME, "name": character.name, "omega_0": OMEGA_0, "canvas": CANVAS,
               "face_box": {"top": box.top, "left": box.left, "height": box.height, "width": box.width},
               "tensors": tensors}
+    if lite_header is not None:
+        header["lite"] = lite_header
     text = json.dumps(header, separators=(",", ":")).encode()
     text += b" " * (_align(PREAMBLE.size + len(text)) - PREAMBLE.size - len(text))
     return PREAMBLE.pack(MAGIC, FORMAT_VERSION, len(text), offset) + text + b"".join(chunks)

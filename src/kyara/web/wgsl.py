@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kyara.web.plan import CANVAS, NO_MASK, Plan, build_plan
+from kyara.web.plan import CANVAS, NO_MASK, Plan, build_plan, has_lite
 from kyara.web.weights import WebWeights
 
 SHADER = Path(__file__).resolve().parent.parent / "server" / "static" / "render" / "student.wgsl"
@@ -35,13 +35,17 @@ def adapter():
 
 
 class WgslStudent:
-    """The WGSL student on one wgpu device. weights: parsed .kyw (kyara.web.weights.parse_web_bytes)."""
+    """The WGSL student on one wgpu device. weights: parsed .kyw (kyara.web.weights.parse_web_bytes);
+    lite: run the lite student's plan (kyara.web.plan, lite) instead of the full one."""
 
-    def __init__(self, weights: WebWeights, gpu_adapter=None) -> None:
+    def __init__(self, weights: WebWeights, gpu_adapter=None, lite: bool = False) -> None:
         import wgpu
 
         self.wgpu = wgpu
-        self.plan: Plan = build_plan(weights.tensors, weights.header["face_box"])
+        if lite and not has_lite(weights.tensors, weights.header):
+            raise ValueError("these browser weights carry no lite plan (export them with lite=True)")
+        self.plan: Plan = build_plan(weights.tensors, weights.header["face_box"],
+                                     weights.header["lite"] if lite else None)
         self.adapter = gpu_adapter or adapter()
         if self.adapter is None:
             raise RuntimeError("no WebGPU adapter (install mesa-vulkan-drivers for a CPU one)")
@@ -66,7 +70,8 @@ class WgslStudent:
         face = plan.face_box["height"]
         act = self._activation_bytes()
         self.buffers = {"A": self._buffer(size=act), "B": self._buffer(size=act),
-                        "FACE": self._buffer(size=16 * face * face),
+                        "FACE": (self._buffer(plan.face_init) if plan.face_init is not None
+                                 else self._buffer(size=16 * face * face)),   # lite: starts as the constant face
                         "OUT": self._buffer(size=16 * CANVAS * CANVAS, extra=wgpu.BufferUsage.COPY_SRC)}
         weights = self._buffer(plan.weights)
         biases = self._buffer(plan.biases)

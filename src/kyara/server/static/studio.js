@@ -16,7 +16,8 @@
 
   // -- live connection and stats ---------------------------------------------------------------
   const fmt = (v, digits = 1) => (v === null || v === undefined) ? "–" : Number(v).toFixed(digits);
-  // kyara.live: server frames, or with `kyara live --render browser` pose packets drawn here
+  // kyara.live: pose packets drawn here (browser rendering, the default), or server frames (--render
+  // server, or this page cannot render: then a notice says why)
   const conn = kyara.live(canvas, {
     onStatus,
     onState: (state) => {
@@ -26,14 +27,23 @@
     onServerState: (state) => applyState(state),
     notice: $("render-notice"),
   });
+  let drawnBefore = null;   // {drawn, t}: this page's draws at the previous status (browser rendering)
   function onStatus(s) {
     $("character-name").textContent = s.character || "";
-    $("fps").textContent = fmt(s.fps);
+    const drawing = conn.render && conn.render.backend && document.body.dataset.render === "browser";
+    if (drawing) {   // the rate this page draws at (the server's is its pose publication rate)
+      const now = performance.now(), drawn = conn.render.drawn;
+      if (drawnBefore) $("fps").textContent = fmt((drawn - drawnBefore.drawn) * 1000 / (now - drawnBefore.t));
+      drawnBefore = { drawn, t: now };
+    } else {
+      $("fps").textContent = fmt(s.fps);
+    }
     const lat = s.latency_ms || {};
     $("latency").textContent = lat.median == null ? "–" : fmt(lat.median, 0) + " / " + fmt(lat.p99, 0);
     const local = conn.render && conn.render.backend && document.body.dataset.render === "browser";
     $("render").textContent = local ? fmt(conn.render.drawMs) : fmt((s.render_ms || {}).median);
-    $("render-where").textContent = local ? "render ms (this page, " + conn.render.backend + ")" : "render ms";
+    $("render-where").textContent = local ? "render ms (this page, " + conn.render.backend + ", " + conn.render.student + " student)"
+                                          : "render ms";
     $("clients").textContent = s.server ? s.server.ws_clients : "–";
     const box = $("sources");
     box.textContent = "";

@@ -72,6 +72,45 @@
     return masks;
   }
 
+  // (S, S) 0/1 pixels → (size, size) Uint8Array: the pixels bilinear resampling from size to S
+  // (align_corners=False, any ratio) reads for them (kyara/web/plan.py tap_mask).
+  function tapMask(fine, size) {
+    const s = Math.round(Math.sqrt(fine.length)), coarse = new Uint8Array(size * size);
+    const lo = new Int32Array(s), hi = new Int32Array(s);
+    for (let i = 0; i < s; i++) {
+      const src = Math.max((i + 0.5) * (size / s) - 0.5, 0);
+      lo[i] = Math.min(Math.floor(src), size - 1); hi[i] = Math.min(lo[i] + 1, size - 1);
+    }
+    for (let r = 0; r < s; r++) for (let c = 0; c < s; c++) if (fine[r * s + c]) {
+      coarse[lo[r] * size + lo[c]] = 1; coarse[lo[r] * size + hi[c]] = 1;
+      coarse[hi[r] * size + lo[c]] = 1; coarse[hi[r] * size + hi[c]] = 1;
+    }
+    return coarse;
+  }
+
+  // The lite body levels' masks on grids sizes, coarse to fine (kyara/web/plan.py lite_level_masks).
+  function liteLevelMasks(region, sizes) {
+    const fine = region || new Uint8Array(CANVAS * CANVAS).fill(1);
+    const masks = [tapMask(fine, sizes[sizes.length - 1])];
+    for (let l = sizes.length - 2; l >= 0; l--) masks.unshift(tapMask(masks[0], sizes[l]));
+    return masks;
+  }
+
+  // The lite body grids from the header's "lite" entry (kyara/web/plan.py lite_sizes).
+  function liteSizes(lite, levels) {
+    let sizes = lite.body_sizes;
+    if (sizes === undefined && Number.isInteger(lite.body_grid))
+      sizes = Array.from({ length: levels }, (_, i) => lite.body_grid >> (levels - 1 - i));
+    if (!Array.isArray(sizes) || sizes.length !== levels || !sizes.every(Number.isInteger) || sizes[0] < 1 ||
+        sizes[levels - 1] > CANVAS || sizes.some((x, i) => i && x < sizes[i - 1]))
+      throw new ns.KywError(`weights: lite body sizes ${JSON.stringify(sizes)} are not ${levels} ascending grid sides in [1, ${CANVAS}]`);
+    return sizes;
+  }
+
+  // Does a parsed .kyw carry the lite student's plan (kyara.web.weights, lite=True)?
+  ns.hasLite = kyw => !!(kyw.header.lite && typeof kyw.header.lite === 'object' && kyw.tensors.lite_face_mask &&
+                         kyw.tensors.lite_face_constant);
+
   function srgbToLinear(x) {
     return x <= 0.04045 ? x / 12.92 : Math.pow((x + 0.055) / 1.055, 2.4);
   }
@@ -97,12 +136,31 @@
   const countLayers = (tensors, prefix) => { let n = 0; while (`${prefix}${n}.linear.weight` in tensors) n++; return n; };
 
   // kyw = parseKyw(...) → plan {passes, weights, biases, frameBlocks, masks, maskOffsets, firstOffsets, image,
-  // faceBox, frame(pose)}.
+  // faceBox, faceInit, lite, work, frame(pose)}.
   // The structure (layers, widths, levels at 512 / 2^k) is read from the tensors (any size of student).
-  ns.buildPlan = function buildPlan(kyw) {
+  // options.lite: the lite student's plan (kyara/web/plan.py's docstring: face passes on the movable
+  // face pixels, body levels on the coarse grid, compose upsampling the head outputs); throws KywError
+  // when the weights carry none. plan.work: multiply-adds per frame (the page's full/lite choice).
+  ns.buildPlan = function buildPlan(kyw, options = {}) {
     const t = name => kyw.tensors[name].data;
     const shape = name => kyw.tensors[name].shape;
     const faceBox = kyw.header.face_box;
+    const lite = !!options.lite;
+    let levelCount = 0;
+    while (`body_morpher.siren_layers.${levelCount}.0.linear.weight` in kyw.tensors) levelCount++;
+    let sizes = Array.from({ length: levelCount }, (_, i) => CANVAS >> (levelCount - 1 - i));
+    let faceMaskIndex = null, faceMask = null, faceInit = null;
+    if (lite) {
+      if (!ns.hasLite(kyw)) throw new ns.KywError('these weights carry no lite student (re-export them)');
+      sizes = liteSizes(kyw.header.lite, levelCount);
+      const fsz = faceBox.height, packed = t('lite_face_mask'), constant = t('lite_face_constant');
+      if (packed.length !== Math.ceil(fsz * fsz / 8) || constant.length !== fsz * fsz * 4)
+        throw new ns.KywError('weights: the lite face mask or constant face has the wrong size');
+      faceMask = new Uint8Array(fsz * fsz);
+      for (let i = 0; i < faceMask.length; i++) faceMask[i] = (packed[i >> 3] >> (7 - (i & 7))) & 1;
+      faceInit = Float32Array.from(constant);
+      faceMaskIndex = levelCount + 1;
+    }
     const blocks = [], biases = [], passes = [], firsts = [];
     let nBlocks = 0, nBias = 0, nFrame = 0;
 
@@ -131,24 +189,24 @@
     };
     const fp = 'face_morpher.siren.', fs = faceBox.height;
     const faceW0 = `${fp}sine_layers.0.linear.weight`;
-    addFirst(faceW0, `${fp}sine_layers.0.linear.bias`, 0, shape(faceW0)[1] - 2, fs, null, 0, 'B', 'A');
+    const fm = faceMaskIndex;
+    addFirst(faceW0, `${fp}sine_layers.0.linear.bias`, 0, shape(faceW0)[1] - 2, fs, fm, 0, 'B', 'A');
     let cur = 'A';
     for (let j = 1; j < countLayers(kyw.tensors, `${fp}sine_layers.`); j++) {
       const nxt = cur === 'A' ? 'B' : 'A';
-      dense(`${fp}sine_layers.${j}.linear`, true, OMEGA_0, 1, fs, null, cur, nxt);
+      dense(`${fp}sine_layers.${j}.linear`, true, OMEGA_0, 1, fs, fm, cur, nxt);
       cur = nxt;
     }
-    dense(`${fp}last_linear`, true, 1, 0, fs, null, cur, 'FACE');
+    dense(`${fp}last_linear`, true, 1, 0, fs, fm, cur, 'FACE');
 
-    let levels = 0;
-    while (`body_morpher.siren_layers.${levels}.0.linear.weight` in kyw.tensors) levels++;
+    const levels = levelCount;
     // activations ping-pong between A and B; each pass reads the buffer the one before wrote (a level's
     // first layer reads the projection the level below left)
     const other = b => (b === 'A' ? 'B' : 'A');
     let prevSize = 0, cF = 0;
     cur = 'B';
     for (let l = 0; l < levels; l++) {
-      const res = CANVAS >> (levels - 1 - l), prefix = `body_morpher.siren_layers.${l}.`;
+      const res = sizes[l], prefix = `body_morpher.siren_layers.${l}.`;
       const layers = countLayers(kyw.tensors, prefix);
       const w0 = `${prefix}0.linear.weight`;
       addFirst(w0, `${prefix}0.linear.bias`, cF, shape(w0)[1] - 2 - cF, res, l, prevSize, cur, other(cur));
@@ -168,9 +226,6 @@
       cur = other(cur);
       prevSize = res;
     }
-    passes.push({ kind: 'compose', size: CANVAS, gIn: 0, gOut: 1, wOff: 0, bOff: 0, act: 0, mask: levels - 1,
-                  pb: null, prevSize: 0, src: cur, dst: 'OUT' });
-
     let region = null;
     if (kyw.tensors.body_region) {
       const packed = t('body_region');
@@ -178,7 +233,18 @@
       region = new Uint8Array(CANVAS * CANVAS);
       for (let i = 0; i < region.length; i++) region[i] = (packed[i >> 3] >> (7 - (i & 7))) & 1;
     }
-    const masks = levelMasks(region, levels), maskOffsets = [];
+    let masks;
+    if (!lite) {
+      passes.push({ kind: 'compose', size: CANVAS, gIn: 0, gOut: 1, wOff: 0, bOff: 0, act: 0, mask: levels - 1,
+                    pb: null, prevSize: 0, src: cur, dst: 'OUT' });
+      masks = levelMasks(region, levels);
+    } else {
+      passes.push({ kind: 'compose', size: CANVAS, gIn: 0, gOut: 1, wOff: 0, bOff: 0, act: 0, mask: levels,
+                    pb: null, prevSize: sizes[levels - 1], src: cur, dst: 'OUT' });
+      masks = liteLevelMasks(region, sizes);
+      masks.push(region || new Uint8Array(CANVAS * CANVAS).fill(1), faceMask);
+    }
+    const maskOffsets = [];
     let o = 0;
     for (const m of masks) { maskOffsets.push(o); o += m.length; }
 
@@ -199,7 +265,15 @@
       return out;
     }
 
+    // multiply-adds per frame: each layer pass's weights times the pixels its mask lets through
+    const count = m => m.reduce((n, v) => n + v, 0);
+    const work = passes.reduce((n, p) => {
+      if (p.kind === 'compose') return n;
+      const pixels = p.mask === null ? p.size * p.size : count(masks[p.mask]);
+      return n + pixels * 16 * p.gOut * (p.kind === 'first' ? 1 : p.gIn);
+    }, 0);
     return { passes, weights: concat(blocks), biases: concat(biases), frameBlocks: nFrame, masks, maskOffsets,
+             faceInit, lite, work,
              firstOffsets: firsts.map(f => f.pbOff),   // frame-buffer block offset of each first layer (pass.pb)
              image: modelSpaceImage(t('character_image')), faceBox, frame, K, CANVAS, name: kyw.header.name || 'character' };
   };

@@ -2,7 +2,7 @@
 // motion (blinks, breathing, sway; as kyara.drive.idle), with no server. Data comes from sibling classic
 // scripts (file:// pages cannot fetch files): character.js (self.kyaraSite: name, parameters, presets),
 // weights.js (self.kyaraWeights: base64 .kyw), student_wgsl.js (self.kyaraWGSL). ?idle=0 starts with idle
-// motion off; ?render=webgl2|webgpu picks a backend.
+// motion off; ?render=webgl2|webgpu picks a backend, ?student=full|lite the student (default auto: renderer.js).
 (async () => {
   'use strict';
   const R = self.kyaraRender, site = self.kyaraSite;
@@ -97,7 +97,7 @@
   try {
     renderer = await R.start({ weights: R.base64ToBuffer(self.kyaraWeights), wgslSource: self.kyaraWGSL || null,
                                container: stage, prefer: params.get('render') || 'auto',
-                               shapes: site.shapes });
+                               student: params.get('student') || 'auto', shapes: site.shapes });
   } catch (e) {
     notice.textContent = e instanceof R.NoBackendError
       ? `This browser cannot render the character: it needs WebGPU or WebGL2 with float render targets (${e.message}).`
@@ -108,6 +108,7 @@
   self.kyaraApp = { renderer, currentPose, manual, idleOn, names };
   document.body.dataset.state = 'running';
   document.body.dataset.backend = renderer.backend;
+  document.body.dataset.student = renderer.student;
   const t0 = performance.now();
   let frames = 0, last = null;
   for (;;) {
@@ -119,7 +120,8 @@
     last = pose;
     frames++;
     renderer.canvas.dataset.frames = String(frames);
-    info.textContent = `${renderer.backend} (${renderer.adapterInfo}) · ${(frames / ((performance.now() - t0) / 1000)).toFixed(2)} frames/s`;
+    document.body.dataset.student = renderer.student;
+    info.textContent = `${renderer.backend} (${renderer.adapterInfo}), ${renderer.student} student · ${(frames / ((performance.now() - t0) / 1000)).toFixed(2)} frames/s`;
     await new Promise(r => requestAnimationFrame(() => r()));
   }
 })();

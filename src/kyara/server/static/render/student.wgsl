@@ -9,7 +9,7 @@
 // Passes (the host builds the list, see kyara/web/plan.py and render/plan.js):
 //   first   first sine layer of a SIREN level: position and pose (the pose part arrives per frame as
 //           frame[pb_off + og] = [30 W_pos x, 30 W_pos y, 30 (W_pose pose + b), 0]) plus, above the
-//           coarsest level, the previous level's projected features upsampled x2 bilinearly exactly as
+//           coarsest level, the previous level's projected features upsampled bilinearly exactly as
 //           F.interpolate(align_corners=False) (W up(f) = up(W f): the projection ran at the coarse level).
 //   dense   act(W x + b) for hidden layers (sin), projections (no bias, no sin) and heads (bias, no sin).
 //   compose grid_sample(face-edited image, identity + flow; bilinear, border, align_corners=False),
@@ -17,6 +17,10 @@
 //           (written as floats 0..255).
 // Pixels outside the level's mask (the student's region and the taps it needs) are skipped; the
 // compose pass treats their head outputs as zero (no flow, no blend: the face-edited input).
+// The lite student (kyara.student.lite) runs the same passes on less: face passes masked to the
+// movable face pixels (the host starts the face buffer as the constant face, which masked pixels
+// keep), body levels on a coarse grid, and compose (prev_size = that grid's side, else 0) samples
+// the coarse head outputs bilinearly (align_corners=False) at each region pixel.
 
 struct Params {
   npix: u32, size: u32, g_in: u32, g_out: u32,
@@ -74,11 +78,14 @@ fn store(og: u32, p: u32, v: vec4<f32>) {
   if (og < P.g_out) { dst[og * P.npix + p] = v; }
 }
 
-// Bilinear x2 taps along one axis of the fine grid (F.interpolate, align_corners=False):
-// (lo, hi) source indices and the weight of hi.
+// Bilinear taps along one axis from a grid of in_size to this pass's grid of P.size (F.interpolate,
+// align_corners=False, any ratio: x2 between the full student's levels, x3 / x4 between the lite
+// student's, 512/G in the lite compose): (lo, hi) source indices and the weight of hi. The source
+// coordinate (i + 0.5) in / size - 0.5 is computed as one division of integers, exact whenever it is
+// representable (every ratio used here), so the taps match the pixel masks the host derived.
 fn up_taps(i: u32, in_size: u32) -> vec3<f32> {
-  let s = max((f32(i) + 0.5) * 0.5 - 0.5, 0.0);
-  let lo = floor(s);
+  let s = max(f32((2u * i + 1u) * in_size) / f32(2u * P.size) - 0.5, 0.0);
+  let lo = min(floor(s), f32(in_size - 1u));
   let hi = min(lo + 1.0, f32(in_size - 1u));
   return vec3<f32>(lo, hi, s - lo);
 }
@@ -132,7 +139,20 @@ fn compose(@builtin(global_invocation_id) id: vec3<u32>) {
   let row = p / P.size;
   var h0 = vec4<f32>(0.0);
   var h1 = vec4<f32>(0.0);
-  if (in_mask(p)) { h0 = src[p]; h1 = src[P.npix + p]; }
+  if (in_mask(p)) {
+    let hs = P.prev_size;
+    if (hs == 0u) { h0 = src[p]; h1 = src[P.npix + p]; }
+    else {
+      let tx = up_taps(col, hs);
+      let ty = up_taps(row, hs);
+      let i00 = u32(ty.x) * hs + u32(tx.x); let i01 = u32(ty.x) * hs + u32(tx.y);
+      let i10 = u32(ty.y) * hs + u32(tx.x); let i11 = u32(ty.y) * hs + u32(tx.y);
+      let n = hs * hs;
+      h0 = (1.0 - ty.z) * ((1.0 - tx.z) * src[i00] + tx.z * src[i01]) + ty.z * ((1.0 - tx.z) * src[i10] + tx.z * src[i11]);
+      h1 = (1.0 - ty.z) * ((1.0 - tx.z) * src[n + i00] + tx.z * src[n + i01])
+         + ty.z * ((1.0 - tx.z) * src[n + i10] + tx.z * src[n + i11]);
+    }
+  }
   let sz = f32(P.size);
   let gx = f32(2u * col + 1u) / sz - 1.0 + h0.x;
   let gy = f32(2u * row + 1u) / sz - 1.0 + h0.y;

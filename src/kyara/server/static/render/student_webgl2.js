@@ -39,11 +39,7 @@ bool masked(ivec2 px) { return u_useMask == 1 && texelFetch(u_mask, px, 0).r < 0
 void main() {
   ivec2 px = ivec2(gl_FragCoord.xy);
   vec4 acc[N];
-  if (masked(px)) {
-    for (int k = 0; k < N; k++) acc[k] = vec4(0.0);
-    emit(acc);
-    return;
-  }
+  if (masked(px)) discard;   // never read: keeps what the target held (the lite face's constant face)
   for (int k = 0; k < N; k++) acc[k] = bias[k];
   for (int ig = 0; ig < u_gIn; ig++) {
     vec4 x = texelFetch(u_src, ivec3(px, ig), 0);
@@ -54,16 +50,16 @@ void main() {
 }`;
 
   const FIRST = (n, maxBlocks, frameBlocks) => LAYER_COMMON(n, maxBlocks, frameBlocks) + `
+// bilinear taps from inSize to u_size, any ratio (student.wgsl's up_taps: one exact integer division)
 vec3 upTaps(int i, int inSize) {
-  float s = max((float(i) + 0.5) * 0.5 - 0.5, 0.0);
-  float lo = floor(s);
+  float s = max(float((2 * i + 1) * inSize) / float(2 * u_size) - 0.5, 0.0);
+  float lo = min(floor(s), float(inSize - 1));
   return vec3(lo, min(lo + 1.0, float(inSize - 1)), s - lo);
 }
 void main() {
   ivec2 px = ivec2(gl_FragCoord.xy);
   vec4 acc[N];
-  for (int k = 0; k < N; k++) acc[k] = vec4(0.0);
-  if (masked(px)) { emit(acc); return; }
+  if (masked(px)) discard;
   float sz = float(u_size);
   vec4 pos = vec4(float(2 * px.x + 1) / sz - 1.0, float(2 * px.y + 1) / sz - 1.0, 1.0, 0.0);
   vec3 tx = upTaps(px.x, max(u_prevSize, 1)), ty = upTaps(px.y, max(u_prevSize, 1));
@@ -85,10 +81,23 @@ void main() {
 uniform sampler2DArray u_src;     // body head outputs: layer 0 = flow x, flow y, alpha, colour r; layer 1 = colour g, b, a
 uniform sampler2DArray u_face;    // face morpher RGBA (model space), face box size
 uniform sampler2D u_image;        // character image, model space
-uniform sampler2D u_mask;
+uniform sampler2D u_mask;         // the region at the canvas size
 uniform ivec3 u_faceBox;          // top, left, size
 uniform int u_size;
+uniform int u_headSize;           // side of the head outputs' grid: 0 = the canvas (full), else coarse (lite)
 out vec4 outColor;
+// Bilinear taps from a grid of inSize to the canvas along one axis (align_corners=False, any ratio).
+vec3 headTaps(int i, int inSize) {
+  float s = max(float((2 * i + 1) * inSize) / float(2 * u_size) - 0.5, 0.0);
+  float lo = min(floor(s), float(inSize - 1));
+  return vec3(lo, min(lo + 1.0, float(inSize - 1)), s - lo);
+}
+vec4 head(int layer, vec3 tx, vec3 ty) {
+  ivec2 a = ivec2(tx.xy), b = ivec2(ty.xy);
+  vec4 top = (1.0 - tx.z) * texelFetch(u_src, ivec3(a.x, b.x, layer), 0) + tx.z * texelFetch(u_src, ivec3(a.y, b.x, layer), 0);
+  vec4 bottom = (1.0 - tx.z) * texelFetch(u_src, ivec3(a.x, b.y, layer), 0) + tx.z * texelFetch(u_src, ivec3(a.y, b.y, layer), 0);
+  return (1.0 - ty.z) * top + ty.z * bottom;
+}
 vec4 edited(int col, int row) {
   if (row >= u_faceBox.x && row < u_faceBox.x + u_faceBox.z && col >= u_faceBox.y && col < u_faceBox.y + u_faceBox.z)
     return texelFetch(u_face, ivec3(col - u_faceBox.y, row - u_faceBox.x, 0), 0);
@@ -101,7 +110,13 @@ vec3 srgb(vec3 x) {
 void main() {
   ivec2 px = ivec2(gl_FragCoord.xy);
   vec4 h0 = vec4(0.0), h1 = vec4(0.0);
-  if (texelFetch(u_mask, px, 0).r > 0.5) { h0 = texelFetch(u_src, ivec3(px, 0), 0); h1 = texelFetch(u_src, ivec3(px, 1), 0); }
+  if (texelFetch(u_mask, px, 0).r > 0.5) {
+    if (u_headSize == 0) { h0 = texelFetch(u_src, ivec3(px, 0), 0); h1 = texelFetch(u_src, ivec3(px, 1), 0); }
+    else {
+      vec3 tx = headTaps(px.x, u_headSize), ty = headTaps(px.y, u_headSize);
+      h0 = head(0, tx, ty); h1 = head(1, tx, ty);
+    }
+  }
   float sz = float(u_size);
   float gx = float(2 * px.x + 1) / sz - 1.0 + h0.x;
   float gy = float(2 * px.y + 1) / sz - 1.0 + h0.y;
@@ -198,7 +213,7 @@ void main() {
     const layersNeeded = {};
     const need = (name, size, g) => { const key = `${name}@${size}`; layersNeeded[key] = Math.max(layersNeeded[key] || 1, g); };
     for (const p of plan.passes) {
-      if (p.kind === 'compose') { need(p.src, p.size, 2); continue; }
+      if (p.kind === 'compose') { need(p.src, p.prevSize || p.size, 2); continue; }
       need(p.dst, p.size, p.gOut);
       if (p.kind === 'dense') need(p.src, p.size, p.gIn);
       else if (p.prevSize) need(p.src, p.prevSize, p.gOut);
@@ -206,7 +221,10 @@ void main() {
     const arrays = {};
     for (const [key, layers] of Object.entries(layersNeeded)) arrays[key] = arrayTexture(Number(key.split('@')[1]), layers);
     const arrayOf = (name, size) => arrays[`${name}@${size}`];
-    const maskIndex = size => plan.masks.findIndex(m => m.length === size * size);
+    if (plan.faceInit) {   // lite: the face passes write only the movable pixels; the rest stays this constant face
+      gl.bindTexture(gl.TEXTURE_2D_ARRAY, arrayOf('FACE', fs));
+      gl.texSubImage3D(gl.TEXTURE_2D_ARRAY, 0, 0, 0, 0, fs, fs, 1, gl.RGBA, gl.FLOAT, plan.faceInit);
+    }
 
     const programs = { compose: compile(gl, VERTEX, COMPOSE), present: compile(gl, VERTEX, PRESENT) };
     function layerProgram(kind, n) {
@@ -282,12 +300,13 @@ void main() {
         const u = prog.uniforms;
         gl.useProgram(prog.program);
         if (p.kind === 'compose') {
-          bind(0, gl.TEXTURE_2D_ARRAY, arrayOf(p.src, p.size), u.u_src);
+          bind(0, gl.TEXTURE_2D_ARRAY, arrayOf(p.src, p.prevSize || p.size), u.u_src);
           bind(1, gl.TEXTURE_2D_ARRAY, arrayOf('FACE', fs), u.u_face);
           bind(2, gl.TEXTURE_2D, image, u.u_image);
-          bind(3, gl.TEXTURE_2D, masks[maskIndex(p.size)], u.u_mask);
+          bind(3, gl.TEXTURE_2D, masks[p.mask], u.u_mask);
           gl.uniform3i(u.u_faceBox, plan.faceBox.top, plan.faceBox.left, fs);
           gl.uniform1i(u.u_size, p.size);
+          gl.uniform1i(u.u_headSize, p.prevSize);
         } else {
           // a first layer reads the level below (none at the coarsest level and for the face)
           const src = p.kind === 'dense' ? arrayOf(p.src, p.size) : p.prevSize ? arrayOf(p.src, p.prevSize) : dummyArray();

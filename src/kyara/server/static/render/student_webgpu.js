@@ -23,7 +23,9 @@
     const buffer = (size, extra = 0) => device.createBuffer({ size: Math.max(16, size), usage: U.STORAGE | U.COPY_DST | extra });
     const upload = (data) => { const b = buffer(data.byteLength); device.queue.writeBuffer(b, 0, data); return b; };
     const fs = plan.faceBox.height, npixOut = plan.CANVAS * plan.CANVAS;
-    const bufs = { A: buffer(actBytes), B: buffer(actBytes), FACE: buffer(16 * fs * fs), OUT: buffer(16 * npixOut, U.COPY_SRC) };
+    const bufs = { A: buffer(actBytes), B: buffer(actBytes), OUT: buffer(16 * npixOut, U.COPY_SRC),
+                   // lite: the face passes write only the movable pixels; the rest stays the constant face
+                   FACE: plan.faceInit ? upload(plan.faceInit) : buffer(16 * fs * fs) };
     const weights = upload(plan.weights), biases = upload(plan.biases);
     const maskWords = new Uint32Array(plan.masks.reduce((n, m) => n + m.length, 0));
     plan.masks.forEach((m, l) => maskWords.set(m, plan.maskOffsets[l]));
