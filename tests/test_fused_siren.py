@@ -93,7 +93,7 @@ def test_switch_values_are_checked_with_clear_errors(monkeypatch):
         fused_siren.use_triton("cuda", "cpu")
     with pytest.raises(ValueError, match=r"DistillConfig.kernels must be auto, triton or torch; got 'fast'"):
         DistillConfig(kernels="fast")
-    assert DistillConfig().kernels == "auto"
+    assert DistillConfig().kernels == "torch"   # until the kernels are measured on a GPU
     assert DistillConfig.from_json(DistillConfig(kernels="torch").to_json()).kernels == "torch"
     monkeypatch.setenv("TRITON_INTERPRET", "0")
     with pytest.raises(RuntimeError, match=r"kernels='triton' cannot run on cpu"):
@@ -103,10 +103,11 @@ def test_switch_values_are_checked_with_clear_errors(monkeypatch):
 
 
 def test_student_on_the_cpu_renders_exactly_as_before():
-    """Student.kernels = 'auto' (the default) must not change a CPU result by one bit: with autograd
-    the modules' torch code, without it the CPU evaluator."""
+    """Student.kernels = 'auto' must not change a CPU result by one bit: with autograd the modules'
+    torch code, without it the CPU evaluator (the default is 'torch' until the kernels run on a GPU)."""
     student = Student(body_morpher=tiny_body(), face_morpher=FaceMorpher())
-    assert student.kernels == "auto"
+    assert Student.kernels == "torch"
+    student.kernels = "auto"
     torch.manual_seed(2)
     poses = torch.rand(2, 45) * 2 - 1
     pixels = PixelSet.full(32, 3)
@@ -328,8 +329,8 @@ def test_gpu_sine_linear_is_as_accurate_as_the_pytorch_path(k, n, tf32, monkeypa
 @on_gpu
 def test_gpu_training_step_matches_the_pytorch_path(monkeypatch):
     """The real student on a region, one training forward and backward, TF32 off: the fused path's
-    output and gradients against float64 within 2× the PyTorch path's error (its atomics and
-    summation order differ; measured ratio recorded in docs/benchmarks.md)."""
+    output and gradients against float64 within 2× the PyTorch path's error (+1e-5 of the largest
+    value): both round the same fp32 operations, in another order (atomics in the scatter-add)."""
     monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
     torch.manual_seed(0)
     student = Student().cuda()

@@ -247,7 +247,8 @@ def test_trackers_drive_the_sample_student_end_to_end():
 
     with Session(load_character(SAMPLE_CHARACTER, device="cpu"), fps=30, timeout_s=60.0) as s:
         base, results = drive_gestures(s)
-        assert base[5, 5, 3] == 0 and base[140, 256, 3] == 255  # transparent corner, opaque face
+        # transparent corner, opaque face (a student's alpha is within a few levels of the teacher's 255 there: 254 seen)
+        assert base[5, 5, 3] == 0 and base[140, 256, 3] >= 250
 
         # The student is not pixel-stable (any pose change moves edges a little everywhere), so each
         # gesture must change its own region clearly more than the others (calibrated: jaw open

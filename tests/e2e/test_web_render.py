@@ -283,3 +283,43 @@ def test_viewer_renders_the_student_in_the_browser(gpu_browser, live_server, kyw
     assert page.evaluate("() => [document.body.dataset.state, document.body.dataset.backend]") == ["browser", "webgl2"]
     assert page.locator("#notice").inner_text() == ""
     page.close()
+
+
+# -- the page's full/lite choice (render/renderer.js, student 'auto') ------------------------------------
+AUTO_JS = """async ([interval, fullMs, liteMs]) => {
+  const R = self.kyaraRender;
+  // stand-in backend with set draw times, and a display of the given frame interval
+  R.displayInterval = async () => interval;
+  R.createWebGL2 = (plan, canvas) => ({
+    backend: 'webgl2', adapterInfo: 'stand-in', plan,
+    async draw() { await new Promise(r => setTimeout(r, plan.lite ? liteMs : fullMs)); },
+    async render() { return new Uint8ClampedArray(4); }, destroy() {} });
+  const r = await R.start({ weights: await R.fetchWeights('/weights.kyw'), wgslSource: null,
+                            container: document.getElementById('stage'), prefer: 'webgl2', student: 'auto',
+                            shapes: {} });   // the tiny student: no shape check
+  const first = r.student;
+  for (let i = 0; i < 20; i++) await r.draw(new Array(45).fill(0));
+  return [first, r.student, r.switches, r.canvas === document.getElementById('stage').firstChild];
+}"""
+
+
+@pytest.mark.parametrize("full_ms, final, switches", [
+    (5, "full", ["lite->full"]),                  # full keeps up with the display: it stays
+    (300, "lite", ["lite->full", "full->lite"]),  # full misses the display: back to lite, for good
+])
+def test_auto_student_upgrades_to_full_only_when_it_keeps_up(gpu_browser, tiny, full_ms, final, switches):
+    """Without hardware WebGPU the page starts with the lite student; lite's timed draws (2-5 ms) × the
+    work ratio (4.0 for the tiny student's plans) predict full fits a 200 ms frame, so it tries full and
+    keeps it only if full's own draws fit."""
+    page, errors = open_harness(gpu_browser, student_to_web_bytes(tiny))
+    first, student, made, shown = page.evaluate(AUTO_JS, [200, full_ms, 2])
+    assert (first, student, made, shown) == ("lite", final, switches, True)
+    assert not errors, errors
+    page.close()
+
+
+def test_auto_student_stays_lite_when_even_the_prediction_misses(gpu_browser, tiny):
+    page, _ = open_harness(gpu_browser, student_to_web_bytes(tiny))
+    first, student, made, _ = page.evaluate(AUTO_JS, [10, 5, 50])   # lite alone misses a 10 ms frame
+    assert (first, student, made) == ("lite", "lite", [])
+    page.close()

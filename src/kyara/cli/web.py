@@ -13,7 +13,10 @@ def register(subparsers) -> None:
         help="write a static web page that renders a character in the browser (no server)",
         description="Write a self-contained static folder (index.html, scripts, embedded weights) that renders "
                     "a distilled character in the browser with WebGPU or WebGL2, with sliders, presets and idle "
-                    "motion. Open index.html from disk or serve the folder from any static host.")
+                    "motion. Open index.html from disk or serve the folder from any static host. The weights "
+                    "also carry the CPU-lite student's plan (its movable-face analysis takes a few seconds here); "
+                    "the page draws the full or the lite student by itself, ?student=full|lite in its address "
+                    "picks one, ?render=webgl2|webgpu the backend.")
     p.add_argument("character", type=Path, help="a .kyara character file (a distilled student)")
     p.add_argument("-o", "--output", type=Path, required=True, help="output folder (created)")
     p.add_argument("--float32", action="store_true",

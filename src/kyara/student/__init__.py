@@ -48,9 +48,10 @@ class Student(nn.Module):
     """
 
     name = "student"
-    # Off the CPU evaluator: the fused Triton kernels where they can run (kyara.nn.fused_siren.use_triton:
-    # "auto" = CUDA with triton, falling back to the modules' torch code), "torch" / "triton" to force one.
-    kernels = "auto"
+    # Off the CPU evaluator: "torch" = the modules' torch code; "triton" the fused kernels; "auto" = triton on
+    # CUDA where it runs (kyara.nn.fused_siren.use_triton), else torch. Default torch until the kernels are
+    # measured on a GPU (they have only run in Triton's CPU interpreter: docs/benchmarks.md, issue 16).
+    kernels = "torch"
 
     def __init__(self, face_morpher: FaceMorpher | None = None, body_morpher: BodyMorpher | None = None,
                  region: torch.Tensor | None = None):

@@ -13,7 +13,7 @@ Channel groups of 4, weights as 4×4 blocks with ω₀ = 30 folded in (see stude
 The lite plan (``lite=True``: kyara.student.lite.LiteStudent, from the .kyw's "lite" entry) is the
 same pass list on less work: the face passes run only on the movable face pixels (mask "face"; the
 FACE buffer starts as the constant face, ``Plan.face_init``, and keeps it elsewhere), the body
-levels run on the lite grids (header "body_sizes", coarse to fine: LiteConfig's, e.g. 8, 24, 96;
+levels run on the lite grids (header "body_sizes", coarse to fine: LiteConfig's, e.g. 8, 24, 128;
 any ratio between levels) on the coarse pixels whose bilinear taps the region reads, and compose
 upsamples the G×G head outputs (G the finest lite grid) bilinearly (align_corners=False) at the
 region's pixels (compose's ``prev_size`` = G; 0 in the full plan: head outputs at 512).

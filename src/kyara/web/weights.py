@@ -16,7 +16,7 @@ optional ``body_region`` uint8 (32768,) packbits of the (512, 512) region mask, 
 
 The lite student (kyara.student.lite.LiteStudent, issue 15), when exported (``lite=True``, the
 default): header ``"lite": {"body_grid": G, "body_sizes": [...]}`` (the body levels run on these
-grids, coarse to fine, e.g. 8, 24, 96, instead of 128, 256, 512, and the G×G head outputs are
+grids, coarse to fine, e.g. 8, 24, 128 (LiteConfig today), instead of 128, 256, 512, and the G×G head outputs are
 upsampled bilinearly to the region), tensor ``lite_face_mask``
 uint8 (2048,) packbits of the (128, 128) movable face pixels (row-major; evaluated per frame) and
 ``lite_face_constant`` (128, 128, 4) in the weights' dtype: the model-space face used elsewhere.

@@ -75,7 +75,7 @@
   // container: element the canvas (512 x 512) is put in; prefer: 'auto' | 'webgpu' | 'webgl2';
   // student: 'auto' | 'full' | 'lite' (see the top of this file).
   // Resolves to {backend, student, adapterInfo, canvas, draw(pose) → Promise, render(pose) → Promise<RGBA>,
-  // drawMs (median of the timed draws), switches: ['full→lite', ...]}.
+  // drawMs (median of the timed draws), switches: ["full->lite", ...]}.
   // Throws KywError for bad weights (or student 'lite' on weights without it) and NoBackendError
   // (message lists why each backend failed).
   // shapes: the expected tensor shapes (default: the shipped student's, kyaraRender.studentShapes()).
@@ -130,7 +130,7 @@
       const next = await createBackend(backend, planOf(to), wgslSource, gpuKind);
       inner.destroy();
       inner = next;
-      self.switches.push(`${self.student}→${to}`);
+      self.switches.push(`${self.student}->${to}`);
       self.student = to;
       times = [];
       container.replaceChildren(inner.canvas);
