@@ -231,18 +231,10 @@ def _kernels():
             tl.store(c_ptr + offsets, tl.cos(u) * omega, mask=mask)
 
     @triton.jit
-    def first_layer_kernel(pos_ptr, wpos_ptr, pb_ptr, low_ptr, taps_ptr, tw_ptr, y_ptr, c_ptr,
-                           M, Mp, C, omega, HAS_LOW: tl.constexpr, SAVE_COS: tl.constexpr,
-                           BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
-        # y[n, m, c] = sin(ω₀ (pos[m]·wpos[c] + pb[n, c] + Σ_k tw[m, k] low[n, taps[m, k], c]))
-        pid_m = tl.program_id(0)
-        pid_c = tl.program_id(1)
-        n = tl.program_id(2).to(tl.int64)
-        rm = (pid_m * BLOCK_M + tl.arange(0, BLOCK_M)).to(tl.int64)
-        rc = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
-        mm = rm < M
-        mc = rc < C
-        mask = mm[:, None] & mc[None, :]
+    def first_layer_preactivation(pos_ptr, wpos_ptr, pb_ptr, low_ptr, taps_ptr, tw_ptr, n, rm, rc, mm, mc, mask,
+                                  Mp, C, HAS_LOW: tl.constexpr):
+        # z[m, c] = pos[m]·wpos[c] + pb[n, c] + Σ_k tw[m, k] low[n, taps[m, k], c], in fp32 (shared by the
+        # training first layer and the whole-level inference kernel)
         px = tl.load(pos_ptr + rm * 2, mask=mm, other=0.0).to(tl.float32)
         py = tl.load(pos_ptr + rm * 2 + 1, mask=mm, other=0.0).to(tl.float32)
         wx = tl.load(wpos_ptr + rc * 2, mask=mc, other=0.0).to(tl.float32)
@@ -255,6 +247,26 @@ def _kernels():
                 w = tl.load(tw_ptr + rm * 4 + k, mask=mm, other=0.0).to(tl.float32)
                 v = tl.load(low_ptr + (n * Mp + t)[:, None] * C + rc[None, :], mask=mask, other=0.0)
                 z += w[:, None] * v.to(tl.float32)
+        return z
+
+    # Triton resolves a kernel's calls through its module's globals, not this function's locals.
+    globals()["first_layer_preactivation"] = first_layer_preactivation
+
+    @triton.jit
+    def first_layer_kernel(pos_ptr, wpos_ptr, pb_ptr, low_ptr, taps_ptr, tw_ptr, y_ptr, c_ptr,
+                           M, Mp, C, omega, HAS_LOW: tl.constexpr, SAVE_COS: tl.constexpr,
+                           BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
+        # y[n, m, c] = sin(ω₀ (pos[m]·wpos[c] + pb[n, c] + Σ_k tw[m, k] low[n, taps[m, k], c]))
+        pid_m = tl.program_id(0)
+        pid_c = tl.program_id(1)
+        n = tl.program_id(2).to(tl.int64)
+        rm = (pid_m * BLOCK_M + tl.arange(0, BLOCK_M)).to(tl.int64)
+        rc = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+        mm = rm < M
+        mc = rc < C
+        mask = mm[:, None] & mc[None, :]
+        z = first_layer_preactivation(pos_ptr, wpos_ptr, pb_ptr, low_ptr, taps_ptr, tw_ptr, n, rm, rc, mm, mc, mask,
+                                      Mp, C, HAS_LOW)
         u = z * omega
         offsets = (n * M + rm)[:, None] * C + rc[None, :]
         tl.store(y_ptr + offsets, tl.sin(u).to(y_ptr.dtype.element_ty), mask=mask)
@@ -302,18 +314,8 @@ def _kernels():
         mm = rm < M
         mc = rc < C
         mask = mm[:, None] & mc[None, :]
-        px = tl.load(pos_ptr + rm * 2, mask=mm, other=0.0).to(tl.float32)
-        py = tl.load(pos_ptr + rm * 2 + 1, mask=mm, other=0.0).to(tl.float32)
-        wx = tl.load(wpos_ptr + rc * 2, mask=mc, other=0.0).to(tl.float32)
-        wy = tl.load(wpos_ptr + rc * 2 + 1, mask=mc, other=0.0).to(tl.float32)
-        z = px[:, None] * wx[None, :] + py[:, None] * wy[None, :]
-        z += tl.load(pb_ptr + n * C + rc, mask=mc, other=0.0).to(tl.float32)[None, :]
-        if HAS_LOW:
-            for k in tl.static_range(4):
-                t = tl.load(taps_ptr + rm * 4 + k, mask=mm, other=0).to(tl.int64)
-                w = tl.load(tw_ptr + rm * 4 + k, mask=mm, other=0.0).to(tl.float32)
-                v = tl.load(low_ptr + (n * Mp + t)[:, None] * C + rc[None, :], mask=mask, other=0.0)
-                z += w[:, None] * v.to(tl.float32)
+        z = first_layer_preactivation(pos_ptr, wpos_ptr, pb_ptr, low_ptr, taps_ptr, tw_ptr, n, rm, rc, mm, mc, mask,
+                                      Mp, C, HAS_LOW)
         h = tl.sin(z * omega)                    # padded channels: z = 0, h = 0
         for layer in tl.static_range(LAYERS):
             wl = tl.load(w_ptr + layer * WIDTH * WIDTH + rc[:, None] * WIDTH + rc[None, :])
