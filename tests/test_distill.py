@@ -92,6 +92,14 @@ def test_tiny_distillation_loss_falls_and_resume_is_exact(tmp_path, bit_exact_to
     packed = load_file(str(tmp_path / "a" / "tiny.kyara"))["body_region"]   # (tiny networks: no load_character)
     unpacked = torch.from_numpy(__import__("numpy").unpackbits(packed.numpy()).reshape(512, 512).astype(bool))
     assert torch.equal(unpacked, region.cpu())
+    # ... and so does the CPU-lite student's face plan, made for these face weights
+    from safetensors import safe_open
+
+    from kyara.student.lite import FACE_CONSTANT_KEY, FACE_MASK_KEY, PLAN_META_KEY, face_weights_sha256
+    with safe_open(str(tmp_path / "a" / "tiny.kyara"), "pt") as f:
+        assert {FACE_MASK_KEY, FACE_CONSTANT_KEY} <= set(f.keys())
+        plan_meta = json.loads(f.metadata()[PLAN_META_KEY])
+    assert plan_meta["face_weights_sha256"] == face_weights_sha256(straight.character.poser)
 
 
 def test_character_region_covers_input_and_outputs_plus_margin():

@@ -181,17 +181,41 @@ def test_a_malformed_stored_plan_is_a_one_line_error(character, tmp_path):
         load_character(tmp_path / "meta.kyara")
 
 
-def test_add_lite_script_stores_a_plan_that_loads(character, tmp_path):
-    import runpy
-
+def test_distill_lite_from_stores_a_plan_that_loads(character, tmp_path, capsys):
     from kyara.character import load_character
+    from kyara.cli import main
 
     path = character.save(tmp_path / "plain.kyara")   # a plain Student: no plan in the file
     assert LiteStudent(load_character(path).poser)._face_plan is None
-    add_lite = runpy.run_path("scripts/add_lite.py")["main"]
-    assert add_lite([str(path), "--out", str(tmp_path / "lite.kyara")]) == 0
-    stored = LiteStudent(load_character(tmp_path / "lite.kyara").poser)._face_plan
-    assert stored is not None and stored.seconds == 0.0
+    out = tmp_path / "lite.kyara"
+    assert main(["distill", "--lite-from", str(path), "-o", str(out)]) == 0
+    assert "lite face plan stored" in capsys.readouterr().out
+    stored = LiteStudent(load_character(out).poser)._face_plan
+    assert stored is not None and stored.seconds == 0.0   # read from the file, not recomputed
+    computed = movable_face(character.poser)
+    assert torch.equal(stored.mask, computed.mask) and torch.equal(stored.constant, computed.constant)
+    assert LiteStudent(load_character(path).poser)._face_plan is None   # the source file is untouched
+    # In place on a file that has it: nothing to do, the file is not rewritten.
+    before = out.stat().st_mtime_ns
+    assert main(["distill", "--lite-from", str(out)]) == 0
+    assert "unchanged" in capsys.readouterr().out and out.stat().st_mtime_ns == before
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["distill", "--lite-from", "{d}/plain.kyara", "{d}/image.png"], "not both"),
+    (["distill", "--lite-from", "{d}/missing.kyara"], "missing.kyara: character file not found"),
+    (["distill", "--lite-from", "{d}/image.png"], "expected a .kyara file"),
+    (["distill", "--lite-from", "{d}/plain.kyara", "-o", "{d}/out.png"], "--output"),
+    (["distill"], "needs a character IMAGE"),
+    (["distill", "{d}/image.png"], "needs -o/--output"),
+])
+def test_distill_lite_from_bad_input_is_a_one_line_error(character, tmp_path, capsys, argv, message):
+    from kyara.cli import main
+
+    character.save(tmp_path / "plain.kyara")
+    assert main([a.format(d=tmp_path) for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
 
 
 def test_reference_pose_is_the_cpu_path(character):

@@ -195,12 +195,40 @@ def resave_kyara(path: str | Path, out: str | Path | None = None, add_tensors: d
                  add_metadata: dict[str, str] | None = None) -> Path:
     """Re-write a readable .kyara file (any version) in the current version, tensors and metadata kept
     bit for bit (only format_version and the checksum change; add_tensors / add_metadata are added or
-    replaced). Used to upgrade the bundled sample and to add the lite face plan (scripts/add_lite.py)."""
+    replaced). Used to upgrade the bundled sample and to add the lite face plan (store_lite_plan)."""
     path = Path(path)
     tensors, meta = _read_kyara(path)
     tensors.update(add_tensors or {})
     meta.update(add_metadata or {})
     return write_kyara_file(out if out is not None else path, tensors, meta)
+
+
+def store_lite_plan(path: str | Path, out: str | Path | None = None):
+    """Add the CPU-lite student's face plan (kyara.student.lite.movable_face, default LiteConfig) to a
+    .kyara student file, so ``--student lite|auto`` loads without the analysis; every other tensor and
+    metadata entry is kept bit for bit (resave_kyara). out: None writes in place.
+
+    The lite student needs no training of its own (it evaluates the full student's networks on fewer
+    pixels), so this is all ``kyara distill --lite-from`` does; ``distill()`` stores the plan itself.
+    Returns (plan, written): written is False when the file already carries a fitting plan and out is
+    the same file. Raises CharacterFileError for a file that is not a student, or whose stored plan
+    does not load back equal."""
+    from kyara.student.lite import PLAN_META_KEY, LiteStudent, plan_to_file
+
+    path = Path(path)
+    out = Path(out) if out is not None else path
+    character = load_character(path, device="cpu")
+    lite = LiteStudent(character.poser)
+    if lite._face_plan is not None and out.resolve() == path.resolve():
+        return lite._face_plan, False
+    lite._face_plan = None
+    plan = lite.face_plan()
+    tensors, meta = plan_to_file(plan)
+    resave_kyara(path, out, add_tensors=tensors, add_metadata={PLAN_META_KEY: meta})
+    stored = LiteStudent(load_character(out, device="cpu").poser)._face_plan
+    if stored is None or not torch.equal(stored.mask, plan.mask) or not torch.equal(stored.constant, plan.constant):
+        raise CharacterFileError(f"{out}: the stored lite face plan did not load back equal; the file is not usable")
+    return plan, True
 
 
 def _read_kyara(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:

@@ -17,10 +17,17 @@ def register(sub) -> None:
                                    "for practical speed; checkpoints and resumes. Prints progress with ETA and "
                                    "held-out PSNR against the teacher. Several GPUs: "
                                    "`torchrun --nproc-per-node N -m kyara distill ...` (data parallel; "
-                                   "--examples and --batch-size count per step over all GPUs / per GPU).",
+                                   "--examples and --batch-size count per step over all GPUs / per GPU). "
+                                   "The file also carries the CPU-lite student's face plan (`--student lite`); "
+                                   "`kyara distill --lite-from FILE.kyara` adds it to an older file (seconds, "
+                                   "any CPU: the lite student needs no training of its own).",
                        formatter_class=HelpFormatter)
-    p.add_argument("image", help="512×512 RGBA character image (PNG/WebP), transparent background")
-    p.add_argument("-o", "--output", required=True, help="output .kyara file")
+    p.add_argument("image", nargs="?", help="512×512 RGBA character image (PNG/WebP), transparent background")
+    p.add_argument("-o", "--output", help="output .kyara file (required with IMAGE; with --lite-from: default "
+                                          "in place)")
+    p.add_argument("--lite-from", metavar="FILE.kyara",
+                   help="instead of distilling: add the CPU-lite student's face plan to this distilled "
+                        "character (written to --output, or in place)")
     p.add_argument("--teacher", default=DEFAULTS.teacher, help="teacher network")
     p.add_argument("--weights", metavar="DIR", help="directory of official teacher weight files")
     p.add_argument("--device", default="auto", help="auto (a CUDA GPU if there is one, else the CPU), cpu, cuda or cuda:N")
@@ -110,6 +117,12 @@ def run(args) -> int:
     from kyara.poser import pick_device
     from kyara.teacher import load_teacher
 
+    if args.lite_from:
+        return add_lite(args)
+    if not args.image:
+        raise KyaraError("kyara distill needs a character IMAGE (or --lite-from FILE.kyara); see --help")
+    if not args.output:
+        raise KyaraError("kyara distill IMAGE needs -o/--output OUT.kyara")
     out = Path(args.output)
     if out.suffix.lower() != ".kyara":
         raise KyaraError(f"--output {out}: use a .kyara file name")
@@ -139,4 +152,30 @@ def run(args) -> int:
           f"held-out PSNR {result.psnr:.2f} dB, {result.wall_seconds / 60:.1f} min "
           f"(teacher {result.teacher_seconds / 60:.1f} min)")
     del torch
+    return 0
+
+
+def add_lite(args) -> int:
+    """`kyara distill --lite-from FILE.kyara [-o OUT.kyara]`: store the lite student's face plan."""
+    import time
+
+    from kyara.character import store_lite_plan
+    from kyara.errors import KyaraError
+
+    source = Path(args.lite_from)
+    if args.image:
+        raise KyaraError(f"give either an IMAGE to distil or --lite-from FILE.kyara, not both (got {args.image})")
+    out = Path(args.output) if args.output else source
+    for option, path in (("--lite-from", source), ("--output", out)):
+        if path.suffix.lower() != ".kyara":
+            raise KyaraError(f"{option} {path}: expected a .kyara file (a distilled character)")
+    start = time.perf_counter()
+    plan, written = store_lite_plan(source, out)
+    if not written:
+        print(f"{source}: already carries a lite face plan for its weights ({plan.share:.1%} of the face box "
+              f"movable); unchanged")
+        return 0
+    print(f"wrote {out}: lite face plan stored ({plan.share:.1%} of the face box movable, "
+          f"{time.perf_counter() - start:.1f} s, {out.stat().st_size / 2**20:.2f} MiB); "
+          f"`--student lite` now starts without the face analysis")
     return 0

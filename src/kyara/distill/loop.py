@@ -40,6 +40,7 @@ from kyara.nn import fused_siren
 from kyara.nn.warp import apply_flow
 from kyara.pose import NUM_PARAMETERS
 from kyara.student import BodyMorpherOutput, Student
+from kyara.student.lite import movable_face
 from kyara.student.pixels import dilate
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
@@ -457,6 +458,9 @@ def distill(image: torch.Tensor, teacher, config: DistillConfig = DistillConfig(
             metadata[COLOUR_KEY] = colour
         character = Character(name, stored_image, student, teacher.name, metadata)
         if ranks.is_main:
+            # The CPU-lite student's face plan (48 face evaluations): stored with the student, so that
+            # `--student lite|auto` starts without the analysis. The lite student needs no training.
+            student.lite_face_plan = movable_face(student)
             out_path = Path(output) if output else out_dir / f"{name}.kyara"
             save_kyara(out_path, name, stored_image, student, teacher.name, metadata, image_png=image_png)
         ranks.barrier()

@@ -15,7 +15,7 @@ kyara.produce.frames, the live engine) can use either. What it skips, and why th
   (99th percentile of each pixel's deviation from the median face, in 8-bit premultiplied sRGB,
   above ``face_threshold``, dilated); only those pixels are evaluated per frame, the rest is the
   median face (a constant). The plan can be stored in the .kyara file (kyara.character;
-  scripts/add_lite.py), so loading skips the analysis.
+  written by ``kyara distill`` and ``kyara distill --lite-from``), so loading skips the analysis.
 - Per frame (``pose_rgba_u8``): networks bound to their fixed pixels (``BoundSiren``: the first
   layer's position term precomputed), the face not evaluated again while its 39 parameters do not
   change, two lanes of single-threaded torch ops (body + part of the face | rest of the face, then
