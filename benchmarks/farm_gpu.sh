@@ -14,8 +14,11 @@
 # of: k*/ (each character's eval.json, status.json and log.jsonl), k*.out (console), gpu.csv (nvidia-smi
 # every 2 s) and table.md. "per GPU-hour, farm" counts the whole `kyara farm run` (Ray start included);
 # "per GPU-hour, jobs" counts the jobs' own time (K × 60 / mean job minutes: a long farm's steady state).
+# FARM_KS="2 4" runs only those K (default "1 2 4"), e.g. to finish a table in a second call.
+# Each job's teacher pool holds 4096 examples (~13 GB in float16) on the GPU, filled before training.
 set -euo pipefail
 out=${1:?usage: farm_gpu.sh OUT_DIR [MINUTES] [IMAGE]} minutes=${2:-2} image=${3:-src/kyara/data/sample_character.png}
+ks=${FARM_KS:-1 2 4}
 mkdir -p "$out"
 work=${FARM_WORK:-runs/farm_gpu}
 export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 KYARA_HOME=${KYARA_HOME:-$PWD/.cache/kyara}
@@ -27,7 +30,7 @@ python3 -m kyara models list | tail -n 3
 nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv,noheader,nounits -l 2 >"$out/gpu.csv" &
 smi=$!
 trap 'kill $smi 2>/dev/null || true' EXIT
-for k in 1 2 4; do
+for k in $ks; do
   farm=$work/k$k
   rm -rf "$farm"
   specs=()
@@ -48,12 +51,12 @@ for k in 1 2 4; do
   done
 done
 kill $smi 2>/dev/null || true
-python3 - "$out" "$minutes" <<'EOF' | tee "$out/table.md"
+python3 - "$out" "$minutes" $ks <<'EOF' | tee "$out/table.md"
 import json, statistics, sys
 from datetime import datetime
 from pathlib import Path
 
-out, minutes = Path(sys.argv[1]), float(sys.argv[2])
+out, minutes, ks = Path(sys.argv[1]), float(sys.argv[2]), [int(k) for k in sys.argv[3:]]
 marks = {}
 for line in (out / "gpu.csv.marks").read_text().splitlines():
     k, what, t = line.split()
@@ -71,7 +74,7 @@ print("| jobs per GPU | done / submitted | farm wall (min) | characters per GPU-
       "| characters per GPU-hour, jobs | examples per character (mean) | examples/s, all jobs "
       "| held-out PSNR dB (mean; min–max) | GPU util % (mean) | GPU memory max (GiB) |")
 print("|---|---|---|---|---|---|---|---|---|---|---|")
-for k in (1, 2, 4):
+for k in ks:
     farm = out / f"k{k}"
     start, end = map(float, (farm / "wall.txt").read_text().split())
     wall_h = (end - start) / 3600
