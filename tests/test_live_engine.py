@@ -119,6 +119,54 @@ def test_input_latency_counts_to_publication():
     assert engine.step(now=5.2) is None and engine.latency_ms.summary()["n"] == 1
 
 
+def test_frame_fps_renders_every_other_tick_and_keeps_inputs_for_the_next():
+    """60 ticks/s, at most 30 frames/s (the CPU default): a tick 1/60 s after a frame renders nothing and
+    consumes nothing; the pose and the pending input are in the next allowed tick's frame."""
+    clock = Clock(0.0)
+    engine = LiveEngine(FakeCharacter(), real_mixer(), fps=60, frame_fps=30, refresh_s=1e9, clock=clock)
+    assert engine.status()["frame_fps"] == 30.0
+    assert engine.step(now=0.0) is not None
+    clock.t = 0.005
+    assert engine.set_manual({"mouth_aaa": 1.0}) == 1   # an API input at t = 0.005
+    assert engine.step(now=1 / 60) is None         # too soon after the frame at 0
+    frame = engine.step(now=2 / 60 - 0.001)        # a tick a little early still renders (timer jitter)
+    assert frame is not None and frame.pose["mouth_aaa"] == 1.0 and frame.inputs_applied == 1
+    assert engine.latency_ms.summary()["n"] == 1
+    times = [k / 60 for k in range(3, 63)]         # one second of ticks with the pose changing every tick
+    published = 0
+    for k, t in enumerate(times):
+        engine.set_manual({"head_x": (k % 7) / 7})
+        published += engine.step(now=t) is not None
+    assert published == 30
+    # frame_fps >= fps, or None: one frame per tick as before
+    assert LiveEngine(FakeCharacter(), FakeMixer(), fps=30, frame_fps=60).frame_fps == 30.0
+    with pytest.raises(ValueError, match="frame_fps"):
+        LiveEngine(FakeCharacter(), FakeMixer(), fps=30, frame_fps=0)
+
+
+def test_frame_fps_does_not_slow_pose_packets_in_browser_mode():
+    engine = LiveEngine(FakeCharacter(), real_mixer(), fps=60, frame_fps=30, refresh_s=1e9, clock=Clock(0.0),
+                        render="browser")
+    sent = 0
+    for k in range(60):
+        engine.set_manual({"head_x": (k % 7) / 7})
+        sent += engine.step(now=k / 60) is not None
+    assert sent == 60
+
+
+def test_live_config_frame_fps_defaults_to_30_on_a_cpu_only():
+    from kyara.errors import KyaraError
+    from kyara.live.session import CPU_SERVER_FPS, LiveConfig
+
+    assert CPU_SERVER_FPS == 30.0
+    assert LiveConfig().frame_fps("cpu") == 30.0 and LiveConfig().frame_fps("cuda") == 60.0
+    assert LiveConfig(fps=24).frame_fps("cpu") == 24.0
+    assert LiveConfig(server_fps=60).frame_fps("cpu") == 60.0 and LiveConfig(server_fps=20).frame_fps("cuda") == 20.0
+    assert LiveConfig(fps=30, server_fps=60).frame_fps("cpu") == 30.0   # never more frames than ticks
+    with pytest.raises(KyaraError, match="--server-fps"):
+        LiveConfig(server_fps=0)
+
+
 class TickingSource(PoseSource):
     """A tracker stand-in: put() stores a sample and reports the arrival like a UDP receiver does."""
 

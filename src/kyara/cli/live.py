@@ -53,7 +53,12 @@ def register(subparsers) -> None:
     p.add_argument("--student", choices=["auto", "lite", "full"], default=d.student,
                    help="student renderer: lite (CPU-fast: coarse body grid, movable face pixels only), full, "
                         "or auto (lite on the CPU; default)")
-    p.add_argument("--fps", type=float, default=d.fps, help="render loop target frames per second")
+    p.add_argument("--fps", type=float, default=d.fps,
+                   help="ticks per second of the pose mixer: pose packets to pages drawing in the browser, and "
+                        "the most server frames")
+    p.add_argument("--server-fps", type=float, default=d.server_fps, metavar="N",
+                   help="the most frames per second the server renders for pages that get server frames "
+                        "(default: --fps on a GPU, 30 on a CPU, where 60 would take ~1.4 of 2 cores)")
     p.add_argument("--encoders", type=int, default=d.encoders, metavar="N",
                    help="WebP encoder threads: frames encoded in parallel, published in render order "
                         "(raise it when encoding, not rendering, limits the frame rate)")

@@ -197,7 +197,9 @@ class LiveEngine:
     character: anything with ``render_rgba(pose) -> (512, 512, 4) uint8`` (a ``kyara.character.Character``).
     mixer: a ``kyara.drive.mixer.PoseMixer`` (or anything with its methods, see ``PoseMixerLike``).
     fps: target ticks per second; rendering happens only when the pose changed, an input is pending,
-    or ``refresh_s`` passed since the last render.
+    or ``refresh_s`` passed since the last render. frame_fps: the most frames per second rendered
+    (server frames; None: one per tick); ticks in between leave the pose and pending inputs for the
+    next rendered tick, so nothing is dropped. Pose packets (browser mode) go out at every tick.
     encoders: WebP encoder threads of the running loop, and the most frames being encoded at once
     (1 = the encoder alone bounds the frame rate at 1 / encode time). ``step()`` encodes inline.
     render: "server" (render + encode every publication) or "browser" (publish poses only, unless a
@@ -206,9 +208,12 @@ class LiveEngine:
 
     def __init__(self, character: RgbaRenderer, mixer: PoseMixerLike, fps: float = LiveConfig.fps, *,
                  refresh_s: float = 2.0, webp_quality: int = 100, encoders: int = LiveConfig.encoders,
-                 render: str = "server", clock: Callable[[], float] = time.monotonic) -> None:
+                 render: str = "server", clock: Callable[[], float] = time.monotonic,
+                 frame_fps: float | None = None) -> None:
         if not fps > 0:
             raise ValueError(f"fps must be > 0, got {fps}")
+        if frame_fps is not None and not frame_fps > 0:
+            raise ValueError(f"frame_fps must be > 0, got {frame_fps}")
         if isinstance(encoders, bool) or not isinstance(encoders, int) or encoders < 1:
             raise ValueError(f"encoders must be an integer >= 1, got {encoders!r}")
         if render not in RENDER_MODES:
@@ -216,6 +221,9 @@ class LiveEngine:
         self.character = character
         self.mixer = mixer
         self.fps = float(fps)
+        self.frame_fps = min(float(frame_fps), self.fps) if frame_fps is not None else self.fps
+        # 0.9: a tick a little early (timer jitter) still renders, a tick one period after a render does not
+        self._min_frame_gap = 0.9 / self.frame_fps if self.frame_fps < self.fps else 0.0
         self.refresh_s = float(refresh_s)
         self.webp_quality = int(webp_quality)
         self.encoders = encoders
@@ -356,6 +364,8 @@ class LiveEngine:
     def _render(self, now: float | None = None) -> "_Rendered | None":
         """Read the pose; render it when it changed, an input waits, or the frame is stale."""
         now = self.clock() if now is None else now
+        if self.renders_frames and now - self._last_render < self._min_frame_gap:
+            return None   # too soon after the last frame: this tick's pose and inputs wait for the next
         with self._lock:
             inp = self._inputs
             pending_since, tracker_since, inputs_applied = inp.pending_since, inp.tracker_since, inp.counter
@@ -522,6 +532,7 @@ class LiveEngine:
         return {
             "character": str(getattr(self.character, "name", "character")),
             "target_fps": self.fps,
+            "frame_fps": self.frame_fps,
             "encoders": self.encoders,
             "render": self.render_mode,
             "frames_wanted": self._frames_wanted,

@@ -176,7 +176,9 @@ def run_live(config: LiveConfig, print_fn=print) -> None:
         for source in sources:
             mixer.add_source(source)
         render, why_server = render_mode(config, ch)
-        engine = LiveEngine(ch, mixer, fps=config.fps, encoders=config.encoders, render=render)
+        device_type = getattr(getattr(ch, "device", None), "type", "cpu")
+        engine = LiveEngine(ch, mixer, fps=config.fps, encoders=config.encoders, render=render,
+                            frame_fps=config.frame_fps(device_type))
         server = uvicorn.Server(uvicorn_config(create_app(engine, config), config))
 
         def announce() -> None:
@@ -190,6 +192,9 @@ def run_live(config: LiveConfig, print_fn=print) -> None:
                          "--render server to force those)")
             else:
                 print_fn(f"  rendering:          on this machine ({why_server or '--render server'})")
+            if engine.frame_fps < engine.fps:
+                print_fn(f"  server frames:      at most {engine.frame_fps:g} per second on the "
+                         f"{device_type.upper()} (--server-fps to change)")
             print_fn(f"  studio:             {config.url('/', port)}")
             if config.host in WILDCARD_HOSTS:
                 print_fn(f"  on this machine:    {config.local_url('/', port)}")

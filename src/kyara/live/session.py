@@ -24,6 +24,9 @@ RENDER_MODES = ("server", "browser")  # where frames are drawn: here (WebP) or i
 # --render choices: "auto" (the default) is browser for a student the pages can run, else server
 # (kyara.live.runner.render_mode resolves it once the character is loaded).
 RENDER_CHOICES = (*RENDER_MODES, "auto")
+# Server frames on a CPU: 30 frames/s keep a 2-core machine's live server under one core with the lite
+# student (0.90 cores measured; rendering at 60 took 1.4 and left little to OBS and a game). --server-fps N.
+CPU_SERVER_FPS = 30.0
 
 
 def is_loopback(host: str) -> bool:
@@ -67,7 +70,9 @@ class LiveConfig:
     open_browser: bool = True
     teacher: bool = False
     student: str = "auto"                 # auto | lite | full (kyara.student.lite.use_student)
-    fps: float = 60.0
+    fps: float = 60.0                     # the mixer's tick: pose packets to pages, server frames at most this often
+    server_fps: float | None = None       # most frames/s the server renders (None: fps, but at most
+                                          # CPU_SERVER_FPS on a CPU, where each frame costs ~27 CPU-ms)
     encoders: int = 3                     # WebP encoder threads
     render: str = "auto"                  # browser: pose packets, pages draw; server: WebP frames drawn here;
                                           # auto: browser unless the character cannot run in a page
@@ -102,6 +107,8 @@ class LiveConfig:
                 raise KyaraError(f"{flag} {port} is not a port number (0-65535)")
         if not self.fps > 0 or self.fps > 240:
             raise KyaraError(f"--fps must be in (0, 240], got {self.fps}")
+        if self.server_fps is not None and not 0 < self.server_fps <= 240:
+            raise KyaraError(f"--server-fps must be in (0, 240], got {self.server_fps}")
         if isinstance(self.encoders, bool) or not isinstance(self.encoders, int) or not 1 <= self.encoders <= 16:
             raise KyaraError(f"--encoders must be in [1, 16], got {self.encoders}")
         if self.render not in RENDER_CHOICES:
@@ -117,6 +124,12 @@ class LiveConfig:
                              "the message limit")
         if not self.status_interval_s > 0:
             raise KyaraError(f"status_interval_s must be > 0, got {self.status_interval_s}")
+
+    def frame_fps(self, device_type: str) -> float:
+        """The most frames per second the server renders on a device of this type ("cpu", "cuda", ...)."""
+        if self.server_fps is not None:
+            return min(self.server_fps, self.fps)
+        return min(self.fps, CPU_SERVER_FPS) if device_type == "cpu" else self.fps
 
     @property
     def uses_mic(self) -> bool:
