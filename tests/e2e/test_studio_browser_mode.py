@@ -136,6 +136,47 @@ def test_preset_and_ifacialmocap_packet_are_drawn_by_the_page(gpu_browser, tiny_
     page.close()
 
 
+CAPTURE_DEVICES = """
+(() => {
+  if (!self.GPUAdapter) return;
+  const requestDevice = GPUAdapter.prototype.requestDevice;
+  GPUAdapter.prototype.requestDevice = async function (...args) {
+    const device = await requestDevice.apply(this, args);
+    (self.kyaraTestDevices = self.kyaraTestDevices || []).push(device);
+    return device;
+  };
+})();
+"""
+
+
+def test_a_lost_webgpu_device_falls_back_to_server_frames_with_a_notice(gpu_browser, tiny_server):
+    """Issue 14 item 4: the GPU goes away under the page (driver reset, eGPU unplugged): the next pose is not
+    drawn on a dead device; the page says so and shows the server's frames instead of a frozen or blank canvas.
+    WebGPU on SwiftShader here; the test destroys the page's device."""
+    page = gpu_browser.new_page(viewport={"width": 1280, "height": 900})
+    page.add_init_script(CAPTURE_DEVICES)
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(tiny_server.url + "/?render=webgpu")
+    page.wait_for_function("() => window.kyaraStudio && window.kyaraStudio.conn", timeout=30_000)
+    page.evaluate(EXPOSE_CONN)
+    wait_drawn(page, "pose.every(v => v === 0)", FAST_TIMEOUT_MS)
+    assert page.evaluate("() => window.kyaraConn.render.backend") == "webgpu"
+    assert page.evaluate("() => (self.kyaraTestDevices || []).length") >= 1
+    page.evaluate("() => self.kyaraTestDevices.forEach(d => d.destroy())")
+    page.click("#presets button[data-preset='surprised']")   # a new pose for the dead device
+    page.wait_for_function("() => document.body.dataset.render === 'server-frames' && "
+                           "Number(document.getElementById('frame').dataset.seq || 0) > 0", timeout=FAST_TIMEOUT_MS)
+    text = page.locator("#render-notice").inner_text()
+    assert page.locator("#render-notice").is_visible()
+    assert "rendered by the server" in text and "WebGPU device lost" in text, text
+    rgba, _ = canvas_rgba(page)
+    assert rgba[5, 5, 3] == 0 and rgba[300, 256, 3] > 200   # the server's frame of the character
+    assert tiny_server.engine.status()["render_ms"]["n"] > 0   # the server renders for this page now
+    assert not errors, errors
+    page.close()
+
+
 def kyw_of(character) -> bytes:
     from kyara.web.weights import student_to_web_bytes
 
