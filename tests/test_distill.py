@@ -115,6 +115,35 @@ def test_character_region_covers_input_and_outputs_plus_margin():
     assert int(region.sum()) == 18 * 18 + 9 * 9
 
 
+def test_running_out_of_gpu_memory_is_a_one_line_error_with_advice(tmp_path, monkeypatch, capsys):
+    """torch's out-of-memory error (here raised where the pool is allocated, as on a 16-24 GB GPU at the
+    default --pool-size) becomes a DeviceMemoryError naming the pool's size and what to lower."""
+    import kyara.distill.loop as loop
+    from kyara.errors import DeviceMemoryError
+
+    def no_memory(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 12.00 GiB")
+
+    monkeypatch.setattr(loop, "TeacherPool", no_memory)
+    with pytest.raises(DeviceMemoryError) as caught:
+        distill(_image(), FakeTeacher(), TINY, out_dir=tmp_path, name="tiny", progress=False, student=_tiny_student())
+    message = str(caught.value)
+    assert "\n" not in message and "ran out of memory while distilling" in message
+    # TINY's pool: 1 example of 3.3 MiB; the default pool of 4096 is 13.1 GiB
+    assert f"--pool-size {TINY.pool_size}" in message and "3.3 MiB an example" in message
+    assert isinstance(caught.value.__cause__, torch.cuda.OutOfMemoryError)
+    assert loop.POOL_BYTES_PER_EXAMPLE == (6 * 512 * 512 + 4 * 192 * 192) * 2
+    assert "holds 13.1 GiB (--pool-size 4096" in loop.out_of_memory_message(DistillConfig(), torch.device("cpu"))
+    # On a 24 GiB GPU the advice is a pool of ~40 % of it, in whole teacher batches (32)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (5 * 2**30, 24 * 2**30))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device: "Some GPU")
+    advice = loop.out_of_memory_message(DistillConfig(), torch.device("cuda", 0))
+    fit = int(0.4 * 24 * 2**30 / loop.POOL_BYTES_PER_EXAMPLE) // 32 * 32
+    assert fit == 2976 and f"Try --pool-size {fit} (9.5 GiB)" in advice
+    assert advice.startswith("Some GPU (24.0 GiB, 5.0 GiB free now) ran out of memory")
+
+
 def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
     with pytest.raises(KyaraError, match="no checkpoint"):
         distill(_image(), FakeTeacher(), TINY, out_dir=tmp_path, resume=True, progress=False)

@@ -28,6 +28,10 @@ class CharacterFileError(KyaraError):
     """A .kyara character file (or THA4 character_model dir) is missing, corrupt or foreign."""
 
 
+class DeviceMemoryError(KyaraError):
+    """A job ran out of GPU memory; the message says how much the big allocations need and what to lower."""
+
+
 class OutputError(KyaraError, OSError):
     """An output file could not be written (read-only or full filesystem, permission denied, a file
     where a folder should be). Also an OSError, so code that catches write failures keeps working."""

@@ -33,7 +33,7 @@ from kyara.distill.mask import derive_face_mask, load_face_mask
 from kyara.distill.parallel import current_ranks
 from kyara.pose_dataset import pose_sampler
 from kyara.pose_sampler import sample_poses
-from kyara.errors import KyaraError
+from kyara.errors import DeviceMemoryError, KyaraError
 from kyara.geometry import FACE_MORPHER_BOX, STUDENT_FACE_BOX
 from kyara.image import atomic_write_bytes, to_premultiplied
 from kyara.nn import fused_siren
@@ -53,6 +53,41 @@ AUTO_MARGIN_S = 20.0     # final evaluation and file writes
 AUTO_OVERHEAD = 1.03     # periodic evaluation (~1 %) and checkpoints
 LOG_NAME = "log.jsonl"
 STORE_DTYPE = torch.float16   # pool storage; values in [-1, 1] keep ~3 decimal digits
+# One teacher example in the pool: final image (4, 512, 512), flow (2, 512, 512), face crop (4, 192, 192).
+POOL_BYTES_PER_EXAMPLE = (4 * 512 * 512 + 2 * 512 * 512 + 4 * FACE_MORPHER_BOX.height * FACE_MORPHER_BOX.width) \
+    * torch.finfo(STORE_DTYPE).bits // 8
+
+
+def out_of_memory_message(config: DistillConfig, device: torch.device) -> str:
+    """What to tell a user whose distillation ran out of GPU memory: the pool's share (allocated at once,
+    before training), the device's size, and settings that fit (a pool of ~40 % of the device)."""
+    gib = 2 ** 30
+    pool = config.pool_size * POOL_BYTES_PER_EXAMPLE
+    where = "the device"
+    fit = None
+    if device.type == "cuda" and torch.cuda.is_available():
+        free, total = torch.cuda.mem_get_info(device)
+        where = f"{torch.cuda.get_device_name(device)} ({total / gib:.1f} GiB, {free / gib:.1f} GiB free now)"
+        step = config.teacher_batch_size
+        fit = max(config.batch_size * config.face_batch_multiplier,
+                  int(0.4 * total / POOL_BYTES_PER_EXAMPLE) // step * step)
+    advice = (f"--pool-size {fit} ({fit * POOL_BYTES_PER_EXAMPLE / gib:.1f} GiB)" if fit and fit < config.pool_size
+              else "a smaller --pool-size")
+    return (f"{where} ran out of memory while distilling: the teacher pool alone holds {pool / gib:.1f} GiB "
+            f"(--pool-size {config.pool_size}, {POOL_BYTES_PER_EXAMPLE / 2**20:.1f} MiB an example), and the teacher "
+            f"({config.teacher_batch_size} poses a batch) and training (--batch-size {config.batch_size}) need more on "
+            f"top. Try {advice}, close other programs on that GPU (other kyara farm jobs: --jobs-per-gpu 1), or use "
+            f"a GPU with more memory; a new run is needed (--resume keeps the checkpoint's settings)")
+
+
+@contextmanager
+def explained_out_of_memory(config_now, device: torch.device):
+    """Turns torch's out-of-memory error into a DeviceMemoryError (one line, with advice); config_now()
+    gives the run's config at that moment (a resumed run's is the checkpoint's)."""
+    try:
+        yield
+    except torch.cuda.OutOfMemoryError as e:
+        raise DeviceMemoryError(out_of_memory_message(config_now(), device)) from e
 
 
 @contextmanager
@@ -280,7 +315,7 @@ def distill(image: torch.Tensor, teacher, config: DistillConfig = DistillConfig(
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = out_dir / CHECKPOINT_NAME
     device = teacher.device
-    with tf32_matmuls(config.tf32):
+    with tf32_matmuls(config.tf32), explained_out_of_memory(lambda: config, device):
         # -- resume: the checkpoint's config wins, so a resumed run is the same run -------------------
         start_step, ckpt_tensors, ckpt_meta, elapsed_before = 0, None, None, 0.0
         if resume:
