@@ -199,7 +199,8 @@ class LiveEngine:
     fps: target ticks per second; rendering happens only when the pose changed, an input is pending,
     or ``refresh_s`` passed since the last render. frame_fps: the most frames per second rendered
     (server frames; None: one per tick); ticks in between leave the pose and pending inputs for the
-    next rendered tick, so nothing is dropped. Pose packets (browser mode) go out at every tick.
+    next rendered tick, so nothing is dropped. Pose packets (browser mode) go out at every tick while
+    no page asks for server frames (while one does, every publication carries a frame, at frame_fps).
     encoders: WebP encoder threads of the running loop, and the most frames being encoded at once
     (1 = the encoder alone bounds the frame rate at 1 / encode time). ``step()`` encodes inline.
     render: "server" (render + encode every publication) or "browser" (publish poses only, unless a
