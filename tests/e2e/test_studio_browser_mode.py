@@ -172,7 +172,7 @@ def test_a_lost_webgpu_device_falls_back_to_server_frames_with_a_notice(gpu_brow
     assert "rendered by the server" in text and "WebGPU device lost" in text, text
     rgba, _ = canvas_rgba(page)
     assert rgba[5, 5, 3] == 0 and rgba[300, 256, 3] > 200   # the server's frame of the character
-    assert tiny_server.engine.status()["render_ms"]["n"] > 0   # the server renders for this page now
+    assert tiny_server.engine.status()["frames_wanted"] >= 1   # this page asked the server for frames
     assert not errors, errors
     page.close()
 
