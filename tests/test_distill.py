@@ -134,14 +134,17 @@ def test_running_out_of_gpu_memory_is_a_one_line_error_with_advice(tmp_path, mon
     assert isinstance(caught.value.__cause__, torch.cuda.OutOfMemoryError)
     assert loop.POOL_BYTES_PER_EXAMPLE == (6 * 512 * 512 + 4 * 192 * 192) * 2
     assert "holds 13.1 GiB (--pool-size 4096" in loop.out_of_memory_message(DistillConfig(), torch.device("cpu"))
-    # On a 24 GiB GPU the advice is a pool of ~40 % of it, in whole teacher batches (32)
+    # On a 24 GiB GPU the advice is the pool that fits beside the measured rest (19.4 GiB), in teacher batches
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (5 * 2**30, 24 * 2**30))
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device: "Some GPU")
     advice = loop.out_of_memory_message(DistillConfig(), torch.device("cuda", 0))
-    fit = int(0.4 * 24 * 2**30 / loop.POOL_BYTES_PER_EXAMPLE) // 32 * 32
-    assert fit == 2976 and f"Try --pool-size {fit} (9.5 GiB)" in advice
+    fit = int((0.95 * 24 * 2**30 - loop.NON_POOL_BYTES) / loop.POOL_BYTES_PER_EXAMPLE) // 32 * 32
+    assert fit == 1056 and f"Try --pool-size {fit} (3.4 GiB)" in advice
     assert advice.startswith("Some GPU (24.0 GiB, 5.0 GiB free now) ran out of memory")
+    # On a 16 GiB GPU no pool fits beside the default batches: the advice says so
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (1 * 2**30, 16 * 2**30))
+    assert "a smaller --batch-size" in loop.out_of_memory_message(DistillConfig(), torch.device("cuda", 0))
 
 
 def test_resume_without_checkpoint_is_a_clear_error(tmp_path):

@@ -78,8 +78,8 @@ def _register_run(farm_sub) -> None:
     p.add_argument("--address", help="Ray cluster to join: 'auto' (the one started on this node with `ray start`) "
                                      "or HEAD_IP:6379 (default: a local Ray for this run only)")
     p.add_argument("--jobs-per-gpu", type=int, default=DEFAULT_JOBS_PER_GPU,
-                   help="characters distilled at once on each GPU (each holds a 13.1 GiB teacher pool and more: "
-                        "1 on a 24 GB GPU)")
+                   help="characters distilled at once on each GPU (each holds ~32.5 GiB at the default recipe; 2 did the "
+                        "most training work per GPU-second on an H200; give each more --minutes when K > 1)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=o.device,
                    help="auto: GPUs if the cluster has any, else CPUs")
     p.add_argument("--cpus-per-job", type=int, default=o.cpus_per_job,

@@ -58,9 +58,14 @@ POOL_BYTES_PER_EXAMPLE = (4 * 512 * 512 + 2 * 512 * 512 + 4 * FACE_MORPHER_BOX.h
     * torch.finfo(STORE_DTYPE).bits // 8
 
 
+# GPU memory of one default run besides its pool: 32.5 GiB peak (nvidia-smi) with the 13.1 GiB pool, H200,
+# `kyara farm` with one job (docs/benchmarks.md, "Character farm"): the teacher's batches and training.
+NON_POOL_BYTES = int(19.4 * 2 ** 30)
+
+
 def out_of_memory_message(config: DistillConfig, device: torch.device) -> str:
     """What to tell a user whose distillation ran out of GPU memory: the pool's share (allocated at once,
-    before training), the device's size, and settings that fit (a pool of ~40 % of the device)."""
+    before training), the device's size, and a pool that fits beside the measured rest (NON_POOL_BYTES)."""
     gib = 2 ** 30
     pool = config.pool_size * POOL_BYTES_PER_EXAMPLE
     where = "the device"
@@ -69,10 +74,14 @@ def out_of_memory_message(config: DistillConfig, device: torch.device) -> str:
         free, total = torch.cuda.mem_get_info(device)
         where = f"{torch.cuda.get_device_name(device)} ({total / gib:.1f} GiB, {free / gib:.1f} GiB free now)"
         step = config.teacher_batch_size
-        fit = max(config.batch_size * config.face_batch_multiplier,
-                  int(0.4 * total / POOL_BYTES_PER_EXAMPLE) // step * step)
-    advice = (f"--pool-size {fit} ({fit * POOL_BYTES_PER_EXAMPLE / gib:.1f} GiB)" if fit and fit < config.pool_size
-              else "a smaller --pool-size")
+        fit = int((0.95 * total - NON_POOL_BYTES) / POOL_BYTES_PER_EXAMPLE) // step * step
+    if fit is not None and fit < config.batch_size * config.face_batch_multiplier:
+        advice = ("a smaller --batch-size with a small --pool-size (at the default batch sizes a run needs "
+                  f"~{NON_POOL_BYTES / gib:.0f} GiB besides its pool)")
+    elif fit is not None and fit < config.pool_size:
+        advice = f"--pool-size {fit} ({fit * POOL_BYTES_PER_EXAMPLE / gib:.1f} GiB)"
+    else:
+        advice = "a smaller --pool-size"
     return (f"{where} ran out of memory while distilling: the teacher pool alone holds {pool / gib:.1f} GiB "
             f"(--pool-size {config.pool_size}, {POOL_BYTES_PER_EXAMPLE / 2**20:.1f} MiB an example), and the teacher "
             f"({config.teacher_batch_size} poses a batch) and training (--batch-size {config.batch_size}) need more on "

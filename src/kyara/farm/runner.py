@@ -23,7 +23,8 @@ from kyara.farm.table import read_table
 from kyara.farm.task import TeacherLoader, run_job
 
 RAY_VERSION = "2.60.0"
-DEFAULT_JOBS_PER_GPU = 2   # set from benchmarks/farm_gpu.sh once measured on an H200 (docs/benchmarks.md)
+DEFAULT_JOBS_PER_GPU = 2   # measured best of 1/2/4 on an H200: 255 vs 231 and 185 training examples/s in all
+                           # (docs/benchmarks.md, "H200 rows ... session 8"); each job holds ~32.5 GiB
 # a local Ray on this machine only: every listener on 127.0.0.1, no auth token file, no usage report
 LOCAL_RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
 
