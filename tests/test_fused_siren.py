@@ -132,6 +132,23 @@ def test_bad_shapes_name_the_parameter():
         fused_siren.sine_first_layer(torch.zeros(7, 2), torch.zeros(4, 2), torch.zeros(1, 4), torch.zeros(1, 3, 4))
     with pytest.raises(ValueError, match=r"precision must be one of tf32, ieee, bf16"):
         fused_siren._dot_mode(torch.float32, "fp8")
+    with pytest.raises(ValueError, match=r"sine_linear: x is torch.float64; the fused kernels take float32"):
+        fused_siren.sine_linear(torch.zeros(3, 5, dtype=torch.float64), torch.zeros(4, 5, dtype=torch.float64))
+
+
+def test_precision_names_pick_their_kernel_branch():
+    """The kernels branch on DOT: 0 exact fp32 products, 1 TF32, 2 bf16, 3 fp16/bf16 inputs. A wrong table
+    here ran "ieee" as TF32 on the H200 (session 9: 3.5e-3 from float64 where PyTorch's fp32 is 2.4e-6);
+    the interpreter cannot see it (its every fp32 dot is exact), so the table is checked directly."""
+    assert [fused_siren._dot_mode(torch.float32, p) for p in ("ieee", "tf32", "bf16")] == [0, 1, 2]
+    assert fused_siren._dot_mode(torch.float16, "ieee") == fused_siren._dot_mode(torch.bfloat16, None) == 3
+    saved = torch.backends.cuda.matmul.allow_tf32   # (not monkeypatch: a property of torch's cuBLAS module)
+    try:
+        for tf32, mode in ((False, 0), (True, 1)):   # None follows torch's TF32 switch, like the PyTorch path
+            torch.backends.cuda.matmul.allow_tf32 = tf32
+            assert fused_siren._dot_mode(torch.float32, None) == mode
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = saved
 
 
 def test_auto_falls_back_once_when_a_fused_call_fails(monkeypatch, fresh_auto):
@@ -288,12 +305,14 @@ def test_student_and_train_forward_select_the_kernels_when_asked(interpreter, fr
 
 
 # -- on the GPU ---------------------------------------------------------------------------------------------
-def _float64_error(fn, *tensors) -> float:
-    """max |fn(tensors) − fn(tensors in float64)|: the rounding error of fn at the tensors' precision."""
+def _torch_sine_linear(x, w, b):
+    return torch.sin(OMEGA_0 * F.linear(x, w, b))
+
+
+def _error_vs_float64(fn, x, w, b) -> float:
+    """max |fn(x, w, b) − the PyTorch maths in float64|: fn's rounding error at the tensors' precision."""
     with torch.no_grad():
-        low = fn(*tensors).double()
-        exact = fn(*(t.double() for t in tensors))
-    return float((low - exact).abs().max())
+        return float((fn(x, w, b).double() - _torch_sine_linear(x.double(), w.double(), b.double())).abs().max())
 
 
 @on_gpu
@@ -310,14 +329,14 @@ def test_gpu_sine_linear_is_as_accurate_as_the_pytorch_path(k, n, tf32, monkeypa
     x = (torch.rand(20_001, k, generator=g) * 2 - 1).cuda()
     w = ((torch.rand(n, k, generator=g) * 2 - 1) * (6 / k) ** 0.5 / OMEGA_0).cuda()
     b = ((torch.rand(n, generator=g) * 2 - 1) * 0.05).cuda()
-    fused_err = _float64_error(lambda x, w, b: fused_siren.sine_linear(x, w, b), x, w, b)
-    torch_err = _float64_error(lambda x, w, b: torch.sin(OMEGA_0 * F.linear(x, w, b)), x, w, b)
+    fused_err = _error_vs_float64(fused_siren.sine_linear, x, w, b)
+    torch_err = _error_vs_float64(_torch_sine_linear, x, w, b)
     assert fused_err <= 2 * torch_err + 1e-6, (fused_err, torch_err)
     dy = torch.randn(20_001, n, generator=g).cuda()
     grads = {}
     for name, fn, dtype in (("fused", lambda *a: fused_siren.sine_linear(*a), torch.float32),
-                            ("torch", lambda x, w, b: torch.sin(OMEGA_0 * F.linear(x, w, b)), torch.float32),
-                            ("exact", lambda x, w, b: torch.sin(OMEGA_0 * F.linear(x, w, b)), torch.float64)):
+                            ("torch", _torch_sine_linear, torch.float32),
+                            ("exact", _torch_sine_linear, torch.float64)):
         inputs = [t.to(dtype).requires_grad_() for t in (x, w, b)]
         grads[name] = torch.autograd.grad(fn(*inputs), inputs, dy.to(dtype))
     for fused_g, torch_g, exact_g in zip(grads["fused"], grads["torch"], grads["exact"]):

@@ -49,6 +49,9 @@ from kyara.nn.siren import OMEGA_0
 
 KERNEL_CHOICES = ("auto", "triton", "torch")
 PRECISIONS = ("tf32", "ieee", "bf16")
+# the DOT constexpr of the kernels per precision of fp32 inputs (3: fp16/bf16 inputs, native products)
+DOT_MODES = {"ieee": 0, "tf32": 1, "bf16": 2}
+KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 _KERNELS: dict = {}      # interpreting() → the jitted kernels (built on first use: no triton import at import time)
 _AUTO_DISABLED: str | None = None   # why "auto" stopped choosing Triton in this process (a failed launch)
@@ -374,7 +377,7 @@ def _dot_mode(dtype: torch.dtype, precision: str | None) -> int:
         precision = "tf32" if torch.backends.cuda.matmul.allow_tf32 else "ieee"
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)} or None; got {precision!r}")
-    return PRECISIONS.index(precision) if precision != "tf32" else 1
+    return DOT_MODES[precision]
 
 
 def _launch_sine_linear(x2: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, save_cos: bool,
@@ -427,6 +430,8 @@ def sine_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
     PyTorch path. fp16/bf16 inputs multiply natively. Accumulation is fp32 in every case.
     """
     k = x.shape[-1]
+    if x.dtype not in KERNEL_DTYPES:
+        raise ValueError(f"sine_linear: x is {x.dtype}; the fused kernels take float32, float16 or bfloat16")
     if weight.dim() != 2 or weight.shape[1] != k:
         raise ValueError(f"sine_linear: weight must be (N, {k}) for x (..., {k}), got {tuple(weight.shape)}")
     x2 = x.reshape(-1, k).contiguous()

@@ -49,8 +49,8 @@ class Student(nn.Module):
 
     name = "student"
     # Off the CPU evaluator: "torch" = the modules' torch code; "triton" the fused kernels; "auto" = triton on
-    # CUDA where it runs (kyara.nn.fused_siren.use_triton), else torch. Default torch until the kernels are
-    # measured on a GPU (they have only run in Triton's CPU interpreter: docs/benchmarks.md, issue 16).
+    # CUDA where it runs (kyara.nn.fused_siren.use_triton), else torch. Default torch: on an H200 the fused
+    # kernels rendered 1.5× slower than torch fp16 under a CUDA graph (docs/benchmarks.md, "Fused SIREN kernels").
     kernels = "torch"
 
     def __init__(self, face_morpher: FaceMorpher | None = None, body_morpher: BodyMorpher | None = None,
