@@ -9,8 +9,10 @@ blended-image MSE of today's default recipe) + both Adam updates, TF32 matmuls, 
 ``kyara.distill.loop.TrainForward`` exactly as the distiller builds it. Modes:
 
 - eager: the PyTorch path (kernels="torch", no compile);
-- compiled: torch.compile of the two networks' feature functions (kernels="torch"; the default before
-  the fused kernels);
+- compiled: torch.compile of the two networks' feature functions (kernels="torch"; the distiller's default);
+- compiled+graphs: the same with torch.compile(mode="reduce-overhead"), i.e. CUDA graphs of the compiled
+  forward and backward (a small-batch step launches many short kernels);
+- compiled+fused-adam: compiled, with Adam(fused=True) for both optimizers;
 - triton: the fused Triton sine layers (kyara.nn.fused_siren, kernels="triton"), uncompiled;
 - triton+compile: torch.compile around the fused kernels;
 - triton-bf16: the fused kernels with bf16 products (fp32 accumulation) in their forward matmuls
@@ -41,25 +43,28 @@ from kyara.nn import fused_siren
 from kyara.nn.warp import apply_flow
 from kyara.student import Student
 
-MODES = {   # name → (compile, kernels, matmul precision of the fused kernels)
-    "eager": (False, "torch", None),
-    "compiled": (True, "torch", None),
-    "triton": (False, "triton", None),
-    "triton+compile": (True, "triton", None),
-    "triton-bf16": (False, "triton", "bf16"),
-    "auto": (True, "auto", None),
+MODES = {   # name → (compile, kernels, matmul precision of the fused kernels, torch.compile mode, fused Adam)
+    "eager": (False, "torch", None, None, False),
+    "compiled": (True, "torch", None, None, False),
+    "compiled+graphs": (True, "torch", None, "reduce-overhead", False),
+    "compiled+fused-adam": (True, "torch", None, None, True),
+    "triton": (False, "triton", None, None, False),
+    "triton+compile": (True, "triton", None, None, False),
+    "triton-bf16": (False, "triton", "bf16", None, False),
+    "auto": (True, "auto", None, None, False),
 }
 
 
-def make_setup(dev, batch: int, face_batch: int, margin: int):
+def make_setup(dev, batch: int, face_batch: int, margin: int, fused_adam: bool = False):
     """Student (seed 0) on the sample's region, its two Adam optimizers, and fixed random data."""
     sample = load_image(SAMPLE_IMAGE).to(dev)
     region = character_region(sample, sample[3:4], margin)
     torch.manual_seed(0)
     student = Student().to(dev)
     student.set_region(region)
-    opts = (torch.optim.Adam(student.face_morpher.parameters(), lr=1e-4),
-            torch.optim.Adam(student.body_morpher.parameters(), lr=1e-4))
+    adam = {"fused": True} if fused_adam else {}   # one kernel per update instead of foreach's several
+    opts = (torch.optim.Adam(student.face_morpher.parameters(), lr=1e-4, **adam),
+            torch.optim.Adam(student.body_morpher.parameters(), lr=1e-4, **adam))
     g = torch.Generator(device="cpu").manual_seed(1)
     image = sample.expand(batch, -1, -1, -1).contiguous()
     data = {
@@ -129,10 +134,11 @@ def main() -> None:
         if time.perf_counter() - t_start > args.budget_s:
             rows.append((mode, "—", "—", "—", "—", "—", "—", f"skipped: past --budget-s {args.budget_s:.0f} s"))
             continue
-        compile, kernels, precision = MODES[mode]
+        compile, kernels, precision, compile_mode, fused_adam = MODES[mode]
         try:
-            student, opts, d, share = make_setup(dev, args.batch, args.face_batch, args.margin)
-            forward = TrainForward(student, compile=compile and dev.type == "cuda", kernels=kernels)
+            student, opts, d, share = make_setup(dev, args.batch, args.face_batch, args.margin, fused_adam)
+            forward = TrainForward(student, compile=compile and dev.type == "cuda", kernels=kernels,
+                                   compile_mode=compile_mode)
             t0 = time.perf_counter()
             with fused_siren.matmul_precision(precision):
                 step(forward, opts, d, config, update=False)   # first call: compiles (Triton and/or inductor)

@@ -201,7 +201,7 @@ class TrainForward:
     "triton" with compile=True compiles around them. ``self.kernels`` is what was chosen: "triton" / "torch".
     """
 
-    def __init__(self, student: Student, compile: bool = False, kernels: str = "torch"):
+    def __init__(self, student: Student, compile: bool = False, kernels: str = "torch", compile_mode: str | None = None):
         device = student.device
         fused = fused_siren.use_triton(kernels, device)
         if fused and kernels == "auto":
@@ -210,7 +210,8 @@ class TrainForward:
                 fused_siren.disable_auto(reason)
                 fused = False
             compile = compile and not fused
-        wrap = torch.compile if compile else (lambda fn: fn)
+        # compile_mode: torch.compile's mode (None: its default; "reduce-overhead" adds CUDA graphs)
+        wrap = (lambda fn: torch.compile(fn, mode=compile_mode)) if compile else (lambda fn: fn)
         self.student = student
         self.kernels = "triton" if fused else "torch"
         face, body = student.face_morpher, student.body_morpher
