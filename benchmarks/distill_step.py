@@ -19,6 +19,9 @@ blended-image MSE of today's default recipe) + both Adam updates, TF32 matmuls, 
   (fused_siren.matmul_precision("bf16"); the backward's matmuls stay TF32): an experiment, no default uses it;
 - auto: TrainForward as DistillConfig's default builds it (kernels="auto", compile=True).
 
+--body-pixel-fraction F1,F2,... trains the body on one random part (1/round(1/F)) of the region per step, as
+`kyara distill --body-pixel-fraction`: every mode at every F, side by side in one process.
+
 Every mode starts from the same weights and data; "grad vs eager" is the largest relative difference
 (max |Δ| / max |eager| over each parameter tensor, worst tensor) of the first step's gradients
 against the eager mode's, so the table also checks that a mode computes the same step. A mode that
@@ -36,7 +39,7 @@ import torch
 
 from kyara.character import SAMPLE_IMAGE
 from kyara.distill.config import THA4_BODY_PHASES, DistillConfig
-from kyara.distill.loop import TrainForward, character_region
+from kyara.distill.loop import BodyPixelSubsets, TrainForward, character_region, subset_body_loss
 from kyara.distill.losses import body_loss, face_loss
 from kyara.image import load_image
 from kyara.nn import fused_siren
@@ -77,17 +80,21 @@ def make_setup(dev, batch: int, face_batch: int, margin: int, fused_adam: bool =
         "flow": (torch.randn(batch, 2, 512, 512, generator=g) * 0.01).to(dev),
     }
     data["warped"] = apply_flow(image, data["flow"])
-    return student, opts, data, float(region.float().mean())
+    return student, opts, data, region
 
 
-def step(forward: TrainForward, opts, d, config: DistillConfig, update: bool = True) -> None:
+def step(forward: TrainForward, opts, d, config: DistillConfig, update: bool = True, parts=None, g=None) -> None:
     face_opt, body_opt = opts
     loss_face = face_loss(forward.face(d["face_poses"]), d["face_target"], d["mask"], config.face_mask_weight)
     face_opt.zero_grad(set_to_none=True)
     loss_face.backward()
-    out = forward.body(d["image"], d["poses"])
-    loss_body, _ = body_loss(out, d["final"], d["warped"], d["flow"], THA4_BODY_PHASES[2], config.masked_flow,
-                             config.blended_l2)
+    if parts is None:
+        out = forward.body(d["image"], d["poses"])
+        loss_body, _ = body_loss(out, d["final"], d["warped"], d["flow"], THA4_BODY_PHASES[2], config.masked_flow,
+                                 config.blended_l2)
+    else:   # --body-pixel-fraction: one random part of the region, as the distiller's loop
+        loss_body, _ = subset_body_loss(forward, d["image"], d["poses"], d["final"], d["flow"], parts.pick(g),
+                                        parts.share, THA4_BODY_PHASES[2], config)
     body_opt.zero_grad(set_to_none=True)
     loss_body.backward()
     if update:
@@ -111,6 +118,9 @@ def main() -> None:
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--profile", default="", help="a mode whose top CUDA kernels to print (torch.profiler)")
     ap.add_argument("--top", type=int, default=15, help="profiler rows")
+    ap.add_argument("--body-pixel-fraction", default="1",
+                    help="comma list: train the body on a random 1/round(1/F) of the region per step "
+                         "(DistillConfig.body_pixel_fraction); each F runs every mode")
     args = ap.parse_args()
     t_start = time.perf_counter()
     dev = torch.device(args.device)
@@ -120,28 +130,38 @@ def main() -> None:
             raise SystemExit(f"distill_step.py: unknown mode {mode!r} (choose from {', '.join(MODES)})")
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
-    config = DistillConfig()
+    fractions = [float(f) for f in args.body_pixel_fraction.split(",")]
     name = torch.cuda.get_device_name() if dev.type == "cuda" else "cpu"
     triton_version = "not importable"
     if fused_siren.triton_importable():
         import triton
         triton_version = triton.__version__
     print(f"{name}, torch {torch.__version__}, triton {triton_version}; batch {args.batch}, face batch "
-          f"{args.face_batch}, TF32, {args.steps} timed steps; triton usable here: "
+          f"{args.face_batch}, body pixel fractions {args.body_pixel_fraction}, TF32, {args.steps} timed steps; triton usable here: "
           f"{fused_siren.triton_available(dev)}\n", flush=True)
-    rows, ref_grads, eager_ms, compiled_ms = [], None, None, None
-    for mode in modes:
+    rows, eager_ms, compiled_ms = [], None, None   # × eager / × compiled: against the first fraction's rows
+    for fraction, mode in [(f, m) for f in fractions for m in modes]:
+        config = DistillConfig(body_pixel_fraction=fraction)
+        if mode == modes[0]:
+            ref_grads = None    # grad vs eager compares modes at the same fraction (the same parts)
+        label = mode if len(fractions) == 1 else f"{mode} @ {fraction:g}"
         if time.perf_counter() - t_start > args.budget_s:
-            rows.append((mode, "—", "—", "—", "—", "—", "—", f"skipped: past --budget-s {args.budget_s:.0f} s"))
+            rows.append((label, "—", "—", "—", "—", "—", "—", f"skipped: past --budget-s {args.budget_s:.0f} s"))
             continue
         compile, kernels, precision, compile_mode, fused_adam = MODES[mode]
         try:
-            student, opts, d, share = make_setup(dev, args.batch, args.face_batch, args.margin, fused_adam)
+            student, opts, d, region = make_setup(dev, args.batch, args.face_batch, args.margin, fused_adam)
+            share = float(region.float().mean())
+            parts, g = None, torch.Generator().manual_seed(0)
+            if config.body_pixel_fraction < 1:
+                parts = BodyPixelSubsets(region, student.size, len(student.body_morpher.levels),
+                                         config.body_pixel_fraction, 0, dev)
+                share *= parts.fraction
             forward = TrainForward(student, compile=compile and dev.type == "cuda", kernels=kernels,
                                    compile_mode=compile_mode)
             t0 = time.perf_counter()
             with fused_siren.matmul_precision(precision):
-                step(forward, opts, d, config, update=False)   # first call: compiles (Triton and/or inductor)
+                step(forward, opts, d, config, update=False, parts=parts, g=g)   # first call: compiles (Triton and/or inductor)
             sync(dev)
             first_s = time.perf_counter() - t0
             grads = [p.grad.detach().float().cpu() for p in student.parameters()]
@@ -154,11 +174,11 @@ def main() -> None:
                 gtext = "—"
             with fused_siren.matmul_precision(precision):
                 for _ in range(3):
-                    step(forward, opts, d, config)
+                    step(forward, opts, d, config, parts=parts, g=g)
                 sync(dev)
                 t0 = time.perf_counter()
                 for _ in range(args.steps):
-                    step(forward, opts, d, config)
+                    step(forward, opts, d, config, parts=parts, g=g)
                 sync(dev)
                 ms = (time.perf_counter() - t0) / args.steps * 1000
                 if mode == args.profile and dev.type == "cuda":
@@ -166,25 +186,26 @@ def main() -> None:
 
                     with profile(activities=[ProfilerActivity.CUDA]) as prof:
                         for _ in range(5):
-                            step(forward, opts, d, config)
+                            step(forward, opts, d, config, parts=parts, g=g)
                         sync(dev)
                     print(f"\n{mode}: top CUDA kernels over 5 steps\n"
                           + prof.key_averages().table(sort_by="cuda_time_total", row_limit=args.top,
                                                       max_name_column_width=60), flush=True)
-            eager_ms = ms if mode == "eager" else eager_ms
-            compiled_ms = ms if mode == "compiled" else compiled_ms
-            rows.append((mode, forward.kernels, f"{share:.2f}", f"{ms:.1f}", f"{args.batch / ms * 1000:.0f}" if ms < args.batch * 100 else f"{args.batch / ms * 1000:.2f}",
+            if fraction == fractions[0]:
+                eager_ms = ms if mode == "eager" else eager_ms
+                compiled_ms = ms if mode == "compiled" else compiled_ms
+            rows.append((label, forward.kernels, f"{share:.2f}", f"{ms:.1f}", f"{args.batch / ms * 1000:.0f}" if ms < args.batch * 100 else f"{args.batch / ms * 1000:.2f}",
                          f"{first_s:.1f}", gtext, ""))
-            print(f"{mode}: {ms:.1f} ms/step (first step {first_s:.1f} s, grad vs eager {gtext})", flush=True)
+            print(f"{label}: {ms:.1f} ms/step (first step {first_s:.1f} s, grad vs eager {gtext})", flush=True)
         except Exception as e:   # noqa: BLE001 - one failing mode must not lose the others
             msg = f"{type(e).__name__}: {' '.join(str(e).split())[:300]}"
-            rows.append((mode, "—", "—", "—", "—", "—", "—", f"error: {msg}"))
-            print(f"{mode}: FAILED\n{traceback.format_exc(limit=6)}", flush=True)
+            rows.append((label, "—", "—", "—", "—", "—", "—", f"error: {msg}"))
+            print(f"{label}: FAILED\n{traceback.format_exc(limit=6)}", flush=True)
         finally:
             student = opts = d = forward = None
             if dev.type == "cuda":
                 torch.cuda.empty_cache()
-    print("\n| mode | sine layers | region share | ms/step | body examples/s | × eager | × compiled | first step s | grad vs eager | note |")
+    print("\n| mode | sine layers | canvas share trained | ms/step | body examples/s | × eager | × compiled | first step s | grad vs eager | note |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for mode, kern, share, ms, ex, first, gtext, note in rows:
         vs_eager = vs_compiled = "—"

@@ -102,6 +102,31 @@ def test_tiny_distillation_loss_falls_and_resume_is_exact(tmp_path, bit_exact_to
     assert plan_meta["face_weights_sha256"] == face_weights_sha256(straight.character.poser)
 
 
+def test_tiny_distillation_on_pixel_parts_learns_and_resumes_exactly(tmp_path, bit_exact_torch):
+    """body_pixel_fraction < 1 (issue 16: cheaper body steps): the body morpher trains on one random part of
+    the region per step; the loss still falls, and resume still replays the same parts."""
+    from dataclasses import replace
+
+    config = replace(TINY, body_pixel_fraction=0.5)
+    teacher = FakeTeacher()
+    straight = distill(_image(), teacher, config, out_dir=tmp_path / "a", name="tiny", progress=False,
+                       student=_tiny_student())
+    log = _log(tmp_path / "a")
+    assert log[-1]["blended"] < log[0]["blended"] and straight.steps == 4
+    half = tmp_path / "b"
+    distill(_image(), teacher, config, out_dir=half, name="tiny", progress=False, max_minutes=1e-9,
+            student=_tiny_student())
+    resumed = distill(_image(), teacher, config, out_dir=half, name="tiny", progress=False, resume=True,
+                      student=_tiny_student())
+    for (k, x), (_, y) in zip(straight.character.poser.state_dict().items(),
+                              resumed.character.poser.state_dict().items()):
+        assert torch.equal(x, y), f"resume diverged at {k}"
+    full = distill(_image(), teacher, TINY, out_dir=tmp_path / "c", name="tiny", progress=False,
+                   student=_tiny_student())   # and it is another run than the full-region one
+    assert not torch.equal(full.character.poser.body_morpher.last_linear.weight,
+                           straight.character.poser.body_morpher.last_linear.weight)
+
+
 def test_character_region_covers_input_and_outputs_plus_margin():
     from kyara.distill.loop import character_region
 
@@ -310,7 +335,7 @@ def _cli_distill_config(monkeypatch, tmp_path, *extra):
     return seen["config"], seen["kw"]
 
 
-def test_cli_distill_defaults_are_the_measured_recipe(monkeypatch, tmp_path):
+def test_cli_distill_defaults_are_the_measured_recipe(monkeypatch, tmp_path, capsys):
     config, kw = _cli_distill_config(monkeypatch, tmp_path, "--minutes", "20")
     assert config.examples == 0 and kw["max_minutes"] == 20          # --minutes sizes the run
     assert config.tf32 and config.compile and config.blended_l2 == 40.0 and config.lr_scale == 3.0
@@ -320,6 +345,12 @@ def test_cli_distill_defaults_are_the_measured_recipe(monkeypatch, tmp_path):
     assert not config.tf32 and not config.compile and config.blended_l2 == 0.0
     config, _ = _cli_distill_config(monkeypatch, tmp_path, "--minutes", "5", "--examples", "1000")
     assert config.examples == 1000
+    config, _ = _cli_distill_config(monkeypatch, tmp_path, "--body-pixel-fraction", "0.25")
+    assert config.body_pixel_fraction == 0.25 and DistillConfig().body_pixel_fraction == 1.0
+    from kyara.character import SAMPLE_IMAGE
+    from kyara.cli import main
+    assert main(["distill", str(SAMPLE_IMAGE), "-o", str(tmp_path / "d.kyara"), "--body-pixel-fraction", "1.5"]) == 2
+    assert "--body-pixel-fraction must be in (0, 1], got 1.5" in capsys.readouterr().err
 
 
 def test_configs_saved_before_blended_l2_resume_without_it():

@@ -74,6 +74,10 @@ def register(sub) -> None:
     p.add_argument("--edge-weight", type=float, default=DEFAULTS.edge_weight, metavar="W",
                    help="add W × the blended image's squared error on the teacher's silhouette edges (a 5-px "
                         "band) to the body loss; 0 = off (the default until measured)")
+    p.add_argument("--body-pixel-fraction", type=float, default=DEFAULTS.body_pixel_fraction, metavar="F",
+                   help="train the body network on a random 1/round(1/F) of the character region per step "
+                        "(cheaper steps, noisier gradients; 1 = every pixel, the default; not yet measured "
+                        "for quality per minute)")
     p.set_defaults(func=run)
 
 

@@ -24,11 +24,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
 import torch
 
 from kyara.character import COLOUR_KEY, Character, save_kyara
 from kyara.distill.config import DistillConfig, phase_at
-from kyara.distill.losses import body_loss, face_loss
+from kyara.distill.losses import alpha_edges, body_loss, face_loss, flow_weight
 from kyara.distill.mask import derive_face_mask, load_face_mask
 from kyara.distill.parallel import current_ranks
 from kyara.pose_dataset import pose_sampler
@@ -37,11 +38,11 @@ from kyara.errors import DeviceMemoryError, KyaraError
 from kyara.geometry import FACE_MORPHER_BOX, STUDENT_FACE_BOX
 from kyara.image import atomic_write_bytes, to_premultiplied
 from kyara.nn import fused_siren
-from kyara.nn.warp import apply_flow
+from kyara.nn.warp import apply_flow, apply_flow_at
 from kyara.pose import NUM_PARAMETERS
 from kyara.student import BodyMorpherOutput, Student
 from kyara.student.lite import movable_face
-from kyara.student.pixels import dilate
+from kyara.student.pixels import PixelSet, dilate
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
 AUTO_MARK_STEPS = 10     # an auto-sized run (examples=0) times its steps from here: the first steps
@@ -186,6 +187,61 @@ def character_region(image: torch.Tensor, teacher_alpha: torch.Tensor, margin_px
     return dilate(visible, margin_px)
 
 
+class BodyPixelSubsets:
+    """Random parts of the body region, for training the body morpher on a fraction of it per step
+    (DistillConfig.body_pixel_fraction < 1).
+
+    The region is split at random into K = round(1 / fraction) parts of (nearly) equal size, PARTITIONS
+    times over; a step draws one of those K · PARTITIONS parts, so every region pixel is trained with the
+    same probability 1 / K. Each part is a PixelSet (its output level, and the coarser levels its
+    bilinear taps read), built once here because building one takes tens of ms on the CPU.
+    share = region pixels / canvas pixels, for body_loss's pixel_share.
+    """
+    PARTITIONS = 4
+
+    def __init__(self, region: torch.Tensor | None, size: int, levels: int, fraction: float, seed: int,
+                 device: torch.device):
+        base = np.ones((size, size), dtype=bool) if region is None else region.cpu().numpy().astype(bool)
+        self.parts_per_partition = max(1, round(1 / fraction))
+        self.share = float(base.mean())
+        where = np.flatnonzero(base)
+        rng = np.random.default_rng(seed)
+        self.sets: list[PixelSet] = []
+        for _ in range(self.PARTITIONS):
+            part_of = rng.permutation(len(where)) % self.parts_per_partition   # equal sizes, random members
+            for k in range(self.parts_per_partition):
+                mask = np.zeros(size * size, dtype=bool)
+                mask[where[part_of == k]] = True
+                self.sets.append(PixelSet.from_mask(mask.reshape(size, size), levels).to(device))
+
+    @property
+    def fraction(self) -> float:
+        """The share of the region each part holds (1 / K)."""
+        return 1.0 / self.parts_per_partition
+
+    def pick(self, generator: torch.Generator) -> PixelSet:
+        return self.sets[int(torch.randint(len(self.sets), (1,), generator=generator))]
+
+
+def subset_body_loss(forward: "TrainForward", body_input: torch.Tensor, poses: torch.Tensor, final: torch.Tensor,
+                     flow: torch.Tensor, pixels: PixelSet, share: float, phase, config: DistillConfig):
+    """body_loss on the pixels of one BodyPixelSubsets part: the student and the targets at those pixels only.
+    body_input, final (N, 4, 512, 512), flow (N, 2, 512, 512) the teacher's; poses (N, 45)."""
+    at = pixels.output.index
+
+    def gather(t: torch.Tensor) -> torch.Tensor:     # (N, C, H, W) → (N, C, M)
+        return t.flatten(2).index_select(2, at)
+
+    flow_at = gather(flow)
+    with torch.no_grad():
+        target_warped = apply_flow_at(body_input, flow_at, at)
+        flow_w = gather(flow_weight(final)) if config.masked_flow else None       # need the neighbourhood: whole image
+        edges = gather(alpha_edges(final)) if config.edge_weight else None
+    out = forward.body_at(body_input, poses, pixels)
+    return body_loss(out, gather(final), target_warped, flow_at, phase, config.masked_flow, config.blended_l2,
+                     config.edge_weight, flow_w=flow_w, edges=edges, pixel_share=share)
+
+
 class TrainForward:
     """The student's forward passes as the training loop runs them, torch.compile'd when asked.
 
@@ -222,6 +278,10 @@ class TrainForward:
     def body(self, body_input: torch.Tensor, poses: torch.Tensor) -> BodyMorpherOutput:
         """Student.body_outputs through these (possibly compiled) feature functions."""
         return self.student.body_outputs(body_input, poses, features=self._features, features_at=self._features_at)
+
+    def body_at(self, body_input: torch.Tensor, poses: torch.Tensor, pixels: PixelSet) -> BodyMorpherOutput:
+        """Student.body_outputs_at through these feature functions: (N, C, M) fields at pixels.output."""
+        return self.student.body_outputs_at(body_input, poses, pixels, features_at=self._features_at)
 
 
 @dataclass
@@ -398,6 +458,10 @@ def distill(image: torch.Tensor, teacher, config: DistillConfig = DistillConfig(
             _load_optimizer("body_opt", body_opt, ckpt_tensors, json.loads(ckpt_meta["body_opt"]), device)
 
         forward = TrainForward(student, compile=config.compile and device.type == "cuda", kernels=config.kernels)
+        subsets = None   # body_pixel_fraction < 1: the body morpher trains on one random part of the region per step
+        if config.body_pixel_fraction < 1:
+            subsets = BodyPixelSubsets(region, student.size, len(student.body_morpher.levels),
+                                       config.body_pixel_fraction, config.seed, device)
         face_box_in_crop = STUDENT_FACE_BOX.relative_to(FACE_MORPHER_BOX)
         ckpt_every_steps = max(1, config.checkpoint_every_examples // per_step)
         log_path = out_dir / LOG_NAME
@@ -445,11 +509,15 @@ def distill(image: torch.Tensor, teacher, config: DistillConfig = DistillConfig(
             idx = pool.sample(config.batch_size, g)
             body_input = FACE_MORPHER_BOX.paste(image.expand(len(idx), -1, -1, -1), pool.face_crop[idx].float())
             target_flow = pool.flow[idx].float()
-            with torch.no_grad():
-                target_warped = apply_flow(body_input, target_flow)
-            out = forward.body(body_input, pool.poses[idx])
-            loss_body, terms = body_loss(out, pool.final[idx].float(), target_warped, target_flow, body_phase,
-                                         config.masked_flow, config.blended_l2, config.edge_weight)
+            if subsets is None:
+                with torch.no_grad():
+                    target_warped = apply_flow(body_input, target_flow)
+                out = forward.body(body_input, pool.poses[idx])
+                loss_body, terms = body_loss(out, pool.final[idx].float(), target_warped, target_flow, body_phase,
+                                             config.masked_flow, config.blended_l2, config.edge_weight)
+            else:
+                loss_body, terms = subset_body_loss(forward, body_input, pool.poses[idx], pool.final[idx].float(),
+                                                    target_flow, subsets.pick(g), subsets.share, body_phase, config)
             body_opt.zero_grad(set_to_none=True)
             loss_body.backward()
             ranks.average_gradients(student.body_morpher.parameters())

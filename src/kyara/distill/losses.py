@@ -45,7 +45,8 @@ def alpha_edges(target_image: torch.Tensor, dilate_px: int = EDGE_DILATE_PX) -> 
 
 
 def body_loss(student, target_image: torch.Tensor, target_warped: torch.Tensor, target_flow: torch.Tensor,
-              phase: Phase, masked_flow: bool = True, blended_l2: float = 0.0, edge_weight: float = 0.0
+              phase: Phase, masked_flow: bool = True, blended_l2: float = 0.0, edge_weight: float = 0.0, *,
+              flow_w: torch.Tensor | None = None, edges: torch.Tensor | None = None, pixel_share: float = 1.0
               ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """THA4's four-term body loss. student: BodyMorpherOutput; targets (N, C, 512, 512).
 
@@ -58,22 +59,29 @@ def body_loss(student, target_image: torch.Tensor, target_warped: torch.Tensor, 
     edge_weight > 0 adds edge_weight × the mean over pixels of alpha_edges × the blended image's squared
     error (also × w_blended; logged as "edge_mse"): more push still on the silhouette edges, where most of
     the squared error sits (issue 16). edge_weight = 0 (the default) leaves the loss exactly as it was.
+
+    On a pixel subset (training with DistillConfig.body_pixel_fraction < 1) every tensor is (N, C, M) at M
+    sampled pixels of the region, flow_w and edges are flow_weight and alpha_edges of the whole target
+    taken at those pixels (they need the neighbourhood), and pixel_share = region pixels / canvas pixels
+    turns the subset's per-pixel means into estimates of the whole canvas's (outside the region the
+    student is the identity, a constant the loss can drop), so the terms keep their relative weights.
     """
     if masked_flow:
-        w = flow_weight(target_image)
+        w = flow_weight(target_image) if flow_w is None else flow_w
         flow_term = ((student.flow - target_flow).abs() * w).mean() / w.mean().clamp_min(1e-6)
     else:
-        flow_term = l1(student.flow, target_flow)
+        flow_term = pixel_share * l1(student.flow, target_flow)
     terms = {
-        "blended": l1(student.image, target_image),
-        "warped": l1(student.warped, target_warped),
+        "blended": pixel_share * l1(student.image, target_image),
+        "warped": pixel_share * l1(student.warped, target_warped),
         "flow": flow_term,
-        "color": l1(student.color, target_image),
-        "blended_mse": (student.image - target_image).square().mean(),
+        "color": pixel_share * l1(student.color, target_image),
+        "blended_mse": pixel_share * (student.image - target_image).square().mean(),
     }
     total = (phase.w_blended * (terms["blended"] + blended_l2 * terms["blended_mse"]) + phase.w_warped * terms["warped"]
              + phase.w_flow * terms["flow"] + phase.w_color * terms["color"])
     if edge_weight:
-        terms["edge_mse"] = (alpha_edges(target_image) * (student.image - target_image).square()).mean()
+        e = alpha_edges(target_image) if edges is None else edges
+        terms["edge_mse"] = pixel_share * (e * (student.image - target_image).square()).mean()
         total = total + phase.w_blended * edge_weight * terms["edge_mse"]
     return total, {k: v.detach() for k, v in terms.items()}   # tensors: no GPU sync per step

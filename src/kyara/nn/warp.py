@@ -45,6 +45,19 @@ def apply_flow(image: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     return F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
+def apply_flow_at(image: torch.Tensor, flow: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``apply_flow`` at M pixels only: image (N, C, H, W), flow (N, 2, M) at the pixels whose flat indices
+    (row · W + col) are index (M,) → (N, C, M), apply_flow's output at those pixels (the same sampling
+    positions, identity_grid's, so the same numbers)."""
+    n, c, h, w = image.shape
+    if flow.dim() != 3 or flow.shape[:2] != (n, 2) or index.shape != (flow.shape[2],):
+        raise ValueError(f"apply_flow_at: image {tuple(image.shape)}, flow {tuple(flow.shape)} and index "
+                         f"{tuple(index.shape)} disagree (want (N, C, H, W), (N, 2, M), (M,))")
+    centres = identity_grid(h, w, dtype=flow.dtype, device=flow.device).view(h * w, 2).index_select(0, index)
+    grid = (centres.unsqueeze(0) + flow.transpose(1, 2)).unsqueeze(1)                  # (N, 1, M, 2)
+    return F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=False).squeeze(2)
+
+
 def apply_color_change(alpha: torch.Tensor, color_change: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
     """color_change·alpha + image·(1 − alpha), on every channel.
 

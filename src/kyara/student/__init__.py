@@ -179,6 +179,14 @@ class Student(nn.Module):
         values = (features_at or self.body_morpher.features_at)(poses, pixels)
         return BodyMorpher.compose(body_input, self.to_canvas(values, pixels))
 
+    def body_outputs_at(self, body_input: torch.Tensor, poses: torch.Tensor, pixels: "PixelSet", *,
+                        features_at=None) -> BodyMorpherOutput:
+        """The body morpher at pixels.output only (training on a pixel subset of the region): body_input
+        (N, 4, 512, 512), poses (N, 45) → a BodyMorpherOutput of (N, C, M) fields, body_outputs' values at
+        those M pixels (pixels.output.index). features_at as in body_outputs."""
+        values = (features_at or self.body_morpher.features_at)(poses, pixels)
+        return BodyMorpher.compose_at(body_input, values, pixels.output.index)
+
     @staticmethod
     def to_canvas(values: torch.Tensor, pixels: "PixelSet") -> torch.Tensor:
         """(N, M, C) values at pixels.output → (N, C, S, S) with zeros elsewhere (differentiable; a view

@@ -11,7 +11,7 @@ from torch import nn
 
 from kyara.nn import fused_siren
 from kyara.nn.siren import SineLinear, conditioned_first_layer, linear_head, linear_nhwc, position_grid, sine
-from kyara.nn.warp import apply_flow
+from kyara.nn.warp import apply_flow, apply_flow_at
 from kyara.pose import NUM_PARAMETERS
 
 if TYPE_CHECKING:
@@ -172,5 +172,16 @@ class BodyMorpher(nn.Module):
         and blend in the colour: the body morpher's last step, shared with the CPU evaluator."""
         flow, alpha, color = out[:, 0:2], out[:, 2:3], out[:, 3:7]
         warped = apply_flow(image, flow)
+        blended = (1 - alpha) * warped + alpha * color
+        return BodyMorpherOutput(blended, alpha, color, warped, flow)
+
+    @staticmethod
+    def compose_at(image: torch.Tensor, values: torch.Tensor, index: torch.Tensor) -> BodyMorpherOutput:
+        """``compose`` at M pixels only (training on a pixel subset): image (N, 4, 512, 512), values (N, M, 7)
+        the head outputs at those pixels (features_at), index (M,) their flat indices → a BodyMorpherOutput
+        whose fields are (N, C, M): compose's output at those pixels."""
+        out = values.transpose(1, 2)                                          # (N, 7, M)
+        flow, alpha, color = out[:, 0:2], out[:, 2:3], out[:, 3:7]
+        warped = apply_flow_at(image, flow, index)
         blended = (1 - alpha) * warped + alpha * color
         return BodyMorpherOutput(blended, alpha, color, warped, flow)
