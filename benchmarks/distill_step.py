@@ -39,7 +39,7 @@ import torch
 
 from kyara.character import SAMPLE_IMAGE
 from kyara.distill.config import THA4_BODY_PHASES, DistillConfig
-from kyara.distill.loop import BodyPixelSubsets, TrainForward, character_region, subset_body_loss
+from kyara.distill.loop import PixelParts, TrainForward, character_region, subset_body_loss, subset_face_loss
 from kyara.distill.losses import body_loss, face_loss
 from kyara.image import load_image
 from kyara.nn import fused_siren
@@ -83,9 +83,13 @@ def make_setup(dev, batch: int, face_batch: int, margin: int, fused_adam: bool =
     return student, opts, data, region
 
 
-def step(forward: TrainForward, opts, d, config: DistillConfig, update: bool = True, parts=None, g=None) -> None:
+def step(forward: TrainForward, opts, d, config: DistillConfig, update: bool = True, parts=None, g=None,
+         face_parts=None) -> None:
     face_opt, body_opt = opts
-    loss_face = face_loss(forward.face(d["face_poses"]), d["face_target"], d["mask"], config.face_mask_weight)
+    if face_parts is None:
+        loss_face = face_loss(forward.face(d["face_poses"]), d["face_target"], d["mask"], config.face_mask_weight)
+    else:   # --face-pixel-fraction
+        loss_face = subset_face_loss(forward, d["face_poses"], d["face_target"], d["mask"], *face_parts.pick(g), config)
     face_opt.zero_grad(set_to_none=True)
     loss_face.backward()
     if parts is None:
@@ -93,8 +97,8 @@ def step(forward: TrainForward, opts, d, config: DistillConfig, update: bool = T
         loss_body, _ = body_loss(out, d["final"], d["warped"], d["flow"], THA4_BODY_PHASES[2], config.masked_flow,
                                  config.blended_l2)
     else:   # --body-pixel-fraction: one random part of the region, as the distiller's loop
-        loss_body, _ = subset_body_loss(forward, d["image"], d["poses"], d["final"], d["flow"], parts.pick(g),
-                                        parts.share, THA4_BODY_PHASES[2], config)
+        loss_body, _ = subset_body_loss(forward, d["image"], d["poses"], d["final"], d["flow"], *parts.pick(g),
+                                        THA4_BODY_PHASES[2], config)
     body_opt.zero_grad(set_to_none=True)
     loss_body.backward()
     if update:
@@ -121,6 +125,11 @@ def main() -> None:
     ap.add_argument("--body-pixel-fraction", default="1",
                     help="comma list: train the body on a random 1/round(1/F) of the region per step "
                          "(DistillConfig.body_pixel_fraction); each F runs every mode")
+    ap.add_argument("--body-pixel-tile", type=int, default=DistillConfig().body_pixel_tile,
+                    help="the parts' squares (DistillConfig.body_pixel_tile)")
+    ap.add_argument("--face-pixel-fraction", default="1",
+                    help="comma list paired with --body-pixel-fraction's (one value: the same for all): train the "
+                         "face on a random 1/round(1/F) of its box per step (DistillConfig.face_pixel_fraction)")
     args = ap.parse_args()
     t_start = time.perf_counter()
     dev = torch.device(args.device)
@@ -131,20 +140,28 @@ def main() -> None:
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
     fractions = [float(f) for f in args.body_pixel_fraction.split(",")]
+    face_fractions = [float(f) for f in args.face_pixel_fraction.split(",")]
+    if len(face_fractions) == 1:
+        face_fractions *= len(fractions)
+    if len(face_fractions) != len(fractions):
+        raise SystemExit("distill_step.py: --face-pixel-fraction needs one value or as many as --body-pixel-fraction")
+    pairs = list(zip(fractions, face_fractions))
     name = torch.cuda.get_device_name() if dev.type == "cuda" else "cpu"
     triton_version = "not importable"
     if fused_siren.triton_importable():
         import triton
         triton_version = triton.__version__
     print(f"{name}, torch {torch.__version__}, triton {triton_version}; batch {args.batch}, face batch "
-          f"{args.face_batch}, body pixel fractions {args.body_pixel_fraction}, TF32, {args.steps} timed steps; triton usable here: "
+          f"{args.face_batch}, body pixel fractions {args.body_pixel_fraction} (tile {args.body_pixel_tile}), face pixel "
+          f"fractions {args.face_pixel_fraction}, TF32, {args.steps} timed steps; triton usable here: "
           f"{fused_siren.triton_available(dev)}\n", flush=True)
     rows, eager_ms, compiled_ms = [], None, None   # × eager / × compiled: against the first fraction's rows
-    for fraction, mode in [(f, m) for f in fractions for m in modes]:
-        config = DistillConfig(body_pixel_fraction=fraction)
+    for (fraction, face_fraction), mode in [(pair, m) for pair in pairs for m in modes]:
+        config = DistillConfig(body_pixel_fraction=fraction, body_pixel_tile=args.body_pixel_tile,
+                               face_pixel_fraction=face_fraction)
         if mode == modes[0]:
-            ref_grads = None    # grad vs eager compares modes at the same fraction (the same parts)
-        label = mode if len(fractions) == 1 else f"{mode} @ {fraction:g}"
+            ref_grads = None    # grad vs eager compares modes at the same fractions (the same parts)
+        label = mode if len(pairs) == 1 else f"{mode} @ body {fraction:g}, face {face_fraction:g}"
         if time.perf_counter() - t_start > args.budget_s:
             rows.append((label, "—", "—", "—", "—", "—", "—", f"skipped: past --budget-s {args.budget_s:.0f} s"))
             continue
@@ -154,14 +171,17 @@ def main() -> None:
             share = float(region.float().mean())
             parts, g = None, torch.Generator().manual_seed(0)
             if config.body_pixel_fraction < 1:
-                parts = BodyPixelSubsets(region, student.size, len(student.body_morpher.levels),
-                                         config.body_pixel_fraction, 0, dev)
+                parts = PixelParts(region, student.size, len(student.body_morpher.levels),
+                                         config.body_pixel_fraction, 0, dev, args.body_pixel_tile)
                 share *= parts.fraction
+            face_parts = None
+            if config.face_pixel_fraction < 1:
+                face_parts = PixelParts(None, student.face_morpher.size, 1, config.face_pixel_fraction, 1, dev)
             forward = TrainForward(student, compile=compile and dev.type == "cuda", kernels=kernels,
                                    compile_mode=compile_mode)
             t0 = time.perf_counter()
             with fused_siren.matmul_precision(precision):
-                step(forward, opts, d, config, update=False, parts=parts, g=g)   # first call: compiles (Triton and/or inductor)
+                step(forward, opts, d, config, update=False, parts=parts, g=g, face_parts=face_parts)   # first call: compiles (Triton and/or inductor)
             sync(dev)
             first_s = time.perf_counter() - t0
             grads = [p.grad.detach().float().cpu() for p in student.parameters()]
@@ -174,11 +194,11 @@ def main() -> None:
                 gtext = "—"
             with fused_siren.matmul_precision(precision):
                 for _ in range(3):
-                    step(forward, opts, d, config, parts=parts, g=g)
+                    step(forward, opts, d, config, parts=parts, g=g, face_parts=face_parts)
                 sync(dev)
                 t0 = time.perf_counter()
                 for _ in range(args.steps):
-                    step(forward, opts, d, config, parts=parts, g=g)
+                    step(forward, opts, d, config, parts=parts, g=g, face_parts=face_parts)
                 sync(dev)
                 ms = (time.perf_counter() - t0) / args.steps * 1000
                 if mode == args.profile and dev.type == "cuda":
@@ -186,12 +206,12 @@ def main() -> None:
 
                     with profile(activities=[ProfilerActivity.CUDA]) as prof:
                         for _ in range(5):
-                            step(forward, opts, d, config, parts=parts, g=g)
+                            step(forward, opts, d, config, parts=parts, g=g, face_parts=face_parts)
                         sync(dev)
                     print(f"\n{mode}: top CUDA kernels over 5 steps\n"
                           + prof.key_averages().table(sort_by="cuda_time_total", row_limit=args.top,
                                                       max_name_column_width=60), flush=True)
-            if fraction == fractions[0]:
+            if (fraction, face_fraction) == pairs[0]:
                 eager_ms = ms if mode == "eager" else eager_ms
                 compiled_ms = ms if mode == "compiled" else compiled_ms
             rows.append((label, forward.kernels, f"{share:.2f}", f"{ms:.1f}", f"{args.batch / ms * 1000:.0f}" if ms < args.batch * 100 else f"{args.batch / ms * 1000:.2f}",

@@ -103,16 +103,17 @@ def test_tiny_distillation_loss_falls_and_resume_is_exact(tmp_path, bit_exact_to
 
 
 def test_tiny_distillation_on_pixel_parts_learns_and_resumes_exactly(tmp_path, bit_exact_torch):
-    """body_pixel_fraction < 1 (issue 16: cheaper body steps): the body morpher trains on one random part of
-    the region per step; the loss still falls, and resume still replays the same parts."""
+    """body/face_pixel_fraction < 1 (issue 16: cheaper steps): each network trains on one random part of its
+    pixels per step; the losses still fall, and resume still replays the same parts."""
     from dataclasses import replace
 
-    config = replace(TINY, body_pixel_fraction=0.5)
+    config = replace(TINY, body_pixel_fraction=0.5, face_pixel_fraction=0.5)
     teacher = FakeTeacher()
     straight = distill(_image(), teacher, config, out_dir=tmp_path / "a", name="tiny", progress=False,
                        student=_tiny_student())
     log = _log(tmp_path / "a")
-    assert log[-1]["blended"] < log[0]["blended"] and straight.steps == 4
+    assert log[-1]["blended"] < log[0]["blended"] and log[-1]["loss_face"] < log[0]["loss_face"]
+    assert straight.steps == 4
     half = tmp_path / "b"
     distill(_image(), teacher, config, out_dir=half, name="tiny", progress=False, max_minutes=1e-9,
             student=_tiny_student())
@@ -345,8 +346,9 @@ def test_cli_distill_defaults_are_the_measured_recipe(monkeypatch, tmp_path, cap
     assert not config.tf32 and not config.compile and config.blended_l2 == 0.0
     config, _ = _cli_distill_config(monkeypatch, tmp_path, "--minutes", "5", "--examples", "1000")
     assert config.examples == 1000
-    config, _ = _cli_distill_config(monkeypatch, tmp_path, "--body-pixel-fraction", "0.25")
-    assert config.body_pixel_fraction == 0.25 and DistillConfig().body_pixel_fraction == 1.0
+    config, _ = _cli_distill_config(monkeypatch, tmp_path, "--body-pixel-fraction", "0.25", "--body-pixel-tile", "8",
+                                    "--face-pixel-fraction", "0.5")
+    assert (config.body_pixel_fraction, config.body_pixel_tile, config.face_pixel_fraction) == (0.25, 8, 0.5)
     from kyara.character import SAMPLE_IMAGE
     from kyara.cli import main
     assert main(["distill", str(SAMPLE_IMAGE), "-o", str(tmp_path / "d.kyara"), "--body-pixel-fraction", "1.5"]) == 2

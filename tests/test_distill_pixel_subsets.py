@@ -1,5 +1,6 @@
 """Training the body morpher on a random part of the region per step (DistillConfig.body_pixel_fraction,
-`kyara distill --body-pixel-fraction`; issue 16, cheaper steps). The subset path must compute the same
+`kyara distill --body-pixel-fraction`; issue 16, cheaper steps), and the face morpher on a part of its box
+(face_pixel_fraction). The subset path must compute the same
 student outputs and, on the whole region, the same gradients as the full-canvas path; its parts must
 give every region pixel the same chance."""
 import numpy as np
@@ -7,8 +8,8 @@ import pytest
 import torch
 
 from kyara.distill.config import DistillConfig, Phase
-from kyara.distill.loop import BodyPixelSubsets, TrainForward, subset_body_loss
-from kyara.distill.losses import body_loss
+from kyara.distill.loop import PixelParts, TrainForward, subset_body_loss, subset_face_loss
+from kyara.distill.losses import body_loss, face_loss
 from kyara.nn.warp import apply_flow, apply_flow_at
 from kyara.pose_sampler import sample_poses
 from kyara.student import BodyMorpher, FaceMorpher, Student
@@ -53,8 +54,8 @@ def test_body_outputs_at_are_the_body_outputs_at_those_pixels():
     image, _, _, region = _scene()
     student.set_region(region)
     poses = sample_poses(2, torch.Generator().manual_seed(3))
-    parts = BodyPixelSubsets(region, 512, 3, 0.25, seed=0, device=torch.device("cpu"))
-    pixels = parts.pick(torch.Generator().manual_seed(0))
+    parts = PixelParts(region, 512, 3, 0.25, seed=0, device=torch.device("cpu"), tile=16)
+    pixels, _ = parts.pick(torch.Generator().manual_seed(0))
     full = student.body_outputs(image, poses)
     got = TrainForward(student).body_at(image, poses, pixels)
     at = pixels.output.index
@@ -99,22 +100,74 @@ def test_the_subset_loss_on_the_whole_region_has_the_full_losss_gradients(masked
         assert float((full - subset).abs().max()) <= 1e-3 * float(full.abs().max())
 
 
-def test_parts_split_the_region_evenly_and_each_pixel_is_drawn_equally():
+@pytest.mark.parametrize("tile", [1, 16])
+def test_parts_split_the_region_and_each_pixel_is_drawn_equally(tile):
     region = torch.zeros(512, 512, dtype=torch.bool)
     region[100:300, 120:380] = True
-    parts = BodyPixelSubsets(region, 512, 3, 0.3, seed=0, device=torch.device("cpu"))
+    region[300:340, 200:210] = True    # squares that the region only partly covers
+    parts = PixelParts(region, 512, 3, 0.3, seed=0, device=torch.device("cpu"), tile=tile)
     k = parts.parts_per_partition
     assert k == 3 and parts.fraction == pytest.approx(1 / 3) and len(parts.sets) == k * parts.PARTITIONS
-    assert parts.share == pytest.approx(float(region.float().mean()))
-    where = set(np.flatnonzero(region.numpy()).tolist())
+    where = np.flatnonzero(region.numpy())
+    loss = torch.rand(512 * 512, generator=torch.Generator().manual_seed(0))   # any per-pixel loss
     for p in range(parts.PARTITIONS):   # each partition: disjoint parts, together exactly the region
-        members = [set(s.output.index.tolist()) for s in parts.sets[p * k:(p + 1) * k]]
-        assert set().union(*members) == where and sum(len(m) for m in members) == len(where)
-        assert max(len(m) for m in members) - min(len(m) for m in members) <= 1
+        members = [set(s.output.index.tolist()) for s, _ in parts.sets[p * k:(p + 1) * k]]
+        assert set().union(*members) == set(where.tolist()) and sum(len(m) for m in members) == len(where)
+        # share × the part's mean, averaged over the k equally likely parts, is the canvas mean of the loss
+        # with zeros outside the region: the part's loss is an unbiased estimate of the whole's
+        estimate = sum(share * float(loss[s.output.index].mean()) for s, share in parts.sets[p * k:(p + 1) * k]) / k
+        assert estimate == pytest.approx(float(loss[where].sum()) / loss.numel(), rel=1e-5)
+        if tile == 1:
+            assert max(len(m) for m in members) - min(len(m) for m in members) <= 1
+        else:   # whole squares: no square is split between parts
+            for m in members:
+                squares = {(i // 512 // tile, i % 512 // tile) for i in m}
+                others = set().union(*(x for x in members if x is not m))
+                assert not squares & {(i // 512 // tile, i % 512 // tile) for i in others}
     # every pixel lies in exactly one part of each partition, so a uniformly drawn part holds it with
     # probability 1/k; the partitions differ (else the same pixels would always train together)
-    assert parts.sets[0].output.index.tolist() != parts.sets[k].output.index.tolist()
-    assert BodyPixelSubsets(region, 512, 3, 1.0, 0, torch.device("cpu")).parts_per_partition == 1
+    assert parts.sets[0][0].output.index.tolist() != parts.sets[k][0].output.index.tolist()
+    assert PixelParts(region, 512, 3, 1.0, 0, torch.device("cpu"), tile).parts_per_partition == 1
+
+
+def test_squares_spare_the_coarser_levels():
+    """Why the parts are squares: scattered pixels need nearly all of the coarser levels' pixels (their
+    bilinear taps), squares about their own share (docs/distill.md has the sample's table)."""
+    region = torch.zeros(512, 512, dtype=torch.bool)
+    region[64:448, 96:416] = True
+    full = PixelSet.from_mask(region.numpy(), 3)
+    for tile, most in ((1, 0.9), (16, 0.45)):
+        parts = PixelParts(region, 512, 3, 0.25, 0, torch.device("cpu"), tile)
+        coarse = np.mean([len(s.levels[1]) for s, _ in parts.sets]) / len(full.levels[1])
+        assert (coarse > most) if tile == 1 else (coarse < most)
+    with pytest.raises(ValueError, match="body pixel tile must divide the canvas size 512, got 3"):
+        PixelParts(region, 512, 3, 0.25, 0, torch.device("cpu"), 3)
+
+
+def test_the_face_at_some_pixels_and_its_loss_on_the_whole_box():
+    """forward_at is forward at those pixels; the part loss on the whole box (one part, share 1) has the
+    full face loss's gradients."""
+    student = _tiny_student()
+    face = student.face_morpher
+    g = torch.Generator().manual_seed(5)
+    poses = torch.rand(3, 39, generator=g)
+    parts = PixelParts(None, face.size, 1, 0.25, 0, torch.device("cpu"))
+    pixels, share = parts.pick(g)
+    assert share == pytest.approx(1.0, abs=1e-3)                  # equal parts of the whole box
+    at = pixels.output.index
+    with torch.no_grad():   # per-pixel network: equal up to matmul rounding (see the body test)
+        torch.testing.assert_close(face.forward_at(poses, at), face(poses).flatten(2)[:, :, at], atol=1e-4, rtol=0)
+    target = torch.rand(3, 4, face.size, face.size, generator=g) * 2 - 1
+    mask = (torch.rand(1, 1, face.size, face.size, generator=g) > 0.7).float()
+    config = DistillConfig()
+    whole = PixelSet.from_mask(np.ones((face.size, face.size), dtype=bool))
+    forward = TrainForward(student)
+    grads = []
+    for loss in (face_loss(face(poses), target, mask, config.face_mask_weight),
+                 subset_face_loss(forward, poses, target, mask, whole, 1.0, config)):
+        grads.append(torch.autograd.grad(loss, list(face.parameters())))
+    for full, part in zip(*grads):
+        assert float((full - part).abs().max()) <= 1e-3 * float(full.abs().max())
 
 
 def test_body_pixel_fraction_is_checked():
@@ -123,3 +176,7 @@ def test_body_pixel_fraction_is_checked():
     with pytest.raises(ValueError, match="body_pixel_fraction"):
         DistillConfig(body_pixel_fraction=1.5)
     assert DistillConfig().body_pixel_fraction == 1.0   # the default trains on every pixel, as before
+    with pytest.raises(ValueError, match=r"face_pixel_fraction must be in \(0, 1\], got -0.5"):
+        DistillConfig(face_pixel_fraction=-0.5)
+    with pytest.raises(ValueError, match="body_pixel_tile must be a power of 2 up to 512, got 12"):
+        DistillConfig(body_pixel_tile=12)

@@ -78,6 +78,12 @@ def register(sub) -> None:
                    help="train the body network on a random 1/round(1/F) of the character region per step "
                         "(cheaper steps, noisier gradients; 1 = every pixel, the default; not yet measured "
                         "for quality per minute)")
+    p.add_argument("--body-pixel-tile", type=int, default=DEFAULTS.body_pixel_tile, metavar="T",
+                   help="with --body-pixel-fraction < 1: the parts are made of T×T squares (a power of 2; "
+                        "1 = single pixels, which saves less: the coarser levels still run almost everywhere)")
+    p.add_argument("--face-pixel-fraction", type=float, default=DEFAULTS.face_pixel_fraction, metavar="F",
+                   help="train the face network on a random 1/round(1/F) of its 128×128 box per step (1 = every "
+                        "pixel, the default; not yet measured for quality per minute)")
     p.set_defaults(func=run)
 
 

@@ -64,6 +64,8 @@ class DistillConfig:
     region_margin_px: int = 12              # dilation of that region (covers poses beyond the pool's; ≥ flow_weight's 8)
     body_pixel_fraction: float = 1.0        # share of the region's pixels the body morpher trains on per step, drawn at
                                             # random (1 = all: the exact loss). < 1: cheaper steps, noisier gradients; unmeasured
+    body_pixel_tile: int = 16               # those parts are made of tile × tile squares (1 = single pixels); only with a fraction < 1
+    face_pixel_fraction: float = 1.0        # the same for the face morpher's 128 × 128 box (single pixels: it has one level)
     pose_dataset: str = ""                  # official THA4 pose_dataset.pt to draw training poses from; "" = kyara.pose_sampler
     body_phases: tuple[Phase, ...] = THA4_BODY_PHASES
     face_phases: tuple[Phase, ...] = THA4_FACE_PHASES
@@ -83,8 +85,11 @@ class DistillConfig:
             raise ValueError(f"DistillConfig.edge_weight must be a number >= 0, got {self.edge_weight}")
         if self.kernels not in ("auto", "triton", "torch"):
             raise ValueError(f"DistillConfig.kernels must be auto, triton or torch; got {self.kernels!r}")
-        if not 0 < self.body_pixel_fraction <= 1:
-            raise ValueError(f"DistillConfig.body_pixel_fraction must be in (0, 1], got {self.body_pixel_fraction}")
+        for f in ("body_pixel_fraction", "face_pixel_fraction"):
+            if not 0 < getattr(self, f) <= 1:
+                raise ValueError(f"DistillConfig.{f} must be in (0, 1], got {getattr(self, f)}")
+        if self.body_pixel_tile not in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512):
+            raise ValueError(f"DistillConfig.body_pixel_tile must be a power of 2 up to 512, got {self.body_pixel_tile}")
         if self.reuse <= 0 or self.lr_scale <= 0:
             raise ValueError("DistillConfig.reuse and lr_scale must be > 0")
         if self.pool_size < self.batch_size * self.face_batch_multiplier:

@@ -187,45 +187,58 @@ def character_region(image: torch.Tensor, teacher_alpha: torch.Tensor, margin_px
     return dilate(visible, margin_px)
 
 
-class BodyPixelSubsets:
-    """Random parts of the body region, for training the body morpher on a fraction of it per step
-    (DistillConfig.body_pixel_fraction < 1).
+class PixelParts:
+    """Random parts of a network's pixels, for training it on a fraction of them per step
+    (DistillConfig.body_pixel_fraction / face_pixel_fraction < 1): the body morpher's region, the face box.
 
-    The region is split at random into K = round(1 / fraction) parts of (nearly) equal size, PARTITIONS
-    times over; a step draws one of those K · PARTITIONS parts, so every region pixel is trained with the
-    same probability 1 / K. Each part is a PixelSet (its output level, and the coarser levels its
-    bilinear taps read), built once here because building one takes tens of ms on the CPU.
-    share = region pixels / canvas pixels, for body_loss's pixel_share.
+    The canvas is cut into tile × tile squares; the squares that touch the region are dealt at random into
+    K = round(1 / fraction) parts, PARTITIONS times over, and a part is its squares' region pixels. A step
+    draws one of the K · PARTITIONS parts: every region pixel lies in exactly one part of each partition, so
+    it is trained with the same probability 1 / K. Why squares: a finer level's bilinear taps read a
+    coarser level's pixels around it, so scattered single pixels (tile 1) still need nearly every pixel of
+    the coarser levels, while squares need about their own share of them (docs/distill.md). Each part is a
+    PixelSet (its pixels and the coarser levels' pixels their taps read), built once here (tens of ms each
+    on the CPU), with its share = K · its pixels / canvas pixels: body_loss's pixel_share, which makes the
+    loss on a part an unbiased estimate of the loss on the whole canvas (parts differ in size when squares
+    cross the region's edge).
     """
     PARTITIONS = 4
 
     def __init__(self, region: torch.Tensor | None, size: int, levels: int, fraction: float, seed: int,
-                 device: torch.device):
+                 device: torch.device, tile: int = 1):
+        if tile < 1 or size % tile:
+            raise ValueError(f"body pixel tile must divide the canvas size {size}, got {tile}")
         base = np.ones((size, size), dtype=bool) if region is None else region.cpu().numpy().astype(bool)
-        self.parts_per_partition = max(1, round(1 / fraction))
-        self.share = float(base.mean())
         where = np.flatnonzero(base)
+        per_side = size // tile
+        square_of = (where // size // tile) * per_side + (where % size) // tile   # each region pixel's square
+        squares = np.unique(square_of)
+        self.parts_per_partition = k = max(1, min(round(1 / fraction), len(squares)))
         rng = np.random.default_rng(seed)
-        self.sets: list[PixelSet] = []
+        self.sets: list[tuple[PixelSet, float]] = []
         for _ in range(self.PARTITIONS):
-            part_of = rng.permutation(len(where)) % self.parts_per_partition   # equal sizes, random members
-            for k in range(self.parts_per_partition):
+            part_of_square = np.zeros(per_side * per_side, dtype=np.int64)
+            part_of_square[squares] = rng.permutation(len(squares)) % k   # equal square counts, random members
+            part_of = part_of_square[square_of]
+            for j in range(k):
                 mask = np.zeros(size * size, dtype=bool)
-                mask[where[part_of == k]] = True
-                self.sets.append(PixelSet.from_mask(mask.reshape(size, size), levels).to(device))
+                mask[where[part_of == j]] = True
+                share = k * float(mask.sum()) / mask.size
+                self.sets.append((PixelSet.from_mask(mask.reshape(size, size), levels).to(device), share))
 
     @property
     def fraction(self) -> float:
-        """The share of the region each part holds (1 / K)."""
+        """The share of the region each part holds on average (1 / K)."""
         return 1.0 / self.parts_per_partition
 
-    def pick(self, generator: torch.Generator) -> PixelSet:
+    def pick(self, generator: torch.Generator) -> tuple[PixelSet, float]:
+        """A part drawn uniformly: its PixelSet and its pixel_share."""
         return self.sets[int(torch.randint(len(self.sets), (1,), generator=generator))]
 
 
 def subset_body_loss(forward: "TrainForward", body_input: torch.Tensor, poses: torch.Tensor, final: torch.Tensor,
                      flow: torch.Tensor, pixels: PixelSet, share: float, phase, config: DistillConfig):
-    """body_loss on the pixels of one BodyPixelSubsets part: the student and the targets at those pixels only.
+    """body_loss on the pixels of one PixelParts part of the region: the student and the targets there only.
     body_input, final (N, 4, 512, 512), flow (N, 2, 512, 512) the teacher's; poses (N, 45)."""
     at = pixels.output.index
 
@@ -240,6 +253,17 @@ def subset_body_loss(forward: "TrainForward", body_input: torch.Tensor, poses: t
     out = forward.body_at(body_input, poses, pixels)
     return body_loss(out, gather(final), target_warped, flow_at, phase, config.masked_flow, config.blended_l2,
                      config.edge_weight, flow_w=flow_w, edges=edges, pixel_share=share)
+
+
+def subset_face_loss(forward: "TrainForward", face_poses: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
+                     pixels: PixelSet, share: float, config: DistillConfig) -> torch.Tensor:
+    """face_loss on the pixels of one PixelParts part of the face box, × its share (≈ 1: the face box is
+    split into equal parts), an unbiased estimate of the loss on the whole box. face_poses (N, 39);
+    target (N, 4, 128, 128); mask (1, 1, 128, 128)."""
+    at = pixels.output.index
+    pred = forward.face_at(face_poses, at)                                                 # (N, 4, M)
+    return share * face_loss(pred, target.flatten(2).index_select(2, at), mask.flatten(2).index_select(2, at),
+                             config.face_mask_weight)
 
 
 class TrainForward:
@@ -272,6 +296,7 @@ class TrainForward:
         self.kernels = "triton" if fused else "torch"
         face, body = student.face_morpher, student.body_morpher
         self.face = wrap(face.fused_forward if fused else face.forward)                      # (N, 39) → (N, 4, 128, 128)
+        self.face_at = wrap(face.forward_at)                                                 # (N, 39), (M,) → (N, 4, M)
         self._features = wrap(body.fused_features if fused else body.features)             # (N, 45) → (N, 7, 512, 512)
         self._features_at = wrap(body.fused_features_at if fused else body.features_at)    # (N, 45), PixelSet → (N, M, 7)
 
@@ -458,10 +483,14 @@ def distill(image: torch.Tensor, teacher, config: DistillConfig = DistillConfig(
             _load_optimizer("body_opt", body_opt, ckpt_tensors, json.loads(ckpt_meta["body_opt"]), device)
 
         forward = TrainForward(student, compile=config.compile and device.type == "cuda", kernels=config.kernels)
-        subsets = None   # body_pixel_fraction < 1: the body morpher trains on one random part of the region per step
+        # pixel fractions < 1: a network trains on one random part of its pixels per step (PixelParts)
+        body_parts = face_parts = None
         if config.body_pixel_fraction < 1:
-            subsets = BodyPixelSubsets(region, student.size, len(student.body_morpher.levels),
-                                       config.body_pixel_fraction, config.seed, device)
+            body_parts = PixelParts(region, student.size, len(student.body_morpher.levels),
+                                    config.body_pixel_fraction, config.seed, device, config.body_pixel_tile)
+        if config.face_pixel_fraction < 1:
+            face_parts = PixelParts(None, student.face_morpher.size, 1, config.face_pixel_fraction, config.seed + 1,
+                                    device)
         face_box_in_crop = STUDENT_FACE_BOX.relative_to(FACE_MORPHER_BOX)
         ckpt_every_steps = max(1, config.checkpoint_every_examples // per_step)
         log_path = out_dir / LOG_NAME
@@ -498,8 +527,11 @@ def distill(image: torch.Tensor, teacher, config: DistillConfig = DistillConfig(
             # face morpher: pose[0:39] → the teacher's face box
             idx = pool.sample(face_batch, g)
             target_face = face_box_in_crop.crop(pool.face_crop[idx]).float()
-            pred_face = forward.face(pool.poses[idx][:, :39])
-            loss_face = face_loss(pred_face, target_face, mask, config.face_mask_weight)
+            if face_parts is None:
+                loss_face = face_loss(forward.face(pool.poses[idx][:, :39]), target_face, mask, config.face_mask_weight)
+            else:
+                loss_face = subset_face_loss(forward, pool.poses[idx][:, :39], target_face, mask, *face_parts.pick(g),
+                                             config)
             face_opt.zero_grad(set_to_none=True)
             loss_face.backward()
             ranks.average_gradients(student.face_morpher.parameters())
@@ -509,7 +541,7 @@ def distill(image: torch.Tensor, teacher, config: DistillConfig = DistillConfig(
             idx = pool.sample(config.batch_size, g)
             body_input = FACE_MORPHER_BOX.paste(image.expand(len(idx), -1, -1, -1), pool.face_crop[idx].float())
             target_flow = pool.flow[idx].float()
-            if subsets is None:
+            if body_parts is None:
                 with torch.no_grad():
                     target_warped = apply_flow(body_input, target_flow)
                 out = forward.body(body_input, pool.poses[idx])
@@ -517,7 +549,7 @@ def distill(image: torch.Tensor, teacher, config: DistillConfig = DistillConfig(
                                              config.masked_flow, config.blended_l2, config.edge_weight)
             else:
                 loss_body, terms = subset_body_loss(forward, body_input, pool.poses[idx], pool.final[idx].float(),
-                                                    target_flow, subsets.pick(g), subsets.share, body_phase, config)
+                                                    target_flow, *body_parts.pick(g), body_phase, config)
             body_opt.zero_grad(set_to_none=True)
             loss_body.backward()
             ranks.average_gradients(student.body_morpher.parameters())

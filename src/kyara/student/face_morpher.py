@@ -38,6 +38,16 @@ class FaceMorpher(nn.Module):
             x = sine(linear_nhwc(x, layer.linear))
         return linear_nhwc(x, self.siren.last_linear).permute(0, 3, 1, 2)              # (N, 4, S, S)
 
+    def forward_at(self, face_pose: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """``forward`` at M pixels only (training on a pixel subset): face_pose (N, 39), index (M,) flat
+        indices (row · size + col) into the face box → (N, 4, M), forward's values at those pixels."""
+        layers = self.siren.sine_layers
+        position = self.position[0].permute(1, 2, 0).reshape(-1, 2).index_select(0, index)   # (M, 2)
+        x = sine(conditioned_first_layer(layers[0].linear, position.unsqueeze(0).to(face_pose.dtype), face_pose))
+        for layer in layers[1:]:                                                            # (N, 1, M, hidden)
+            x = sine(linear_nhwc(x, layer.linear))
+        return linear_nhwc(x, self.siren.last_linear)[:, 0].transpose(1, 2)                  # (N, 4, M)
+
     def fused_forward(self, face_pose: torch.Tensor) -> torch.Tensor:
         """``forward`` through the fused Triton kernels (kyara.nn.fused_siren): same maths and shapes,
         the first layer one position + pose + sine kernel, every other sine layer one matmul + sine
