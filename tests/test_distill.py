@@ -128,6 +128,28 @@ def test_tiny_distillation_on_pixel_parts_learns_and_resumes_exactly(tmp_path, b
                            straight.character.poser.body_morpher.last_linear.weight)
 
 
+def test_reuse_counts_pixels_so_parts_keep_an_example_longer(tmp_path):
+    """With body_pixel_fraction 1/K each step shows 1/K of an example's pixels, so the pool refreshes K times
+    less often: the teacher's share of the run does not grow as the steps get cheaper."""
+    from dataclasses import replace
+
+    class CountingTeacher(FakeTeacher):
+        poses = 0
+
+        def pose_all(self, prepared, poses):
+            CountingTeacher.poses += poses.shape[0]
+            return super().pose_all(prepared, poses)
+
+    config = replace(TINY, examples=8, reuse=1.0)
+    counts = []
+    for fraction in (1.0, 0.5):
+        CountingTeacher.poses = 0
+        distill(_image(), CountingTeacher(), replace(config, body_pixel_fraction=fraction), out_dir=tmp_path / str(fraction),
+                name="tiny", progress=False, student=_tiny_student())
+        counts.append(CountingTeacher.poses)
+    assert counts[0] - counts[1] == 4   # 8 one-pose refreshes (one a step) → 4 (one every second step)
+
+
 def test_character_region_covers_input_and_outputs_plus_margin():
     from kyara.distill.loop import character_region
 

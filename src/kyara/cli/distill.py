@@ -52,7 +52,8 @@ def register(sub) -> None:
                    help="body-morpher training examples per step (per GPU with torchrun)")
     p.add_argument("--lr-scale", type=float, default=DEFAULTS.lr_scale, help="multiplies THA4's learning rates")
     p.add_argument("--pool-size", type=int, default=DEFAULTS.pool_size, help="teacher examples kept for reuse")
-    p.add_argument("--reuse", type=float, default=DEFAULTS.reuse, help="average uses of each teacher example")
+    p.add_argument("--reuse", type=float, default=DEFAULTS.reuse, help="average uses of each teacher example's pixels (with --body-pixel-fraction F an example "
+                        "stays round(1/F) times as many steps, each on a part of its pixels)")
     p.add_argument("--checkpoint-every-examples", type=int, default=DEFAULTS.checkpoint_every_examples, metavar="N",
                    help="write a checkpoint (for --resume) every N training examples")
     p.add_argument("--tf32", action=BooleanOptionalAction, default=DEFAULTS.tf32,

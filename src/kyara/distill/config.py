@@ -47,7 +47,8 @@ class DistillConfig:
     face_mask_weight: float = 20.0          # THA4: L1 + 20 × L1 inside the movable-parts mask
     teacher_batch_size: int = 32            # poses per teacher forward
     pool_size: int = 4096                   # teacher examples kept on the device for reuse
-    reuse: float = 8.0                      # average times each teacher example is shown (the teacher is ~4–5 ms/pose on an H100/H200)
+    reuse: float = 8.0                      # average times each teacher example's pixels are shown (the teacher is ~4–5 ms/pose on an H100/H200);
+                                            # with body_pixel_fraction < 1 an example stays round(1/fraction) times as many steps
     eval_poses: int = 32                    # held-out poses for the progress-bar PSNR
     eval_every_s: float = 30.0
     checkpoint_every_examples: int = 50_000

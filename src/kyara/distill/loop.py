@@ -441,7 +441,11 @@ def distill(image: torch.Tensor, teacher, config: DistillConfig = DistillConfig(
         # -- teacher data --------------------------------------------------------------------------
         pool = TeacherPool(teacher, prepared, config.pool_size, config.teacher_batch_size, config.seed, device,
                            stream=ranks.stream_key(), sampler=sampler)
-        refresh_steps = max(1, round(config.teacher_batch_size * config.reuse / config.batch_size))
+        # reuse counts showings of a teacher example's pixels: a step on a part of them (body_pixel_fraction
+        # < 1) shows 1/K of its pixels, so the example stays K times as many steps; else cheaper steps would
+        # make the teacher, not the student, the bottleneck
+        parts_k = max(1, round(1 / config.body_pixel_fraction))
+        refresh_steps = max(1, round(config.teacher_batch_size * config.reuse * parts_k / config.batch_size))
         initial_chunks = pool.num_slots
         pool.advance_to(initial_chunks + start_step // refresh_steps)
         eval_poses = sampler(config.eval_poses, _generator(config.seed, 2)).to(device)
