@@ -224,7 +224,12 @@ class PixelParts:
                 mask = np.zeros(size * size, dtype=bool)
                 mask[where[part_of == j]] = True
                 share = k * float(mask.sum()) / mask.size
-                self.sets.append((PixelSet.from_mask(mask.reshape(size, size), levels).to(device), share))
+                pixels = PixelSet.from_mask(mask.reshape(size, size), levels).to(device)
+                for level in pixels.levels:   # parts differ in size: one dynamic-shape compile, not one per part
+                    for t in (level.index, level.position, level.taps, level.tap_weights):
+                        if t is not None:
+                            torch._dynamo.maybe_mark_dynamic(t, 0)
+                self.sets.append((pixels, share))
 
     @property
     def fraction(self) -> float:
