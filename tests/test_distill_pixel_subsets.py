@@ -140,7 +140,7 @@ def test_squares_spare_the_coarser_levels():
         parts = PixelParts(region, 512, 3, 0.25, 0, torch.device("cpu"), tile)
         coarse = np.mean([len(s.levels[1]) for s, _ in parts.sets]) / len(full.levels[1])
         assert (coarse > most) if tile == 1 else (coarse < most)
-    with pytest.raises(ValueError, match="body pixel tile must divide the canvas size 512, got 3"):
+    with pytest.raises(ValueError, match="pixel parts: the tile must divide the grid size 512, got 3"):
         PixelParts(region, 512, 3, 0.25, 0, torch.device("cpu"), 3)
 
 

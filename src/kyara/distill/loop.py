@@ -207,7 +207,7 @@ class PixelParts:
     def __init__(self, region: torch.Tensor | None, size: int, levels: int, fraction: float, seed: int,
                  device: torch.device, tile: int = 1):
         if tile < 1 or size % tile:
-            raise ValueError(f"body pixel tile must divide the canvas size {size}, got {tile}")
+            raise ValueError(f"pixel parts: the tile must divide the grid size {size}, got {tile}")
         base = np.ones((size, size), dtype=bool) if region is None else region.cpu().numpy().astype(bool)
         where = np.flatnonzero(base)
         per_side = size // tile
