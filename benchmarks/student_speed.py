@@ -42,7 +42,7 @@ def timed(fn, frames: int, device: torch.device) -> float:
     return (time.perf_counter() - t0) / frames
 
 
-KERNEL_MODES = {   # name → (Student.kernels, dtype, CUDA graph, whole-level kernels where they fit)
+KERNEL_MODES = {   # name → (Student.kernels, dtype, CUDA graph, whole-level kernels where they fit[, lite body grid])
     "fp32": ("torch", torch.float32, False, True),
     "fp32+graph": ("torch", torch.float32, True, True),
     "fp16": ("torch", torch.float16, False, True),
@@ -52,21 +52,26 @@ KERNEL_MODES = {   # name → (Student.kernels, dtype, CUDA graph, whole-level k
     "triton-fp16+graph": ("triton", torch.float16, True, True),
     "triton-fp16-layers": ("triton", torch.float16, False, False),
     "triton-fp16-layers+graph": ("triton", torch.float16, True, False),
+    # the lite plan's frames in batched torch ops (LiteStudent.reference_pose): the body network on a
+    # coarse grid, upsampled; a candidate GPU fast path for issue 16 (47-53 dB from the full student at 256)
+    "lite256-fp32": ("torch", torch.float32, False, True, 256),
+    "lite256-fp16+graph": ("torch", torch.float16, True, True, 256),
+    "lite128-fp16+graph": ("torch", torch.float16, True, True, 128),
 }
 
 
-def graphed(student, image: torch.Tensor, poses: torch.Tensor):
-    """A function that replays one CUDA graph of student.pose(image, poses) (static inputs) and returns
-    its output tensor; warmed up on a side stream first, as torch.cuda.graphs requires."""
+def graphed(render):
+    """A function that replays one CUDA graph of render() (a call on static inputs) and returns its output
+    tensor; warmed up on a side stream first, as torch.cuda.graphs requires."""
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):
         for _ in range(3):
-            student.pose(image, poses)
+            render()
     torch.cuda.current_stream().wait_stream(side)
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
-        out = student.pose(image, poses)
+        out = render()
 
     def replay():
         graph.replay()
@@ -96,7 +101,7 @@ def kernel_table(ch, device: torch.device, modes: list[str], batches: list[int],
         poses = sample_poses(b, torch.Generator().manual_seed(b)).to(device)
         refs[b] = (poses, base.pose(image, poses).float())
     for mode in modes:
-        kernels, dtype, use_graph, level_kernels = KERNEL_MODES[mode]
+        kernels, dtype, use_graph, level_kernels, *lite_grid = KERNEL_MODES[mode]
         for b in batches:
             poses, ref = refs[b]
             try:
@@ -104,7 +109,12 @@ def kernel_table(ch, device: torch.device, modes: list[str], batches: list[int],
                     student = copy.deepcopy(base).to(dtype)
                     student.kernels = kernels
                     img, p = image.to(dtype), poses.to(dtype)
-                    fn = graphed(student, img, p) if use_graph else (lambda s=student, i=img, q=p: s.pose(i, q))
+                    render = lambda s=student, i=img, q=p: s.pose(i, q)   # noqa: E731
+                    if lite_grid:
+                        from kyara.student.lite import LiteConfig, LiteStudent
+                        lite = LiteStudent(student, LiteConfig(body_grid=lite_grid[0]))
+                        render = lambda s=lite, i=img, q=p: s.reference_pose(i, q)   # noqa: E731
+                    fn = graphed(render) if use_graph else render
                     out = fn().float()
                     n = max(10, frames * 4 // b)
                     sec = timed(fn, n, device)
