@@ -39,7 +39,8 @@ import torch
 
 from kyara.character import SAMPLE_IMAGE
 from kyara.distill.config import THA4_BODY_PHASES, DistillConfig
-from kyara.distill.loop import PixelParts, TrainForward, character_region, subset_body_loss, subset_face_loss
+from kyara.distill.loop import TrainForward, character_region, subset_body_loss, subset_face_loss
+from kyara.distill.parts import PixelParts
 from kyara.distill.losses import body_loss, face_loss
 from kyara.image import load_image
 from kyara.nn import fused_siren
