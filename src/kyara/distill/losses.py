@@ -62,9 +62,10 @@ def body_loss(student, target_image: torch.Tensor, target_warped: torch.Tensor, 
 
     On a pixel subset (training with DistillConfig.body_pixel_fraction < 1) every tensor is (N, C, M) at M
     sampled pixels of the region, flow_w and edges are flow_weight and alpha_edges of the whole target
-    taken at those pixels (they need the neighbourhood), and pixel_share = region pixels / canvas pixels
-    turns the subset's per-pixel means into estimates of the whole canvas's (outside the region the
-    student is the identity, a constant the loss can drop), so the terms keep their relative weights.
+    taken at those pixels (they need the neighbourhood), and pixel_share = K · part pixels / canvas pixels
+    (kyara.distill.parts.PixelParts, one of K parts) turns the part's per-pixel means into unbiased
+    estimates of the whole canvas's (outside the region the student is the identity, a constant the loss
+    can drop), so the terms keep their relative weights.
     """
     if masked_flow:
         w = flow_weight(target_image) if flow_w is None else flow_w
