@@ -13,6 +13,8 @@ blended-image MSE of today's default recipe) + both Adam updates, TF32 matmuls, 
 - compiled+graphs: the same with torch.compile(mode="reduce-overhead"), i.e. CUDA graphs of the compiled
   forward and backward (a small-batch step launches many short kernels);
 - compiled+fused-adam: compiled, with Adam(fused=True) for both optimizers;
+- compiled+pad8 / eager+pad8: the body's widths zero-padded to multiples of 8 (DistillConfig.width_multiple:
+  the same maths; 90 and 180 are not multiples of the 4 / 8 that TF32 / fp16 tensor-core GEMMs align to);
 - triton: the fused Triton sine layers (kyara.nn.fused_siren, kernels="triton"), uncompiled;
 - triton+compile: torch.compile around the fused kernels;
 - triton-bf16: the fused kernels with bf16 products (fp32 accumulation) in their forward matmuls
@@ -52,6 +54,8 @@ MODES = {   # name → (compile, kernels, matmul precision of the fused kernels,
     "compiled": (True, "torch", None, None, False),
     "compiled+graphs": (True, "torch", None, "reduce-overhead", False),
     "compiled+fused-adam": (True, "torch", None, None, True),
+    "compiled+pad8": (True, "torch", None, None, False, 8),
+    "eager+pad8": (False, "torch", None, None, False, 8),
     "triton": (False, "triton", None, None, False),
     "triton+compile": (True, "triton", None, None, False),
     "triton-bf16": (False, "triton", "bf16", None, False),
@@ -166,7 +170,7 @@ def main() -> None:
         if time.perf_counter() - t_start > args.budget_s:
             rows.append((label, "—", "—", "—", "—", "—", "—", f"skipped: past --budget-s {args.budget_s:.0f} s"))
             continue
-        compile, kernels, precision, compile_mode, fused_adam = MODES[mode]
+        compile, kernels, precision, compile_mode, fused_adam, *pad = MODES[mode]
         try:
             student, opts, d, region = make_setup(dev, args.batch, args.face_batch, args.margin, fused_adam)
             share = float(region.float().mean())
@@ -179,7 +183,7 @@ def main() -> None:
             if config.face_pixel_fraction < 1:
                 face_parts = PixelParts(None, student.face_morpher.size, 1, config.face_pixel_fraction, 1, dev)
             forward = TrainForward(student, compile=compile and dev.type == "cuda", kernels=kernels,
-                                   compile_mode=compile_mode)
+                                   compile_mode=compile_mode, width_multiple=pad[0] if pad else 1)
             t0 = time.perf_counter()
             with fused_siren.matmul_precision(precision):
                 step(forward, opts, d, config, update=False, parts=parts, g=g, face_parts=face_parts)   # first call: compiles (Triton and/or inductor)

@@ -58,6 +58,33 @@ KERNEL_MODES = {   # name → (Student.kernels, dtype, CUDA graph, whole-level k
     "lite256-fp16+graph": ("torch", torch.float16, True, True, 256),
     "lite128-fp16+graph": ("torch", torch.float16, True, True, 128),
 }
+# Render paths besides Student.pose (a prefix of the mode name; the rest is looked up in KERNEL_MODES):
+# "modules-": the modules' torch code (FaceMorpher.forward, BodyMorpher.features_at; the GPU path before
+# the batched evaluator); "compiled-" / "autotuned-": Student.renderer() through torch.compile (inductor's
+# default mode / "max-autotune-no-cudagraphs"); "pad1-" (after those): the batched evaluator without
+# width padding (Student.BATCHED_PAD = 1).
+PATHS = ("modules-", "compiled-", "autotuned-", "pad1-")
+
+
+def split_mode(mode: str) -> tuple[list[str], str]:
+    """'compiled-pad1-fp16+graph' → (['compiled-', 'pad1-'], 'fp16+graph')."""
+    prefixes = []
+    while True:
+        hit = next((p for p in PATHS if mode.startswith(p)), None)
+        if hit is None:
+            return prefixes, mode
+        prefixes.append(hit)
+        mode = mode[len(hit):]
+
+
+def modules_render(student, image, poses):
+    """Student.pose through the modules' torch code (no batched evaluator, no fused kernels)."""
+    from kyara.pose import FACE_ALL
+
+    with torch.inference_mode():
+        pixels = student.body_pixels()
+        return student.compose(image, student.face_morpher(poses[:, FACE_ALL]),
+                               student.body_morpher.features_at(poses, pixels), pixels).image
 
 
 def graphed(render):
@@ -86,8 +113,9 @@ def kernel_table(ch, device: torch.device, modes: list[str], batches: list[int],
     from kyara.nn import fused_siren
 
     for mode in modes:
-        if mode not in KERNEL_MODES:
-            raise SystemExit(f"student_speed.py: unknown kernel mode {mode!r} (choose from {', '.join(KERNEL_MODES)})")
+        if split_mode(mode)[1] not in KERNEL_MODES:
+            raise SystemExit(f"student_speed.py: unknown kernel mode {mode!r} (choose from {', '.join(KERNEL_MODES)}, "
+                             f"optionally after {', '.join(PATHS)})")
     base = ch.poser
     base.kernels = "torch"
     image = ch.image.to(device)
@@ -99,9 +127,10 @@ def kernel_table(ch, device: torch.device, modes: list[str], batches: list[int],
     refs = {}
     for b in batches:
         poses = sample_poses(b, torch.Generator().manual_seed(b)).to(device)
-        refs[b] = (poses, base.pose(image, poses).float())
+        refs[b] = (poses, modules_render(base, image, poses).float())   # the fp32 modules path: the reference
     for mode in modes:
-        kernels, dtype, use_graph, level_kernels, *lite_grid = KERNEL_MODES[mode]
+        paths, base_mode = split_mode(mode)
+        kernels, dtype, use_graph, level_kernels, *lite_grid = KERNEL_MODES[base_mode]
         for b in batches:
             poses, ref = refs[b]
             try:
@@ -109,15 +138,29 @@ def kernel_table(ch, device: torch.device, modes: list[str], batches: list[int],
                     student = copy.deepcopy(base).to(dtype)
                     student.kernels = kernels
                     img, p = image.to(dtype), poses.to(dtype)
+                    if "pad1-" in paths:
+                        student.BATCHED_PAD = 1
                     render = lambda s=student, i=img, q=p: s.pose(i, q)   # noqa: E731
+                    if "modules-" in paths:
+                        render = lambda s=student, i=img, q=p: modules_render(s, i, q)   # noqa: E731
+                    if "compiled-" in paths or "autotuned-" in paths:
+                        t0 = time.perf_counter()
+                        how = dict(mode="max-autotune-no-cudagraphs") if "autotuned-" in paths else {}
+                        fn = torch.compile(student.renderer(), dynamic=False, fullgraph=True, **how)
+                        with torch.inference_mode():
+                            fn(img, p)
+                        print(f"<!-- {mode} batch {b}: compiled in {time.perf_counter() - t0:.0f} s -->", flush=True)
+                        render = lambda f=fn, i=img, q=p: f(i, q)   # noqa: E731
                     if lite_grid:
                         from kyara.student.lite import LiteConfig, LiteStudent
                         lite = LiteStudent(student, LiteConfig(body_grid=lite_grid[0]))
                         render = lambda s=lite, i=img, q=p: s.reference_pose(i, q)   # noqa: E731
-                    fn = graphed(render) if use_graph else render
-                    out = fn().float()
+                    with torch.inference_mode():
+                        fn = graphed(render) if use_graph else render
+                        out = fn().float()
                     n = max(10, frames * 4 // b)
-                    sec = timed(fn, n, device)
+                    with torch.inference_mode():
+                        sec = timed(fn, n, device)
                 diff = (out - ref).abs().max().item()
                 q = float(psnr(out, ref).mean()) if not torch.equal(out, ref) else float("inf")
                 note = "" if fused_siren._CHAIN_DISABLED is None else f"level kernels off: {fused_siren._CHAIN_DISABLED[:120]}"

@@ -258,3 +258,93 @@ def test_compose_keeps_the_face_edited_image_outside_the_pixels():
     # (measured 5.7e-5 on uniform [-1, 1] images)
     assert (out.image[:, :, outside] - edited[:, :, outside]).abs().max() < 2e-4
     assert (out.image[:, :, _region_mask()] - edited[:, :, _region_mask()]).abs().max() > 0.1
+
+
+@pytest.mark.parametrize("multiple", [1, 8, 16])
+def test_padded_widths_are_exact_and_aligned(multiple):
+    """pad_widths adds zero channels only: the batched evaluator's outputs equal the chunked CPU
+    evaluator's for every padding, and every GEMM width is a multiple of `multiple`."""
+    from kyara.student.inference import evaluate_batched, evaluate_poses, pad_widths, prepare_body, prepared_to
+    from kyara.student.pixels import PixelSet
+
+    student = _trained_looking_student()
+    pixels = PixelSet.from_mask(_region_mask().numpy(), levels=3)
+    poses = torch.rand(2, 45) * 2 - 1
+    net = prepare_body(student.body_morpher)
+    padded = pad_widths(net, multiple)
+    for level in padded.levels:
+        assert all(w.shape[0] % multiple == 0 and w.shape[1] % multiple == 0 for w, _ in level.hidden)
+        assert level.features is None or level.features.shape[1] % multiple == 0
+    assert padded.head_weight.shape[0] % multiple == 0
+    if multiple == 8:
+        assert [l.bias.numel() for l in padded.levels] == [360, 184, 96]
+    reference = evaluate_poses(net, poses, pixels)
+    out = evaluate_batched(prepared_to(padded, "cpu", torch.float32), poses, pixels, outputs=7)
+    # float32 summation order only (the zero channels add exact zeros): the same bound as the CPU evaluator
+    # against the modules (test_renderer_backends_agree_and_default_to_the_region)
+    assert out.shape == reference.shape and (out - reference).abs().max() < 5e-5
+
+
+def test_batched_backend_and_renderer_agree_with_the_modules(monkeypatch):
+    """Where the batched evaluator is the backend (BATCHED_DEVICES: CUDA; here the CPU is let in), pose()
+    and the pure renderer() give the modules' images; autograd and kernels != "torch" keep the modules."""
+    student = _trained_looking_student()
+    student.set_region(_region_mask())
+    # a smooth image: the warp turns a flow difference δ into an image difference δ · the image's slope
+    ramp = torch.linspace(-1, 1, 512)
+    image = torch.stack([ramp[None, :].expand(512, 512), ramp[:, None].expand(512, 512),
+                         (ramp[None, :] * ramp[:, None]), torch.ones(512, 512)])
+    poses = torch.rand(2, 45) * 2 - 1
+    reference = student(image, poses).image.detach()                  # autograd: the modules
+    monkeypatch.setattr(Student, "BATCHED_DEVICES", ("cpu",))
+    monkeypatch.setattr(student, "_evaluator", lambda: None)         # not the chunked CPU evaluator
+    assert student._batched_nets() is None                            # autograd on
+    with torch.no_grad():
+        assert student._batched_nets() is not None
+        student.kernels = "auto"
+        assert student._batched_nets() is None
+        student.kernels = "torch"
+        batched = student.pose(image, poses)
+        rendered = student.renderer()(image, poses)
+    # the features agree to float32 summation order (measured 1.3e-6); the warp multiplies a flow
+    # difference by the image's slope, and this untrained face morpher pastes noise into the face box
+    # (slope ~256 per unit of flow), which flows up to ±0.4 carry around it: measured 2.3e-4
+    assert (batched - reference).abs().max() < 2e-3 and (rendered - reference).abs().max() < 2e-3
+    assert torch.equal(batched, rendered)
+
+
+def test_batched_nets_follow_weight_changes(monkeypatch):
+    monkeypatch.setattr(Student, "BATCHED_DEVICES", ("cpu",))
+    student = _trained_looking_student()
+    with torch.no_grad():
+        first = student._batched_nets()
+        assert student._batched_nets() is first
+        student.body_morpher.last_linear.bias.add_(0.1)                 # as an optimizer step would
+        second = student._batched_nets()
+    assert second is not first
+    assert torch.allclose(second[1].head_bias[:7], first[1].head_bias[:7] + 0.1)
+
+
+def test_padded_training_widths_change_nothing_but_the_gemm_shapes():
+    """BodyMorpher.features_at(pad=8) (DistillConfig.width_multiple) is the same function with the same
+    gradients: exact in float64 (the zero rows and columns add exact zeros); the official shapes stay."""
+    from kyara.student.pixels import PixelSet
+
+    body = _trained_looking_student().body_morpher.double()
+    pixels = PixelSet.from_mask(_region_mask().numpy(), levels=3)
+    poses = (torch.rand(2, 45) * 2 - 1).double()
+    levels, (head_w, _) = body.padded_weights(8)
+    assert [w.shape[0] for w, _, _ in levels] == [360, 184, 96] and tuple(head_w.shape) == (8, 96)
+    assert [w.shape[1] for w, _, _ in levels] == [47, 184 + 47, 96 + 47]
+    results = []
+    for pad in (1, 8):
+        body.zero_grad()
+        out = body.features_at(poses, pixels, pad=pad)
+        (out * torch.linspace(-1, 1, 7, dtype=torch.float64)).square().sum().backward()
+        results.append((out.detach(), [p.grad.clone() for p in body.parameters()]))
+    (out1, grads1), (out8, grads8) = results
+    assert out8.shape == out1.shape == (2, len(pixels.output), 7)
+    # float64 rounding only (other GEMM blockings): measured ≤ 1e-15 on outputs and relative on gradients
+    assert (out1 - out8).abs().max() < 1e-11
+    assert max(float((a - b).abs().max() / a.abs().max()) for a, b in zip(grads1, grads8)) < 1e-10
+    assert tuple(body.siren_layers[2][1].linear.weight.shape) == (90, 90, 1, 1)

@@ -56,6 +56,7 @@ class DistillConfig:
     identity_init: bool = True              # start the body morpher at "no motion" (zero flow/alpha/colour head)
     tf32: bool = True                       # TF32 matmuls for the student (1.36× faster steps on an H100; every measured run used it)
     compile: bool = True                    # torch.compile the student's training forward passes (CUDA only): same maths, ~1.7× faster steps
+    width_multiple: int = 1                 # train with the body's widths zero-padded to multiples of this (BodyMorpher.padded_weights): same maths, aligned GEMMs
     kernels: str = "torch"                  # student's sine layers: "torch", "triton" (fused kernels, kyara.nn.fused_siren), "auto" = triton on CUDA when it runs.
                                             # Default torch (compiled): 2.1× faster than the Triton kernels on an H200 (docs/benchmarks.md, issue 16)
     blended_l2: float = 40.0                # extra MSE on the blended image, × the phase's w_blended: +1.0–2.1 dB (docs/benchmarks.md)

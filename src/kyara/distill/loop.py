@@ -16,6 +16,8 @@ Under `torchrun` each GPU runs this loop on its own examples and gradients are a
 """
 from __future__ import annotations
 
+import functools
+
 import json
 import math
 import time
@@ -232,7 +234,8 @@ class TrainForward:
     "triton" with compile=True compiles around them. ``self.kernels`` is what was chosen: "triton" / "torch".
     """
 
-    def __init__(self, student: Student, compile: bool = False, kernels: str = "torch", compile_mode: str | None = None):
+    def __init__(self, student: Student, compile: bool = False, kernels: str = "torch", compile_mode: str | None = None,
+                 width_multiple: int = 1):
         device = student.device
         fused = fused_siren.use_triton(kernels, device)
         if fused and kernels == "auto":
@@ -249,7 +252,9 @@ class TrainForward:
         self.face = wrap(face.fused_forward if fused else face.forward)                      # (N, 39) → (N, 4, 128, 128)
         self.face_at = wrap(face.forward_at)                                                 # (N, 39), (M,) → (N, 4, M)
         self._features = wrap(body.fused_features if fused else body.features)             # (N, 45) → (N, 7, 512, 512)
-        self._features_at = wrap(body.fused_features_at if fused else body.features_at)    # (N, 45), PixelSet → (N, M, 7)
+        # width_multiple: the torch path's GEMMs on zero-padded widths (BodyMorpher.padded_weights)
+        features_at = body.fused_features_at if fused else functools.partial(body.features_at, pad=width_multiple)
+        self._features_at = wrap(features_at)                                                # (N, 45), PixelSet → (N, M, 7)
 
     def body(self, body_input: torch.Tensor, poses: torch.Tensor) -> BodyMorpherOutput:
         """Student.body_outputs through these (possibly compiled) feature functions."""
@@ -437,7 +442,8 @@ def distill(image: torch.Tensor, teacher, config: DistillConfig = DistillConfig(
             _load_optimizer("face_opt", face_opt, ckpt_tensors, json.loads(ckpt_meta["face_opt"]), device)
             _load_optimizer("body_opt", body_opt, ckpt_tensors, json.loads(ckpt_meta["body_opt"]), device)
 
-        forward = TrainForward(student, compile=config.compile and device.type == "cuda", kernels=config.kernels)
+        forward = TrainForward(student, compile=config.compile and device.type == "cuda", kernels=config.kernels,
+                               width_multiple=config.width_multiple)
         # pixel fractions < 1: a network trains on one random part of its pixels per step (PixelParts)
         body_parts = face_parts = None
         if config.body_pixel_fraction < 1:

@@ -74,31 +74,57 @@ class BodyMorpher(nn.Module):
                 x = sine(linear_nhwc(x, layer.linear))
         return linear_nhwc(x, self.last_linear).permute(0, 3, 1, 2)                       # (N, 7, H, W)
 
-    def features_at(self, pose: torch.Tensor, pixels: "PixelSet") -> torch.Tensor:
+    def features_at(self, pose: torch.Tensor, pixels: "PixelSet", pad: int = 1) -> torch.Tensor:
         """pose (N, 45) → (N, M, 7) raw head outputs at the M pixels of pixels.output (its index order).
 
         Exactly ``features`` restricted to a pixel subset (kyara.student.pixels.PixelSet with one
         level per SIREN level, on pose's device), differentiable: region-restricted training and
         rendering evaluate only the canvas a character can reach. Upsampling is a 4-tap gather of
         the previous level's output already projected by this level's first layer (W·up(f) = up(W·f)).
+        pad > 1: every width rounded up to a multiple of pad by zero rows / columns (``padded_weights``;
+        the same values, aligned GEMMs for tensor cores; gradients reach the real weights only).
         """
         if len(pixels.levels) != len(self.siren_layers):
             raise ValueError(f"pixel set has {len(pixels.levels)} levels, the body morpher {len(self.siren_layers)}")
+        levels, (head_w, head_b) = self.padded_weights(pad)
         x = None
-        for layers, level in zip(self.siren_layers, pixels.levels):
-            w = layers[0].linear.weight.flatten(1)
+        for (w, b, hidden), level in zip(levels, pixels.levels):
             c_f = w.shape[1] - 2 - pose.shape[1]
             z = (F.linear(level.position.to(pose.dtype), w[:, c_f:c_f + 2]).unsqueeze(0)         # (1, M, C)
-                 + F.linear(pose, w[:, c_f + 2:], layers[0].linear.bias).unsqueeze(1))          # (N, 1, C)
+                 + F.linear(pose, w[:, c_f + 2:], b).unsqueeze(1))                              # (N, 1, C)
             if x is not None:
                 low = F.linear(x, w[:, :c_f])                                                  # (N, M_prev, C)
                 weights = level.tap_weights.to(pose.dtype)
                 for k in range(weights.shape[1]):
                     z = z + low[:, level.taps[:, k]] * weights[:, k, None]
             x = sine(z)
+            for hw, hb in hidden:
+                x = sine(F.linear(x, hw, hb))
+        return F.linear(x, head_w, head_b)[..., :self.last_linear.out_channels]
+
+    def padded_weights(self, pad: int = 1):
+        """The layers' (weight (C_out, C_in), bias (C_out,)) with every width a multiple of pad (zero rows
+        and columns; pad 1: the weights themselves, flattened). Returns ([(first weight, first bias,
+        [(weight, bias) of the other layers]) per level], (head weight, head bias)); a first layer's
+        columns are [previous level's features, position (2), pose], the features' block padded."""
+        up = lambda n: -(-n // pad) * pad                                                    # noqa: E731
+        levels, prev, prev_padded = [], 0, 0
+        for layers in self.siren_layers:
+            w, b = layers[0].linear.weight.flatten(1), layers[0].linear.bias
+            c = up(w.shape[0])
+            w = torch.cat([F.pad(w[:, :prev], (0, prev_padded - prev)), w[:, prev:]], 1) if prev else w
+            w, b = F.pad(w, (0, 0, 0, c - w.shape[0])), F.pad(b, (0, c - b.shape[0]))
+            hidden, c_in = [], c
             for layer in layers[1:]:
-                x = sine(linear_nhwc(x, layer.linear))
-        return linear_nhwc(x, self.last_linear)
+                hw, hb = layer.linear.weight.flatten(1), layer.linear.bias
+                c_out = up(hw.shape[0])
+                hidden.append((F.pad(hw, (0, c_in - hw.shape[1], 0, c_out - hw.shape[0])), F.pad(hb, (0, c_out - hb.shape[0]))))
+                c_in = c_out
+            levels.append((w, b, hidden))
+            prev, prev_padded = layers[-1].linear.weight.shape[0], c_in
+        hw, hb = self.last_linear.weight.flatten(1), self.last_linear.bias
+        out = up(hw.shape[0])
+        return levels, (F.pad(hw, (0, prev_padded - hw.shape[1], 0, out - hw.shape[0])), F.pad(hb, (0, out - hb.shape[0])))
 
     def fused_features_at(self, pose: torch.Tensor, pixels: "PixelSet") -> torch.Tensor:
         """``features_at`` through the fused Triton kernels (kyara.nn.fused_siren): same maths, each

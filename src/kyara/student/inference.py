@@ -180,3 +180,80 @@ def evaluate_poses(net: PreparedSiren, poses: torch.Tensor, pixels: PixelSet, th
     """poses (N, P) → (N, M, C_out): ``evaluate`` for each pose (the student's CPU backend: it is what
     ``Student.face_rgba`` / ``Student.body_features`` run on the CPU)."""
     return torch.stack([evaluate(net, p, pixels, threads) for p in poses.reshape(-1, net.pose_dim)])
+
+
+# -- the batched form (GPU) -------------------------------------------------------------------------
+def _round_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
+
+
+def _pad(t: torch.Tensor | None, rows: int, cols: int | None = None) -> torch.Tensor | None:
+    """t (R, C) or (C,) zero-padded to (rows, cols) or (rows,)."""
+    if t is None:
+        return None
+    if t.dim() == 1:
+        return F.pad(t, (0, rows - t.shape[0]))
+    return F.pad(t, (0, cols - t.shape[1], 0, rows - t.shape[0]))
+
+
+def pad_widths(net: PreparedSiren, multiple: int) -> PreparedSiren:
+    """The same network with every hidden width (and the head's output) rounded up to a multiple of
+    `multiple` by zero rows and columns: exact, since a padded channel's pre-activation is 0 and
+    sin(0) = 0 feeds nothing. Why: fp16 / TF32 tensor-core GEMMs need widths that are multiples of
+    8 / 4 (the body's 90 and 180 are not). The head's extra outputs are zeros (callers slice them off)."""
+    if multiple <= 1:
+        return net
+    up = lambda t: _round_up(t.numel(), multiple)   # noqa: E731 - padded length of a bias
+    levels, prev = [], 0   # prev: the padded width of the previous level's last layer (its output's rows)
+    for level in net.levels:
+        c = up(level.bias)
+        hidden, c_in = [], c
+        for weight, bias in level.hidden:
+            hidden.append((_pad(weight, c_in, up(bias)), _pad(bias, up(bias))))
+            c_in = up(bias)
+        levels.append(SineLevel(position=_pad(level.position, 2, c), pose=_pad(level.pose, net.pose_dim, c),
+                                bias=_pad(level.bias, c), features=_pad(level.features, prev, c), hidden=tuple(hidden)))
+        prev = c_in
+    out = up(net.head_bias)
+    return PreparedSiren(tuple(levels), _pad(net.head_weight, prev, out), _pad(net.head_bias, out), net.pose_dim)
+
+
+def prepared_to(net: PreparedSiren, device: torch.device | str, dtype: torch.dtype) -> PreparedSiren:
+    """The network's matrices in dtype on device; the first layers' position / pose / bias terms stay
+    float32 (ω₀ = 30 multiplies their rounding, and they are tiny)."""
+    mat = lambda t: None if t is None else t.to(device=device, dtype=dtype)              # noqa: E731
+    f32 = lambda t: t.to(device=device, dtype=torch.float32)                              # noqa: E731
+    levels = tuple(SineLevel(position=f32(l.position), pose=f32(l.pose), bias=f32(l.bias), features=mat(l.features),
+                             hidden=tuple((mat(w), mat(b)) for w, b in l.hidden)) for l in net.levels)
+    return PreparedSiren(levels, mat(net.head_weight), mat(net.head_bias), net.pose_dim)
+
+
+def evaluate_batched(net: PreparedSiren, poses: torch.Tensor, pixels: PixelSet, outputs: int | None = None) -> torch.Tensor:
+    """poses (N, P) → (N, M, outputs) head outputs at pixels.output, in the dtype of net's matrices
+    (``prepared_to``): the same maths as ``evaluate`` as whole-batch tensor ops (a GPU runs every pixel
+    at once) that torch.compile can fuse: each level's first layer (position + pose + 4-tap upsampling
+    gather, then sine) is elementwise, each hidden layer one GEMM then a sine. outputs: keep the first
+    `outputs` head channels (padding, ``pad_widths``); default all."""
+    if len(pixels.levels) != len(net.levels):
+        raise ValueError(f"pixel set has {len(pixels.levels)} levels, the network {len(net.levels)}")
+    if poses.dim() != 2 or poses.shape[1] != net.pose_dim:
+        raise ValueError(f"poses must be (N, {net.pose_dim}), got {tuple(poses.shape)}")
+    dtype = net.head_weight.dtype
+    n = poses.shape[0]
+    low = None
+    for i, (level, pix) in enumerate(zip(net.levels, pixels.levels)):
+        pose_bias = torch.addmm(level.bias, poses.float(), level.pose)                    # (N, C) float32
+        z = (pix.position @ level.position).unsqueeze(0) + pose_bias.unsqueeze(1)          # (N, M, C) float32
+        if low is not None:
+            weights = pix.tap_weights
+            for k in range(weights.shape[1]):
+                z = z + low[:, pix.taps[:, k]].float() * weights[:, k, None]
+        x = torch.sin(z).to(dtype)
+        for weight, bias in level.hidden:
+            x = torch.sin(torch.addmm(bias, x.flatten(0, 1), weight)).view(n, -1, weight.shape[1])
+        last = i == len(net.levels) - 1
+        if last:
+            low = torch.addmm(net.head_bias, x.flatten(0, 1), net.head_weight).view(n, -1, net.head_weight.shape[1])
+        else:
+            low = (x.flatten(0, 1) @ net.levels[i + 1].features).view(n, -1, net.levels[i + 1].features.shape[1])
+    return low if outputs is None else low[..., :outputs]
