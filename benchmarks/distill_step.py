@@ -13,6 +13,8 @@ blended-image MSE of today's default recipe) + both Adam updates, TF32 matmuls, 
 - compiled+graphs: the same with torch.compile(mode="reduce-overhead"), i.e. CUDA graphs of the compiled
   forward and backward (a small-batch step launches many short kernels);
 - compiled+fused-adam: compiled, with Adam(fused=True) for both optimizers;
+- compiled+scatter / eager+scatter: the bilinear taps' backward as autograd's scatter with atomic adds (the
+  path before PixelLevel.readers; now upsample_taps gathers through the taps' transpose);
 - compiled+pad8 / eager+pad8: the body's widths zero-padded to multiples of 8 (DistillConfig.width_multiple:
   the same maths; 90 and 180 are not multiples of the 4 / 8 that TF32 / fp16 tensor-core GEMMs align to);
 - triton: the fused Triton sine layers (kyara.nn.fused_siren, kernels="triton"), uncompiled;
@@ -55,6 +57,8 @@ MODES = {   # name → (compile, kernels, matmul precision of the fused kernels,
     "compiled+graphs": (True, "torch", None, "reduce-overhead", False),
     "compiled+fused-adam": (True, "torch", None, None, True),
     "compiled+pad8": (True, "torch", None, None, False, 8),
+    "compiled+scatter": (True, "torch", None, None, False, 1, "scatter"),
+    "eager+scatter": (False, "torch", None, None, False, 1, "scatter"),
     "eager+pad8": (False, "torch", None, None, False, 8),
     "triton": (False, "triton", None, None, False),
     "triton+compile": (True, "triton", None, None, False),
@@ -170,7 +174,8 @@ def main() -> None:
         if time.perf_counter() - t_start > args.budget_s:
             rows.append((label, "—", "—", "—", "—", "—", "—", f"skipped: past --budget-s {args.budget_s:.0f} s"))
             continue
-        compile, kernels, precision, compile_mode, fused_adam, *pad = MODES[mode]
+        compile, kernels, precision, compile_mode, fused_adam, *extra = MODES[mode]
+        pad, scatter = (extra + [1, None])[:2]
         try:
             student, opts, d, region = make_setup(dev, args.batch, args.face_batch, args.margin, fused_adam)
             share = float(region.float().mean())
@@ -179,11 +184,15 @@ def main() -> None:
                 parts = PixelParts(region, student.size, len(student.body_morpher.levels),
                                          config.body_pixel_fraction, 0, dev, args.body_pixel_tile)
                 share *= parts.fraction
+            if scatter:   # the upsampling's backward as autograd's scatter (atomic adds), as before the readers
+                student.body_pixels = lambda p=student.body_pixels().without_readers(): p
+                if parts is not None:
+                    parts.sets = [(p.without_readers(), sh) for p, sh in parts.sets]
             face_parts = None
             if config.face_pixel_fraction < 1:
                 face_parts = PixelParts(None, student.face_morpher.size, 1, config.face_pixel_fraction, 1, dev)
             forward = TrainForward(student, compile=compile and dev.type == "cuda", kernels=kernels,
-                                   compile_mode=compile_mode, width_multiple=pad[0] if pad else 1)
+                                   compile_mode=compile_mode, width_multiple=pad)
             t0 = time.perf_counter()
             with fused_siren.matmul_precision(precision):
                 step(forward, opts, d, config, update=False, parts=parts, g=g, face_parts=face_parts)   # first call: compiles (Triton and/or inductor)

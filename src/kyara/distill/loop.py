@@ -253,7 +253,8 @@ class TrainForward:
         self.face_at = wrap(face.forward_at)                                                 # (N, 39), (M,) → (N, 4, M)
         self._features = wrap(body.fused_features if fused else body.features)             # (N, 45) → (N, 7, 512, 512)
         # width_multiple: the torch path's GEMMs on zero-padded widths (BodyMorpher.padded_weights)
-        features_at = body.fused_features_at if fused else functools.partial(body.features_at, pad=width_multiple)
+        features_at = (body.fused_features_at if fused else body.features_at if width_multiple == 1
+                       else functools.partial(body.features_at, pad=width_multiple))
         self._features_at = wrap(features_at)                                                # (N, 45), PixelSet → (N, M, 7)
 
     def body(self, body_input: torch.Tensor, poses: torch.Tensor) -> BodyMorpherOutput:

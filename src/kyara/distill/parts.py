@@ -47,9 +47,8 @@ class PixelParts:
                 share = k * float(mask.sum()) / mask.size
                 pixels = PixelSet.from_mask(mask.reshape(size, size), levels).to(device)
                 for level in pixels.levels:   # parts differ in size: one dynamic-shape compile, not one per part
-                    for t in (level.index, level.position, level.taps, level.tap_weights):
-                        if t is not None:
-                            torch._dynamo.maybe_mark_dynamic(t, 0)
+                    for t in level.tensors():
+                        torch._dynamo.maybe_mark_dynamic(t, 0)
                 self.sets.append((pixels, share))
 
     @property

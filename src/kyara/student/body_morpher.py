@@ -14,6 +14,8 @@ from kyara.nn.siren import SineLinear, conditioned_first_layer, linear_head, lin
 from kyara.nn.warp import apply_flow, apply_flow_at
 from kyara.pose import NUM_PARAMETERS
 
+from kyara.student.pixels import upsample_taps
+
 if TYPE_CHECKING:
     from kyara.student.pixels import PixelSet
 
@@ -93,10 +95,7 @@ class BodyMorpher(nn.Module):
             z = (F.linear(level.position.to(pose.dtype), w[:, c_f:c_f + 2]).unsqueeze(0)         # (1, M, C)
                  + F.linear(pose, w[:, c_f + 2:], b).unsqueeze(1))                              # (N, 1, C)
             if x is not None:
-                low = F.linear(x, w[:, :c_f])                                                  # (N, M_prev, C)
-                weights = level.tap_weights.to(pose.dtype)
-                for k in range(weights.shape[1]):
-                    z = z + low[:, level.taps[:, k]] * weights[:, k, None]
+                z = z + upsample_taps(F.linear(x, w[:, :c_f]), level)                           # (N, M_prev, C) → (N, M, C)
             x = sine(z)
             for hw, hb in hidden:
                 x = sine(F.linear(x, hw, hb))

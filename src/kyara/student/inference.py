@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from kyara.nn.siren import OMEGA_0
 from kyara.student.body_morpher import BodyMorpher
 from kyara.student.face_morpher import FaceMorpher
-from kyara.student.pixels import PixelLevel, PixelSet
+from kyara.student.pixels import PixelLevel, PixelSet, upsample_taps
 
 # Rows (pixels) per chunk ≈ this many floats of the widest activation (~1.5 MB: fits in L2).
 CHUNK_FLOATS = 393_216
@@ -245,9 +245,7 @@ def evaluate_batched(net: PreparedSiren, poses: torch.Tensor, pixels: PixelSet, 
         pose_bias = torch.addmm(level.bias, poses.float(), level.pose)                    # (N, C) float32
         z = (pix.position @ level.position).unsqueeze(0) + pose_bias.unsqueeze(1)          # (N, M, C) float32
         if low is not None:
-            weights = pix.tap_weights
-            for k in range(weights.shape[1]):
-                z = z + low[:, pix.taps[:, k]].float() * weights[:, k, None]
+            z = z + upsample_taps(low.float(), pix)
         x = torch.sin(z).to(dtype)
         for weight, bias in level.hidden:
             x = torch.sin(torch.addmm(bias, x.flatten(0, 1), weight)).view(n, -1, weight.shape[1])

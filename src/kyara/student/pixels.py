@@ -29,6 +29,8 @@ class PixelLevel:
     position: torch.Tensor
     taps: torch.Tensor | None = None
     tap_weights: torch.Tensor | None = None
+    readers: torch.Tensor | None = None
+    reader_weights: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.index.numel())
@@ -36,7 +38,73 @@ class PixelLevel:
     def to(self, device: torch.device | str) -> "PixelLevel":
         move = lambda t: None if t is None else t.to(device)   # noqa: E731
         return replace(self, index=move(self.index), position=move(self.position), taps=move(self.taps),
-                       tap_weights=move(self.tap_weights))
+                       tap_weights=move(self.tap_weights), readers=move(self.readers),
+                       reader_weights=move(self.reader_weights))
+
+    def tensors(self) -> tuple[torch.Tensor, ...]:
+        """Every tensor of the level (for marking dynamic shapes)."""
+        return tuple(t for t in (self.index, self.position, self.taps, self.tap_weights, self.readers,
+                                 self.reader_weights) if t is not None)
+
+
+READERS = 16   # the readers table's width: bilinear ×2 reads a pixel from at most 4 × 4 finer pixels
+
+
+def _readers(taps: np.ndarray, weights: np.ndarray, coarse_count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The taps' transpose: for each of coarse_count pixels of the previous level, the rows of this level
+    whose taps read it and with which weight, (coarse_count, T) each, T = READERS (16: at most 4 × 4 for
+    bilinear ×2, once repeated taps are merged), padded with row 0 and weight 0."""
+    src = taps.reshape(-1)
+    rows = np.repeat(np.arange(taps.shape[0]), taps.shape[1])
+    w = weights.reshape(-1)
+    # merge a row's repeated taps of one pixel (clamped at the grid's edge) and drop zero weights: then
+    # no pixel has more than 4 × 4 readers, and the table's width is the same for every pixel set
+    pair, inverse = np.unique(src * taps.shape[0] + rows, return_inverse=True)
+    w = np.bincount(inverse, weights=w).astype(np.float32)
+    src, rows = pair // taps.shape[0], pair % taps.shape[0]
+    keep = w != 0
+    src, rows, w = src[keep], rows[keep], w[keep]
+    counts = np.bincount(src, minlength=coarse_count)
+    width = max(READERS, int(counts.max()))
+    slot = np.arange(src.size) - np.repeat(np.cumsum(counts) - counts, counts)
+    readers = np.zeros((coarse_count, width), dtype=np.int64)
+    reader_weights = np.zeros((coarse_count, width), dtype=np.float32)
+    readers[src, slot] = rows
+    reader_weights[src, slot] = w
+    return torch.from_numpy(readers), torch.from_numpy(reader_weights)
+
+
+class _TapGather(torch.autograd.Function):
+    """out[:, m] = Σ_k low[:, taps[m, k]] · tap_weights[m, k]; its backward gathers through the readers
+    table (the taps' transpose) instead of scattering with atomic adds."""
+
+    @staticmethod
+    def forward(ctx, low, taps, tap_weights, readers, reader_weights):
+        ctx.save_for_backward(taps, tap_weights, readers, reader_weights)
+        return _weighted_gather(low, taps, tap_weights)
+
+    @staticmethod
+    def backward(ctx, grad):
+        taps, tap_weights, readers, reader_weights = ctx.saved_tensors
+        return _TapGather.apply(grad, readers, reader_weights, taps, tap_weights), None, None, None, None
+
+
+def _weighted_gather(x: torch.Tensor, rows: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """x (N, R, C), rows / weights (M, K) → (N, M, C) = Σ_k x[:, rows[:, k]] · weights[:, k]."""
+    weights = weights.to(x.dtype)
+    out = x[:, rows[:, 0]] * weights[:, 0, None]
+    for k in range(1, rows.shape[1]):
+        out = out + x[:, rows[:, k]] * weights[:, k, None]
+    return out
+
+
+def upsample_taps(low: torch.Tensor, level: PixelLevel) -> torch.Tensor:
+    """low (N, M_prev, C) values at the previous level's pixels → (N, M, C) their bilinear ×2 upsampling
+    at level's pixels (its 4 taps). Differentiable; the backward is a gather through level.readers (no
+    atomic adds: on a GPU those serialise where many fine pixels read one coarse pixel)."""
+    if level.readers is None:
+        return _weighted_gather(low, level.taps, level.tap_weights)
+    return _TapGather.apply(low, level.taps, level.tap_weights, level.readers, level.reader_weights)
 
 
 def _upsample_taps(out_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -65,6 +133,11 @@ class PixelSet:
 
     def to(self, device: torch.device | str) -> "PixelSet":
         return PixelSet(tuple(level.to(device) for level in self.levels))
+
+    def without_readers(self) -> "PixelSet":
+        """The same pixels without the taps' transpose: upsample_taps' backward then scatters (atomic
+        adds), as autograd does for plain indexing (benchmarks compare the two)."""
+        return PixelSet(tuple(replace(level, readers=None, reader_weights=None) for level in self.levels))
 
     @property
     def fraction(self) -> float:
@@ -102,7 +175,7 @@ class PixelSet:
             rows, cols = np.divmod(flat, s)
             centre = lambda k: ((k * 2 + 1) / s - 1).astype(np.float32)   # noqa: E731 (as position_grid)
             position = torch.from_numpy(np.stack([centre(cols), centre(rows)], axis=1))
-            taps = weights = None
+            taps = weights = readers = reader_weights = None
             if i > 0:
                 prev = built[-1]
                 row_of = np.full(prev.size * prev.size, -1, dtype=np.int64)
@@ -116,7 +189,8 @@ class PixelSet:
                 taps = torch.from_numpy(np.ascontiguousarray(np.stack(tap_list, axis=1)))
                 assert int(taps.min()) >= 0, "coarser level misses a tap"
                 weights = torch.from_numpy(np.ascontiguousarray(np.stack(weight_list, axis=1), dtype=np.float32))
-            built.append(PixelLevel(s, torch.from_numpy(flat), position, taps, weights))
+                readers, reader_weights = _readers(taps.numpy(), weights.numpy(), len(prev))
+            built.append(PixelLevel(s, torch.from_numpy(flat), position, taps, weights, readers, reader_weights))
         return cls(tuple(built))
 
     @classmethod
