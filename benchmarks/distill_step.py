@@ -15,6 +15,9 @@ blended-image MSE of today's default recipe) + both Adam updates, TF32 matmuls, 
 - compiled+fused-adam: compiled, with Adam(fused=True) for both optimizers;
 - compiled+scatter / eager+scatter: the bilinear taps' backward as autograd's scatter with atomic adds (the
   path before PixelLevel.readers; now upsample_taps gathers through the taps' transpose);
+- compiled+fp16 / compiled+pad8+fp16: the forward passes under fp16 autocast with a GradScaler per network
+  (fp16 GEMM inputs have TF32's 10-bit mantissa at twice its tensor-core rate; outputs are rounded to fp16):
+  an experiment, the distiller has no such option; "grad vs eager" shows what it costs in the gradients;
 - compiled+pad8 / eager+pad8: the body's widths zero-padded to multiples of 8 (DistillConfig.width_multiple:
   the same maths; 90 and 180 are not multiples of the 4 / 8 that TF32 / fp16 tensor-core GEMMs align to);
 - triton: the fused Triton sine layers (kyara.nn.fused_siren, kernels="triton"), uncompiled;
@@ -36,6 +39,7 @@ that mode after its timing. Prints markdown tables.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
 import traceback
 
@@ -58,6 +62,8 @@ MODES = {   # name → (compile, kernels, matmul precision of the fused kernels,
     "compiled+fused-adam": (True, "torch", None, None, True),
     "compiled+pad8": (True, "torch", None, None, False, 8),
     "compiled+scatter": (True, "torch", None, None, False, 1, "scatter"),
+    "compiled+fp16": (True, "torch", None, None, False, 1, None, "fp16"),
+    "compiled+pad8+fp16": (True, "torch", None, None, False, 8, None, "fp16"),
     "eager+scatter": (False, "torch", None, None, False, 1, "scatter"),
     "eager+pad8": (False, "torch", None, None, False, 8),
     "triton": (False, "triton", None, None, False),
@@ -93,24 +99,35 @@ def make_setup(dev, batch: int, face_batch: int, margin: int, fused_adam: bool =
 
 
 def step(forward: TrainForward, opts, d, config: DistillConfig, update: bool = True, parts=None, g=None,
-         face_parts=None) -> None:
+         face_parts=None, scalers=None) -> None:
+    """One training step as the distiller's loop runs it. scalers: (face, body) torch.amp.GradScaler for
+    the fp16 modes, whose forward passes run under fp16 autocast (an experiment; the loop has no such option)."""
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.float16)) if scalers else contextlib.nullcontext  # noqa: E731
+    scale = (lambda i, loss: scalers[i].scale(loss)) if scalers else (lambda i, loss: loss)                 # noqa: E731
     face_opt, body_opt = opts
-    if face_parts is None:
-        loss_face = face_loss(forward.face(d["face_poses"]), d["face_target"], d["mask"], config.face_mask_weight)
-    else:   # --face-pixel-fraction
-        loss_face = subset_face_loss(forward, d["face_poses"], d["face_target"], d["mask"], *face_parts.pick(g), config)
+    with autocast():
+        if face_parts is None:
+            loss_face = face_loss(forward.face(d["face_poses"]), d["face_target"], d["mask"], config.face_mask_weight)
+        else:   # --face-pixel-fraction
+            loss_face = subset_face_loss(forward, d["face_poses"], d["face_target"], d["mask"], *face_parts.pick(g),
+                                         config)
     face_opt.zero_grad(set_to_none=True)
-    loss_face.backward()
-    if parts is None:
-        out = forward.body(d["image"], d["poses"])
-        loss_body, _ = body_loss(out, d["final"], d["warped"], d["flow"], THA4_BODY_PHASES[2], config.masked_flow,
-                                 config.blended_l2)
-    else:   # --body-pixel-fraction: one random part of the region, as the distiller's loop
-        loss_body, _ = subset_body_loss(forward, d["image"], d["poses"], d["final"], d["flow"], *parts.pick(g),
-                                        THA4_BODY_PHASES[2], config)
+    scale(0, loss_face.float()).backward()
+    with autocast():
+        if parts is None:
+            out = forward.body(d["image"], d["poses"])
+            loss_body, _ = body_loss(out, d["final"], d["warped"], d["flow"], THA4_BODY_PHASES[2], config.masked_flow,
+                                     config.blended_l2)
+        else:   # --body-pixel-fraction: one random part of the region, as the distiller's loop
+            loss_body, _ = subset_body_loss(forward, d["image"], d["poses"], d["final"], d["flow"], *parts.pick(g),
+                                            THA4_BODY_PHASES[2], config)
     body_opt.zero_grad(set_to_none=True)
-    loss_body.backward()
-    if update:
+    scale(1, loss_body.float()).backward()
+    if update and scalers:
+        for scaler, opt in zip(scalers, opts):
+            scaler.step(opt)
+            scaler.update()
+    elif update:
         face_opt.step()
         body_opt.step()
 
@@ -175,9 +192,10 @@ def main() -> None:
             rows.append((label, "—", "—", "—", "—", "—", "—", f"skipped: past --budget-s {args.budget_s:.0f} s"))
             continue
         compile, kernels, precision, compile_mode, fused_adam, *extra = MODES[mode]
-        pad, scatter = (extra + [1, None])[:2]
+        pad, scatter, autocast = (extra + [1, None, None][len(extra):])
         try:
             student, opts, d, region = make_setup(dev, args.batch, args.face_batch, args.margin, fused_adam)
+            n_face = len(list(student.face_morpher.parameters()))   # Student.parameters(): the face's first
             share = float(region.float().mean())
             parts, g = None, torch.Generator().manual_seed(0)
             if config.body_pixel_fraction < 1:
@@ -191,14 +209,16 @@ def main() -> None:
             face_parts = None
             if config.face_pixel_fraction < 1:
                 face_parts = PixelParts(None, student.face_morpher.size, 1, config.face_pixel_fraction, 1, dev)
+            scalers = (torch.amp.GradScaler("cuda"), torch.amp.GradScaler("cuda")) if autocast else None
             forward = TrainForward(student, compile=compile and dev.type == "cuda", kernels=kernels,
                                    compile_mode=compile_mode, width_multiple=pad)
             t0 = time.perf_counter()
             with fused_siren.matmul_precision(precision):
-                step(forward, opts, d, config, update=False, parts=parts, g=g, face_parts=face_parts)   # first call: compiles (Triton and/or inductor)
+                step(forward, opts, d, config, update=False, parts=parts, g=g, face_parts=face_parts, scalers=scalers)   # first call: compiles (Triton and/or inductor)
             sync(dev)
             first_s = time.perf_counter() - t0
-            grads = [p.grad.detach().float().cpu() for p in student.parameters()]
+            grads = [p.grad.detach().float().cpu() / (scalers[0 if i < n_face else 1].get_scale() if scalers else 1)
+                     for i, p in enumerate(student.parameters())]
             if mode == "eager":
                 ref_grads = grads
             if ref_grads is not None and len(ref_grads) == len(grads):
@@ -208,11 +228,11 @@ def main() -> None:
                 gtext = "—"
             with fused_siren.matmul_precision(precision):
                 for _ in range(3):
-                    step(forward, opts, d, config, parts=parts, g=g, face_parts=face_parts)
+                    step(forward, opts, d, config, parts=parts, g=g, face_parts=face_parts, scalers=scalers)
                 sync(dev)
                 t0 = time.perf_counter()
                 for _ in range(args.steps):
-                    step(forward, opts, d, config, parts=parts, g=g, face_parts=face_parts)
+                    step(forward, opts, d, config, parts=parts, g=g, face_parts=face_parts, scalers=scalers)
                 sync(dev)
                 ms = (time.perf_counter() - t0) / args.steps * 1000
                 if mode == args.profile and dev.type == "cuda":
@@ -220,7 +240,7 @@ def main() -> None:
 
                     with profile(activities=[ProfilerActivity.CUDA]) as prof:
                         for _ in range(5):
-                            step(forward, opts, d, config, parts=parts, g=g, face_parts=face_parts)
+                            step(forward, opts, d, config, parts=parts, g=g, face_parts=face_parts, scalers=scalers)
                         sync(dev)
                     print(f"\n{mode}: top CUDA kernels over 5 steps\n"
                           + prof.key_averages().table(sort_by="cuda_time_total", row_limit=args.top,
