@@ -61,9 +61,10 @@ KERNEL_MODES = {   # name → (Student.kernels, dtype, CUDA graph, whole-level k
 # Render paths besides Student.pose (a prefix of the mode name; the rest is looked up in KERNEL_MODES):
 # "modules-": the modules' torch code (FaceMorpher.forward, BodyMorpher.features_at; the GPU path before
 # the batched evaluator); "compiled-" / "autotuned-": Student.renderer() through torch.compile (inductor's
-# default mode / "max-autotune-no-cudagraphs"); "pad1-" (after those): the batched evaluator without
+# default mode / "max-autotune-no-cudagraphs"); "overlap-": Student.renderer(overlap=True), the face network
+# on a side CUDA stream; "pad1-" (after those): the batched evaluator without
 # width padding (Student.BATCHED_PAD = 1).
-PATHS = ("modules-", "compiled-", "autotuned-", "pad1-")
+PATHS = ("modules-", "compiled-", "autotuned-", "overlap-", "pad1-")
 
 
 def split_mode(mode: str) -> tuple[list[str], str]:
@@ -143,13 +144,15 @@ def kernel_table(ch, device: torch.device, modes: list[str], batches: list[int],
                     render = lambda s=student, i=img, q=p: s.pose(i, q)   # noqa: E731
                     if "modules-" in paths:
                         render = lambda s=student, i=img, q=p: modules_render(s, i, q)   # noqa: E731
-                    if "compiled-" in paths or "autotuned-" in paths:
+                    if "compiled-" in paths or "autotuned-" in paths or "overlap-" in paths:
                         t0 = time.perf_counter()
-                        how = dict(mode="max-autotune-no-cudagraphs") if "autotuned-" in paths else {}
-                        fn = torch.compile(student.renderer(), dynamic=False, fullgraph=True, **how)
+                        how = ("max-autotune-no-cudagraphs" if "autotuned-" in paths else
+                               "default" if "compiled-" in paths else None)
+                        fn = student.renderer(compile=how, overlap="overlap-" in paths)
                         with torch.inference_mode():
                             fn(img, p)
-                        print(f"<!-- {mode} batch {b}: compiled in {time.perf_counter() - t0:.0f} s -->", flush=True)
+                        if how:
+                            print(f"<!-- {mode} batch {b}: compiled in {time.perf_counter() - t0:.0f} s -->", flush=True)
                         render = lambda f=fn, i=img, q=p: f(i, q)   # noqa: E731
                     if lite_grid:
                         from kyara.student.lite import LiteConfig, LiteStudent

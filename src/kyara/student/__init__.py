@@ -200,11 +200,16 @@ class Student(nn.Module):
                                          for net in (prepare_face(self.face_morpher), prepare_body(self.body_morpher))))
         return self._gpu_nets[1]
 
-    def renderer(self) -> "Callable[[torch.Tensor, torch.Tensor], torch.Tensor]":
-        """``pose`` as a pure function of (image (4, S, S) or (N, 4, S, S), poses (N, 45)) in the student's
-        device and dtype, with the weights as they are now (later changes are not seen): no caches to
-        check, so it can be torch.compile'd and captured in a CUDA graph. The batched evaluator on any
-        device (on the CPU too, where ``pose`` uses the chunked one)."""
+    def renderer(self, *, compile: str | None = None, overlap: bool = False) -> "Callable[[torch.Tensor, torch.Tensor], torch.Tensor]":
+        """``pose`` as a pure function of (image (4, S, S) or (N, 4, S, S), poses (N, 45)) → (N, 4, S, S) in
+        the student's device and dtype, with the weights as they are now (later changes are not seen): no
+        caches to check, so it can be captured in a CUDA graph. The batched evaluator on any device (on
+        the CPU too, where ``pose`` uses the chunked one).
+
+        compile: a torch.compile mode ("default", "max-autotune-no-cudagraphs", ...) for its three parts
+        (face network, body network, compose; fixed shapes: a new batch size compiles again); None: eager.
+        overlap: on CUDA, the face network runs on a side stream beside the body network (small batches
+        leave the GPU idle between a level's kernels; a captured CUDA graph keeps the two branches)."""
         from kyara.student.inference import evaluate_batched, pad_widths, prepare_body, prepare_face, prepared_to
 
         with torch.no_grad():
@@ -212,11 +217,32 @@ class Student(nn.Module):
                                   for net in (prepare_face(self.face_morpher), prepare_body(self.body_morpher)))
         face_pixels, body_pixels, size = self.face_pixels(), self.body_pixels(), self.face_morpher.size
 
-        def render(image: torch.Tensor, poses: torch.Tensor) -> torch.Tensor:
+        def faces(poses: torch.Tensor) -> torch.Tensor:
             n = poses.shape[0]
-            faces = evaluate_batched(face_net, poses[:, FACE_ALL], face_pixels, 4).view(n, size, size, 4).permute(0, 3, 1, 2)
-            features = evaluate_batched(body_net, poses, body_pixels, 7)
-            return BodyMorpher.compose(self.paste_face(image, faces), self.to_canvas(features, body_pixels)).image
+            return evaluate_batched(face_net, poses[:, FACE_ALL], face_pixels, 4).view(n, size, size, 4).permute(0, 3, 1, 2)
+
+        def features(poses: torch.Tensor) -> torch.Tensor:
+            return evaluate_batched(body_net, poses, body_pixels, 7)
+
+        def compose(image: torch.Tensor, face: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+            return BodyMorpher.compose(self.paste_face(image, face), self.to_canvas(values, body_pixels)).image
+
+        if compile is not None:
+            how = {} if compile == "default" else {"mode": compile}
+            faces, features, compose = (torch.compile(fn, dynamic=False, fullgraph=True, **how)
+                                        for fn in (faces, features, compose))
+        side = torch.cuda.Stream(self.device) if overlap and self.device.type == "cuda" else None
+
+        def render(image: torch.Tensor, poses: torch.Tensor) -> torch.Tensor:
+            if side is None:
+                return compose(image, faces(poses), features(poses))
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                face = faces(poses)
+            values = features(poses)
+            torch.cuda.current_stream().wait_stream(side)
+            face.record_stream(torch.cuda.current_stream())
+            return compose(image, face, values)
         return render
 
     # -- training (torch, differentiable) ------------------------------------------------------------
