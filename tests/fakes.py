@@ -39,7 +39,7 @@ class FakeTeacher:
         image = prepared.expand(n, -1, -1, -1)
         face = FACE_MORPHER_BOX.crop(image) * (1 - 0.5 * poses[:, 26, None, None, None])
         face_full = FACE_MORPHER_BOX.paste(image, face)
-        flow = torch.zeros(n, 2, 512, 512)
+        flow = torch.zeros(n, 2, 512, 512, device=poses.device)
         flow[:, 0] = 0.05 * poses[:, 40, None, None]
         return FakeTeacherOutputs(apply_flow(face_full, flow), face_full, FakeEditorOutput(flow))
 

@@ -4,6 +4,7 @@ The real THA3 teacher takes ~1 s per frame on this CPU, so these tests check the
 mechanics (loss falls, exact resume, file output, errors); the real runs are GPU benchmarks.
 """
 import json
+import math
 
 import pytest
 import torch
@@ -356,10 +357,51 @@ def test_cli_distill_defaults_are_the_measured_recipe(monkeypatch, tmp_path, cap
     config, _ = _cli_distill_config(monkeypatch, tmp_path, "--body-pixel-fraction", "0.25", "--body-pixel-tile", "8",
                                     "--face-pixel-fraction", "0.5")
     assert (config.body_pixel_fraction, config.body_pixel_tile, config.face_pixel_fraction) == (0.25, 8, 0.5)
+    assert (config.amp, config.width_multiple) == ("", 1)                 # off by default
+    config, _ = _cli_distill_config(monkeypatch, tmp_path, "--amp", "fp16", "--width-multiple", "8")
+    assert (config.amp, config.width_multiple) == ("fp16", 8)
     from kyara.character import SAMPLE_IMAGE
     from kyara.cli import main
     assert main(["distill", str(SAMPLE_IMAGE), "-o", str(tmp_path / "d.kyara"), "--body-pixel-fraction", "1.5"]) == 2
     assert "--body-pixel-fraction must be in (0, 1], got 1.5" in capsys.readouterr().err
+    assert main(["distill", str(SAMPLE_IMAGE), "-o", str(tmp_path / "d.kyara"), "--width-multiple", "3"]) == 2
+    assert "--width-multiple must be 1, 2, 4, 8, 16 or 32, got 3" in capsys.readouterr().err
+
+
+def test_step_precision_is_plain_off_cuda_and_checked():
+    """config.amp "fp16" runs only on CUDA (autocast + GradScaler there); elsewhere the step is the plain one."""
+    from kyara.distill.loop import StepPrecision
+
+    with pytest.raises(ValueError, match="DistillConfig.amp must be '' \\(off\\) or 'fp16'; got 'bf16'"):
+        DistillConfig(amp="bf16")
+    precision = StepPrecision("fp16", torch.device("cpu"))
+    assert not precision.on and precision.scales() == []
+    weight = torch.nn.Parameter(torch.ones(3))
+    opt = torch.optim.SGD([weight], lr=0.5)
+    with precision.autocast():
+        loss = (weight * 2).sum()
+    assert loss.dtype == torch.float32
+    precision.backward(1, loss)
+    precision.step(1, opt)
+    assert torch.equal(weight.detach(), torch.zeros(3))      # 1 - 0.5 × 2
+
+
+@pytest.mark.gpu
+def test_fp16_autocast_distils_on_cuda(tmp_path):
+    """A tiny run with amp "fp16" on a GPU: finite losses, a checkpoint with the loss scales, and resume."""
+    from dataclasses import replace
+
+    from kyara.distill.loop import load_checkpoint
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    config = replace(TINY, examples=4 * TINY.batch_size, amp="fp16", compile=False, checkpoint_every_examples=TINY.batch_size)
+    teacher = FakeTeacher()
+    teacher.device = torch.device("cuda")
+    result = distill(_image(), teacher, config, out_dir=tmp_path, progress=False, student=_tiny_student())
+    assert math.isfinite(result.psnr)
+    _, meta = load_checkpoint(tmp_path / "checkpoint.safetensors")
+    assert len(json.loads(meta["loss_scales"])) == 2
 
 
 def test_configs_saved_before_blended_l2_resume_without_it():

@@ -70,6 +70,12 @@ def register(sub) -> None:
     p.add_argument("--no-compile", dest="compile", action="store_false",
                    help="don't torch.compile the student's training passes on CUDA (compiling takes ~25 s "
                         "once and makes each step ~1.7× faster)")
+    p.add_argument("--amp", choices=["fp16"], default=DEFAULTS.amp or None,
+                   help="run the student's training passes under fp16 autocast (CUDA; GEMMs at twice TF32's rate "
+                        "with the same input precision; a loss scaler per network); default off, not yet measured")
+    p.add_argument("--width-multiple", type=int, default=DEFAULTS.width_multiple, metavar="K",
+                   help="train with the body network's widths zero-padded to multiples of K (the same maths; "
+                        "tensor-core GEMMs want multiples of 4 (TF32) or 8 (fp16))")
     p.add_argument("--blended-l2", type=float, default=DEFAULTS.blended_l2, metavar="W",
                    help="add W × MSE of the blended image to the body loss (targets PSNR; 0 = THA4's L1 only)")
     p.add_argument("--edge-weight", type=float, default=DEFAULTS.edge_weight, metavar="W",
@@ -107,6 +113,7 @@ def checked_config(args) -> DistillConfig:
         raise KyaraError(f"--edge-weight must be a number >= 0, got {args.edge_weight:g}")
     if args.examples is None:
         args.examples = 0 if args.minutes else DEFAULTS.examples
+    args.amp = args.amp or ""
     try:
         return DistillConfig(**{f.name: getattr(args, f.name) for f in fields(DistillConfig) if hasattr(args, f.name)})
     except ValueError as e:   # DistillConfig.batch_size must be >= 1 → --batch-size must be >= 1

@@ -56,6 +56,8 @@ class DistillConfig:
     identity_init: bool = True              # start the body morpher at "no motion" (zero flow/alpha/colour head)
     tf32: bool = True                       # TF32 matmuls for the student (1.36× faster steps on an H100; every measured run used it)
     compile: bool = True                    # torch.compile the student's training forward passes (CUDA only): same maths, ~1.7× faster steps
+    amp: str = ""                           # "fp16": the student's training passes under fp16 autocast with a GradScaler per network (CUDA only;
+                                            # fp16 GEMM inputs keep TF32's 10-bit mantissa at twice its rate); "" = off, until measured
     width_multiple: int = 1                 # train with the body's widths zero-padded to multiples of this (BodyMorpher.padded_weights): same maths, aligned GEMMs
     kernels: str = "torch"                  # student's sine layers: "torch", "triton" (fused kernels, kyara.nn.fused_siren), "auto" = triton on CUDA when it runs.
                                             # Default torch (compiled): 2.1× faster than the Triton kernels on an H200 (docs/benchmarks.md, issue 16)
@@ -85,6 +87,10 @@ class DistillConfig:
             raise ValueError(f"DistillConfig.blended_l2 must be >= 0, got {self.blended_l2}")
         if not 0 <= self.edge_weight < float("inf"):
             raise ValueError(f"DistillConfig.edge_weight must be a number >= 0, got {self.edge_weight}")
+        if self.amp not in ("", "fp16"):
+            raise ValueError(f"DistillConfig.amp must be '' (off) or 'fp16'; got {self.amp!r}")
+        if self.width_multiple not in (1, 2, 4, 8, 16, 32):
+            raise ValueError(f"DistillConfig.width_multiple must be 1, 2, 4, 8, 16 or 32, got {self.width_multiple}")
         if self.kernels not in ("auto", "triton", "torch"):
             raise ValueError(f"DistillConfig.kernels must be auto, triton or torch; got {self.kernels!r}")
         for f in ("body_pixel_fraction", "face_pixel_fraction"):
@@ -123,6 +129,7 @@ class DistillConfig:
 PREDATING_VALUES: dict[str, object] = {
     "blended_l2": 0.0,   # old checkpoints had no blended-image MSE term (new runs: 40)
     "edge_weight": 0.0,  # nor an edge term (new runs: 0 too, until an ablation shows a gain)
+    "amp": "",           # nor fp16 autocast
 }
 
 

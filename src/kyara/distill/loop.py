@@ -16,6 +16,7 @@ Under `torchrun` each GPU runs this loop on its own examples and gradients are a
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 
 import json
@@ -266,6 +267,33 @@ class TrainForward:
         return self.student.body_outputs_at(body_input, poses, pixels, features_at=self._features_at)
 
 
+class StepPrecision:
+    """How the training passes run: as they are (float32 with TF32 matmuls), or with config.amp "fp16" on
+    CUDA under fp16 autocast with one GradScaler per network (index 0 face, 1 body; the losses' scales
+    are restored on resume, so a resumed run continues the run it was)."""
+
+    def __init__(self, amp: str, device: torch.device, scales: list[float] | None = None):
+        self.on = amp == "fp16" and device.type == "cuda"
+        self.scalers = [torch.amp.GradScaler("cuda", **({"init_scale": s} if s else {}))
+                        for s in (scales or [None, None])] if self.on else []
+
+    def autocast(self):
+        return torch.autocast("cuda", dtype=torch.float16) if self.on else contextlib.nullcontext()
+
+    def backward(self, net: int, loss: torch.Tensor) -> None:
+        (self.scalers[net].scale(loss.float()) if self.on else loss).backward()
+
+    def step(self, net: int, opt: torch.optim.Optimizer) -> None:
+        if not self.on:
+            opt.step()
+            return
+        self.scalers[net].step(opt)     # skipped when the scaled gradients overflowed
+        self.scalers[net].update()
+
+    def scales(self) -> list[float]:
+        return [float(s.get_scale()) for s in self.scalers]
+
+
 @dataclass
 class DistillResult:
     character: Character
@@ -309,7 +337,8 @@ def _load_optimizer(name: str, opt: torch.optim.Optimizer, tensors: dict, meta: 
 
 
 def save_checkpoint(path: Path, student: Student, face_opt, body_opt, step: int, config: DistillConfig,
-                    mask: torch.Tensor, elapsed: float, region: torch.Tensor | None = None) -> None:
+                    mask: torch.Tensor, elapsed: float, region: torch.Tensor | None = None,
+                    loss_scales: list[float] | None = None) -> None:
     from safetensors.torch import save as st_save
 
     tensors = {f"student.{k}": v.detach().cpu().contiguous() for k, v in student.state_dict().items()}
@@ -322,6 +351,8 @@ def save_checkpoint(path: Path, student: Student, face_opt, body_opt, step: int,
     tensors.update(body_t)
     meta = {"step": str(step), "config": config.to_json(), "face_opt": json.dumps(face_m),
             "body_opt": json.dumps(body_m), "elapsed_s": f"{elapsed:.3f}", "format": "kyara-distill-checkpoint"}
+    if loss_scales:
+        meta["loss_scales"] = json.dumps(loss_scales)
     atomic_write_bytes(path, st_save(tensors, metadata=meta))
 
 
@@ -445,6 +476,8 @@ def distill(image: torch.Tensor, teacher, config: DistillConfig = DistillConfig(
 
         forward = TrainForward(student, compile=config.compile and device.type == "cuda", kernels=config.kernels,
                                width_multiple=config.width_multiple)
+        precision = StepPrecision(config.amp, device, json.loads(ckpt_meta["loss_scales"])
+                                  if ckpt_meta is not None and "loss_scales" in ckpt_meta else None)
         # pixel fractions < 1: a network trains on one random part of its pixels per step (PixelParts)
         body_parts = face_parts = None
         if config.body_pixel_fraction < 1:
@@ -489,15 +522,17 @@ def distill(image: torch.Tensor, teacher, config: DistillConfig = DistillConfig(
             # face morpher: pose[0:39] → the teacher's face box
             idx = pool.sample(face_batch, g)
             target_face = face_box_in_crop.crop(pool.face_crop[idx]).float()
-            if face_parts is None:
-                loss_face = face_loss(forward.face(pool.poses[idx][:, :39]), target_face, mask, config.face_mask_weight)
-            else:
-                loss_face = subset_face_loss(forward, pool.poses[idx][:, :39], target_face, mask, *face_parts.pick(g),
-                                             config)
+            with precision.autocast():
+                if face_parts is None:
+                    loss_face = face_loss(forward.face(pool.poses[idx][:, :39]), target_face, mask,
+                                          config.face_mask_weight)
+                else:
+                    loss_face = subset_face_loss(forward, pool.poses[idx][:, :39], target_face, mask,
+                                                 *face_parts.pick(g), config)
             face_opt.zero_grad(set_to_none=True)
-            loss_face.backward()
+            precision.backward(0, loss_face)
             ranks.average_gradients(student.face_morpher.parameters())
-            face_opt.step()
+            precision.step(0, face_opt)
 
             # body morpher: the teacher's face-edited image + pose → the teacher's final image
             idx = pool.sample(config.batch_size, g)
@@ -506,16 +541,18 @@ def distill(image: torch.Tensor, teacher, config: DistillConfig = DistillConfig(
             if body_parts is None:
                 with torch.no_grad():
                     target_warped = apply_flow(body_input, target_flow)
-                out = forward.body(body_input, pool.poses[idx])
-                loss_body, terms = body_loss(out, pool.final[idx].float(), target_warped, target_flow, body_phase,
-                                             config.masked_flow, config.blended_l2, config.edge_weight)
+                with precision.autocast():
+                    out = forward.body(body_input, pool.poses[idx])
+                    loss_body, terms = body_loss(out, pool.final[idx].float(), target_warped, target_flow, body_phase,
+                                                 config.masked_flow, config.blended_l2, config.edge_weight)
             else:
-                loss_body, terms = subset_body_loss(forward, body_input, pool.poses[idx], pool.final[idx].float(),
-                                                    target_flow, *body_parts.pick(g), body_phase, config)
+                with precision.autocast():
+                    loss_body, terms = subset_body_loss(forward, body_input, pool.poses[idx], pool.final[idx].float(),
+                                                        target_flow, *body_parts.pick(g), body_phase, config)
             body_opt.zero_grad(set_to_none=True)
-            loss_body.backward()
+            precision.backward(1, loss_body)
             ranks.average_gradients(student.body_morpher.parameters())
-            body_opt.step()
+            precision.step(1, body_opt)
             step += 1
             bar.update(1)
             # sizing times the steps after AUTO_MARK_STEPS (the first ones compile and warm up CUDA);
@@ -548,7 +585,7 @@ def distill(image: torch.Tensor, teacher, config: DistillConfig = DistillConfig(
                                 body=f"{losses['loss_body']:.4f}", refresh=False)
             if ranks.is_main and (step % ckpt_every_steps == 0 or step == steps_total or out_of_time):
                 save_checkpoint(ckpt_path, student, face_opt, body_opt, step, config, mask,
-                                elapsed_before + time.perf_counter() - t_start, region)
+                                elapsed_before + time.perf_counter() - t_start, region, precision.scales())
             if out_of_time and step < steps_total:
                 stopped_early = True
                 break
