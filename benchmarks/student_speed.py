@@ -59,12 +59,12 @@ KERNEL_MODES = {   # name → (Student.kernels, dtype, CUDA graph, whole-level k
     "lite128-fp16+graph": ("torch", torch.float16, True, True, 128),
 }
 # Render paths besides Student.pose (a prefix of the mode name; the rest is looked up in KERNEL_MODES):
-# "modules-": the modules' torch code (FaceMorpher.forward, BodyMorpher.features_at; the GPU path before
-# the batched evaluator); "compiled-" / "autotuned-": Student.renderer() through torch.compile (inductor's
-# default mode / "max-autotune-no-cudagraphs"); "overlap-": Student.renderer(overlap=True), the face network
-# on a side CUDA stream; "pad1-" (after those): the batched evaluator without
-# width padding (Student.BATCHED_PAD = 1).
-PATHS = ("modules-", "compiled-", "autotuned-", "overlap-", "pad1-")
+# "modules-": the modules' torch code called directly (FaceMorpher.forward, BodyMorpher.features_at: what
+# Student.pose runs on a GPU); "batched-": Student.renderer(), the batched evaluator, eager; "compiled-" /
+# "autotuned-": Student.renderer(compile=...) (inductor's default mode / "max-autotune-no-cudagraphs");
+# "overlap-": Student.renderer(overlap=True), the face network on a side CUDA stream; "pad1-" (after those):
+# the batched evaluator without width padding (Student.BATCHED_PAD = 1).
+PATHS = ("modules-", "batched-", "compiled-", "autotuned-", "overlap-", "pad1-")
 
 
 def split_mode(mode: str) -> tuple[list[str], str]:
@@ -144,7 +144,7 @@ def kernel_table(ch, device: torch.device, modes: list[str], batches: list[int],
                     render = lambda s=student, i=img, q=p: s.pose(i, q)   # noqa: E731
                     if "modules-" in paths:
                         render = lambda s=student, i=img, q=p: modules_render(s, i, q)   # noqa: E731
-                    if "compiled-" in paths or "autotuned-" in paths or "overlap-" in paths:
+                    if {"batched-", "compiled-", "autotuned-", "overlap-"} & set(paths):
                         t0 = time.perf_counter()
                         how = ("max-autotune-no-cudagraphs" if "autotuned-" in paths else
                                "default" if "compiled-" in paths else None)

@@ -357,7 +357,7 @@ def test_cli_distill_defaults_are_the_measured_recipe(monkeypatch, tmp_path, cap
     config, _ = _cli_distill_config(monkeypatch, tmp_path, "--body-pixel-fraction", "0.25", "--body-pixel-tile", "8",
                                     "--face-pixel-fraction", "0.5")
     assert (config.body_pixel_fraction, config.body_pixel_tile, config.face_pixel_fraction) == (0.25, 8, 0.5)
-    assert (config.amp, config.width_multiple) == ("", 1)                 # off by default
+    assert (config.amp, config.width_multiple) == ("", 8)                 # fp16 off; padding on (same maths)
     config, _ = _cli_distill_config(monkeypatch, tmp_path, "--amp", "fp16", "--width-multiple", "8")
     assert (config.amp, config.width_multiple) == ("fp16", 8)
     from kyara.character import SAMPLE_IMAGE

@@ -285,9 +285,9 @@ def test_padded_widths_are_exact_and_aligned(multiple):
     assert out.shape == reference.shape and (out - reference).abs().max() < 5e-5
 
 
-def test_batched_backend_and_renderer_agree_with_the_modules(monkeypatch):
-    """Where the batched evaluator is the backend (BATCHED_DEVICES: CUDA; here the CPU is let in), pose()
-    and the pure renderer() give the modules' images; autograd and kernels != "torch" keep the modules."""
+def test_renderer_agrees_with_the_modules_and_snapshots_the_weights():
+    """Student.renderer() (the batched evaluator, the fast GPU path's maths) renders the modules' images,
+    with the weights of when it was made."""
     student = _trained_looking_student()
     student.set_region(_region_mask())
     # a smooth image: the warp turns a flow difference δ into an image difference δ · the image's slope
@@ -296,33 +296,16 @@ def test_batched_backend_and_renderer_agree_with_the_modules(monkeypatch):
                          (ramp[None, :] * ramp[:, None]), torch.ones(512, 512)])
     poses = torch.rand(2, 45) * 2 - 1
     reference = student(image, poses).image.detach()                  # autograd: the modules
-    monkeypatch.setattr(Student, "BATCHED_DEVICES", ("cpu",))
-    monkeypatch.setattr(student, "_evaluator", lambda: None)         # not the chunked CPU evaluator
-    assert student._batched_nets() is None                            # autograd on
+    render = student.renderer()
     with torch.no_grad():
-        assert student._batched_nets() is not None
-        student.kernels = "auto"
-        assert student._batched_nets() is None
-        student.kernels = "torch"
-        batched = student.pose(image, poses)
-        rendered = student.renderer()(image, poses)
+        rendered = render(image, poses)
+        student.body_morpher.last_linear.bias.add_(0.5)                 # as an optimizer step would
+        assert torch.equal(render(image, poses), rendered)              # the renderer keeps its weights
+        assert not torch.equal(student.renderer()(image, poses), rendered)
     # the features agree to float32 summation order (measured 1.3e-6); the warp multiplies a flow
     # difference by the image's slope, and this untrained face morpher pastes noise into the face box
     # (slope ~256 per unit of flow), which flows up to ±0.4 carry around it: measured 2.3e-4
-    assert (batched - reference).abs().max() < 2e-3 and (rendered - reference).abs().max() < 2e-3
-    assert torch.equal(batched, rendered)
-
-
-def test_batched_nets_follow_weight_changes(monkeypatch):
-    monkeypatch.setattr(Student, "BATCHED_DEVICES", ("cpu",))
-    student = _trained_looking_student()
-    with torch.no_grad():
-        first = student._batched_nets()
-        assert student._batched_nets() is first
-        student.body_morpher.last_linear.bias.add_(0.1)                 # as an optimizer step would
-        second = student._batched_nets()
-    assert second is not first
-    assert torch.allclose(second[1].head_bias[:7], first[1].head_bias[:7] + 0.1)
+    assert (rendered - reference).abs().max() < 2e-3
 
 
 def test_padded_training_widths_change_nothing_but_the_gemm_shapes():

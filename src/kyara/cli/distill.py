@@ -75,7 +75,8 @@ def register(sub) -> None:
                         "with the same input precision; a loss scaler per network); default off, not yet measured")
     p.add_argument("--width-multiple", type=int, default=DEFAULTS.width_multiple, metavar="K",
                    help="train with the body network's widths zero-padded to multiples of K (the same maths; "
-                        "tensor-core GEMMs want multiples of 4 (TF32) or 8 (fp16))")
+                        "tensor-core GEMMs want multiples of 4 (TF32) or 8 (fp16); default 8: 1.18× faster "
+                        "steps on an H200; 1 = no padding)")
     p.add_argument("--blended-l2", type=float, default=DEFAULTS.blended_l2, metavar="W",
                    help="add W × MSE of the blended image to the body loss (targets PSNR; 0 = THA4's L1 only)")
     p.add_argument("--edge-weight", type=float, default=DEFAULTS.edge_weight, metavar="W",

@@ -58,7 +58,8 @@ class DistillConfig:
     compile: bool = True                    # torch.compile the student's training forward passes (CUDA only): same maths, ~1.7× faster steps
     amp: str = ""                           # "fp16": the student's training passes under fp16 autocast with a GradScaler per network (CUDA only;
                                             # fp16 GEMM inputs keep TF32's 10-bit mantissa at twice its rate); "" = off, until measured
-    width_multiple: int = 1                 # train with the body's widths zero-padded to multiples of this (BodyMorpher.padded_weights): same maths, aligned GEMMs
+    width_multiple: int = 8                 # train with the body's widths zero-padded to multiples of this (BodyMorpher.padded_weights): same maths,
+                                            # aligned GEMMs: 1.18× faster steps on an H200 (docs/benchmarks.md, session 10)
     kernels: str = "torch"                  # student's sine layers: "torch", "triton" (fused kernels, kyara.nn.fused_siren), "auto" = triton on CUDA when it runs.
                                             # Default torch (compiled): 2.1× faster than the Triton kernels on an H200 (docs/benchmarks.md, issue 16)
     blended_l2: float = 40.0                # extra MSE on the blended image, × the phase's w_blended: +1.0–2.1 dB (docs/benchmarks.md)

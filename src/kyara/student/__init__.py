@@ -10,12 +10,14 @@ three methods, each with two backends chosen by device, dtype and autograd:
 - ``compose(image, faces, features, pixels)``: paste the face, warp by the flow, blend the colour.
 
 Backends: on the CPU in float32 without autograd, kyara.student.inference's chunked evaluator (ω₀
-folded, cache-sized chunks, worker threads; ~3× faster on a small CPU, equal to ~1e-4); on a CUDA GPU
-without autograd, its batched evaluator (ω₀ folded, widths padded for tensor cores, whole-batch ops;
-``Student.kernels`` "torch") or the fused Triton kernels (``Student.kernels`` "triton", kyara.nn.fused_siren;
-``FaceMorpher.fused_forward``, ``BodyMorpher.fused_features_at``); with autograd (training) the modules'
-torch code (``FaceMorpher.forward``, ``BodyMorpher.features`` / ``features_at``). ``renderer()`` gives
-``pose`` as a pure function (the batched evaluator) for torch.compile and CUDA graphs.
+folded, cache-sized chunks, worker threads; ~3× faster on a small CPU, equal to ~1e-4); with
+``Student.kernels`` "triton" on a CUDA GPU the fused Triton kernels (kyara.nn.fused_siren;
+``FaceMorpher.fused_forward``, ``BodyMorpher.fused_features_at``); everywhere else the modules' torch
+code (``FaceMorpher.forward``, ``BodyMorpher.features`` / ``features_at``).
+
+The fast GPU path is ``renderer(compile=..., overlap=True)``: ``pose`` as a pure function over the batched
+evaluator (ω₀ folded, widths padded for tensor cores), torch.compile'd, to be replayed from a CUDA graph
+(on an H200: 0.33 ms a frame at batch 1, 4,700 frames/s batched, fp16; docs/benchmarks.md, session 10).
 """
 from __future__ import annotations
 
@@ -54,9 +56,7 @@ class Student(nn.Module):
     # CUDA where it runs (kyara.nn.fused_siren.use_triton), else torch. Default torch: on an H200 the fused
     # kernels rendered 1.5× slower than torch fp16 under a CUDA graph (docs/benchmarks.md, "Fused SIREN kernels").
     kernels = "torch"
-    # Devices where, without autograd and with kernels "torch", the batched evaluator (ω₀ folded, widths
-    # padded to multiples of BATCHED_PAD for tensor-core GEMMs) replaces the modules' code.
-    BATCHED_DEVICES: tuple[str, ...] = ("cuda",)
+    # renderer()'s widths are padded to multiples of this for tensor-core GEMMs (pad_widths)
     BATCHED_PAD = 8
 
     def __init__(self, face_morpher: FaceMorpher | None = None, body_morpher: BodyMorpher | None = None,
@@ -67,7 +67,6 @@ class Student(nn.Module):
         self.register_buffer("region", None, persistent=False)   # not in the state dict: official keys only
         self._pixel_sets: dict = {}
         self._cpu_nets: tuple | None = None
-        self._gpu_nets: tuple | None = None
         self._face_pixels: "PixelSet | None" = None
         self.set_region(region)
 
@@ -117,15 +116,12 @@ class Student(nn.Module):
     def face_rgba(self, face_poses: torch.Tensor) -> torch.Tensor:
         """face_poses (N, 39) (pose[:, FACE_ALL]) → (N, 4, 128, 128) model-space RGBA for STUDENT_FACE_BOX."""
         nets = self._evaluator()
-        batched = None if nets is not None else self._batched_nets()
-        if nets is None and batched is None:
+        if nets is None:
             return fused_siren.with_fallback(self.kernels, self.face_morpher.fused_forward, self.face_morpher,
                                              face_poses)
-        from kyara.student.inference import evaluate_batched, evaluate_poses
+        from kyara.student.inference import evaluate_poses
 
         n, size = face_poses.shape[0], self.face_morpher.size
-        if batched is not None:
-            return evaluate_batched(batched[0], face_poses, self.face_pixels(), 4).view(n, size, size, -1).permute(0, 3, 1, 2)
         return evaluate_poses(nets[0], face_poses, self.face_pixels()).view(n, size, size, -1).permute(0, 3, 1, 2)
 
     def face_pixels(self) -> "PixelSet":
@@ -147,11 +143,6 @@ class Student(nn.Module):
             from kyara.student.inference import evaluate_poses
 
             return evaluate_poses(nets[1], poses, pixels)
-        batched = self._batched_nets()
-        if batched is not None:
-            from kyara.student.inference import evaluate_batched
-
-            return evaluate_batched(batched[1], poses, pixels, 7)
         if whole_canvas:   # the dense evaluation, as a (N, S·S, 7) view of (N, 7, S, S)
             return fused_siren.with_fallback(
                 self.kernels, lambda p: self.body_morpher.fused_features_at(p, pixels),
@@ -185,20 +176,6 @@ class Student(nn.Module):
         if self._cpu_nets is None or self._cpu_nets[0] != key:
             self._cpu_nets = (key, (prepare_face(self.face_morpher), prepare_body(self.body_morpher)))
         return self._cpu_nets[1]
-
-    def _batched_nets(self) -> "tuple[PreparedSiren, PreparedSiren] | None":
-        """The batched evaluator's (face, body) nets when it is the backend (a device in BATCHED_DEVICES,
-        no autograd, kernels "torch"), else None: ω₀ folded, widths padded to BATCHED_PAD, matrices in
-        the student's dtype (kyara.student.inference.prepared_to); rebuilt when a parameter changed."""
-        if self.device.type not in self.BATCHED_DEVICES or torch.is_grad_enabled() or self.kernels != "torch":
-            return None
-        from kyara.student.inference import pad_widths, prepare_body, prepare_face, prepared_to
-
-        key = (self.device, self.dtype, tuple((p.data_ptr(), p._version) for p in self.parameters()))
-        if self._gpu_nets is None or self._gpu_nets[0] != key:
-            self._gpu_nets = (key, tuple(prepared_to(pad_widths(net, self.BATCHED_PAD), self.device, self.dtype)
-                                         for net in (prepare_face(self.face_morpher), prepare_body(self.body_morpher))))
-        return self._gpu_nets[1]
 
     def renderer(self, *, compile: str | None = None, overlap: bool = False) -> "Callable[[torch.Tensor, torch.Tensor], torch.Tensor]":
         """``pose`` as a pure function of (image (4, S, S) or (N, 4, S, S), poses (N, 45)) → (N, 4, S, S) in
