@@ -26,6 +26,7 @@ import torch
 from kyara.character import SAMPLE_CHARACTER, load_character, random_character
 from kyara.pose_sampler import sample_poses
 from kyara.eval.metrics import psnr
+from kyara.student.graphed import capture_graph
 
 
 def timed(fn, frames: int, device: torch.device) -> float:
@@ -88,23 +89,7 @@ def modules_render(student, image, poses):
                                student.body_morpher.features_at(poses, pixels), pixels).image
 
 
-def graphed(render):
-    """A function that replays one CUDA graph of render() (a call on static inputs) and returns its output
-    tensor; warmed up on a side stream first, as torch.cuda.graphs requires."""
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(3):
-            render()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        out = render()
-
-    def replay():
-        graph.replay()
-        return out
-    return replay
+graphed = capture_graph   # the library's (kyara.student.graphed), as GraphedRenderer uses it
 
 
 def kernel_table(ch, device: torch.device, modes: list[str], batches: list[int], frames: int) -> None:
