@@ -106,6 +106,10 @@ class BodyMorpher(nn.Module):
         and columns; pad 1: the weights themselves, flattened). Returns ([(first weight, first bias,
         [(weight, bias) of the other layers]) per level], (head weight, head bias)); a first layer's
         columns are [previous level's features, position (2), pose], the features' block padded."""
+        if pad == 1:   # no copies on the unpadded path (Student.pose on a GPU runs it every frame)
+            return ([(layers[0].linear.weight.flatten(1), layers[0].linear.bias,
+                      [(layer.linear.weight.flatten(1), layer.linear.bias) for layer in layers[1:]])
+                     for layers in self.siren_layers], (self.last_linear.weight.flatten(1), self.last_linear.bias))
         up = lambda n: -(-n // pad) * pad                                                    # noqa: E731
         levels, prev, prev_padded = [], 0, 0
         for layers in self.siren_layers:
