@@ -9,7 +9,8 @@ blended-image MSE of today's default recipe) + both Adam updates, TF32 matmuls, 
 ``kyara.distill.loop.TrainForward`` exactly as the distiller builds it. Modes:
 
 - eager: the PyTorch path (kernels="torch", no compile);
-- compiled: torch.compile of the two networks' feature functions (kernels="torch"; the distiller's default);
+- compiled: torch.compile of the two networks' feature functions (kernels="torch"; the distiller's default
+  until session 10, which added width padding: the default is now compiled+pad8);
 - compiled+graphs: the same with torch.compile(mode="reduce-overhead"), i.e. CUDA graphs of the compiled
   forward and backward (a small-batch step launches many short kernels);
 - compiled+fused-adam: compiled, with Adam(fused=True) for both optimizers;
@@ -17,14 +18,15 @@ blended-image MSE of today's default recipe) + both Adam updates, TF32 matmuls, 
   path before PixelLevel.readers; now upsample_taps gathers through the taps' transpose);
 - compiled+fp16 / compiled+pad8+fp16: the forward passes under fp16 autocast with a GradScaler per network
   (fp16 GEMM inputs have TF32's 10-bit mantissa at twice its tensor-core rate; outputs are rounded to fp16):
-  an experiment, the distiller has no such option; "grad vs eager" shows what it costs in the gradients;
-- compiled+pad8 / eager+pad8: the body's widths zero-padded to multiples of 8 (DistillConfig.width_multiple:
-  the same maths; 90 and 180 are not multiples of the 4 / 8 that TF32 / fp16 tensor-core GEMMs align to);
+  as `kyara distill --amp fp16` (DistillConfig.amp, off by default); "grad vs eager" shows what it costs;
+- compiled+pad8 / eager+pad8: the body's widths zero-padded to multiples of 8 (DistillConfig.width_multiple,
+  the distiller's default since session 10: the same maths; 90 and 180 are not multiples of the 4 / 8 that
+  TF32 / fp16 tensor-core GEMMs align to);
 - triton: the fused Triton sine layers (kyara.nn.fused_siren, kernels="triton"), uncompiled;
 - triton+compile: torch.compile around the fused kernels;
 - triton-bf16: the fused kernels with bf16 products (fp32 accumulation) in their forward matmuls
   (fused_siren.matmul_precision("bf16"); the backward's matmuls stay TF32): an experiment, no default uses it;
-- auto: TrainForward as DistillConfig's default builds it (kernels="auto", compile=True).
+- auto: TrainForward with kernels="auto" and compile=True (the fused kernels where they run).
 
 --body-pixel-fraction F1,F2,... trains the body on one random part (1/round(1/F)) of the region per step, as
 `kyara distill --body-pixel-fraction`: every mode at every F, side by side in one process.
