@@ -41,7 +41,6 @@ that mode after its timing. Prints markdown tables.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import time
 import traceback
 
@@ -49,7 +48,7 @@ import torch
 
 from kyara.character import SAMPLE_IMAGE
 from kyara.distill.config import THA4_BODY_PHASES, DistillConfig
-from kyara.distill.loop import TrainForward, character_region, subset_body_loss, subset_face_loss
+from kyara.distill.loop import StepPrecision, TrainForward, character_region, subset_body_loss, subset_face_loss
 from kyara.distill.parts import PixelParts
 from kyara.distill.losses import body_loss, face_loss
 from kyara.image import load_image
@@ -101,21 +100,20 @@ def make_setup(dev, batch: int, face_batch: int, margin: int, fused_adam: bool =
 
 
 def step(forward: TrainForward, opts, d, config: DistillConfig, update: bool = True, parts=None, g=None,
-         face_parts=None, scalers=None) -> None:
-    """One training step as the distiller's loop runs it. scalers: (face, body) torch.amp.GradScaler for
-    the fp16 modes, whose forward passes run under fp16 autocast (an experiment; the loop has no such option)."""
-    autocast = (lambda: torch.autocast("cuda", dtype=torch.float16)) if scalers else contextlib.nullcontext  # noqa: E731
-    scale = (lambda i, loss: scalers[i].scale(loss)) if scalers else (lambda i, loss: loss)                 # noqa: E731
+         face_parts=None, precision: StepPrecision | None = None) -> None:
+    """One training step as the distiller's loop runs it; precision: the loop's StepPrecision (fp16
+    autocast and loss scaling for the +fp16 modes; None: plain)."""
+    precision = precision or StepPrecision("", torch.device("cpu"))
     face_opt, body_opt = opts
-    with autocast():
+    with precision.autocast():
         if face_parts is None:
             loss_face = face_loss(forward.face(d["face_poses"]), d["face_target"], d["mask"], config.face_mask_weight)
         else:   # --face-pixel-fraction
             loss_face = subset_face_loss(forward, d["face_poses"], d["face_target"], d["mask"], *face_parts.pick(g),
                                          config)
     face_opt.zero_grad(set_to_none=True)
-    scale(0, loss_face.float()).backward()
-    with autocast():
+    precision.backward(0, loss_face)
+    with precision.autocast():
         if parts is None:
             out = forward.body(d["image"], d["poses"])
             loss_body, _ = body_loss(out, d["final"], d["warped"], d["flow"], THA4_BODY_PHASES[2], config.masked_flow,
@@ -124,14 +122,10 @@ def step(forward: TrainForward, opts, d, config: DistillConfig, update: bool = T
             loss_body, _ = subset_body_loss(forward, d["image"], d["poses"], d["final"], d["flow"], *parts.pick(g),
                                             THA4_BODY_PHASES[2], config)
     body_opt.zero_grad(set_to_none=True)
-    scale(1, loss_body.float()).backward()
-    if update and scalers:
-        for scaler, opt in zip(scalers, opts):
-            scaler.step(opt)
-            scaler.update()
-    elif update:
-        face_opt.step()
-        body_opt.step()
+    precision.backward(1, loss_body)
+    if update:
+        precision.step(0, face_opt)
+        precision.step(1, body_opt)
 
 
 def sync(dev) -> None:
@@ -211,15 +205,16 @@ def main() -> None:
             face_parts = None
             if config.face_pixel_fraction < 1:
                 face_parts = PixelParts(None, student.face_morpher.size, 1, config.face_pixel_fraction, 1, dev)
-            scalers = (torch.amp.GradScaler("cuda"), torch.amp.GradScaler("cuda")) if autocast else None
+            step_precision = StepPrecision(autocast or "", dev)
             forward = TrainForward(student, compile=compile and dev.type == "cuda", kernels=kernels,
                                    compile_mode=compile_mode, width_multiple=pad)
             t0 = time.perf_counter()
             with fused_siren.matmul_precision(precision):
-                step(forward, opts, d, config, update=False, parts=parts, g=g, face_parts=face_parts, scalers=scalers)   # first call: compiles (Triton and/or inductor)
+                step(forward, opts, d, config, update=False, parts=parts, g=g, face_parts=face_parts, precision=step_precision)   # first call: compiles (Triton and/or inductor)
             sync(dev)
             first_s = time.perf_counter() - t0
-            grads = [p.grad.detach().float().cpu() / (scalers[0 if i < n_face else 1].get_scale() if scalers else 1)
+            scales = step_precision.scales() or [1.0, 1.0]   # the first step's gradients are scaled: unscale them
+            grads = [p.grad.detach().float().cpu() / scales[0 if i < n_face else 1]
                      for i, p in enumerate(student.parameters())]
             if mode == "eager":
                 ref_grads = grads
@@ -230,11 +225,11 @@ def main() -> None:
                 gtext = "—"
             with fused_siren.matmul_precision(precision):
                 for _ in range(3):
-                    step(forward, opts, d, config, parts=parts, g=g, face_parts=face_parts, scalers=scalers)
+                    step(forward, opts, d, config, parts=parts, g=g, face_parts=face_parts, precision=step_precision)
                 sync(dev)
                 t0 = time.perf_counter()
                 for _ in range(args.steps):
-                    step(forward, opts, d, config, parts=parts, g=g, face_parts=face_parts, scalers=scalers)
+                    step(forward, opts, d, config, parts=parts, g=g, face_parts=face_parts, precision=step_precision)
                 sync(dev)
                 ms = (time.perf_counter() - t0) / args.steps * 1000
                 if mode == args.profile and dev.type == "cuda":
@@ -242,7 +237,7 @@ def main() -> None:
 
                     with profile(activities=[ProfilerActivity.CUDA]) as prof:
                         for _ in range(5):
-                            step(forward, opts, d, config, parts=parts, g=g, face_parts=face_parts, scalers=scalers)
+                            step(forward, opts, d, config, parts=parts, g=g, face_parts=face_parts, precision=step_precision)
                         sync(dev)
                     print(f"\n{mode}: top CUDA kernels over 5 steps\n"
                           + prof.key_averages().table(sort_by="cuda_time_total", row_limit=args.top,
