@@ -1,4 +1,6 @@
-"""Fast CPU inference of the student's per-pixel SIRENs, on every pixel or only on chosen ones.
+"""Fast inference of the student's per-pixel SIRENs, on every pixel or only on chosen ones: a chunked,
+threaded CPU evaluator (``evaluate``) and a batched GPU form (``evaluate_batched``, for torch.compile; see
+the end of this module), both on ``PreparedSiren`` weights (ω₀ folded in).
 
 Both student networks are per-pixel MLPs (facts §4.2): the face morpher maps (x, y, face pose) to
 RGBA for each pixel of the 128×128 face box; the body morpher runs three such MLPs at 128, 256 and
