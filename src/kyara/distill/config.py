@@ -57,7 +57,7 @@ class DistillConfig:
     tf32: bool = True                       # TF32 matmuls for the student (1.36× faster steps on an H100; every measured run used it)
     compile: bool = True                    # torch.compile the student's training forward passes (CUDA only): same maths, ~1.7× faster steps
     amp: str = ""                           # "fp16": the student's training passes under fp16 autocast with a GradScaler per network (CUDA only;
-                                            # fp16 GEMM inputs keep TF32's 10-bit mantissa at twice its rate); "" = off, until measured
+                                            # 1.58× faster steps with padding on an H200); "" = off until the recipe ablation
     width_multiple: int = 8                 # train with the body's widths zero-padded to multiples of this (BodyMorpher.padded_weights): same maths,
                                             # aligned GEMMs: 1.18× faster steps on an H200 (docs/benchmarks.md, session 10)
     kernels: str = "torch"                  # student's sine layers: "torch", "triton" (fused kernels, kyara.nn.fused_siren), "auto" = triton on CUDA when it runs.
@@ -68,7 +68,8 @@ class DistillConfig:
     region: bool = True                     # body morpher trained (and run) only where the character can be
     region_margin_px: int = 12              # dilation of that region (covers poses beyond the pool's; ≥ flow_weight's 8)
     body_pixel_fraction: float = 1.0        # share of the region's pixels the body morpher trains on per step, drawn at
-                                            # random (1 = all: the exact loss). < 1: cheaper steps, noisier gradients; unmeasured
+                                            # random (1 = all: the exact loss). < 1: cheaper steps, noisier gradients (0.25: 2.94× a step;
+                                            # +3.2 dB in one short run, docs/benchmarks.md session 10); 1 until the recipe ablation
     body_pixel_tile: int = 16               # those parts are made of tile × tile squares (1 = single pixels); only with a fraction < 1
     face_pixel_fraction: float = 1.0        # the same for the face morpher's 128 × 128 box (single pixels: it has one level)
     pose_dataset: str = ""                  # official THA4 pose_dataset.pt to draw training poses from; "" = kyara.pose_sampler
