@@ -202,7 +202,7 @@ class Student(nn.Module):
             return evaluate_batched(body_net, poses, body_pixels, 7)
 
         def compose(image: torch.Tensor, face: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-            return BodyMorpher.compose(self.paste_face(image, face), self.to_canvas(values, body_pixels)).image
+            return self.compose(image, face, values, body_pixels).image
 
         if compile is not None:
             how = {} if compile == "default" else {"mode": compile}
