@@ -1,12 +1,20 @@
 """Training throughput of the distiller's student step, side by side in one process, per kernel mode.
 
-    python benchmarks/distill_step.py [--batch 16] [--face-batch 32] [--steps 20] [--modes eager,triton,compiled,triton+compile]
+    python benchmarks/distill_step.py [--batch 16] [--face-batch 32] [--steps 20] [--modes default,compiled+pad8+sync,compiled,eager]
 
-One step = what kyara.distill.loop runs per step: face morpher (face_loss, face batch 2× the body
-batch) + body morpher on the character region (the bundled sample's visible pixels dilated by
---margin px, a stand-in for the distiller's region) with body_loss (THA4's four terms, the warp and the
-blended-image MSE of today's default recipe) + both Adam updates, TF32 matmuls, through
-``kyara.distill.loop.TrainForward`` exactly as the distiller builds it. Modes:
+One step = ``kyara.distill.step.TrainStep``, the object the distiller's loop calls each step: examples drawn
+from a teacher pool (here --pool examples of stand-in data: the bundled sample as the teacher's final image,
+small random flows, random face boxes, poses from kyara.pose_sampler), face morpher (face_loss, face batch 2× the
+body batch) + body morpher on the character region (the sample's visible pixels dilated by --margin px, a
+stand-in for the distiller's region) with body_loss (THA4's four terms, the warp, the blended-image MSE of
+today's default recipe; phase 3's weights) + both Adam updates, TF32 matmuls. Since session 11 the step is the
+loop's own (before, this script mirrored it without the pool's gathers, the target warp and the index copies),
+so its milliseconds are the loop's, and earlier tables' are not comparable with later ones. Modes:
+
+- default: DistillConfig() as `kyara distill` runs it (on CUDA: compiled, widths padded to 8);
+- compiled+pad8+sync: the default with the examples' indices copied to the GPU as before session 11
+  (two plain .to(device) copies a step, each waiting for all queued GPU work) instead of one copy from pinned
+  memory that does not wait (TrainStep.draw);
 
 - eager: the PyTorch path (kernels="torch", no compile);
 - compiled: torch.compile of the two networks' feature functions (kernels="torch"; the distiller's default
@@ -43,20 +51,23 @@ from __future__ import annotations
 import argparse
 import time
 import traceback
+from dataclasses import replace
 
 import torch
 
 from kyara.character import SAMPLE_IMAGE
 from kyara.distill.config import THA4_BODY_PHASES, DistillConfig
-from kyara.distill.loop import StepPrecision, TrainForward, character_region, subset_body_loss, subset_face_loss
-from kyara.distill.parts import PixelParts
-from kyara.distill.losses import body_loss, face_loss
+from kyara.distill.loop import TeacherPool, character_region
+from kyara.distill.step import StepPrecision, TrainForward, TrainStep, pixel_parts
 from kyara.image import load_image
 from kyara.nn import fused_siren
-from kyara.nn.warp import apply_flow
+from kyara.pose_sampler import sample_poses
 from kyara.student import Student
 
-MODES = {   # name → (compile, kernels, matmul precision of the fused kernels, torch.compile mode, fused Adam)
+MODES = {   # name → (compile, kernels, matmul precision of the fused kernels, torch.compile mode, fused Adam,
+           #         width multiple, "scatter" / "sync", amp)
+    "default": (True, "torch", None, None, False, DistillConfig().width_multiple),
+    "compiled+pad8+sync": (True, "torch", None, None, False, 8, "sync"),
     "eager": (False, "torch", None, None, False),
     "compiled": (True, "torch", None, None, False),
     "compiled+graphs": (True, "torch", None, "reduce-overhead", False),
@@ -74,8 +85,9 @@ MODES = {   # name → (compile, kernels, matmul precision of the fused kernels,
 }
 
 
-def make_setup(dev, batch: int, face_batch: int, margin: int, fused_adam: bool = False):
-    """Student (seed 0) on the sample's region, its two Adam optimizers, and fixed random data."""
+def make_setup(dev, pool_size: int, margin: int, fused_adam: bool = False):
+    """Student (seed 0) on the sample's region, its two Adam optimizers, and a teacher pool of stand-in data
+    (TeacherPool's tensors filled directly: no teacher runs here)."""
     sample = load_image(SAMPLE_IMAGE).to(dev)
     region = character_region(sample, sample[3:4], margin)
     torch.manual_seed(0)
@@ -85,47 +97,29 @@ def make_setup(dev, batch: int, face_batch: int, margin: int, fused_adam: bool =
     opts = (torch.optim.Adam(student.face_morpher.parameters(), lr=1e-4, **adam),
             torch.optim.Adam(student.body_morpher.parameters(), lr=1e-4, **adam))
     g = torch.Generator(device="cpu").manual_seed(1)
-    image = sample.expand(batch, -1, -1, -1).contiguous()
-    data = {
-        "image": image,
-        "poses": (torch.rand(batch, 45, generator=g) * 2 - 1).to(dev),
-        "face_poses": torch.rand(face_batch, 39, generator=g).to(dev),
-        "face_target": (torch.rand(face_batch, 4, 128, 128, generator=g) * 2 - 1).to(dev),
-        "mask": (torch.rand(1, 1, 128, 128, generator=g) > 0.7).float().to(dev),
-        "final": image.clone(),
-        "flow": (torch.randn(batch, 2, 512, 512, generator=g) * 0.01).to(dev),
-    }
-    data["warped"] = apply_flow(image, data["flow"])
-    return student, opts, data, region
+    pool = TeacherPool(None, None, pool_size, pool_size, 0, dev)
+    n = pool.num_slots * pool.chunk
+    pool.final.copy_(sample.expand(n, -1, -1, -1))
+    pool.flow.copy_(torch.randn(pool.flow.shape, generator=g) * 0.01)
+    pool.face_crop.copy_(torch.rand(pool.face_crop.shape, generator=g) * 2 - 1)
+    pool.poses.copy_(sample_poses(n, g))
+    pool.chunks_made = pool.num_slots
+    mask = (torch.rand(1, 1, 128, 128, generator=g) > 0.7).float().to(dev)
+    return student, opts, pool, mask, sample, region
 
 
-def step(forward: TrainForward, opts, d, config: DistillConfig, update: bool = True, parts=None, g=None,
-         face_parts=None, precision: StepPrecision | None = None) -> None:
-    """One training step as the distiller's loop runs it; precision: the loop's StepPrecision (fp16
-    autocast and loss scaling for the +fp16 modes; None: plain)."""
-    precision = precision or StepPrecision("", torch.device("cpu"))
-    face_opt, body_opt = opts
-    with precision.autocast():
-        if face_parts is None:
-            loss_face = face_loss(forward.face(d["face_poses"]), d["face_target"], d["mask"], config.face_mask_weight)
-        else:   # --face-pixel-fraction
-            loss_face = subset_face_loss(forward, d["face_poses"], d["face_target"], d["mask"], *face_parts.pick(g),
-                                         config)
-    face_opt.zero_grad(set_to_none=True)
-    precision.backward(0, loss_face)
-    with precision.autocast():
-        if parts is None:
-            out = forward.body(d["image"], d["poses"])
-            loss_body, _ = body_loss(out, d["final"], d["warped"], d["flow"], THA4_BODY_PHASES[2], config.masked_flow,
-                                     config.blended_l2)
-        else:   # --body-pixel-fraction: one random part of the region, as the distiller's loop
-            loss_body, _ = subset_body_loss(forward, d["image"], d["poses"], d["final"], d["flow"], *parts.pick(g),
-                                            THA4_BODY_PHASES[2], config)
-    body_opt.zero_grad(set_to_none=True)
-    precision.backward(1, loss_body)
-    if update:
-        precision.step(0, face_opt)
-        precision.step(1, body_opt)
+class SyncingTrainStep(TrainStep):
+    """TrainStep with the index copies as before session 11: two plain .to(device), each a GPU sync."""
+
+    def draw(self, pool, generator):
+        face_idx = pool.draw(self.face_batch, generator).to(pool.poses.device)
+        face_part = self.face_parts.pick(generator) if self.face_parts is not None else None
+        body_idx = pool.draw(self.config.batch_size, generator).to(pool.poses.device)
+        body_part = self.body_parts.pick(generator) if self.body_parts is not None else None
+        return face_idx, face_part, body_idx, body_part
+
+
+PHASE = THA4_BODY_PHASES[2]   # all four body terms weighted
 
 
 def sync(dev) -> None:
@@ -138,8 +132,9 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--face-batch", type=int, default=32)
     ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--pool", type=int, default=64, help="teacher pool examples (stand-in data) the steps draw from")
     ap.add_argument("--margin", type=int, default=24, help="region dilation (px) around the sample's pixels")
-    ap.add_argument("--modes", default="eager,triton,compiled,triton+compile")
+    ap.add_argument("--modes", default="default,compiled+pad8+sync,compiled,eager")
     ap.add_argument("--budget-s", type=float, default=170.0, help="start no new mode after this many seconds")
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--profile", default="", help="a mode whose top CUDA kernels to print (torch.profiler)")
@@ -165,6 +160,8 @@ def main() -> None:
     face_fractions = [float(f) for f in args.face_pixel_fraction.split(",")]
     if len(face_fractions) == 1:
         face_fractions *= len(fractions)
+    if args.face_batch % args.batch:
+        raise SystemExit("distill_step.py: --face-batch must be a multiple of --batch (DistillConfig.face_batch_multiplier)")
     if len(face_fractions) != len(fractions):
         raise SystemExit("distill_step.py: --face-pixel-fraction needs one value or as many as --body-pixel-fraction")
     pairs = list(zip(fractions, face_fractions))
@@ -188,34 +185,32 @@ def main() -> None:
             rows.append((label, "—", "—", "—", "—", "—", "—", f"skipped: past --budget-s {args.budget_s:.0f} s"))
             continue
         compile, kernels, precision, compile_mode, fused_adam, *extra = MODES[mode]
-        pad, scatter, autocast = (extra + [1, None, None][len(extra):])
+        pad, variant, autocast = (extra + [1, None, None][len(extra):])
+        config = replace(config, compile=compile, kernels=kernels, width_multiple=pad, amp=autocast or "",
+                         batch_size=args.batch, face_batch_multiplier=args.face_batch // args.batch)
         try:
-            student, opts, d, region = make_setup(dev, args.batch, args.face_batch, args.margin, fused_adam)
-            n_face = len(list(student.face_morpher.parameters()))   # Student.parameters(): the face's first
+            student, opts, pool, mask, image, region = make_setup(dev, args.pool, args.margin, fused_adam)
             share = float(region.float().mean())
-            parts, g = None, torch.Generator().manual_seed(0)
-            if config.body_pixel_fraction < 1:
-                parts = PixelParts(region, student.size, len(student.body_morpher.levels),
-                                         config.body_pixel_fraction, 0, dev, args.body_pixel_tile)
-                share *= parts.fraction
-            if scatter:   # the upsampling's backward as autograd's scatter (atomic adds), as before the readers
+            body_parts, face_parts = pixel_parts(student, config, dev)
+            if body_parts is not None:
+                share *= body_parts.fraction
+            if variant == "scatter":   # the upsampling's backward as autograd's scatter (atomic adds), as before the readers
                 student.body_pixels = lambda p=student.body_pixels().without_readers(): p
-                if parts is not None:
-                    parts.sets = [(p.without_readers(), sh) for p, sh in parts.sets]
-            face_parts = None
-            if config.face_pixel_fraction < 1:
-                face_parts = PixelParts(None, student.face_morpher.size, 1, config.face_pixel_fraction, 1, dev)
-            step_precision = StepPrecision(autocast or "", dev)
+                if body_parts is not None:
+                    body_parts.sets = [(p.without_readers(), sh) for p, sh in body_parts.sets]
             forward = TrainForward(student, compile=compile and dev.type == "cuda", kernels=kernels,
                                    compile_mode=compile_mode, width_multiple=pad)
+            kind = SyncingTrainStep if variant == "sync" else TrainStep
+            train_step = kind(student, image, mask, config, *opts, forward=forward,
+                              precision=StepPrecision(config.amp, dev), parts=(body_parts, face_parts))
+            g = torch.Generator().manual_seed(0)
             t0 = time.perf_counter()
             with fused_siren.matmul_precision(precision):
-                step(forward, opts, d, config, update=False, parts=parts, g=g, face_parts=face_parts, precision=step_precision)   # first call: compiles (Triton and/or inductor)
+                train_step(pool, g, PHASE)   # first call: compiles (Triton and/or inductor)
             sync(dev)
             first_s = time.perf_counter() - t0
-            scales = step_precision.scales() or [1.0, 1.0]   # the first step's gradients are scaled: unscale them
-            grads = [p.grad.detach().float().cpu() / scales[0 if i < n_face else 1]
-                     for i, p in enumerate(student.parameters())]
+            # the first step's gradients (optimizer.step leaves them; GradScaler has unscaled them)
+            grads = [p.grad.detach().float().cpu() for p in student.parameters()]
             if mode == "eager":
                 ref_grads = grads
             if ref_grads is not None and len(ref_grads) == len(grads):
@@ -225,11 +220,11 @@ def main() -> None:
                 gtext = "—"
             with fused_siren.matmul_precision(precision):
                 for _ in range(3):
-                    step(forward, opts, d, config, parts=parts, g=g, face_parts=face_parts, precision=step_precision)
+                    train_step(pool, g, PHASE)
                 sync(dev)
                 t0 = time.perf_counter()
                 for _ in range(args.steps):
-                    step(forward, opts, d, config, parts=parts, g=g, face_parts=face_parts, precision=step_precision)
+                    train_step(pool, g, PHASE)
                 sync(dev)
                 ms = (time.perf_counter() - t0) / args.steps * 1000
                 if mode == args.profile and dev.type == "cuda":
@@ -237,7 +232,7 @@ def main() -> None:
 
                     with profile(activities=[ProfilerActivity.CUDA]) as prof:
                         for _ in range(5):
-                            step(forward, opts, d, config, parts=parts, g=g, face_parts=face_parts, precision=step_precision)
+                            train_step(pool, g, PHASE)
                         sync(dev)
                     print(f"\n{mode}: top CUDA kernels over 5 steps\n"
                           + prof.key_averages().table(sort_by="cuda_time_total", row_limit=args.top,
@@ -253,7 +248,7 @@ def main() -> None:
             rows.append((label, "—", "—", "—", "—", "—", "—", f"error: {msg}"))
             print(f"{label}: FAILED\n{traceback.format_exc(limit=6)}", flush=True)
         finally:
-            student = opts = d = forward = None
+            student = opts = pool = forward = train_step = None
             if dev.type == "cuda":
                 torch.cuda.empty_cache()
     print("\n| mode | sine layers | canvas share trained | ms/step | body examples/s | × eager | × compiled | first step s | grad vs eager | note |")

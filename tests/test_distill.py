@@ -189,7 +189,7 @@ def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
 def test_train_forward_is_the_students_forward_region_or_not():
     """The training loop's forward (TrainForward, uncompiled here; compiled on CUDA) computes exactly
     what the student computes at inference, with and without a region."""
-    from kyara.distill.loop import TrainForward
+    from kyara.distill.step import TrainForward
 
     student = _tiny_student()
     student.body_morpher.last_linear.weight.data.normal_(0, 0.3)   # non-trivial flow, alpha and colour
@@ -370,7 +370,7 @@ def test_cli_distill_defaults_are_the_measured_recipe(monkeypatch, tmp_path, cap
 
 def test_step_precision_is_plain_off_cuda_and_checked():
     """config.amp "fp16" runs only on CUDA (autocast + GradScaler there); elsewhere the step is the plain one."""
-    from kyara.distill.loop import StepPrecision
+    from kyara.distill.step import StepPrecision
 
     with pytest.raises(ValueError, match="DistillConfig.amp must be '' \\(off\\) or 'fp16'; got 'bf16'"):
         DistillConfig(amp="bf16")

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from kyara.distill.config import DistillConfig, Phase
-from kyara.distill.losses import EDGE_DILATE_PX, alpha_edges, body_loss, flow_weight, l1
+from kyara.distill.losses import EDGE_DILATE_PX, alpha_edges, body_loss, box_max, flow_weight, l1
 from kyara.student import BodyMorpherOutput
 
 H = W = 64  # the loss is size-agnostic; small images keep the test fast
@@ -26,6 +26,19 @@ def _student(image: torch.Tensor, seed: int = 0) -> BodyMorpherOutput:
     g = torch.Generator().manual_seed(seed)
     r = lambda c: torch.rand(1, c, H, W, generator=g) * 2 - 1   # noqa: E731
     return BodyMorpherOutput(image, r(1), r(4), r(4), r(2) * 0.1)
+
+
+@pytest.mark.parametrize("radius", [0, 1, 2, 8])
+def test_box_max_is_the_square_max_pool_exactly(radius):
+    """The column-then-row maximum is max_pool2d's square window value for value (a maximum only picks one
+    of its inputs, so there is no rounding to tolerate), at the image borders too (both pad with −inf)."""
+    g = torch.Generator().manual_seed(radius)
+    x = torch.randn(2, 3, 37, 50, generator=g)
+    x[0, 0, 5:9, 7:30] = 1.0   # ties
+    square = torch.nn.functional.max_pool2d(x, 2 * radius + 1, stride=1, padding=radius)
+    assert torch.equal(box_max(x, radius), square)
+    mask = (x > 1.5).float()   # the flow mask's use: a dilation of a 0/1 image
+    assert torch.equal(box_max(mask, radius), torch.nn.functional.max_pool2d(mask, 2 * radius + 1, 1, radius))
 
 
 def test_alpha_edges_mark_a_band_around_the_silhouette_only():

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from kyara.distill.config import DistillConfig, Phase
-from kyara.distill.loop import TrainForward, subset_body_loss, subset_face_loss
+from kyara.distill.step import TrainForward, subset_body_loss, subset_face_loss
 from kyara.distill.parts import PixelParts
 from kyara.distill.losses import body_loss, face_loss
 from kyara.nn.warp import apply_flow, apply_flow_at

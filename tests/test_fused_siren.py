@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from kyara.distill.config import DistillConfig
-from kyara.distill.loop import TrainForward
+from kyara.distill.step import TrainForward
 from kyara.nn import fused_siren
 from kyara.nn.siren import OMEGA_0
 from kyara.student import BodyMorpher, FaceMorpher, Student

@@ -16,8 +16,6 @@ Under `torchrun` each GPU runs this loop on its own examples and gradients are a
 """
 from __future__ import annotations
 
-import contextlib
-import functools
 import json
 import math
 import time
@@ -30,21 +28,18 @@ import torch
 
 from kyara.character import COLOUR_KEY, Character, save_kyara
 from kyara.distill.config import DistillConfig, phase_at
-from kyara.distill.losses import alpha_edges, body_loss, face_loss, flow_weight
 from kyara.distill.mask import derive_face_mask, load_face_mask
-from kyara.distill.parts import PixelParts
 from kyara.distill.parallel import current_ranks
+from kyara.distill.step import StepPrecision, TrainStep
+from kyara.errors import DeviceMemoryError, KyaraError
+from kyara.geometry import FACE_MORPHER_BOX
+from kyara.image import atomic_write_bytes, to_premultiplied
+from kyara.pose import NUM_PARAMETERS
 from kyara.pose_dataset import pose_sampler
 from kyara.pose_sampler import sample_poses
-from kyara.errors import DeviceMemoryError, KyaraError
-from kyara.geometry import FACE_MORPHER_BOX, STUDENT_FACE_BOX
-from kyara.image import atomic_write_bytes, to_premultiplied
-from kyara.nn import fused_siren
-from kyara.nn.warp import apply_flow, apply_flow_at
-from kyara.pose import NUM_PARAMETERS
-from kyara.student import BodyMorpherOutput, Student
+from kyara.student import Student
 from kyara.student.lite import movable_face
-from kyara.student.pixels import PixelSet, dilate
+from kyara.student.pixels import dilate
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
 AUTO_MARK_STEPS = 10     # an auto-sized run (examples=0) times its steps from here: the first steps
@@ -170,8 +165,9 @@ class TeacherPool:
             self.make_chunk(k)
         self.chunks_made = max(self.chunks_made, chunks)
 
-    def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
-        return torch.randint(self.size, (n,), generator=generator).to(self.poses.device)
+    def draw(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """(n,) int64 indices of examples, drawn uniformly on the CPU (TrainStep moves them to the device)."""
+        return torch.randint(self.size, (n,), generator=generator)
 
 
 @torch.no_grad()
@@ -187,110 +183,6 @@ def character_region(image: torch.Tensor, teacher_alpha: torch.Tensor, margin_px
     for s in range(0, teacher_alpha.shape[0], chunk):
         visible |= (teacher_alpha[s:s + chunk] > -0.99).any(0)
     return dilate(visible, margin_px)
-
-
-def subset_body_loss(forward: "TrainForward", body_input: torch.Tensor, poses: torch.Tensor, final: torch.Tensor,
-                     flow: torch.Tensor, pixels: PixelSet, share: float, phase, config: DistillConfig):
-    """body_loss on the pixels of one PixelParts part of the region: the student and the targets there only.
-    body_input, final (N, 4, 512, 512), flow (N, 2, 512, 512) the teacher's; poses (N, 45)."""
-    at = pixels.output.index
-
-    def gather(t: torch.Tensor) -> torch.Tensor:     # (N, C, H, W) → (N, C, M)
-        return t.flatten(2).index_select(2, at)
-
-    flow_at = gather(flow)
-    with torch.no_grad():
-        target_warped = apply_flow_at(body_input, flow_at, at)
-        flow_w = gather(flow_weight(final)) if config.masked_flow else None       # need the neighbourhood: whole image
-        edges = gather(alpha_edges(final)) if config.edge_weight else None
-    out = forward.body_at(body_input, poses, pixels)
-    return body_loss(out, gather(final), target_warped, flow_at, phase, config.masked_flow, config.blended_l2,
-                     config.edge_weight, flow_w=flow_w, edges=edges, pixel_share=share)
-
-
-def subset_face_loss(forward: "TrainForward", face_poses: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
-                     pixels: PixelSet, share: float, config: DistillConfig) -> torch.Tensor:
-    """face_loss on the pixels of one PixelParts part of the face box, × its share (≈ 1: the face box is
-    split into equal parts), an unbiased estimate of the loss on the whole box. face_poses (N, 39);
-    target (N, 4, 128, 128); mask (1, 1, 128, 128)."""
-    at = pixels.output.index
-    pred = forward.face_at(face_poses, at)                                                 # (N, 4, M)
-    return share * face_loss(pred, target.flatten(2).index_select(2, at), mask.flatten(2).index_select(2, at),
-                             config.face_mask_weight)
-
-
-class TrainForward:
-    """The student's forward passes as the training loop runs them, torch.compile'd when asked.
-
-    The SIREN steps are dominated by elementwise work (sines, bilinear taps) that compilation fuses:
-    ~1.7× faster training steps on an H100 with the same maths (benchmarks/distill_profile.py).
-    Only training goes through here; evaluation calls the plain modules, so the compiled graphs
-    keep one shape and always have autograd on (no recompilation).
-
-    With kernels selecting Triton (kyara.nn.fused_siren.use_triton) the sine layers run as fused
-    kernels (``FaceMorpher.fused_forward``, ``BodyMorpher.fused_features[_at]``), which do the fusing
-    that compilation would: under "auto" they are used uncompiled, and only after ``fused_siren.probe``
-    agreed with the PyTorch maths on this device (else the torch path, compiled as asked); an explicit
-    "triton" with compile=True compiles around them. ``self.kernels`` is what was chosen: "triton" / "torch".
-    """
-
-    def __init__(self, student: Student, compile: bool = False, kernels: str = "torch", compile_mode: str | None = None,
-                 width_multiple: int = 1):
-        device = student.device
-        fused = fused_siren.use_triton(kernels, device)
-        if fused and kernels == "auto":
-            reason = fused_siren.probe(device)
-            if reason is not None:
-                fused_siren.disable_auto(reason)
-                fused = False
-            compile = compile and not fused
-        # compile_mode: torch.compile's mode (None: its default; "reduce-overhead" adds CUDA graphs)
-        wrap = (lambda fn: torch.compile(fn, mode=compile_mode)) if compile else (lambda fn: fn)
-        self.student = student
-        self.kernels = "triton" if fused else "torch"
-        face, body = student.face_morpher, student.body_morpher
-        self.face = wrap(face.fused_forward if fused else face.forward)                      # (N, 39) → (N, 4, 128, 128)
-        self.face_at = wrap(face.forward_at)                                                 # (N, 39), (M,) → (N, 4, M)
-        self._features = wrap(body.fused_features if fused else body.features)             # (N, 45) → (N, 7, 512, 512)
-        # width_multiple: the torch path's GEMMs on zero-padded widths (BodyMorpher.padded_weights)
-        features_at = (body.fused_features_at if fused else body.features_at if width_multiple == 1
-                       else functools.partial(body.features_at, pad=width_multiple))
-        self._features_at = wrap(features_at)                                                # (N, 45), PixelSet → (N, M, 7)
-
-    def body(self, body_input: torch.Tensor, poses: torch.Tensor) -> BodyMorpherOutput:
-        """Student.body_outputs through these (possibly compiled) feature functions."""
-        return self.student.body_outputs(body_input, poses, features=self._features, features_at=self._features_at)
-
-    def body_at(self, body_input: torch.Tensor, poses: torch.Tensor, pixels: PixelSet) -> BodyMorpherOutput:
-        """Student.body_outputs_at through these feature functions: (N, C, M) fields at pixels.output."""
-        return self.student.body_outputs_at(body_input, poses, pixels, features_at=self._features_at)
-
-
-class StepPrecision:
-    """How the training passes run: as they are (float32 with TF32 matmuls), or with config.amp "fp16" on
-    CUDA under fp16 autocast with one GradScaler per network (index 0 face, 1 body; the losses' scales
-    are restored on resume, so a resumed run continues the run it was)."""
-
-    def __init__(self, amp: str, device: torch.device, scales: list[float] | None = None):
-        self.on = amp == "fp16" and device.type == "cuda"
-        self.scalers = [torch.amp.GradScaler("cuda", **({"init_scale": s} if s else {}))
-                        for s in (scales or [None, None])] if self.on else []
-
-    def autocast(self):
-        return torch.autocast("cuda", dtype=torch.float16) if self.on else contextlib.nullcontext()
-
-    def backward(self, net: int, loss: torch.Tensor) -> None:
-        (self.scalers[net].scale(loss.float()) if self.on else loss).backward()
-
-    def step(self, net: int, opt: torch.optim.Optimizer) -> None:
-        if not self.on:
-            opt.step()
-            return
-        self.scalers[net].step(opt)     # skipped when the scaled gradients overflowed
-        self.scalers[net].update()
-
-    def scales(self) -> list[float]:
-        return [float(s.get_scale()) for s in self.scalers]
 
 
 @dataclass
@@ -414,7 +306,6 @@ def distill(image: torch.Tensor, teacher, config: DistillConfig = DistillConfig(
         # the resolved count is stored in the checkpoint's config, so resume stays exact.
         per_step = config.batch_size * ranks.world      # examples per optimizer step, all ranks
         steps_total = math.ceil(config.examples / per_step) if config.examples else 10**9
-        face_batch = config.batch_size * config.face_batch_multiplier
         image = image.to(device=device, dtype=torch.float32)
         # The student learns in the teacher's colour convention (THA4: premultiplied, as the official
         # distiller); the stored image stays straight and the .kyara metadata records the convention.
@@ -473,19 +364,10 @@ def distill(image: torch.Tensor, teacher, config: DistillConfig = DistillConfig(
             _load_optimizer("face_opt", face_opt, ckpt_tensors, json.loads(ckpt_meta["face_opt"]), device)
             _load_optimizer("body_opt", body_opt, ckpt_tensors, json.loads(ckpt_meta["body_opt"]), device)
 
-        forward = TrainForward(student, compile=config.compile and device.type == "cuda", kernels=config.kernels,
-                               width_multiple=config.width_multiple)
         precision = StepPrecision(config.amp, device, json.loads(ckpt_meta["loss_scales"])
                                   if ckpt_meta is not None and "loss_scales" in ckpt_meta else None)
         # pixel fractions < 1: a network trains on one random part of its pixels per step (PixelParts)
-        body_parts = face_parts = None
-        if config.body_pixel_fraction < 1:
-            body_parts = PixelParts(region, student.size, len(student.body_morpher.levels),
-                                    config.body_pixel_fraction, config.seed, device, config.body_pixel_tile)
-        if config.face_pixel_fraction < 1:
-            face_parts = PixelParts(None, student.face_morpher.size, 1, config.face_pixel_fraction, config.seed + 1,
-                                    device)
-        face_box_in_crop = STUDENT_FACE_BOX.relative_to(FACE_MORPHER_BOX)
+        train_step = TrainStep(student, image, mask, config, face_opt, body_opt, ranks=ranks, precision=precision)
         ckpt_every_steps = max(1, config.checkpoint_every_examples // per_step)
         log_path = out_dir / LOG_NAME
         last_eval, psnr_value = time.perf_counter(), float("nan")
@@ -518,40 +400,7 @@ def distill(image: torch.Tensor, teacher, config: DistillConfig = DistillConfig(
                 group["lr"] = body_phase.lr * config.lr_scale
             g = _generator(config.seed, 4, step, *ranks.stream_key())
 
-            # face morpher: pose[0:39] → the teacher's face box
-            idx = pool.sample(face_batch, g)
-            target_face = face_box_in_crop.crop(pool.face_crop[idx]).float()
-            with precision.autocast():
-                if face_parts is None:
-                    loss_face = face_loss(forward.face(pool.poses[idx][:, :39]), target_face, mask,
-                                          config.face_mask_weight)
-                else:
-                    loss_face = subset_face_loss(forward, pool.poses[idx][:, :39], target_face, mask,
-                                                 *face_parts.pick(g), config)
-            face_opt.zero_grad(set_to_none=True)
-            precision.backward(0, loss_face)
-            ranks.average_gradients(student.face_morpher.parameters())
-            precision.step(0, face_opt)
-
-            # body morpher: the teacher's face-edited image + pose → the teacher's final image
-            idx = pool.sample(config.batch_size, g)
-            body_input = FACE_MORPHER_BOX.paste(image.expand(len(idx), -1, -1, -1), pool.face_crop[idx].float())
-            target_flow = pool.flow[idx].float()
-            if body_parts is None:
-                with torch.no_grad():
-                    target_warped = apply_flow(body_input, target_flow)
-                with precision.autocast():
-                    out = forward.body(body_input, pool.poses[idx])
-                    loss_body, terms = body_loss(out, pool.final[idx].float(), target_warped, target_flow, body_phase,
-                                                 config.masked_flow, config.blended_l2, config.edge_weight)
-            else:
-                with precision.autocast():
-                    loss_body, terms = subset_body_loss(forward, body_input, pool.poses[idx], pool.final[idx].float(),
-                                                        target_flow, *body_parts.pick(g), body_phase, config)
-            body_opt.zero_grad(set_to_none=True)
-            precision.backward(1, loss_body)
-            ranks.average_gradients(student.body_morpher.parameters())
-            precision.step(1, body_opt)
+            losses = train_step(pool, g, body_phase)
             step += 1
             bar.update(1)
             # sizing times the steps after AUTO_MARK_STEPS (the first ones compile and warm up CUDA);
@@ -575,13 +424,13 @@ def distill(image: torch.Tensor, teacher, config: DistillConfig = DistillConfig(
             if ranks.is_main and (now - last_eval > config.eval_every_s or step == steps_total or out_of_time):
                 psnr_value = evaluate_psnr(student, image, eval_poses, eval_targets)
                 last_eval = time.perf_counter()
-                losses = {"loss_face": float(loss_face.detach()), "loss_body": float(loss_body.detach())}
+                values = {"loss_face": float(losses.face), "loss_body": float(losses.body)}
                 log({"step": step, "examples": step * per_step, "minutes": (elapsed_before + now - t_start) / 60,
-                     "psnr": psnr_value, **losses, **{k: float(v) for k, v in terms.items()},
+                     "psnr": psnr_value, **values, **{k: float(v) for k, v in losses.terms.items()},
                      "teacher_s": pool.teacher_seconds})
                 # only here: reading a loss forces a GPU sync, which would stall every step
-                bar.set_postfix(psnr=f"{psnr_value:.2f}dB", face=f"{losses['loss_face']:.4f}",
-                                body=f"{losses['loss_body']:.4f}", refresh=False)
+                bar.set_postfix(psnr=f"{psnr_value:.2f}dB", face=f"{values['loss_face']:.4f}",
+                                body=f"{values['loss_body']:.4f}", refresh=False)
             if ranks.is_main and (step % ckpt_every_steps == 0 or step == steps_total or out_of_time):
                 save_checkpoint(ckpt_path, student, face_opt, body_opt, step, config, mask,
                                 elapsed_before + time.perf_counter() - t_start, region, precision.scales())

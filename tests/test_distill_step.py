@@ -1,0 +1,92 @@
+"""kyara.distill.step.TrainStep: the training step the loop runs (and benchmarks/distill_step.py times).
+
+The loop's numbers through it are checked by tests/test_distill.py (loss falls, exact resume, parts); here: the
+order of its random draws, which checkpoints of earlier runs replay, and (on a GPU) that a step never waits for
+the GPU.
+"""
+from dataclasses import replace
+
+import pytest
+import torch
+
+from kyara.distill.loop import TeacherPool
+from kyara.distill.step import TrainStep, pixel_parts
+from kyara.pose_sampler import sample_poses
+from tests.test_distill import TINY, _image, _tiny_student
+
+
+def _setup(device: torch.device, config, pool_size: int = 8):
+    """A tiny student on a region, its optimizers, and a pool of stand-in teacher data on `device`."""
+    student = _tiny_student().to(device)
+    region = torch.zeros(512, 512, dtype=torch.bool)
+    region[64:448, 96:416] = True
+    student.set_region(region)
+    g = torch.Generator().manual_seed(5)
+    pool = TeacherPool(None, None, pool_size, pool_size, 0, device)
+    pool.final.copy_(torch.rand(pool.final.shape, generator=g) * 2 - 1)
+    pool.flow.copy_(torch.randn(pool.flow.shape, generator=g) * 0.01)
+    pool.face_crop.copy_(torch.rand(pool.face_crop.shape, generator=g) * 2 - 1)
+    pool.poses.copy_(sample_poses(pool_size, g))
+    pool.chunks_made = pool.num_slots
+    opts = (torch.optim.Adam(student.face_morpher.parameters(), lr=1e-4),
+            torch.optim.Adam(student.body_morpher.parameters(), lr=1e-4))
+    mask = torch.ones(1, 1, 128, 128, device=device)
+    return TrainStep(student, _image().to(device), mask, config, *opts), pool
+
+
+def test_draws_come_in_the_order_earlier_runs_replay():
+    """Face examples, face part, body examples, body part, from one generator: the order the loop drew them in
+    before TrainStep existed, so a run resumed from an older checkpoint continues with the same batches."""
+    config = replace(TINY, batch_size=3, face_batch_multiplier=2, pool_size=8, body_pixel_fraction=0.5,
+                     face_pixel_fraction=0.25)
+    step, pool = _setup(torch.device("cpu"), config)
+    face_idx, face_part, body_idx, body_part = step.draw(pool, torch.Generator().manual_seed(11))
+
+    g = torch.Generator().manual_seed(11)
+    want_face = torch.randint(pool.size, (6,), generator=g)
+    want_face_part = step.face_parts.sets[int(torch.randint(len(step.face_parts.sets), (1,), generator=g))]
+    want_body = torch.randint(pool.size, (3,), generator=g)
+    want_body_part = step.body_parts.sets[int(torch.randint(len(step.body_parts.sets), (1,), generator=g))]
+    assert torch.equal(face_idx, want_face) and torch.equal(body_idx, want_body)
+    assert face_part is want_face_part and body_part is want_body_part
+    # every pixel: no part is drawn, and the examples' draws stay where they were
+    whole, _ = _setup(torch.device("cpu"), replace(config, body_pixel_fraction=1.0, face_pixel_fraction=1.0))
+    assert whole.body_parts is None and whole.face_parts is None
+    f, fp, b, bp = whole.draw(pool, torch.Generator().manual_seed(11))
+    g = torch.Generator().manual_seed(11)
+    assert torch.equal(f, torch.randint(pool.size, (6,), generator=g)) and fp is None and bp is None
+    assert torch.equal(b, torch.randint(pool.size, (3,), generator=g))
+
+
+def test_pixel_parts_follow_the_config():
+    student = _tiny_student()
+    assert pixel_parts(student, TINY, torch.device("cpu")) == (None, None)
+    body, face = pixel_parts(student, replace(TINY, body_pixel_fraction=0.25, face_pixel_fraction=0.5),
+                             torch.device("cpu"))
+    assert body.parts_per_partition == 4 and face.parts_per_partition == 2
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("fraction", [1.0, 0.25], ids=["every pixel", "parts"])
+@pytest.mark.parametrize("compile", [False, True], ids=["eager", "compiled"])
+def test_a_step_never_waits_for_the_gpu(fraction, compile):
+    """A warmed-up step only queues work: torch's sync debug mode raises on any host-device synchronisation
+    (a plain .to(device) of the indices, .item(), a pageable copy). Before session 11 the loop synchronised
+    twice a step, so the CPU could never queue a step ahead of the GPU."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    config = replace(TINY, batch_size=4, face_batch_multiplier=2, pool_size=8, compile=compile, body_pixel_fraction=fraction,
+                     face_pixel_fraction=fraction)
+    step, pool = _setup(torch.device("cuda"), config)
+    phase = config.body_phases[2]
+    g = torch.Generator().manual_seed(0)
+    for _ in range(3):          # compiling and the caches' first fills may synchronise
+        step(pool, g, phase)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for _ in range(3):
+            losses = step(pool, g, phase)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert torch.isfinite(losses.body) and torch.isfinite(losses.face)
