@@ -1,6 +1,6 @@
 """Training throughput of the distiller's student step, side by side in one process, per kernel mode.
 
-    python benchmarks/distill_step.py [--batch 16] [--face-batch 32] [--steps 20] [--modes default,compiled+pad8+sync,compiled,eager]
+    python benchmarks/distill_step.py [--batch 16] [--face-batch 32] [--steps 20] [--modes filed,default,compiled+pad8+sync]
 
 One step = ``kyara.distill.step.TrainStep``, the object the distiller's loop calls each step: examples drawn
 from a teacher pool (here --pool examples of stand-in data: the bundled sample as the teacher's final image,
@@ -15,6 +15,9 @@ so its milliseconds are the loop's, and earlier tables' are not comparable with 
 - compiled+pad8+sync: the default with the examples' indices copied to the GPU as before session 11
   (two plain .to(device) copies a step, each waiting for all queued GPU work) instead of one copy from pinned
   memory that does not wait (TrainStep.draw);
+- filed: the step as it was when issue 16 was filed (the baseline of its "≥ 3× today's" row): compiled, widths
+  not padded, the taps' backward as a scatter, the synchronising index copies, and the flow mask's 17 × 17
+  max pool as one square window (now a column and a row pass: losses.box_max, the same values);
 
 - eager: the PyTorch path (kernels="torch", no compile);
 - compiled: torch.compile of the two networks' feature functions (kernels="torch"; the distiller's default
@@ -57,6 +60,7 @@ import torch
 
 from kyara.character import SAMPLE_IMAGE
 from kyara.distill.config import THA4_BODY_PHASES, DistillConfig
+from kyara.distill import losses
 from kyara.distill.loop import TeacherPool, character_region
 from kyara.distill.step import StepPrecision, TrainForward, TrainStep, pixel_parts
 from kyara.image import load_image
@@ -65,8 +69,9 @@ from kyara.pose_sampler import sample_poses
 from kyara.student import Student
 
 MODES = {   # name → (compile, kernels, matmul precision of the fused kernels, torch.compile mode, fused Adam,
-           #         width multiple, "scatter" / "sync", amp)
+           #         width multiple, what is as before (a "+"-list of scatter, sync, square-pool), amp)
     "default": (True, "torch", None, None, False, DistillConfig().width_multiple),
+    "filed": (True, "torch", None, None, False, 1, "scatter+sync+square-pool"),
     "compiled+pad8+sync": (True, "torch", None, None, False, 8, "sync"),
     "eager": (False, "torch", None, None, False),
     "compiled": (True, "torch", None, None, False),
@@ -119,6 +124,12 @@ class SyncingTrainStep(TrainStep):
         return face_idx, face_part, body_idx, body_part
 
 
+def square_box_max(x: torch.Tensor, radius: int) -> torch.Tensor:
+    """losses.box_max as it was before session 11: one square max pool (the same values, (2r + 1)² reads)."""
+    return torch.nn.functional.max_pool2d(x, 2 * radius + 1, stride=1, padding=radius)
+
+
+BOX_MAX = losses.box_max
 PHASE = THA4_BODY_PHASES[2]   # all four body terms weighted
 
 
@@ -134,7 +145,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--pool", type=int, default=64, help="teacher pool examples (stand-in data) the steps draw from")
     ap.add_argument("--margin", type=int, default=24, help="region dilation (px) around the sample's pixels")
-    ap.add_argument("--modes", default="default,compiled+pad8+sync,compiled,eager")
+    ap.add_argument("--modes", default="filed,default,compiled+pad8+sync",
+                    help="comma list (the first is the × column's reference): " + ", ".join(MODES))
     ap.add_argument("--budget-s", type=float, default=170.0, help="start no new mode after this many seconds")
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--profile", default="", help="a mode whose top CUDA kernels to print (torch.profiler)")
@@ -174,7 +186,7 @@ def main() -> None:
           f"{args.face_batch}, body pixel fractions {args.body_pixel_fraction} (tile {args.body_pixel_tile}), face pixel "
           f"fractions {args.face_pixel_fraction}, TF32, {args.steps} timed steps; triton usable here: "
           f"{fused_siren.triton_available(dev)}\n", flush=True)
-    rows, eager_ms, compiled_ms = [], None, None   # × eager / × compiled: against the first fraction's rows
+    rows, eager_ms, first_ms = [], None, None   # × eager / × the first mode: against the first fraction's rows
     for (fraction, face_fraction), mode in [(pair, m) for pair in pairs for m in modes]:
         config = DistillConfig(body_pixel_fraction=fraction, body_pixel_tile=args.body_pixel_tile,
                                face_pixel_fraction=face_fraction)
@@ -194,13 +206,15 @@ def main() -> None:
             body_parts, face_parts = pixel_parts(student, config, dev)
             if body_parts is not None:
                 share *= body_parts.fraction
-            if variant == "scatter":   # the upsampling's backward as autograd's scatter (atomic adds), as before the readers
+            before = set((variant or "").split("+"))
+            if "scatter" in before:   # the upsampling's backward as autograd's scatter (atomic adds), as before the readers
                 student.body_pixels = lambda p=student.body_pixels().without_readers(): p
                 if body_parts is not None:
                     body_parts.sets = [(p.without_readers(), sh) for p, sh in body_parts.sets]
             forward = TrainForward(student, compile=compile and dev.type == "cuda", kernels=kernels,
                                    compile_mode=compile_mode, width_multiple=pad)
-            kind = SyncingTrainStep if variant == "sync" else TrainStep
+            kind = SyncingTrainStep if "sync" in before else TrainStep
+            losses.box_max = square_box_max if "square-pool" in before else BOX_MAX
             train_step = kind(student, image, mask, config, *opts, forward=forward,
                               precision=StepPrecision(config.amp, dev), parts=(body_parts, face_parts))
             g = torch.Generator().manual_seed(0)
@@ -239,7 +253,7 @@ def main() -> None:
                                                       max_name_column_width=60), flush=True)
             if (fraction, face_fraction) == pairs[0]:
                 eager_ms = ms if mode == "eager" else eager_ms
-                compiled_ms = ms if mode == "compiled" else compiled_ms
+                first_ms = ms if mode == modes[0] else first_ms
             rows.append((label, forward.kernels, f"{share:.2f}", f"{ms:.1f}", f"{args.batch / ms * 1000:.0f}" if ms < args.batch * 100 else f"{args.batch / ms * 1000:.2f}",
                          f"{first_s:.1f}", gtext, ""))
             print(f"{label}: {ms:.1f} ms/step (first step {first_s:.1f} s, grad vs eager {gtext})", flush=True)
@@ -249,18 +263,19 @@ def main() -> None:
             print(f"{label}: FAILED\n{traceback.format_exc(limit=6)}", flush=True)
         finally:
             student = opts = pool = forward = train_step = None
+            losses.box_max = BOX_MAX
             if dev.type == "cuda":
                 torch.cuda.empty_cache()
-    print("\n| mode | sine layers | canvas share trained | ms/step | body examples/s | × eager | × compiled | first step s | grad vs eager | note |")
+    print(f"\n| mode | sine layers | canvas share trained | ms/step | body examples/s | × eager | × {modes[0]} | first step s | grad vs eager | note |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for mode, kern, share, ms, ex, first, gtext, note in rows:
-        vs_eager = vs_compiled = "—"
+        vs_eager = vs_first = "—"
         if ms != "—":
             if eager_ms:
                 vs_eager = f"{eager_ms / float(ms):.2f}"
-            if compiled_ms:
-                vs_compiled = f"{compiled_ms / float(ms):.2f}"
-        print(f"| {mode} | {kern} | {share} | {ms} | {ex} | {vs_eager} | {vs_compiled} | {first} | {gtext} | {note} |")
+            if first_ms:
+                vs_first = f"{first_ms / float(ms):.2f}"
+        print(f"| {mode} | {kern} | {share} | {ms} | {ex} | {vs_eager} | {vs_first} | {first} | {gtext} | {note} |")
     print(f"\ntotal {time.perf_counter() - t_start:.0f} s", flush=True)
 
 
