@@ -15,6 +15,8 @@ so its milliseconds are the loop's, and earlier tables' are not comparable with 
 - compiled+pad8+sync: the default with the examples' indices copied to the GPU as before session 11
   (two plain .to(device) copies a step, each waiting for all queued GPU work) instead of one copy from pinned
   memory that does not wait (TrainStep.draw);
+- compiled+pad8+graphs / compiled+pad8+fused-adam: the default with CUDA graphs of the compiled passes /
+  with Adam(fused=True);
 - filed: the step as it was when issue 16 was filed (the baseline of its "≥ 3× today's" row): compiled, widths
   not padded, the taps' backward as a scatter, the synchronising index copies, and the flow mask's 17 × 17
   max pool as one square window (now a column and a row pass: losses.box_max, the same values);
@@ -73,6 +75,8 @@ MODES = {   # name → (compile, kernels, matmul precision of the fused kernels,
     "default": (True, "torch", None, None, False, DistillConfig().width_multiple),
     "filed": (True, "torch", None, None, False, 1, "scatter+sync+square-pool"),
     "compiled+pad8+sync": (True, "torch", None, None, False, 8, "sync"),
+    "compiled+pad8+graphs": (True, "torch", None, "reduce-overhead", False, 8),
+    "compiled+pad8+fused-adam": (True, "torch", None, None, True, 8),
     "eager": (False, "torch", None, None, False),
     "compiled": (True, "torch", None, None, False),
     "compiled+graphs": (True, "torch", None, "reduce-overhead", False),
