@@ -30,6 +30,7 @@ so its milliseconds are the loop's, and earlier tables' are not comparable with 
 - compiled+scatter / eager+scatter: the bilinear taps' backward as autograd's scatter with atomic adds (the
   path before PixelLevel.readers; now upsample_taps gathers through the taps' transpose);
 - compiled+fp16 / compiled+pad8+fp16: the forward passes under fp16 autocast with a GradScaler per network
+  and fused Adam (as the loop since session 11: no overflow check read back to the CPU)
   (fp16 GEMM inputs have TF32's 10-bit mantissa at twice its tensor-core rate; outputs are rounded to fp16):
   as `kyara distill --amp fp16` (DistillConfig.amp, off by default); "grad vs eager" shows what it costs;
 - compiled+pad8 / eager+pad8: the body's widths zero-padded to multiples of 8 (DistillConfig.width_multiple,
@@ -64,7 +65,7 @@ from kyara.character import SAMPLE_IMAGE
 from kyara.distill.config import THA4_BODY_PHASES, DistillConfig
 from kyara.distill import losses
 from kyara.distill.loop import TeacherPool, character_region
-from kyara.distill.step import StepPrecision, TrainForward, TrainStep, pixel_parts
+from kyara.distill.step import StepPrecision, TrainForward, TrainStep, optimizers, pixel_parts
 from kyara.image import load_image
 from kyara.nn import fused_siren
 from kyara.pose_sampler import sample_poses
@@ -94,7 +95,7 @@ MODES = {   # name → (compile, kernels, matmul precision of the fused kernels,
 }
 
 
-def make_setup(dev, pool_size: int, margin: int, fused_adam: bool = False):
+def make_setup(dev, config: DistillConfig, pool_size: int, margin: int, fused_adam: bool = False):
     """Student (seed 0) on the sample's region, its two Adam optimizers, and a teacher pool of stand-in data
     (TeacherPool's tensors filled directly: no teacher runs here)."""
     sample = load_image(SAMPLE_IMAGE).to(dev)
@@ -102,9 +103,9 @@ def make_setup(dev, pool_size: int, margin: int, fused_adam: bool = False):
     torch.manual_seed(0)
     student = Student().to(dev)
     student.set_region(region)
-    adam = {"fused": True} if fused_adam else {}   # one kernel per update instead of foreach's several
-    opts = (torch.optim.Adam(student.face_morpher.parameters(), lr=1e-4, **adam),
-            torch.optim.Adam(student.body_morpher.parameters(), lr=1e-4, **adam))
+    opts = optimizers(student, config, dev)   # the loop's (fused Adam with fp16 loss scaling on CUDA)
+    if fused_adam:   # one kernel per update instead of foreach's several, without fp16 too
+        opts = tuple(torch.optim.Adam(o.param_groups[0]["params"], lr=1e-4, fused=True) for o in opts)
     g = torch.Generator(device="cpu").manual_seed(1)
     pool = TeacherPool(None, None, pool_size, pool_size, 0, dev)
     n = pool.num_slots * pool.chunk
@@ -205,7 +206,7 @@ def main() -> None:
         config = replace(config, compile=compile, kernels=kernels, width_multiple=pad, amp=autocast or "",
                          batch_size=args.batch, face_batch_multiplier=args.face_batch // args.batch)
         try:
-            student, opts, pool, mask, image, region = make_setup(dev, args.pool, args.margin, fused_adam)
+            student, opts, pool, mask, image, region = make_setup(dev, config, args.pool, args.margin, fused_adam)
             share = float(region.float().mean())
             body_parts, face_parts = pixel_parts(student, config, dev)
             if body_parts is not None:

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from kyara.distill.loop import TeacherPool
-from kyara.distill.step import TrainStep, pixel_parts
+from kyara.distill.step import TrainStep, optimizers, pixel_parts
 from kyara.pose_sampler import sample_poses
 from tests.test_distill import TINY, _image, _tiny_student
 
@@ -28,8 +28,7 @@ def _setup(device: torch.device, config, pool_size: int = 8):
     pool.face_crop.copy_(torch.rand(pool.face_crop.shape, generator=g) * 2 - 1)
     pool.poses.copy_(sample_poses(pool_size, g))
     pool.chunks_made = pool.num_slots
-    opts = (torch.optim.Adam(student.face_morpher.parameters(), lr=1e-4),
-            torch.optim.Adam(student.body_morpher.parameters(), lr=1e-4))
+    opts = optimizers(student, config, device)
     mask = torch.ones(1, 1, 128, 128, device=device)
     return TrainStep(student, _image().to(device), mask, config, *opts), pool
 
@@ -66,17 +65,27 @@ def test_pixel_parts_follow_the_config():
     assert body.parts_per_partition == 4 and face.parts_per_partition == 2
 
 
+def test_optimizers_are_fused_only_where_fp16_loss_scaling_runs():
+    student = _tiny_student()
+    for opt in optimizers(student, replace(TINY, amp="fp16"), torch.device("cpu")):   # amp is off on a CPU
+        assert not opt.defaults["fused"] and opt.defaults["lr"] == 1e-4 and opt.defaults["betas"] == (0.9, 0.999)
+    face, body = optimizers(student, TINY, torch.device("cpu"))
+    assert face.param_groups[0]["params"] == list(student.face_morpher.parameters())
+    assert body.param_groups[0]["params"] == list(student.body_morpher.parameters())
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("fraction", [1.0, 0.25], ids=["every pixel", "parts"])
-@pytest.mark.parametrize("compile", [False, True], ids=["eager", "compiled"])
-def test_a_step_never_waits_for_the_gpu(fraction, compile):
+@pytest.mark.parametrize("compile,amp", [(False, ""), (True, ""), (True, "fp16")], ids=["eager", "compiled", "compiled-fp16"])
+def test_a_step_never_waits_for_the_gpu(fraction, compile, amp):
     """A warmed-up step only queues work: torch's sync debug mode raises on any host-device synchronisation
     (a plain .to(device) of the indices, .item(), a pageable copy). Before session 11 the loop synchronised
-    twice a step, so the CPU could never queue a step ahead of the GPU."""
+    twice a step (and twice more with fp16 loss scaling, whose overflow check foreach Adam read back), so the
+    CPU could never queue a step ahead of the GPU."""
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA GPU")
-    config = replace(TINY, batch_size=4, face_batch_multiplier=2, pool_size=8, compile=compile, body_pixel_fraction=fraction,
-                     face_pixel_fraction=fraction)
+    config = replace(TINY, batch_size=4, face_batch_multiplier=2, pool_size=8, compile=compile, amp=amp,
+                     body_pixel_fraction=fraction, face_pixel_fraction=fraction)
     step, pool = _setup(torch.device("cuda"), config)
     phase = config.body_phases[2]
     g = torch.Generator().manual_seed(0)

@@ -30,7 +30,7 @@ from kyara.character import COLOUR_KEY, Character, save_kyara
 from kyara.distill.config import DistillConfig, phase_at
 from kyara.distill.mask import derive_face_mask, load_face_mask
 from kyara.distill.parallel import current_ranks
-from kyara.distill.step import StepPrecision, TrainStep
+from kyara.distill.step import StepPrecision, TrainStep, optimizers
 from kyara.errors import DeviceMemoryError, KyaraError
 from kyara.geometry import FACE_MORPHER_BOX
 from kyara.image import atomic_write_bytes, to_premultiplied
@@ -357,8 +357,7 @@ def distill(image: torch.Tensor, teacher, config: DistillConfig = DistillConfig(
             # output; a zero head starts at the identity warp (output = input) and learns the change.
             torch.nn.init.zeros_(student.body_morpher.last_linear.weight)
             torch.nn.init.zeros_(student.body_morpher.last_linear.bias)
-        face_opt = torch.optim.Adam(student.face_morpher.parameters(), lr=1e-4, betas=(0.9, 0.999))
-        body_opt = torch.optim.Adam(student.body_morpher.parameters(), lr=1e-4, betas=(0.9, 0.999))
+        face_opt, body_opt = optimizers(student, config, device)
         if ckpt_tensors is not None:
             student.load_state_dict({k[len("student."):]: v for k, v in ckpt_tensors.items() if k.startswith("student.")})
             _load_optimizer("face_opt", face_opt, ckpt_tensors, json.loads(ckpt_meta["face_opt"]), device)
