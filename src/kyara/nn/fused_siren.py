@@ -201,8 +201,21 @@ def _kernels():
     import triton.language as tl
 
     @triton.jit
+    def rounded_tf32(x, RNA: tl.constexpr):
+        # float32 → TF32 rounded to nearest, as PyTorch's TF32 GEMMs do: tl.dot's "tf32" alone drops the 13 low
+        # mantissa bits (truncation, always towards zero), which made the fused layers' TF32 error 2.6× PyTorch's
+        # (session 10's gpu tests; triton-lang/triton issue 4574 names the cause and this instruction). RNA is
+        # False under the interpreter, which has no PTX and multiplies in float32 anyway.
+        if RNA:
+            x = tl.inline_asm_elementwise("cvt.rna.tf32.f32 $0, $1;", "=r,r", [x], dtype=tl.float32, is_pure=True,
+                                          pack=1)
+        return x
+
+    globals()["rounded_tf32"] = rounded_tf32   # the same function in both modes (see first_layer_preactivation)
+
+    @triton.jit
     def sine_linear_kernel(x_ptr, w_ptr, b_ptr, y_ptr, c_ptr, M, omega, N: tl.constexpr, K: tl.constexpr,
-                           HAS_BIAS: tl.constexpr, SAVE_COS: tl.constexpr, DOT: tl.constexpr,
+                           HAS_BIAS: tl.constexpr, SAVE_COS: tl.constexpr, DOT: tl.constexpr, RNA: tl.constexpr,
                            BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
         # y[m, n] = sin(ω₀ (Σ_k x[m, k] w[n, k] + b[n])); x (M, K), w (N, K), y (M, N) row-major.
         # N and K are compile-time constants: a handful of widths, and the K loop unrolls.
@@ -219,7 +232,7 @@ def _kernels():
             if DOT == 0:     # fp32 inputs, exact fp32 products
                 acc += tl.dot(a, b, input_precision="ieee")
             elif DOT == 1:   # fp32 inputs, TF32 tensor cores
-                acc += tl.dot(a, b, input_precision="tf32")
+                acc += tl.dot(rounded_tf32(a, RNA), rounded_tf32(b, RNA), input_precision="tf32")
             elif DOT == 2:   # fp32 inputs rounded to bf16, fp32 accumulation
                 acc += tl.dot(a.to(tl.bfloat16), b.to(tl.bfloat16))
             else:            # fp16 / bf16 inputs, fp32 accumulation
@@ -306,7 +319,7 @@ def _kernels():
     def sine_chain_kernel(pos_ptr, wpos_ptr, pb_ptr, low_ptr, taps_ptr, tw_ptr, w_ptr, b_ptr, p_ptr, pbias_ptr,
                           out_ptr, M, Mp, C, omega, HAS_LOW: tl.constexpr, LAYERS: tl.constexpr,
                           WIDTH: tl.constexpr, OUT: tl.constexpr, OUT_PAD: tl.constexpr, HAS_PBIAS: tl.constexpr,
-                          DOT: tl.constexpr, BLOCK_M: tl.constexpr):
+                          DOT: tl.constexpr, RNA: tl.constexpr, BLOCK_M: tl.constexpr):
         # A whole level for BLOCK_M pixels of example n, activations kept on chip: the first layer as
         # first_layer_kernel, LAYERS sine layers h = sin(ω₀ (h W_l + b_l)) with W (LAYERS, WIDTH, WIDTH)
         # stored [l, k, n] zero-padded, then out = h P (+ p_bias), P (WIDTH, OUT_PAD) [k, o], no sine.
@@ -325,7 +338,7 @@ def _kernels():
             if DOT == 0:
                 acc = tl.dot(h, wl, input_precision="ieee")
             elif DOT == 1:
-                acc = tl.dot(h, wl, input_precision="tf32")
+                acc = tl.dot(rounded_tf32(h, RNA), rounded_tf32(wl, RNA), input_precision="tf32")
             else:
                 acc = tl.dot(h.to(wl.dtype), wl)
             acc += tl.load(b_ptr + layer * WIDTH + rc)[None, :]
@@ -335,7 +348,7 @@ def _kernels():
         if DOT == 0:
             o = tl.dot(h, pw, input_precision="ieee")
         elif DOT == 1:
-            o = tl.dot(h, pw, input_precision="tf32")
+            o = tl.dot(rounded_tf32(h, RNA), rounded_tf32(pw, RNA), input_precision="tf32")
         else:
             o = tl.dot(h.to(pw.dtype), pw)
         if HAS_PBIAS:
@@ -398,7 +411,7 @@ def _launch_sine_linear(x2: torch.Tensor, weight: torch.Tensor, bias: torch.Tens
     grid = (triton.cdiv(m, block_m), triton.cdiv(n, block_n))
     kernel[grid](x2, weight, bias if bias is not None else y, y, c, m, OMEGA_0, N=n, K=k,
                  HAS_BIAS=bias is not None, SAVE_COS=save_cos, DOT=_dot_mode(x2.dtype, precision),
-                 BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, num_warps=8 if save_cos else 4, num_stages=3)
+                 RNA=not interpreting(), BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, num_warps=8 if save_cos else 4, num_stages=3)
     return y, (c if save_cos else None)
 
 
@@ -620,8 +633,8 @@ def sine_chain(position: torch.Tensor, w_position: torch.Tensor, pose_bias: torc
                  chain.projection, chain.projection_bias if chain.projection_bias is not None else chain.hidden_bias,
                  out, m, low.shape[1] if has_low else 0, c, OMEGA_0, HAS_LOW=has_low, LAYERS=layers,
                  WIDTH=chain.width, OUT=chain.out, OUT_PAD=chain.projection.shape[1],
-                 HAS_PBIAS=chain.projection_bias is not None, DOT=dot if dot < 2 else 3, BLOCK_M=block_m,
-                 num_warps=8)
+                 HAS_PBIAS=chain.projection_bias is not None, DOT=dot if dot < 2 else 3, RNA=not interpreting(),
+                 BLOCK_M=block_m, num_warps=8)
     return out
 
 
