@@ -50,13 +50,15 @@ def import_ray():
 
 
 def run_farm(location: str, options: RunOptions = RunOptions(), *, teacher_loader: TeacherLoader | None = None,
-             student_factory: Callable[[], object] | None = None, out: TextIO = sys.stdout) -> dict[str, dict]:
+             student_factory: Callable[[], object] | None = None, out: TextIO | None = None) -> dict[str, dict]:
     """Run every job of the farm at `location` that is not done → {name: the job's result}.
 
-    Prints one line per finished job and a progress line every options.progress_s seconds to `out`.
+    Prints one line per finished job and a progress line every options.progress_s seconds to `out` (default:
+    sys.stdout as it is at the call, not at import: a redirected stdout, e.g. a test's capture, may be gone).
     teacher_loader / student_factory travel to the workers (cloudpickle) and replace the registry's
     teacher and the official student; tests pass tiny ones.
     """
+    out = out if out is not None else sys.stdout
     if options.jobs_per_gpu < 1 or options.cpus_per_job < 1 or options.max_retries < 0:
         raise KyaraError(f"--jobs-per-gpu and --cpus-per-job must be >= 1 and --max-retries >= 0, got "
                          f"{options.jobs_per_gpu}, {options.cpus_per_job}, {options.max_retries}")
