@@ -1,7 +1,8 @@
 """distill(): teach a per-character Student to mimic a teacher, in one readable loop.
 
 Order (nanoGPT style): setup → teacher data pool → mask → student + optimizers → loop
-(sample batch, face loss, body loss, step, eval, checkpoint) → save the .kyara file.
+(pool refresh, learning rates, one TrainStep: sample batch, face loss, body loss, updates; eval, checkpoint)
+→ save the .kyara file. The step itself is kyara.distill.step (shared with benchmarks/distill_step.py).
 
 Speed comes from these choices (THA4 takes ~30 h per character):
 * teacher outputs are computed in large batches into an on-device pool and each is shown to the
@@ -9,7 +10,8 @@ Speed comes from these choices (THA4 takes ~30 h per character):
 * the face and body students train simultaneously from the same teacher batches;
 * larger batches with a proportionally larger learning rate than THA4's batch-8 schedule;
 * the body morpher is trained only on the canvas the character can reach (its region);
-* on CUDA the student's training passes are torch.compile'd (TrainForward).
+* on CUDA the student's training passes are torch.compile'd (step.TrainForward), and a step never waits
+  for the GPU (step.TrainStep), so the CPU queues the next one while the GPU runs this one.
 Resume is exact: the pool content and every batch are pure functions of (seed, step).
 Under `torchrun` each GPU runs this loop on its own examples and gradients are averaged
 (kyara.distill.parallel); the schedule counts examples over all GPUs.
@@ -48,8 +50,8 @@ AUTO_MARK_STEPS = 10     # an auto-sized run (examples=0) times its steps from h
 AUTO_WARMUP_STEPS = 40   # first sizing of an auto-sized run
 AUTO_RESIZE_STEPS = 400  # second sizing, from the longer steady stretch
 AUTO_MARGIN_S = 20.0     # final evaluation and file writes
-STOP_CHECK_STEPS = 16    # with several ranks, how often they agree on whether the time is up
 AUTO_OVERHEAD = 1.03     # periodic evaluation (~1 %) and checkpoints
+STOP_CHECK_STEPS = 16    # with several ranks, how often they agree on whether the time is up
 LOG_NAME = "log.jsonl"
 STORE_DTYPE = torch.float16   # pool storage; values in [-1, 1] keep ~3 decimal digits
 # One teacher example in the pool: final image (4, 512, 512), flow (2, 512, 512), face crop (4, 192, 192).
