@@ -84,6 +84,8 @@ class TrainForward:
         # compile_mode: torch.compile's mode (None: its default; "reduce-overhead" adds CUDA graphs)
         wrap = (lambda fn: torch.compile(fn, mode=compile_mode)) if compile else (lambda fn: fn)
         self.student = student
+        # CUDA graphs (inductor's graph trees): each step must be marked, see TrainStep.__call__
+        self.graphs = compile and compile_mode == "reduce-overhead"
         self.kernels = "triton" if fused else "torch"
         face, body = student.face_morpher, student.body_morpher
         self.face = wrap(face.fused_forward if fused else face.forward)                      # (N, 39) → (N, 4, 128, 128)
@@ -199,6 +201,11 @@ class TrainStep:
     def __call__(self, pool, generator: torch.Generator, body_phase: Phase) -> StepLosses:
         """pool: a TeacherPool (face_crop, final, flow, poses on the device; draw(n, generator) → CPU indices)."""
         config, forward, precision = self.config, self.forward, self.precision
+        if forward.graphs:
+            # A new iteration of the graph trees: their outputs from the last step may be overwritten now
+            # (zero_grad(set_to_none) below drops the gradients that pointed into them). Benchmark-only
+            # (distill_step.py's +graphs modes); not yet run on a GPU with this mark (runbook item 8).
+            torch.compiler.cudagraph_mark_step_begin()
         face_idx, face_part, body_idx, body_part = self.draw(pool, generator)
 
         # face morpher: pose[0:39] → the teacher's face box
