@@ -17,6 +17,9 @@ so its milliseconds are the loop's, and earlier tables' are not comparable with 
   memory that does not wait (TrainStep.draw);
 - compiled+pad8+graphs / compiled+pad8+fused-adam: the default with CUDA graphs of the compiled passes /
   with Adam(fused=True);
+- MODE+step-graphs (e.g. default+step-graphs, eager+pad8+step-graphs): MODE with DistillConfig.cuda_graphs,
+  each network's pass (forward, loss, backward) replayed as a CUDA graph per pixel part (step.PassGraphs), all
+  captured in the first step (its "first step s");
 - filed: the step as it was when issue 16 was filed (the baseline of its "≥ 3× today's" row): compiled, widths
   not padded, the taps' backward as a scatter, the synchronising index copies, and the flow mask's 17 × 17
   max pool as one square window (now a column and a row pass: losses.box_max, the same values);
@@ -169,7 +172,7 @@ def main() -> None:
     dev = torch.device(args.device)
     modes = args.modes.split(",")
     for mode in modes:
-        if mode not in MODES:
+        if mode.removesuffix("+step-graphs") not in MODES:
             raise SystemExit(f"distill_step.py: unknown mode {mode!r} (choose from {', '.join(MODES)})")
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
@@ -201,10 +204,12 @@ def main() -> None:
         if time.perf_counter() - t_start > args.budget_s:
             rows.append((label, "—", "—", "—", "—", "—", "—", f"skipped: past --budget-s {args.budget_s:.0f} s"))
             continue
-        compile, kernels, precision, compile_mode, fused_adam, *extra = MODES[mode]
+        step_graphs = mode.endswith("+step-graphs")
+        compile, kernels, precision, compile_mode, fused_adam, *extra = MODES[mode.removesuffix("+step-graphs")]
         pad, variant, autocast = (extra + [1, None, None][len(extra):])
         config = replace(config, compile=compile, kernels=kernels, width_multiple=pad, amp=autocast or "",
-                         batch_size=args.batch, face_batch_multiplier=args.face_batch // args.batch)
+                         batch_size=args.batch, face_batch_multiplier=args.face_batch // args.batch,
+                         cuda_graphs=step_graphs)
         try:
             student, opts, pool, mask, image, region = make_setup(dev, config, args.pool, args.margin, fused_adam)
             share = float(region.float().mean())

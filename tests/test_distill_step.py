@@ -76,8 +76,9 @@ def test_optimizers_are_fused_only_where_fp16_loss_scaling_runs():
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("fraction", [1.0, 0.25], ids=["every pixel", "parts"])
-@pytest.mark.parametrize("compile,amp", [(False, ""), (True, ""), (True, "fp16")], ids=["eager", "compiled", "compiled-fp16"])
-def test_a_step_never_waits_for_the_gpu(fraction, compile, amp):
+@pytest.mark.parametrize("compile,amp,graphs", [(False, "", False), (True, "", False), (True, "fp16", False), (True, "", True)],
+                         ids=["eager", "compiled", "compiled-fp16", "compiled-graphs"])
+def test_a_step_never_waits_for_the_gpu(fraction, compile, amp, graphs):
     """A warmed-up step only queues work: torch's sync debug mode raises on any host-device synchronisation
     (a plain .to(device) of the indices, .item(), a pageable copy). Before session 11 the loop synchronised
     twice a step (and twice more with fp16 loss scaling, whose overflow check foreach Adam read back), so the
@@ -85,7 +86,7 @@ def test_a_step_never_waits_for_the_gpu(fraction, compile, amp):
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA GPU")
     config = replace(TINY, batch_size=4, face_batch_multiplier=2, pool_size=8, compile=compile, amp=amp,
-                     body_pixel_fraction=fraction, face_pixel_fraction=fraction)
+                     body_pixel_fraction=fraction, face_pixel_fraction=fraction, cuda_graphs=graphs)
     step, pool = _setup(torch.device("cuda"), config)
     phase = config.body_phases[2]
     g = torch.Generator().manual_seed(0)
@@ -102,3 +103,54 @@ def test_a_step_never_waits_for_the_gpu(fraction, compile, amp):
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert torch.isfinite(losses.body) and torch.isfinite(losses.face)
+
+
+def test_cuda_graphs_fall_back_where_they_cannot_run():
+    """config.cuda_graphs is a CUDA, fp32 feature: on a CPU the step runs as before, and fp16 loss scaling
+    (whose overflow check the graphs could not see) is refused by name."""
+    config = replace(TINY, batch_size=2, face_batch_multiplier=2, pool_size=8, cuda_graphs=True)
+    step, pool = _setup(torch.device("cpu"), config)
+    assert step.graphs is None
+    losses = step(pool, torch.Generator().manual_seed(0), config.body_phases[0])
+    assert torch.isfinite(losses.body) and torch.isfinite(losses.face)
+    with pytest.raises(ValueError, match="cuda_graphs needs amp"):
+        replace(config, amp="fp16")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("fraction", [1.0, 0.25], ids=["every pixel", "parts"])
+@pytest.mark.parametrize("compile", [False, True], ids=["eager", "compiled"])
+def test_cuda_graphs_train_as_the_plain_step_does(fraction, compile):
+    """config.cuda_graphs replays captured passes: the same training as the plain step, step by step, across a
+    phase change (the loss weights live in a tensor the graphs read) and with new examples every step (the
+    indices live in a buffer the graphs read; a graph that kept its capture-time examples or weights would
+    drift away at once)."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    base = replace(TINY, batch_size=4, face_batch_multiplier=2, pool_size=8, compile=compile,
+                   body_pixel_fraction=fraction, face_pixel_fraction=fraction)
+    phases = base.body_phases
+    runs = {}
+    for graphs in (False, True):
+        step, pool = _setup(torch.device("cuda"), replace(base, cuda_graphs=graphs))
+        start = [p.detach().clone() for p in step.student.parameters()]
+        g = torch.Generator().manual_seed(0)
+        losses = []
+        for i in range(60):
+            out = step(pool, g, phases[2] if i < 30 else phases[4])
+            losses.append((float(out.face), float(out.body)))   # valid until the next step under graphs
+        runs[graphs] = ([p.detach().clone() for p in step.student.parameters()], losses, step)
+    step = runs[True][2]
+    assert step.graphs is not None    # every part's graph captured in the first call
+    assert [len(pg.captured) for pg in step.graphs] == [len(parts.sets) if parts is not None else 1
+                                                        for parts in (step.face_parts, step.body_parts)]
+    # The replays run the eager run's kernels on the same data; what differs is the order of atomic adds in
+    # some backward kernels (index_add of the parts' gathers), ~1e-7 relative per step, which Adam carries
+    # into the weights: the bound is 1 % of the largest update, per tensor. (On these random targets the
+    # updates barely depend on which examples a step sees, so the losses below, read after every step, are the
+    # sharper check: a graph that read stale examples, or whose outputs another graph overwrote, shows there.)
+    for s, a, b in zip(start, runs[False][0], runs[True][0]):
+        update = (a - s).abs().max()
+        assert (a - b).abs().max() <= 0.01 * update + 1e-7, "graphed training drifted from the plain step"
+    plain, replayed = torch.tensor(runs[False][1]), torch.tensor(runs[True][1])
+    torch.testing.assert_close(replayed, plain, rtol=1e-3, atol=1e-6)

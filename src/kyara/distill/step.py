@@ -4,8 +4,9 @@ A step draws examples from the teacher pool (kyara.distill.loop.TeacherPool), tr
 the teacher's face box and the body morpher on the teacher's final image (optionally on one random part of
 their pixels: PixelParts), and updates both. The pieces: TrainForward (the student's forward passes,
 torch.compile'd on CUDA), StepPrecision (fp32/TF32, or fp16 autocast with loss scaling), the losses on pixel
-parts, and TrainStep, which puts them together. Nothing here reads a value back from the GPU: a step only
-queues work, so the CPU can run ahead of the GPU (see TrainStep).
+parts, PassGraphs (CUDA graphs of a network's pass, config.cuda_graphs), and TrainStep, which puts them
+together. Nothing here reads a value back from the GPU: a step only queues work, so the CPU can run ahead of
+the GPU (see TrainStep).
 """
 from __future__ import annotations
 
@@ -161,6 +162,46 @@ def pixel_parts(student: Student, config: DistillConfig, device: torch.device
     return body, face
 
 
+class PassGraphs:
+    """CUDA graphs of one network's training pass (forward, loss, backward), one per pixel part.
+
+    Why: a pixel-part step is launch-bound (session 12, H200: 8.0 ms of GPU work in 11–15 ms of wall time at
+    parts 0.25); replaying a graph launches the whole pass at once. The optimizer step stays outside the graph
+    (a few foreach launches, and the learning-rate schedule works unchanged).
+
+    capture(key, fn): fn() runs the pass on static inputs (the same tensors every call, refilled in place) and
+    returns its outputs; it runs once eagerly (torch.compile compiles there, never inside a capture; the
+    gradients it leaves are dropped, no optimizer step follows), then is captured. replay(key) runs the graph
+    and points the parameters' .grad at its gradients. All of a network's graphs share one memory pool, so a
+    graph's temporaries may overlay another graph's outputs: outputs (the losses, the gradients) are valid
+    until this network's next replay, which TrainStep respects (the optimizer consumes the gradients at once;
+    the step's losses are valid until the next step).
+    """
+
+    def __init__(self, parameters):
+        self.parameters = list(parameters)
+        self.mempool = torch.cuda.graph_pool_handle()
+        self.captured: dict = {}     # key → (graph, outputs, the parameters' gradients)
+
+    def capture(self, key, fn) -> None:
+        for p in self.parameters:   # backward allocates fresh gradients (in the graph's pool when capturing)
+            p.grad = None
+        fn()
+        for p in self.parameters:
+            p.grad = None
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self.mempool):
+            outputs = fn()
+        self.captured[key] = (graph, outputs, [p.grad for p in self.parameters])
+
+    def replay(self, key):
+        graph, outputs, grads = self.captured[key]
+        graph.replay()
+        for p, grad in zip(self.parameters, grads):
+            p.grad = grad
+        return outputs
+
+
 @dataclass
 class StepLosses:
     """A step's losses as device tensors (reading them forces a GPU sync: do it only when logging)."""
@@ -182,6 +223,11 @@ class TrainStep:
     without waiting (a plain .to(device) of a CPU tensor waits for every kernel queued before it, i.e. the
     whole previous step, twice a step), so the CPU queues the next step's kernels while the GPU runs this
     one's; a small, launch-heavy step (pixel parts) then costs about its GPU time, not GPU + CPU time.
+
+    With config.cuda_graphs on CUDA (one process; fp32) each network's pass runs as CUDA graphs (PassGraphs,
+    one per part), all captured in the first call (before the loop times its steps; no draws, no updates, so
+    a run's numbers stay those of its seed): the indices land in one static buffer, the body phase's loss
+    weights in a static tensor, and the step's losses are valid until the next step.
     """
 
     def __init__(self, student: Student, image: torch.Tensor, mask: torch.Tensor, config: DistillConfig,
@@ -197,6 +243,12 @@ class TrainStep:
         self.body_parts, self.face_parts = parts if parts is not None else pixel_parts(student, config, device)
         self.face_batch = config.batch_size * config.face_batch_multiplier
         self.face_box_in_crop = STUDENT_FACE_BOX.relative_to(FACE_MORPHER_BOX)
+        self.graphs: tuple[PassGraphs, PassGraphs] | None = None
+        if config.cuda_graphs and device.type == "cuda" and ranks.world == 1 and not self.precision.on:
+            self.graphs = (PassGraphs(student.face_morpher.parameters()), PassGraphs(student.body_morpher.parameters()))
+            self._indices = torch.zeros(self.face_batch + config.batch_size, dtype=torch.int64, device=device)
+            self._weights = torch.empty(4, device=device)     # the body phase's w_blended, w_warped, w_flow, w_color
+            self._weights_of: Phase | None = None
 
     def __call__(self, pool, generator: torch.Generator, body_phase: Phase) -> StepLosses:
         """pool: a TeacherPool (face_crop, final, flow, poses on the device; draw(n, generator) → CPU indices)."""
@@ -206,9 +258,22 @@ class TrainStep:
             # (zero_grad(set_to_none) below drops the gradients that pointed into them). Benchmark-only
             # (distill_step.py's +graphs modes); not yet run on a GPU with this mark (runbook item 8).
             torch.compiler.cudagraph_mark_step_begin()
+        if self.graphs is not None and not self.graphs[0].captured:
+            self.capture(pool, body_phase)
         face_idx, face_part, body_idx, body_part = self.draw(pool, generator)
+        loss_face = self._pass(0, face_part, lambda: self.face_pass(pool, face_idx, face_part))
+        self.ranks.average_gradients(self.student.face_morpher.parameters())
+        precision.step(0, self.face_opt)
+        phase = self._static_phase(body_phase) if self.graphs is not None else body_phase
+        loss_body, terms = self._pass(1, body_part, lambda: self.body_pass(pool, body_idx, body_part, phase))
+        self.ranks.average_gradients(self.student.body_morpher.parameters())
+        precision.step(1, self.body_opt)
+        return StepLosses(loss_face, loss_body, terms)
 
-        # face morpher: pose[0:39] → the teacher's face box
+    def face_pass(self, pool, face_idx: torch.Tensor, face_part) -> torch.Tensor:
+        """The face morpher's forward, loss and backward (gradients into .grad): pose[0:39] → the teacher's
+        face box, on face_part's pixels (None: all). Returns the loss (0-dim, detached)."""
+        config, forward, precision = self.config, self.forward, self.precision
         target_face = self.face_box_in_crop.crop(pool.face_crop[face_idx]).float()
         face_poses = pool.poses[face_idx][:, :39]
         with precision.autocast():
@@ -216,12 +281,14 @@ class TrainStep:
                 loss_face = face_loss(forward.face(face_poses), target_face, self.mask, config.face_mask_weight)
             else:
                 loss_face = subset_face_loss(forward, face_poses, target_face, self.mask, *face_part, config)
-        self.face_opt.zero_grad(set_to_none=True)
         precision.backward(0, loss_face)
-        self.ranks.average_gradients(self.student.face_morpher.parameters())
-        precision.step(0, self.face_opt)
+        return loss_face.detach()
 
-        # body morpher: the teacher's face-edited image + pose → the teacher's final image
+    def body_pass(self, pool, body_idx: torch.Tensor, body_part, body_phase: Phase
+                  ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The body morpher's forward, loss and backward: the teacher's face-edited image + pose → the teacher's
+        final image, on body_part's pixels (None: the whole region). Returns the loss and its terms (detached)."""
+        config, forward, precision = self.config, self.forward, self.precision
         body_input = FACE_MORPHER_BOX.paste(self.image.expand(len(body_idx), -1, -1, -1), pool.face_crop[body_idx].float())
         target_flow, final, poses = pool.flow[body_idx].float(), pool.final[body_idx].float(), pool.poses[body_idx]
         if body_part is None:
@@ -234,11 +301,38 @@ class TrainStep:
             with precision.autocast():
                 loss_body, terms = subset_body_loss(forward, body_input, poses, final, target_flow, *body_part,
                                                     body_phase, config)
-        self.body_opt.zero_grad(set_to_none=True)
         precision.backward(1, loss_body)
-        self.ranks.average_gradients(self.student.body_morpher.parameters())
-        precision.step(1, self.body_opt)
-        return StepLosses(loss_face.detach(), loss_body.detach(), terms)
+        return loss_body.detach(), terms
+
+    def capture(self, pool, body_phase: Phase) -> None:
+        """Every part's graphs of both passes (PassGraphs.capture), on the index buffer as it is (any valid
+        examples: a graph reads the buffer's values at each replay). ~0.1 s a part."""
+        face_idx, body_idx = self._indices[:self.face_batch], self._indices[self.face_batch:]
+        phase = self._static_phase(body_phase)
+        for part in self.face_parts.sets if self.face_parts is not None else [None]:
+            self.graphs[0].capture(self._key(part), lambda part=part: self.face_pass(pool, face_idx, part))
+        for part in self.body_parts.sets if self.body_parts is not None else [None]:
+            self.graphs[1].capture(self._key(part), lambda part=part: self.body_pass(pool, body_idx, part, phase))
+
+    @staticmethod
+    def _key(part):
+        return None if part is None else id(part[0])   # parts are fixed objects, built once
+
+    def _pass(self, net: int, part, fn):
+        """fn() (a network's pass) with its gradients fresh: eagerly, or the part's graph replayed."""
+        if self.graphs is None:
+            (self.face_opt, self.body_opt)[net].zero_grad(set_to_none=True)
+            return fn()
+        return self.graphs[net].replay(self._key(part))
+
+    def _static_phase(self, phase: Phase) -> Phase:
+        """phase with its loss weights as views of one device tensor, refilled (without a sync) when the phase
+        changes, so one graph per part serves every phase."""
+        if phase != self._weights_of:
+            weights = torch.tensor([phase.w_blended, phase.w_warped, phase.w_flow, phase.w_color])
+            self._weights.copy_(weights.pin_memory(), non_blocking=True)
+            self._weights_of = phase
+        return Phase(phase.until, phase.lr, *self._weights.unbind())
 
     def draw(self, pool, generator: torch.Generator):
         """(face indices, face part, body indices, body part): indices on the pool's device (one copy from
@@ -247,7 +341,11 @@ class TrainStep:
         face_part = self.face_parts.pick(generator) if self.face_parts is not None else None
         body_idx = pool.draw(self.config.batch_size, generator)
         body_part = self.body_parts.pick(generator) if self.body_parts is not None else None
-        both = to_device_async(torch.cat([face_idx, body_idx]), pool.poses.device)
+        both = torch.cat([face_idx, body_idx])
+        if self.graphs is not None:    # the graphs read the indices from one buffer
+            both = self._indices.copy_(both.pin_memory(), non_blocking=True)
+        else:
+            both = to_device_async(both, pool.poses.device)
         return both[:len(face_idx)], face_part, both[len(face_idx):], body_part
 
 
