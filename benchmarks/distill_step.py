@@ -11,13 +11,15 @@ today's default recipe; phase 3's weights) + both Adam updates, TF32 matmuls. Si
 loop's own (before, this script mirrored it without the pool's gathers, the target warp and the index copies),
 so its milliseconds are the loop's, and earlier tables' are not comparable with later ones. Modes:
 
-- default: DistillConfig() as `kyara distill` runs it (on CUDA: compiled, widths padded to 8);
-- compiled+pad8+sync: the default with the examples' indices copied to the GPU as before session 11
+- default: DistillConfig() as `kyara distill` runs it (on CUDA: compiled, widths padded to 8, and since session
+  13 CUDA graphs of each network's pass, step.PassGraphs); compiled+pad8 is the same without the graphs (the
+  default of sessions 10–12);
+- compiled+pad8+sync: compiled+pad8 with the examples' indices copied to the GPU as before session 11
   (two plain .to(device) copies a step, each waiting for all queued GPU work) instead of one copy from pinned
   memory that does not wait (TrainStep.draw);
-- compiled+pad8+graphs / compiled+pad8+fused-adam: the default with CUDA graphs of the compiled passes /
-  with Adam(fused=True);
-- MODE+step-graphs (e.g. default+step-graphs, eager+pad8+step-graphs): MODE with DistillConfig.cuda_graphs,
+- compiled+pad8+graphs / compiled+pad8+fused-adam: compiled+pad8 with inductor's CUDA graphs of the compiled
+  passes (torch.compile mode "reduce-overhead"; fails in a training step, session 12) / with Adam(fused=True);
+- MODE+step-graphs (e.g. eager+pad8+step-graphs): MODE with DistillConfig.cuda_graphs,
   each network's pass (forward, loss, backward) replayed as a CUDA graph per pixel part (step.PassGraphs), all
   captured in the first step (its "first step s");
 - filed: the step as it was when issue 16 was filed (the baseline of its "≥ 3× today's" row): compiled, widths
@@ -209,7 +211,7 @@ def main() -> None:
         pad, variant, autocast = (extra + [1, None, None][len(extra):])
         config = replace(config, compile=compile, kernels=kernels, width_multiple=pad, amp=autocast or "",
                          batch_size=args.batch, face_batch_multiplier=args.face_batch // args.batch,
-                         cuda_graphs=step_graphs)
+                         cuda_graphs=step_graphs or (mode == "default" and DistillConfig().cuda_graphs))
         try:
             student, opts, pool, mask, image, region = make_setup(dev, config, args.pool, args.margin, fused_adam)
             share = float(region.float().mean())

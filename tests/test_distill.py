@@ -404,6 +404,40 @@ def test_fp16_autocast_distils_on_cuda(tmp_path):
     assert len(json.loads(meta["loss_scales"])) == 2
 
 
+@pytest.mark.gpu
+def test_cuda_graphs_distil_and_resume_on_cuda(tmp_path):
+    """The default CUDA graphs (distill.step.PassGraphs) through a whole tiny run with pixel parts on a GPU: pool
+    refreshes, phase changes, evaluations and checkpoints around the replays. A stopped and resumed run (which
+    captures its graphs again) ends where the uninterrupted one does, and so does a run without graphs, to the
+    float rounding of the parts' gathers (their backward adds atomically, in any order; Adam carries that into
+    the weights): each tensor within 1 % of its largest update."""
+    from dataclasses import replace
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    config = replace(TINY, examples=16, batch_size=2, compile=False, checkpoint_every_examples=4,
+                     body_pixel_fraction=0.5, face_pixel_fraction=0.5)
+    teacher = FakeTeacher()
+    teacher.device = torch.device("cuda")
+    start = {k: v.clone() for k, v in _tiny_student().state_dict().items()}
+
+    def run(out, cfg, **kw):
+        return distill(_image(), teacher, cfg, out_dir=tmp_path / out, name="tiny", progress=False,
+                       student=_tiny_student(), **kw)
+
+    straight = run("a", config)
+    run("b", config, max_minutes=1e-9)
+    resumed = run("b", config, resume=True)
+    plain = run("c", replace(config, cuda_graphs=False))
+    assert straight.steps == resumed.steps == plain.steps == 8 and math.isfinite(straight.psnr)
+    want = straight.character.poser.state_dict()
+    for other in (resumed, plain):
+        for k, v in other.character.poser.state_dict().items():
+            if k in start:
+                update = (want[k].cpu() - start[k]).abs().max()
+                assert (v.cpu() - want[k].cpu()).abs().max() <= 0.01 * update + 1e-7, k
+
+
 def test_configs_saved_before_blended_l2_resume_without_it():
     from dataclasses import fields
 

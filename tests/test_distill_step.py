@@ -88,6 +88,7 @@ def test_a_step_never_waits_for_the_gpu(fraction, compile, amp, graphs):
     config = replace(TINY, batch_size=4, face_batch_multiplier=2, pool_size=8, compile=compile, amp=amp,
                      body_pixel_fraction=fraction, face_pixel_fraction=fraction, cuda_graphs=graphs)
     step, pool = _setup(torch.device("cuda"), config)
+    assert (step.graphs is not None) == graphs
     phase = config.body_phases[2]
     g = torch.Generator().manual_seed(0)
     # compiling (a recompile for a new part size too) and the caches' first fills may synchronise: warm up until
@@ -106,15 +107,40 @@ def test_a_step_never_waits_for_the_gpu(fraction, compile, amp, graphs):
 
 
 def test_cuda_graphs_fall_back_where_they_cannot_run():
-    """config.cuda_graphs is a CUDA, fp32 feature: on a CPU the step runs as before, and fp16 loss scaling
-    (whose overflow check the graphs could not see) is refused by name."""
-    config = replace(TINY, batch_size=2, face_batch_multiplier=2, pool_size=8, cuda_graphs=True)
+    """config.cuda_graphs (on by default) is for one CUDA process in fp32: on a CPU the step runs as before."""
+    config = replace(TINY, batch_size=2, face_batch_multiplier=2, pool_size=8)
+    assert config.cuda_graphs
     step, pool = _setup(torch.device("cpu"), config)
     assert step.graphs is None
     losses = step(pool, torch.Generator().manual_seed(0), config.body_phases[0])
     assert torch.isfinite(losses.body) and torch.isfinite(losses.face)
-    with pytest.raises(ValueError, match="cuda_graphs needs amp"):
-        replace(config, amp="fp16")
+
+
+def test_a_failed_capture_warns_and_trains_without_graphs(monkeypatch):
+    """If capturing fails (out of memory, an op a capture refuses on some driver), the run goes on with the plain
+    step and says so, instead of dying in its first step. On a CPU, with a capture that always fails: the
+    step that follows is exactly the plain step's."""
+    config = replace(TINY, batch_size=2, face_batch_multiplier=2, pool_size=8)
+
+    class FailingGraphs:
+        captured: dict = {}
+
+        def capture(self, key, fn):
+            fn()    # the warm-up pass runs (and leaves gradients behind), then the capture fails
+            raise RuntimeError("operation not permitted when stream is capturing\nmore detail")
+
+    plain, pool = _setup(torch.device("cpu"), config)
+    want = plain(pool, torch.Generator().manual_seed(0), config.body_phases[0])
+    step, pool = _setup(torch.device("cpu"), config)
+    step.graphs = (FailingGraphs(), FailingGraphs())
+    step._indices = torch.zeros(step.face_batch + config.batch_size, dtype=torch.int64)
+    monkeypatch.setattr(step, "_static_phase", lambda phase: phase)
+    with pytest.warns(RuntimeWarning, match="without CUDA graphs: .*RuntimeError: operation not permitted"):
+        got = step(pool, torch.Generator().manual_seed(0), config.body_phases[0])
+    assert step.graphs is None
+    assert torch.equal(got.face, want.face) and torch.equal(got.body, want.body)
+    for a, b in zip(plain.student.parameters(), step.student.parameters()):
+        assert torch.equal(a, b)
 
 
 @pytest.mark.gpu

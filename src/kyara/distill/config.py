@@ -60,8 +60,8 @@ class DistillConfig:
                                             # 1.58× faster steps with padding on an H200); "" = off until the recipe ablation
     width_multiple: int = 8                 # train with the body's widths zero-padded to multiples of this (BodyMorpher.padded_weights): same maths,
                                             # aligned GEMMs: 1.18× faster steps on an H200 (docs/benchmarks.md, session 10)
-    cuda_graphs: bool = False               # run each network's training pass as CUDA graphs (one per pixel part; CUDA, fp32, one process):
-                                            # same maths, fewer launches (step.PassGraphs); off until measured on a GPU
+    cuda_graphs: bool = True                # each network's training pass as CUDA graphs, one per pixel part (step.PassGraphs; CUDA, one process,
+                                            # not with amp fp16, else ignored): same maths, few launches: 1.41× a step at parts 0.25, 1.02× at all pixels (H200)
     kernels: str = "torch"                  # student's sine layers: "torch", "triton" (fused kernels, kyara.nn.fused_siren), "auto" = triton on CUDA when it runs.
                                             # Default torch (compiled): 2.1× faster than the Triton kernels on an H200 (docs/benchmarks.md, issue 16)
     blended_l2: float = 40.0                # extra MSE on the blended image, × the phase's w_blended: +1.0–2.1 dB (docs/benchmarks.md)
@@ -93,9 +93,6 @@ class DistillConfig:
             raise ValueError(f"DistillConfig.edge_weight must be a number >= 0, got {self.edge_weight}")
         if self.amp not in ("", "fp16"):
             raise ValueError(f"DistillConfig.amp must be '' (off) or 'fp16'; got {self.amp!r}")
-        if self.cuda_graphs and self.amp:
-            raise ValueError("DistillConfig.cuda_graphs needs amp '' (fp16 loss scaling reads its overflow check "
-                             "outside the graphs); got amp='fp16'")
         if self.width_multiple not in (1, 2, 4, 8, 16, 32):
             raise ValueError(f"DistillConfig.width_multiple must be 1, 2, 4, 8, 16 or 32, got {self.width_multiple}")
         if self.kernels not in ("auto", "triton", "torch"):

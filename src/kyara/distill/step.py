@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -224,8 +225,9 @@ class TrainStep:
     whole previous step, twice a step), so the CPU queues the next step's kernels while the GPU runs this
     one's; a small, launch-heavy step (pixel parts) then costs about its GPU time, not GPU + CPU time.
 
-    With config.cuda_graphs on CUDA (one process; fp32) each network's pass runs as CUDA graphs (PassGraphs,
-    one per part), all captured in the first call (before the loop times its steps; no draws, no updates, so
+    With config.cuda_graphs (the default) on CUDA, in one process and without fp16 loss scaling (whose overflow
+    check lives outside the graphs), each network's pass runs as CUDA graphs (PassGraphs, one per part; if
+    capturing fails, a warning and the plain step), all captured in the first call (before the loop times its steps; no draws, no updates, so
     a run's numbers stay those of its seed): the indices land in one static buffer, the body phase's loss
     weights in a static tensor, and the step's losses are valid until the next step.
     """
@@ -259,7 +261,13 @@ class TrainStep:
             # (distill_step.py's +graphs modes); not yet run on a GPU with this mark (runbook item 8).
             torch.compiler.cudagraph_mark_step_begin()
         if self.graphs is not None and not self.graphs[0].captured:
-            self.capture(pool, body_phase)
+            try:
+                self.capture(pool, body_phase)
+            except RuntimeError as e:   # e.g. out of memory, or an op that cannot be captured on this setup
+                warnings.warn(f"training without CUDA graphs: capturing the step failed ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0] if str(e) else ''})", RuntimeWarning, stacklevel=2)
+                self.graphs = None
+                self.student.zero_grad(set_to_none=True)
         face_idx, face_part, body_idx, body_part = self.draw(pool, generator)
         loss_face = self._pass(0, face_part, lambda: self.face_pass(pool, face_idx, face_part))
         self.ranks.average_gradients(self.student.face_morpher.parameters())
