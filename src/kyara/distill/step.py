@@ -256,9 +256,9 @@ class TrainStep:
         """pool: a TeacherPool (face_crop, final, flow, poses on the device; draw(n, generator) → CPU indices)."""
         config, forward, precision = self.config, self.forward, self.precision
         if forward.graphs:
-            # A new iteration of the graph trees: their outputs from the last step may be overwritten now
-            # (zero_grad(set_to_none) below drops the gradients that pointed into them). Benchmark-only
-            # (distill_step.py's +graphs modes); not yet run on a GPU with this mark (runbook item 8).
+            # A new iteration of inductor's graph trees (torch.compile mode "reduce-overhead"): their outputs
+            # from the last step may be overwritten now. Benchmark-only (distill_step.py's compiled+*+graphs
+            # modes, never run with this mark); the loop's CUDA graphs are PassGraphs (config.cuda_graphs).
             torch.compiler.cudagraph_mark_step_begin()
         if self.graphs is not None and not self.graphs[0].captured:
             try:
@@ -314,7 +314,8 @@ class TrainStep:
 
     def capture(self, pool, body_phase: Phase) -> None:
         """Every part's graphs of both passes (PassGraphs.capture), on the index buffer as it is (any valid
-        examples: a graph reads the buffer's values at each replay). ~0.1 s a part."""
+        examples: a graph reads the buffer's values at each replay). 0.5 s for 32 parts on an H200, compiled
+        functions warm (the first capture's eager pass compiles them otherwise)."""
         face_idx, body_idx = self._indices[:self.face_batch], self._indices[self.face_batch:]
         phase = self._static_phase(body_phase)
         for part in self.face_parts.sets if self.face_parts is not None else [None]:
