@@ -134,7 +134,8 @@ def test_a_failed_capture_warns_and_trains_without_graphs(monkeypatch):
     step, pool = _setup(torch.device("cpu"), config)
     step.graphs = (FailingGraphs(), FailingGraphs())
     step._indices = torch.zeros(step.face_batch + config.batch_size, dtype=torch.int64)
-    monkeypatch.setattr(step, "_static_phase", lambda phase: phase)
+    step._weights = torch.tensor([1.0, 1.0, 1.0, 1.0])
+    monkeypatch.setattr(step, "_load_weights", lambda phase: None)   # pinned memory needs CUDA
     with pytest.warns(RuntimeWarning, match="without CUDA graphs: .*RuntimeError: operation not permitted"):
         got = step(pool, torch.Generator().manual_seed(0), config.body_phases[0])
     assert step.graphs is None

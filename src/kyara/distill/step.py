@@ -272,8 +272,9 @@ class TrainStep:
         loss_face = self._pass(0, face_part, lambda: self.face_pass(pool, face_idx, face_part))
         self.ranks.average_gradients(self.student.face_morpher.parameters())
         precision.step(0, self.face_opt)
-        phase = self._static_phase(body_phase) if self.graphs is not None else body_phase
-        loss_body, terms = self._pass(1, body_part, lambda: self.body_pass(pool, body_idx, body_part, phase))
+        if self.graphs is not None:
+            self._load_weights(body_phase)
+        loss_body, terms = self._pass(1, body_part, lambda: self.body_pass(pool, body_idx, body_part, body_phase))
         self.ranks.average_gradients(self.student.body_morpher.parameters())
         precision.step(1, self.body_opt)
         return StepLosses(loss_face, loss_body, terms)
@@ -317,7 +318,8 @@ class TrainStep:
         examples: a graph reads the buffer's values at each replay). 0.5 s for 32 parts on an H200, compiled
         functions warm (the first capture's eager pass compiles them otherwise)."""
         face_idx, body_idx = self._indices[:self.face_batch], self._indices[self.face_batch:]
-        phase = self._static_phase(body_phase)
+        self._load_weights(body_phase)    # the graphs read the phase's loss weights from this tensor
+        phase = Phase(body_phase.until, body_phase.lr, *self._weights.unbind())
         for part in self.face_parts.sets if self.face_parts is not None else [None]:
             self.graphs[0].capture(self._key(part), lambda part=part: self.face_pass(pool, face_idx, part))
         for part in self.body_parts.sets if self.body_parts is not None else [None]:
@@ -334,14 +336,13 @@ class TrainStep:
             return fn()
         return self.graphs[net].replay(self._key(part))
 
-    def _static_phase(self, phase: Phase) -> Phase:
-        """phase with its loss weights as views of one device tensor, refilled (without a sync) when the phase
-        changes, so one graph per part serves every phase."""
+    def _load_weights(self, phase: Phase) -> None:
+        """phase's loss weights into the tensor the graphs read, when the phase changes (without a sync), so one
+        graph per part serves every phase."""
         if phase != self._weights_of:
             weights = torch.tensor([phase.w_blended, phase.w_warped, phase.w_flow, phase.w_color])
             self._weights.copy_(weights.pin_memory(), non_blocking=True)
             self._weights_of = phase
-        return Phase(phase.until, phase.lr, *self._weights.unbind())
 
     def draw(self, pool, generator: torch.Generator):
         """(face indices, face part, body indices, body part): indices on the pool's device (one copy from
