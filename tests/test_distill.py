@@ -475,3 +475,33 @@ def test_distill_restores_the_callers_tf32_flags(tmp_path):
             assert flags() == caller
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+
+
+def test_exponential_lr_decay_runs_between_the_schedules_end_rates(tmp_path):
+    """lr_decay "exponential" (a recipe candidate): the same first and last rates as THA4's steps, geometric in
+    between; the loop sets it every step (the last step's rate is in the final checkpoint); "steps" is THA4's."""
+    from dataclasses import replace
+
+    from kyara.distill.config import THA4_BODY_PHASES, THA4_FACE_PHASES, lr_at, phase_at
+    from kyara.distill.loop import load_checkpoint
+
+    for f in (0.0, 0.1, 0.3, 0.55, 0.9, 1.0):
+        assert lr_at(THA4_BODY_PHASES, f) == phase_at(THA4_BODY_PHASES, f).lr
+    assert lr_at(THA4_BODY_PHASES, 0.0, "exponential") == pytest.approx(1e-4)
+    assert lr_at(THA4_BODY_PHASES, 1.0, "exponential") == pytest.approx(3e-6)
+    assert lr_at(THA4_BODY_PHASES, 0.5, "exponential") == pytest.approx((1e-4 * 3e-6) ** 0.5)   # geometric mean
+    rates = [lr_at(THA4_FACE_PHASES, f / 10, "exponential") for f in range(11)]
+    assert all(a > b for a, b in zip(rates, rates[1:])) and rates[-1] == pytest.approx(1e-4 / 30)
+    with pytest.raises(ValueError, match="lr_decay must be steps or exponential"):
+        replace(TINY, lr_decay="cosine")
+    assert DistillConfig.from_json(json.dumps({k: v for k, v in json.loads(TINY.to_json()).items()
+                                               if k != "lr_decay"})).lr_decay == "steps"   # older runs: THA4's
+
+    config = replace(TINY, lr_decay="exponential")
+    distill(_image(), FakeTeacher(), config, out_dir=tmp_path, name="tiny", progress=False, student=_tiny_student())
+    _, meta = load_checkpoint(tmp_path / CHECKPOINT_NAME)
+    last = 3 / 4                                                                   # 4 steps: fractions 0, ¼, ½, ¾
+    for name, phases in (("face_opt", config.face_phases), ("body_opt", config.body_phases)):
+        lr = json.loads(meta[name])["param_groups"][0]["lr"]
+        assert lr == pytest.approx(lr_at(phases, last, "exponential") * config.lr_scale)
+        assert lr != pytest.approx(lr_at(phases, last) * config.lr_scale)

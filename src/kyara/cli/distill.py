@@ -51,6 +51,9 @@ def register(sub) -> None:
     p.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size,
                    help="body-morpher training examples per step (per GPU with torchrun)")
     p.add_argument("--lr-scale", type=float, default=DEFAULTS.lr_scale, help="multiplies THA4's learning rates")
+    p.add_argument("--lr-decay", choices=["steps", "exponential"], default=DEFAULTS.lr_decay,
+                   help="steps: THA4's learning rate per phase (the default); exponential: a smooth geometric decay "
+                        "between the same first and last rates (unmeasured; docs/distill.md)")
     p.add_argument("--pool-size", type=int, default=DEFAULTS.pool_size, help="teacher examples kept for reuse")
     p.add_argument("--reuse", type=float, default=DEFAULTS.reuse, help="average uses of each teacher example's pixels (with --body-pixel-fraction F an example "
                         "stays round(1/F) times as many steps, each on a part of its pixels)")

@@ -44,6 +44,8 @@ class DistillConfig:
     batch_size: int = 16                    # body-morpher poses per step
     face_batch_multiplier: int = 2          # face morpher sees this many × batch_size poses per step (its error is ~1/4 of the total)
     lr_scale: float = 3.0                   # multiplies every phase's LR (THA4 used batch 8; we use larger batches)
+    lr_decay: str = "steps"                 # "steps": each phase's LR (THA4); "exponential": a smooth geometric decay from the first phase's LR
+                                            # to the last's (lr_at). Unmeasured: a candidate for the recipe ablation (docs/distill.md)
     face_mask_weight: float = 20.0          # THA4: L1 + 20 × L1 inside the movable-parts mask
     teacher_batch_size: int = 32            # poses per teacher forward
     pool_size: int = 4096                   # teacher examples kept on the device for reuse
@@ -102,6 +104,8 @@ class DistillConfig:
                 raise ValueError(f"DistillConfig.{f} must be in (0, 1], got {getattr(self, f)}")
         if self.body_pixel_tile not in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512):
             raise ValueError(f"DistillConfig.body_pixel_tile must be a power of 2 up to 512, got {self.body_pixel_tile}")
+        if self.lr_decay not in ("steps", "exponential"):
+            raise ValueError(f"DistillConfig.lr_decay must be steps or exponential, got {self.lr_decay!r}")
         if self.reuse <= 0 or self.lr_scale <= 0:
             raise ValueError("DistillConfig.reuse and lr_scale must be > 0")
         if self.pool_size < self.batch_size * self.face_batch_multiplier:
@@ -134,6 +138,7 @@ PREDATING_VALUES: dict[str, object] = {
     "blended_l2": 0.0,   # old checkpoints had no blended-image MSE term (new runs: 40)
     "edge_weight": 0.0,  # nor an edge term (new runs: 0 too, until an ablation shows a gain)
     "amp": "",           # nor fp16 autocast
+    "lr_decay": "steps",  # nor a choice of learning-rate decay (THA4's steps)
 }
 
 
@@ -142,3 +147,15 @@ def phase_at(phases: tuple[Phase, ...], fraction: float) -> Phase:
         if fraction < phase.until:
             return phase
     return phases[-1]
+
+
+def lr_at(phases: tuple[Phase, ...], fraction: float, decay: str = "steps") -> float:
+    """The learning rate (before lr_scale) at `fraction` ∈ [0, 1] of a run: the phase's (decay "steps", THA4's
+    schedule), or (decay "exponential") first_lr · (last_lr / first_lr) ** fraction, the same start and end
+    without the plateaus. Why offer it: in a 10-minute parts run (docs/benchmarks.md, session 13) every gain in
+    held-out PSNR came right after an LR drop and the PSNR stayed flat between drops, i.e. the run sat at the
+    noise floor of each LR for minutes."""
+    if decay == "steps":
+        return phase_at(phases, fraction).lr
+    first, last = phases[0].lr, phases[-1].lr
+    return first * (last / first) ** min(max(fraction, 0.0), 1.0)

@@ -29,7 +29,7 @@ from typing import Iterator
 import torch
 
 from kyara.character import COLOUR_KEY, Character, save_kyara
-from kyara.distill.config import DistillConfig, phase_at
+from kyara.distill.config import DistillConfig, lr_at, phase_at
 from kyara.distill.mask import derive_face_mask, load_face_mask
 from kyara.distill.parallel import current_ranks
 from kyara.distill.step import StepPrecision, TrainStep, optimizers
@@ -395,11 +395,11 @@ def distill(image: torch.Tensor, teacher, config: DistillConfig = DistillConfig(
             if step % refresh_steps == 0 and step > 0:
                 pool.advance_to(initial_chunks + step // refresh_steps)
             fraction = step / steps_total
-            body_phase, face_phase = phase_at(config.body_phases, fraction), phase_at(config.face_phases, fraction)
+            body_phase = phase_at(config.body_phases, fraction)
             for group in face_opt.param_groups:
-                group["lr"] = face_phase.lr * config.lr_scale
+                group["lr"] = lr_at(config.face_phases, fraction, config.lr_decay) * config.lr_scale
             for group in body_opt.param_groups:
-                group["lr"] = body_phase.lr * config.lr_scale
+                group["lr"] = lr_at(config.body_phases, fraction, config.lr_decay) * config.lr_scale
             g = _generator(config.seed, 4, step, *ranks.stream_key())
 
             losses = train_step(pool, g, body_phase)
