@@ -76,7 +76,15 @@
         pass.end();
         encoder.copyBufferToBuffer(bufs.OUT, 0, readback, 0, 16 * npixOut);
         device.queue.submit([encoder.finish()]);
-        await readback.mapAsync(GPUMapMode.READ);
+        try {
+          await readback.mapAsync(GPUMapMode.READ);
+        } catch (e) {
+          // the device can go while this frame is in flight, before device.lost has fired: name the cause
+          // (the device), not the symptom (a failed map), if it is lost within a moment
+          const info = await Promise.race([device.lost, new Promise(r => setTimeout(() => r(null), 200))]);
+          if (info) { lost = info.message || 'device lost'; throw new Error(`WebGPU device lost: ${lost}`); }
+          throw e;
+        }
         const values = new Float32Array(readback.getMappedRange());
         for (let i = 0; i < values.length; i++) rgba[i] = values[i];
         readback.unmap();
