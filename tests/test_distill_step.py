@@ -172,7 +172,7 @@ def test_cuda_graphs_train_as_the_plain_step_does(fraction, compile):
     assert [len(pg.captured) for pg in step.graphs] == [len(parts.sets) if parts is not None else 1
                                                         for parts in (step.face_parts, step.body_parts)]
     # The replays run the eager run's kernels on the same data; what differs is the order of atomic adds in
-    # some backward kernels (index_add of the parts' gathers), ~1e-7 relative per step, which Adam carries
+    # some backward kernels (index_add of the parts' gathers; float rounding, not measured per step), which Adam carries
     # into the weights: the bound is 1 % of the largest update, per tensor. (On these random targets the
     # updates barely depend on which examples a step sees, so the losses below, read after every step, are the
     # sharper check: a graph that read stale examples, or whose outputs another graph overwrote, shows there.)
