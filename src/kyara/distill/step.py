@@ -227,9 +227,10 @@ class TrainStep:
 
     With config.cuda_graphs (the default) on CUDA, in one process and without fp16 loss scaling (whose overflow
     check lives outside the graphs), each network's pass runs as CUDA graphs (PassGraphs, one per part; if
-    capturing fails, a warning and the plain step), all captured in the first call (before the loop times its steps; no draws, no updates, so
-    a run's numbers stay those of its seed): the indices land in one static buffer, the body phase's loss
-    weights in a static tensor, and the step's losses are valid until the next step.
+    capturing fails, a warning and the plain step), all captured in the first call (before the loop times its
+    steps; no draws, no updates, so a run's numbers stay those of its seed): the indices land in one static
+    buffer, the body phase's loss weights in a static tensor, and the step's losses are valid until the next
+    step.
     """
 
     def __init__(self, student: Student, image: torch.Tensor, mask: torch.Tensor, config: DistillConfig,
