@@ -54,6 +54,9 @@ def register(sub) -> None:
     p.add_argument("--lr-decay", choices=["steps", "exponential"], default=DEFAULTS.lr_decay,
                    help="steps: THA4's learning rate per phase (the default); exponential: a smooth geometric decay "
                         "between the same first and last rates (unmeasured; docs/distill.md)")
+    p.add_argument("--ema-decay", type=float, default=DEFAULTS.ema_decay, metavar="BETA",
+                   help="keep a moving average of the student's weights (BETA per step, e.g. 0.999: about the last "
+                        "1000 steps) and write it as the result; 0 = off, the default (unmeasured; docs/distill.md)")
     p.add_argument("--pool-size", type=int, default=DEFAULTS.pool_size, help="teacher examples kept for reuse")
     p.add_argument("--reuse", type=float, default=DEFAULTS.reuse, help="average uses of each teacher example's pixels (with --body-pixel-fraction F an example "
                         "stays round(1/F) times as many steps, each on a part of its pixels)")

@@ -46,6 +46,8 @@ class DistillConfig:
     lr_scale: float = 3.0                   # multiplies every phase's LR (THA4 used batch 8; we use larger batches)
     lr_decay: str = "steps"                 # "steps": each phase's LR (THA4); "exponential": a smooth geometric decay from the first phase's LR
                                             # to the last's (lr_at). Unmeasured: a candidate for the recipe ablation (docs/distill.md)
+    ema_decay: float = 0.0                  # > 0: keep an exponential moving average of the student's weights (ema.WeightAverage,
+                                            # β per step, e.g. 0.999) and write it as the result; 0 = off. Unmeasured: a recipe candidate
     face_mask_weight: float = 20.0          # THA4: L1 + 20 × L1 inside the movable-parts mask
     teacher_batch_size: int = 32            # poses per teacher forward
     pool_size: int = 4096                   # teacher examples kept on the device for reuse
@@ -106,6 +108,8 @@ class DistillConfig:
             raise ValueError(f"DistillConfig.body_pixel_tile must be a power of 2 up to 512, got {self.body_pixel_tile}")
         if self.lr_decay not in ("steps", "exponential"):
             raise ValueError(f"DistillConfig.lr_decay must be steps or exponential, got {self.lr_decay!r}")
+        if not (self.ema_decay == 0 or 0 < self.ema_decay < 1):
+            raise ValueError(f"DistillConfig.ema_decay must be 0 (off) or in (0, 1), got {self.ema_decay}")
         if self.reuse <= 0 or self.lr_scale <= 0:
             raise ValueError("DistillConfig.reuse and lr_scale must be > 0")
         if self.pool_size < self.batch_size * self.face_batch_multiplier:
@@ -139,6 +143,7 @@ PREDATING_VALUES: dict[str, object] = {
     "edge_weight": 0.0,  # nor an edge term (new runs: 0 too, until an ablation shows a gain)
     "amp": "",           # nor fp16 autocast
     "lr_decay": "steps",  # nor a choice of learning-rate decay (THA4's steps)
+    "ema_decay": 0.0,     # nor a weight average
 }
 
 

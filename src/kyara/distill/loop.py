@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator
@@ -30,6 +30,7 @@ import torch
 
 from kyara.character import COLOUR_KEY, Character, save_kyara
 from kyara.distill.config import DistillConfig, lr_at, phase_at
+from kyara.distill.ema import WeightAverage
 from kyara.distill.mask import derive_face_mask, load_face_mask
 from kyara.distill.parallel import current_ranks
 from kyara.distill.step import StepPrecision, TrainStep, optimizers
@@ -232,7 +233,7 @@ def _load_optimizer(name: str, opt: torch.optim.Optimizer, tensors: dict, meta: 
 
 def save_checkpoint(path: Path, student: Student, face_opt, body_opt, step: int, config: DistillConfig,
                     mask: torch.Tensor, elapsed: float, region: torch.Tensor | None = None,
-                    loss_scales: list[float] | None = None) -> None:
+                    loss_scales: list[float] | None = None, average: WeightAverage | None = None) -> None:
     from safetensors.torch import save as st_save
 
     tensors = {f"student.{k}": v.detach().cpu().contiguous() for k, v in student.state_dict().items()}
@@ -243,6 +244,8 @@ def save_checkpoint(path: Path, student: Student, face_opt, body_opt, step: int,
     body_t, body_m = _optimizer_tensors("body_opt", body_opt)
     tensors.update(face_t)
     tensors.update(body_t)
+    if average is not None:
+        tensors.update(average.tensors())
     meta = {"step": str(step), "config": config.to_json(), "face_opt": json.dumps(face_m),
             "body_opt": json.dumps(body_m), "elapsed_s": f"{elapsed:.3f}", "format": "kyara-distill-checkpoint"}
     if loss_scales:
@@ -366,6 +369,12 @@ def distill(image: torch.Tensor, teacher, config: DistillConfig = DistillConfig(
             _load_optimizer("face_opt", face_opt, ckpt_tensors, json.loads(ckpt_meta["face_opt"]), device)
             _load_optimizer("body_opt", body_opt, ckpt_tensors, json.loads(ckpt_meta["body_opt"]), device)
 
+        # the weights' moving average (config.ema_decay): resumed with the run, written as the result
+        average = None
+        if config.ema_decay:
+            average = WeightAverage(student.named_parameters(), config.ema_decay, updates=start_step)
+            if ckpt_tensors is not None:
+                average.load(ckpt_tensors, start_step)
         precision = StepPrecision(config.amp, device, json.loads(ckpt_meta["loss_scales"])
                                   if ckpt_meta is not None and "loss_scales" in ckpt_meta else None)
         # pixel fractions < 1: a network trains on one random part of its pixels per step (PixelParts)
@@ -403,6 +412,8 @@ def distill(image: torch.Tensor, teacher, config: DistillConfig = DistillConfig(
             g = _generator(config.seed, 4, step, *ranks.stream_key())
 
             losses = train_step(pool, g, body_phase)
+            if average is not None:
+                average.update()
             step += 1
             bar.update(1)
             # sizing times the steps after AUTO_MARK_STEPS (the first ones compile and warm up CUDA);
@@ -427,7 +438,8 @@ def distill(image: torch.Tensor, teacher, config: DistillConfig = DistillConfig(
             out_of_time = ((ranks.world == 1 or step % STOP_CHECK_STEPS == 0 or step == steps_total)
                            and ranks.any(stop_at is not None and now > stop_at, device))
             if ranks.is_main and (now - last_eval > config.eval_every_s or step == steps_total or out_of_time):
-                psnr_value = evaluate_psnr(student, image, eval_poses, eval_targets)
+                with average.applied() if average is not None else nullcontext():
+                    psnr_value = evaluate_psnr(student, image, eval_poses, eval_targets)
                 last_eval = time.perf_counter()
                 values = {"loss_face": float(losses.face), "loss_body": float(losses.body)}
                 log({"step": step, "examples": step * per_step, "minutes": (elapsed_before + now - t_start) / 60,
@@ -438,13 +450,15 @@ def distill(image: torch.Tensor, teacher, config: DistillConfig = DistillConfig(
                                 body=f"{values['loss_body']:.4f}", refresh=False)
             if ranks.is_main and (step % ckpt_every_steps == 0 or step == steps_total or out_of_time):
                 save_checkpoint(ckpt_path, student, face_opt, body_opt, step, config, mask,
-                                elapsed_before + time.perf_counter() - t_start, region, precision.scales())
+                                elapsed_before + time.perf_counter() - t_start, region, precision.scales(), average)
             if out_of_time and step < steps_total:
                 stopped_early = True
                 break
         bar.close()
 
         wall = elapsed_before + time.perf_counter() - t_start
+        if average is not None:
+            average.copy_to_weights()    # the result is the average (psnr_value was measured on it)
         student.eval()
         metadata = {"distill": json.loads(config.to_json()), "metrics": {
             "heldout_psnr_db": psnr_value, "heldout_poses": config.eval_poses, "steps": step,
