@@ -336,7 +336,8 @@ def _cli_distill_config(monkeypatch, tmp_path, *extra):
     def fake_distill(image, teacher, config, **kw):
         seen["config"], seen["kw"] = config, kw
         kw["output"].write_bytes(b"x")
-        return types.SimpleNamespace(examples=0, complete=True, psnr=0.0, wall_seconds=0.0, teacher_seconds=0.0)
+        return types.SimpleNamespace(examples=0, complete=True, psnr=0.0, wall_seconds=0.0, teacher_seconds=0.0,
+                                     character=types.SimpleNamespace(metadata={}))
 
     monkeypatch.setattr(kyara.teacher, "load_teacher", lambda *a, **k: FakeTeacher())
     monkeypatch.setattr(kyara.distill, "distill", fake_distill)
@@ -360,12 +361,17 @@ def test_cli_distill_defaults_are_the_measured_recipe(monkeypatch, tmp_path, cap
     assert (config.amp, config.width_multiple) == ("", 8)                 # fp16 off; padding on (same maths)
     config, _ = _cli_distill_config(monkeypatch, tmp_path, "--amp", "fp16", "--width-multiple", "8")
     assert (config.amp, config.width_multiple) == ("fp16", 8)
+    assert (config.ema_decay, config.lr_decay) == (0.0, "steps")           # recipe candidates, off by default
+    config, _ = _cli_distill_config(monkeypatch, tmp_path, "--ema-decay", "0.999", "--lr-decay", "exponential")
+    assert (config.ema_decay, config.lr_decay) == (0.999, "exponential")
     from kyara.character import SAMPLE_IMAGE
     from kyara.cli import main
     assert main(["distill", str(SAMPLE_IMAGE), "-o", str(tmp_path / "d.kyara"), "--body-pixel-fraction", "1.5"]) == 2
     assert "--body-pixel-fraction must be in (0, 1], got 1.5" in capsys.readouterr().err
     assert main(["distill", str(SAMPLE_IMAGE), "-o", str(tmp_path / "d.kyara"), "--width-multiple", "3"]) == 2
     assert "--width-multiple must be 1, 2, 4, 8, 16 or 32, got 3" in capsys.readouterr().err
+    assert main(["distill", str(SAMPLE_IMAGE), "-o", str(tmp_path / "d.kyara"), "--ema-decay", "1"]) == 2
+    assert "--ema-decay must be 0 (off) or in (0, 1), got 1.0" in capsys.readouterr().err
 
 
 def test_step_precision_is_plain_off_cuda_and_checked():
@@ -415,7 +421,7 @@ def test_cuda_graphs_distil_and_resume_on_cuda(tmp_path):
 
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA GPU")
-    config = replace(TINY, examples=16, batch_size=2, compile=False, checkpoint_every_examples=4,
+    config = replace(TINY, examples=16, batch_size=2, pool_size=4, compile=False, checkpoint_every_examples=4,
                      body_pixel_fraction=0.5, face_pixel_fraction=0.5)
     teacher = FakeTeacher()
     teacher.device = torch.device("cuda")
@@ -430,6 +436,8 @@ def test_cuda_graphs_distil_and_resume_on_cuda(tmp_path):
     resumed = run("b", config, resume=True)
     plain = run("c", replace(config, cuda_graphs=False))
     assert straight.steps == resumed.steps == plain.steps == 8 and math.isfinite(straight.psnr)
+    metrics = straight.character.metadata["metrics"]     # the GPU memory a run held, for sizing farm jobs
+    assert 0 < metrics["gpu_peak_allocated_gib"] <= metrics["gpu_peak_reserved_gib"]
     want = straight.character.poser.state_dict()
     for other in (resumed, plain):
         for k, v in other.character.poser.state_dict().items():

@@ -150,6 +150,11 @@ class TeacherPool:
 
     @torch.no_grad()
     def make_chunk(self, k: int) -> None:
+        if self.poses.is_cuda:
+            # the student's queued steps finish first, so teacher_seconds counts the teacher only (without this
+            # sync it also counted the steps queued ahead of it: 159 s reported for ~70 s of teacher work in a
+            # 10-minute parts run on an H100, session 14)
+            torch.cuda.synchronize()
         t0 = time.perf_counter()
         poses = self.sampler(self.chunk, _generator(self.seed, 1, k, *self.stream)).to(self.poses.device)
         out = self.teacher.pose_all(self.prepared, poses)
@@ -465,6 +470,12 @@ def distill(image: torch.Tensor, teacher, config: DistillConfig = DistillConfig(
             "examples": step * per_step, "complete": not stopped_early, "wall_seconds": round(wall, 1),
             "teacher_seconds": round(pool.teacher_seconds, 1), "gpus": ranks.world,
             "region_fraction": round(float(region.float().mean()), 4) if region is not None else 1.0}}
+        if device.type == "cuda":
+            # what this process held at its peak (the caching allocator's reservation is what other jobs on the
+            # GPU cannot use): sizes `kyara farm --jobs-per-gpu` and `--pool-size` for a GPU's memory
+            gib = 2 ** 30
+            metadata["metrics"]["gpu_peak_allocated_gib"] = round(torch.cuda.max_memory_allocated(device) / gib, 2)
+            metadata["metrics"]["gpu_peak_reserved_gib"] = round(torch.cuda.max_memory_reserved(device) / gib, 2)
         if colour != "straight":
             metadata[COLOUR_KEY] = colour
         character = Character(name, stored_image, student, teacher.name, metadata)
