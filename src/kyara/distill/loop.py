@@ -474,8 +474,8 @@ def distill(image: torch.Tensor, teacher, config: DistillConfig = DistillConfig(
             # what this process held at its peak (the caching allocator's reservation is what other jobs on the
             # GPU cannot use): sizes `kyara farm --jobs-per-gpu` and `--pool-size` for a GPU's memory
             gib = 2 ** 30
-            metadata["metrics"]["gpu_peak_allocated_gib"] = round(torch.cuda.max_memory_allocated(device) / gib, 2)
-            metadata["metrics"]["gpu_peak_reserved_gib"] = round(torch.cuda.max_memory_reserved(device) / gib, 2)
+            metadata["metrics"]["gpu_peak_allocated_gib"] = round(torch.cuda.max_memory_allocated(device) / gib, 3)
+            metadata["metrics"]["gpu_peak_reserved_gib"] = round(torch.cuda.max_memory_reserved(device) / gib, 3)
         if colour != "straight":
             metadata[COLOUR_KEY] = colour
         character = Character(name, stored_image, student, teacher.name, metadata)
