@@ -300,6 +300,8 @@ def distill(image: torch.Tensor, teacher, config: DistillConfig = DistillConfig(
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = out_dir / CHECKPOINT_NAME
     device = teacher.device
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)    # the metrics' peak is this run's (a farm worker runs many)
     with tf32_matmuls(config.tf32), explained_out_of_memory(lambda: config, device):
         # -- resume: the checkpoint's config wins, so a resumed run is the same run -------------------
         start_step, ckpt_tensors, ckpt_meta, elapsed_before = 0, None, None, 0.0
