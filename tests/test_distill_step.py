@@ -176,6 +176,8 @@ def test_cuda_graphs_train_as_the_plain_step_does(fraction, compile):
     # into the weights: the bound is 1 % of the largest update, per tensor. (On these random targets the
     # updates barely depend on which examples a step sees, so the losses below, read after every step, are the
     # sharper check: a graph that read stale examples, or whose outputs another graph overwrote, shows there.)
+    # Measured on an H100 (session 14, torch 2.11+cu130): 0 in all four cases, weights and losses alike; the
+    # bounds are headroom for GPUs and versions whose atomics add in another order.
     ratios = []
     for s, a, b in zip(start, runs[False][0], runs[True][0]):
         update = (a - s).abs().max()
