@@ -14,8 +14,9 @@
 # LPIPS weights cannot be downloaded on an offline GPU host, the eval is redone with --no-lpips and LPIPS shows
 # as "—"; copy $KYARA_HOME/metrics/lpips_alex_v0.1.safetensors from a machine that has it to avoid that).
 # GPUS (default: every GPU nvidia-smi lists) gets one worker per GPU, pinned with CUDA_VISIBLE_DEVICES; the
-# runs are dealt out round-robin, so one GPU runs them all in sequence and N GPUs run N at a time. Recipes
-# that run at the same time need disjoint GPUS: the runs are time-budgeted, so sharing a GPU is unfair.
+# runs are dealt out round-robin, so one GPU runs them all in sequence and N GPUs run N at a time. Runs never
+# share a GPU (they are time-budgeted, and two parts runs overflow an 80 GB GPU): a machine-wide lock per GPU
+# queues them, so several recipes started at once on the same GPUS run one after another (SHARE_GPU=1: at once).
 # Files: OUT_DIR/RECIPE/NAME_sSEED/{student.kyara, work/log.jsonl, distill.out, wall_s, eval.json, eval.err,
 # distill_args}; a run whose eval.json exists is skipped, an interrupted one resumes from its checkpoint
 # (wall_s then sums the sessions). "wall min" is the distill command's wall clock, start-up and teacher
@@ -35,8 +36,21 @@ import json, statistics, sys
 from pathlib import Path
 
 out = Path(sys.argv[1])
-runs = {}  # (character, recipe) -> list of (seed, wall_min, psnr, ssim, lpips, state); state "" when done
+runs = {}  # (character, recipe) -> list of (seed, wall_min, psnr, ssim, lpips, state, steps, gib); state "" when done
 recipe_args = {}
+
+
+def student_metrics(path):
+    """(steps, peak GPU GiB reserved) from the written character's metrics; None where absent."""
+    try:
+        from safetensors import safe_open
+        with safe_open(str(path), "pt") as fh:
+            m = json.loads((fh.metadata() or {}).get("metrics", "{}"))
+    except Exception:
+        return None, None
+    return m.get("steps"), m.get("gpu_peak_reserved_gib")
+
+
 for d in sorted(p for p in out.glob("*/*_s*") if p.is_dir()):
     recipe, (name, seed) = d.parent.name, d.name.rsplit("_s", 1)
     row = runs.setdefault((name, recipe), [])
@@ -44,10 +58,10 @@ for d in sorted(p for p in out.glob("*/*_s*") if p.is_dir()):
         recipe_args.setdefault(recipe, set()).add((d / "distill_args").read_text().strip())
     wall = sum(float(x) for x in (d / "wall_s").read_text().split()) / 60 if (d / "wall_s").is_file() else None
     if not (d / "eval.json").is_file():
-        row.append((seed, wall, None, None, None, "failed" if (d / "failed").is_file() else "running"))
+        row.append((seed, wall, None, None, None, "failed" if (d / "failed").is_file() else "running", None, None))
         continue
     e = json.loads((d / "eval.json").read_text())
-    row.append((seed, wall, e["psnr"], e["ssim"], e.get("lpips"), ""))
+    row.append((seed, wall, e["psnr"], e["ssim"], e.get("lpips"), "", *student_metrics(d / "student.kyara")))
 
 def f(v, fmt):
     return "—" if v is None else format(v, fmt)
@@ -60,18 +74,19 @@ def mean_spread(values, fmt):
         return format(values[0], fmt)
     return f"{format(statistics.fmean(values), fmt)} ± {format((max(values) - min(values)) / 2, fmt)}"
 
-print("| character | recipe | seed | wall min | PSNR dB | SSIM | LPIPS |")
-print("|---|---|---|---:|---:|---:|---:|")
+print("| character | recipe | seed | wall min | steps | GPU GiB | PSNR dB | SSIM | LPIPS |")
+print("|---|---|---|---:|---:|---:|---:|---:|---:|")
 for (name, recipe), row in sorted(runs.items()):
-    for seed, wall, psnr, ssim, lp, state in row:
+    for seed, wall, psnr, ssim, lp, state, steps, gib in row:
         if state:
-            print(f"| {name} | {recipe} | {seed} ({state}) | {f(wall, '.1f')} | — | — | — |")
+            print(f"| {name} | {recipe} | {seed} ({state}) | {f(wall, '.1f')} | — | — | — | — | — |")
         else:
-            print(f"| {name} | {recipe} | {seed} | {f(wall, '.1f')} | {psnr:.2f} | {ssim:.4f} | {f(lp, '.4f')} |")
+            print(f"| {name} | {recipe} | {seed} | {f(wall, '.1f')} | {f(steps, ',')} | {f(gib, '.1f')} | {psnr:.2f} "
+                  f"| {ssim:.4f} | {f(lp, '.4f')} |")
     done = [r for r in row if not r[5]]
     if len(done) > 1:
         print(f"| **{name}** | **{recipe}** | mean ± half-range ({len(done)} seeds) "
-              f"| {mean_spread([r[1] for r in done], '.1f')} | **{mean_spread([r[2] for r in done], '.2f')}** "
+              f"| {mean_spread([r[1] for r in done], '.1f')} | | | **{mean_spread([r[2] for r in done], '.2f')}** "
               f"| {mean_spread([r[3] for r in done], '.4f')} | {mean_spread([r[4] for r in done], '.4f')} |")
 print()
 for recipe, args in sorted(recipe_args.items()):
@@ -103,6 +118,17 @@ run_one() {  # GPU SEED NAME=IMAGE
   [[ -f $dir/eval.json ]] && return 0
   mkdir -p "$dir"; rm -f "$dir/failed"
   printf '%s\n' "${DISTILL_ARGS:-}" >"$dir/distill_args"
+  # one run at a time per GPU, across recipes and harnesses on this machine (runs are time-budgeted, and two
+  # parts runs do not fit an 80 GB GPU's memory: session 14): wait for the GPU's lock; SHARE_GPU=1 skips it
+  if [[ -n ${SHARE_GPU:-} ]]; then
+    train_and_eval "$gpu" "$seed" "$name" "$image" "$dir"
+  else
+    ( flock 9; train_and_eval "$gpu" "$seed" "$name" "$image" "$dir" ) 9>"${TMPDIR:-/tmp}/kyara-recipe-gpu-$gpu.lock"
+  fi
+}
+
+train_and_eval() {  # GPU SEED NAME IMAGE DIR: one distillation and its evaluation
+  local gpu=$1 seed=$2 name=$3 image=$4 dir=$5
   local resume=(); [[ -f $dir/work/checkpoint.safetensors ]] && resume=(--resume)
   local t0; t0=$(date +%s)
   # shellcheck disable=SC2086  # DISTILL_ARGS is a list of options
