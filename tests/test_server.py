@@ -13,7 +13,10 @@ import numpy as np
 import pytest
 
 pytest.importorskip("starlette")
-httpx = pytest.importorskip("httpx")
+try:   # starlette's TestClient moved to httpx2 (the same API); older starlettes use httpx
+    import httpx2 as httpx
+except ModuleNotFoundError:
+    httpx = pytest.importorskip("httpx")
 from PIL import Image
 from starlette.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect

@@ -80,8 +80,10 @@
           await readback.mapAsync(GPUMapMode.READ);
         } catch (e) {
           // the device can go while this frame is in flight, before device.lost has fired: name the cause
-          // (the device), not the symptom (a failed map), if it is lost within a moment
-          const info = await Promise.race([device.lost, new Promise(r => setTimeout(() => r(null), 200))]);
+          // (the device), not the symptom (a failed map), if it is lost within a moment. The moment is generous:
+          // device.lost comes from the GPU process, which can be busy for a while (200 ms was too short once on a
+          // loaded CI machine with a software GPU), and a failed map on a live device is rare
+          const info = await Promise.race([device.lost, new Promise(r => setTimeout(() => r(null), 3000))]);
           if (info) { lost = info.message || 'device lost'; throw new Error(`WebGPU device lost: ${lost}`); }
           throw e;
         }
