@@ -58,10 +58,10 @@ class WeightAverage:
         return {prefix + n: a.detach().cpu().contiguous() for n, a in zip(self.names, self.average)}
 
     @torch.no_grad()
-    def load(self, tensors: dict[str, torch.Tensor], updates: int, prefix: str = "average.") -> None:
+    def load(self, tensors: dict[str, torch.Tensor], prefix: str = "average.") -> None:
+        """The average from a checkpoint's tensors (the count of updates comes with the constructor)."""
         missing = [prefix + n for n in self.names if prefix + n not in tensors]
         if missing:
             raise KeyError(f"checkpoint has no weight average for {', '.join(missing[:3])}")
         for n, a in zip(self.names, self.average):
             a.copy_(tensors[prefix + n])
-        self.updates = updates

@@ -381,7 +381,7 @@ def distill(image: torch.Tensor, teacher, config: DistillConfig = DistillConfig(
         if config.ema_decay:
             average = WeightAverage(student.named_parameters(), config.ema_decay, updates=start_step)
             if ckpt_tensors is not None:
-                average.load(ckpt_tensors, start_step)
+                average.load(ckpt_tensors)
         precision = StepPrecision(config.amp, device, json.loads(ckpt_meta["loss_scales"])
                                   if ckpt_meta is not None and "loss_scales" in ckpt_meta else None)
         # pixel fractions < 1: a network trains on one random part of its pixels per step (PixelParts)
