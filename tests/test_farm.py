@@ -320,6 +320,33 @@ def test_tasks_ask_for_a_share_of_a_gpu_or_for_cpus():
         task_resources(cpu_cluster, RunOptions(device="cuda"))
 
 
+def test_jobs_per_gpu_default_to_what_fits_the_gpu_memory(tmp_path, monkeypatch):
+    """Without --jobs-per-gpu a local farm puts as many jobs on a GPU as fit its memory (one job held 42 GB of an
+    H100 in session 14), at most 2; on a cluster, whose GPUs the driver cannot see, one."""
+    import types
+
+    from kyara.farm.runner import RunOptions, default_jobs_per_gpu, local_gpu_gib, task_resources
+
+    assert [default_jobs_per_gpu(g) for g in (None, 0.0, 23.6, 79.6, 131.0, 500.0)] == [1, 1, 1, 1, 2, 2]
+    gpu_cluster = types.SimpleNamespace(cluster_resources=lambda: {"CPU": 16.0, "GPU": 1.0})
+    h100, h200 = (lambda: 79.6), (lambda: 131.0)
+    assert task_resources(gpu_cluster, RunOptions(), h100)[0]["num_gpus"] == 1.0
+    assert task_resources(gpu_cluster, RunOptions(), h200)[0]["num_gpus"] == 0.5
+    assert task_resources(gpu_cluster, RunOptions(address="auto"), h200)[0]["num_gpus"] == 1.0
+    assert task_resources(gpu_cluster, RunOptions(jobs_per_gpu=4), h100)[0]["num_gpus"] == 0.25   # asked for
+
+    # local_gpu_gib reads nvidia-smi (the smallest GPU); without it, None
+    smi = tmp_path / "nvidia-smi"
+    smi.write_text("#!/bin/sh\nprintf '81559\\n143771\\n'\n")
+    smi.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert local_gpu_gib() == pytest.approx(81559 / 1024)
+    smi.write_text("#!/bin/sh\necho 'NVIDIA-SMI has failed' >&2; exit 9\n")
+    assert local_gpu_gib() is None
+    monkeypatch.setenv("PATH", str(tmp_path / "nowhere"))
+    assert local_gpu_gib() is None
+
+
 def test_url_farms_need_fsspec_and_a_known_filesystem(monkeypatch):
     import sys
 

@@ -66,7 +66,7 @@ def _register_submit(farm_sub) -> None:
 
 
 def _register_run(farm_sub) -> None:
-    from kyara.farm.runner import DEFAULT_JOBS_PER_GPU, RunOptions
+    from kyara.farm.runner import JOB_GPU_GIB, MAX_JOBS_PER_GPU, RunOptions
 
     o = RunOptions()
     p = farm_sub.add_parser("run", help="distil every job of a farm that is not done, as Ray tasks",
@@ -77,9 +77,11 @@ def _register_run(farm_sub) -> None:
     p.add_argument("dir", metavar="DIR", help="farm directory written by `kyara farm submit`")
     p.add_argument("--address", help="Ray cluster to join: 'auto' (the one started on this node with `ray start`) "
                                      "or HEAD_IP:6379 (default: a local Ray for this run only)")
-    p.add_argument("--jobs-per-gpu", type=int, default=DEFAULT_JOBS_PER_GPU,
-                   help="characters distilled at once on each GPU (each holds ~32.5 GiB at the default recipe; 2 did the "
-                        "most training work per GPU-second on an H200; give each more --minutes when K > 1)")
+    p.add_argument("--jobs-per-gpu", type=int, default=None,
+                   help=f"characters distilled at once on each GPU (default: as many as fit this machine's GPU memory at "
+                        f"~{JOB_GPU_GIB} GiB a job, at most {MAX_JOBS_PER_GPU}: 2 on an H200, 1 on an 80 GB GPU; 1 on a "
+                        f"cluster; 2 did the most training work per GPU-second on an H200; give each more --minutes "
+                        f"when K > 1)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=o.device,
                    help="auto: GPUs if the cluster has any, else CPUs")
     p.add_argument("--cpus-per-job", type=int, default=o.cpus_per_job,

@@ -23,8 +23,11 @@ from kyara.farm.table import read_table
 from kyara.farm.task import TeacherLoader, run_job
 
 RAY_VERSION = "2.60.0"
-DEFAULT_JOBS_PER_GPU = 2   # measured best of 1/2/4 on an H200: 255 vs 231 and 185 training examples/s in all
-                           # (docs/benchmarks.md, "H200 rows ... session 8"); each job holds ~32.5 GiB
+# --jobs-per-gpu when not given: as many jobs as fit the GPU's memory, at most MAX_JOBS_PER_GPU (default_jobs_per_gpu)
+MAX_JOBS_PER_GPU = 2       # the best of 1/2/4 on an H200: 255 vs 231 and 185 training examples/s in all
+                           # (docs/benchmarks.md, "H200 rows ... session 8")
+JOB_GPU_GIB = 45           # one job's GPU memory with a margin: a parts run held 42 GB of an H100 (session 14; the
+                           # CUDA graphs' memory pools are private), a default run 32.5 GiB before the graphs
 # a local Ray on this machine only: every listener on 127.0.0.1, no auth token file, no usage report
 LOCAL_RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
 
@@ -33,7 +36,7 @@ LOCAL_RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "dis
 class RunOptions:
     address: str | None = None      # None: start a local Ray for this run; "auto" or HOST:PORT: join a cluster
     device: str = "auto"            # auto (GPUs if the cluster has any), cpu, cuda
-    jobs_per_gpu: int = DEFAULT_JOBS_PER_GPU
+    jobs_per_gpu: int | None = None  # None: default_jobs_per_gpu of this machine's GPUs (local Ray), 1 on a cluster
     cpus_per_job: int = 1
     max_retries: int = 3            # times Ray restarts a job whose worker died
     num_cpus: int | None = None     # local Ray only: CPUs it may use (None: all)
@@ -59,7 +62,7 @@ def run_farm(location: str, options: RunOptions = RunOptions(), *, teacher_loade
     teacher and the official student; tests pass tiny ones.
     """
     out = out if out is not None else sys.stdout
-    if options.jobs_per_gpu < 1 or options.cpus_per_job < 1 or options.max_retries < 0:
+    if (options.jobs_per_gpu is not None and options.jobs_per_gpu < 1) or options.cpus_per_job < 1 or options.max_retries < 0:
         raise KyaraError(f"--jobs-per-gpu and --cpus-per-job must be >= 1 and --max-retries >= 0, got "
                          f"{options.jobs_per_gpu}, {options.cpus_per_job}, {options.max_retries}")
     if options.device not in ("auto", "cpu", "cuda"):
@@ -132,14 +135,38 @@ def _init_ray(ray, options: RunOptions) -> tuple[bool, str | None]:
     return True, None
 
 
-def task_resources(ray, options: RunOptions) -> tuple[dict, str]:
-    """The Ray resources of one job and the torch device it uses there."""
+def default_jobs_per_gpu(gpu_gib: float | None) -> int:
+    """Jobs per GPU when --jobs-per-gpu is not given: as many as fit in gpu_gib (the smallest GPU's memory, GiB),
+    at most MAX_JOBS_PER_GPU; 1 when it is not known. An H200 (131 GiB) gets 2, an 80 GB GPU 1."""
+    if not gpu_gib:
+        return 1
+    return max(1, min(MAX_JOBS_PER_GPU, int(gpu_gib // JOB_GPU_GIB)))
+
+
+def local_gpu_gib() -> float | None:
+    """The memory of this machine's smallest NVIDIA GPU in GiB, from nvidia-smi (not torch, which would open a CUDA
+    context in the driver process and take GPU memory from the jobs); None without nvidia-smi or a GPU."""
+    import subprocess
+
+    try:
+        text = subprocess.run(["nvidia-smi", "--query-gpu=memory.total", "--format=csv,noheader,nounits"],
+                              capture_output=True, text=True, timeout=20, check=True).stdout
+        mib = [float(line) for line in text.split()]
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return None
+    return min(mib) / 1024 if mib else None
+
+
+def task_resources(ray, options: RunOptions, gpu_gib: Callable[[], float | None] = local_gpu_gib) -> tuple[dict, str]:
+    """The Ray resources of one job and the torch device it uses there. gpu_gib: this machine's GPU memory, asked
+    only for a local Ray without --jobs-per-gpu (a cluster's GPUs are not this machine's: 1 job each there)."""
     gpus = ray.cluster_resources().get("GPU", 0)
     use_gpu = options.device == "cuda" or (options.device == "auto" and gpus > 0)
     if use_gpu and gpus == 0:
         raise KyaraError("--device cuda: the Ray cluster has no GPU")
     if use_gpu:
-        return {"num_gpus": 1 / options.jobs_per_gpu, "num_cpus": options.cpus_per_job}, "cuda"
+        jobs = options.jobs_per_gpu or (default_jobs_per_gpu(gpu_gib()) if options.address is None else 1)
+        return {"num_gpus": 1 / jobs, "num_cpus": options.cpus_per_job}, "cuda"
     return {"num_cpus": options.cpus_per_job}, "cpu"
 
 
