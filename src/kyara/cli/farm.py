@@ -77,7 +77,7 @@ def _register_run(farm_sub) -> None:
     p.add_argument("dir", metavar="DIR", help="farm directory written by `kyara farm submit`")
     p.add_argument("--address", help="Ray cluster to join: 'auto' (the one started on this node with `ray start`) "
                                      "or HEAD_IP:6379 (default: a local Ray for this run only)")
-    p.add_argument("--jobs-per-gpu", type=int, default=None,
+    p.add_argument("--jobs-per-gpu", type=int, default=None, metavar="K",
                    help=f"characters distilled at once on each GPU (default: as many as fit this machine's GPU memory at "
                         f"~{JOB_GPU_GIB} GiB a job, at most {MAX_JOBS_PER_GPU}: 2 on an H200, 1 on an 80 GB GPU; 1 on a "
                         f"cluster; 2 did the most training work per GPU-second on an H200; give each more --minutes "
