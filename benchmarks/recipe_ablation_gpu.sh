@@ -15,7 +15,7 @@
 # as "—"; copy $KYARA_HOME/metrics/lpips_alex_v0.1.safetensors from a machine that has it to avoid that).
 # GPUS (default: every GPU nvidia-smi lists) gets one worker per GPU, pinned with CUDA_VISIBLE_DEVICES; the
 # runs are dealt out round-robin, so one GPU runs them all in sequence and N GPUs run N at a time. Runs never
-# share a GPU (they are time-budgeted, and two parts runs overflow an 80 GB GPU): a machine-wide lock per GPU
+# share a GPU (they are time-budgeted, and parts runs side by side overflowed an 80 GB GPU): a machine-wide lock per GPU
 # queues them, so several recipes started at once on the same GPUS run one after another (SHARE_GPU=1: at once).
 # Files: OUT_DIR/RECIPE/NAME_sSEED/{student.kyara, work/log.jsonl, distill.out, wall_s, eval.json, eval.err,
 # distill_args}; a run whose eval.json exists is skipped, an interrupted one resumes from its checkpoint
@@ -118,8 +118,8 @@ run_one() {  # GPU SEED NAME=IMAGE
   [[ -f $dir/eval.json ]] && return 0
   mkdir -p "$dir"; rm -f "$dir/failed"
   printf '%s\n' "${DISTILL_ARGS:-}" >"$dir/distill_args"
-  # one run at a time per GPU, across recipes and harnesses on this machine (runs are time-budgeted, and two
-  # parts runs do not fit an 80 GB GPU's memory: session 14): wait for the GPU's lock; SHARE_GPU=1 skips it
+  # one run at a time per GPU, across recipes and harnesses on this machine (runs are time-budgeted, and parts
+  # runs side by side overflowed an 80 GB GPU: session 14): wait for the GPU's lock; SHARE_GPU=1 skips it
   if [[ -n ${SHARE_GPU:-} ]]; then
     train_and_eval "$gpu" "$seed" "$name" "$image" "$dir"
   else

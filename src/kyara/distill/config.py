@@ -47,7 +47,7 @@ class DistillConfig:
     lr_decay: str = "steps"                 # "steps": each phase's LR (THA4); "exponential": a smooth geometric decay from the first phase's LR
                                             # to the last's (lr_at). Unmeasured: a candidate for the recipe ablation (docs/distill.md)
     ema_decay: float = 0.0                  # > 0: keep an exponential moving average of the student's weights (ema.WeightAverage,
-                                            # β per step, e.g. 0.999) and write it as the result; 0 = off. Unmeasured: a recipe candidate
+                                            # β per step, e.g. 0.999) and write it as the result; 0 = off until a clean two-seed pair (one run: docs/distill.md)
     face_mask_weight: float = 20.0          # THA4: L1 + 20 × L1 inside the movable-parts mask
     teacher_batch_size: int = 32            # poses per teacher forward
     pool_size: int = 4096                   # teacher examples kept on the device for reuse
