@@ -56,7 +56,15 @@ def register(sub) -> None:
                         "between the same first and last rates (unmeasured; docs/distill.md)")
     p.add_argument("--ema-decay", type=float, default=DEFAULTS.ema_decay, metavar="BETA",
                    help="keep a moving average of the student's weights (BETA per step, e.g. 0.999: about the last "
-                        "1000 steps) and write it as the result; 0 = off, the default (+0.13 dB in one 10-minute run; docs/distill.md)")
+                        "1000 steps) and write it as the result; 0 = off, the default (one 10-minute run each: +0.01 dB alone, "
+                        "+0.42 dB with --lr-scale 6; docs/distill.md)")
+    p.add_argument("--init-from", default=DEFAULTS.init_from, metavar="FILE.kyara",
+                   help="start from this distilled character's student weights instead of a fresh initialisation, "
+                        "e.g. the student of an earlier version of the drawing; 'sample' = the bundled sample's "
+                        "student (unmeasured as a start for other characters; docs/distill.md)")
+    p.add_argument("--init-networks", choices=["both", "body"], default=DEFAULTS.init_networks,
+                   help="with --init-from: take both networks, or only the body morpher (its motion carries over "
+                        "to another character; the face morpher paints one character's face)")
     p.add_argument("--pool-size", type=int, default=DEFAULTS.pool_size, help="teacher examples kept for reuse")
     p.add_argument("--reuse", type=float, default=DEFAULTS.reuse, help="average uses of each teacher example's pixels (with --body-pixel-fraction F an example "
                         "stays round(1/F) times as many steps, each on a part of its pixels)")

@@ -47,7 +47,8 @@ class DistillConfig:
     lr_decay: str = "steps"                 # "steps": each phase's LR (THA4); "exponential": a smooth geometric decay from the first phase's LR
                                             # to the last's (lr_at). Unmeasured: a candidate for the recipe ablation (docs/distill.md)
     ema_decay: float = 0.0                  # > 0: keep an exponential moving average of the student's weights (ema.WeightAverage,
-                                            # β per step, e.g. 0.999) and write it as the result; 0 = off until a clean two-seed pair (one run: docs/distill.md)
+                                            # β per step, e.g. 0.999) and write it as the result; 0 = off until two seeds agree (one clean pair: +0.01 dB
+                                            # alone, +0.42 dB with lr_scale 6; docs/distill.md)
     face_mask_weight: float = 20.0          # THA4: L1 + 20 × L1 inside the movable-parts mask
     teacher_batch_size: int = 32            # poses per teacher forward
     pool_size: int = 4096                   # teacher examples kept on the device for reuse
@@ -58,6 +59,10 @@ class DistillConfig:
     checkpoint_every_examples: int = 50_000
     masked_flow: bool = True                # flow loss only where the teacher's output is visible
     identity_init: bool = True              # start the body morpher at "no motion" (zero flow/alpha/colour head)
+    init_from: str = ""                     # a .kyara file whose student weights start the run (instead of THA4's initialisation
+                                            # and identity_init), e.g. an earlier student of an edited drawing; "" = off
+    init_networks: str = "both"             # with init_from: "both" networks, or only the "body" morpher (its flow is the part that
+                                            # carries over to another character; the face morpher paints that character's face)
     tf32: bool = True                       # TF32 matmuls for the student (1.36× faster steps on an H100; every measured run used it)
     compile: bool = True                    # torch.compile the student's training forward passes (CUDA only): same maths, ~1.7× faster steps
     amp: str = ""                           # "fp16": the student's training passes under fp16 autocast with a GradScaler per network (CUDA only;
@@ -110,6 +115,8 @@ class DistillConfig:
             raise ValueError(f"DistillConfig.lr_decay must be steps or exponential, got {self.lr_decay!r}")
         if not (self.ema_decay == 0 or 0 < self.ema_decay < 1):
             raise ValueError(f"DistillConfig.ema_decay must be 0 (off) or in (0, 1), got {self.ema_decay}")
+        if self.init_networks not in ("both", "body"):
+            raise ValueError(f"DistillConfig.init_networks must be both or body, got {self.init_networks!r}")
         if self.reuse <= 0 or self.lr_scale <= 0:
             raise ValueError("DistillConfig.reuse and lr_scale must be > 0")
         if self.pool_size < self.batch_size * self.face_batch_multiplier:
@@ -144,6 +151,8 @@ PREDATING_VALUES: dict[str, object] = {
     "amp": "",           # nor fp16 autocast
     "lr_decay": "steps",  # nor a choice of learning-rate decay (THA4's steps)
     "ema_decay": 0.0,     # nor a weight average
+    "init_from": "",      # nor a warm start
+    "init_networks": "both",
 }
 
 

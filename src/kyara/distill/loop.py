@@ -272,6 +272,40 @@ def load_checkpoint(path: Path):
     return tensors, meta
 
 
+def donor_weights(config: DistillConfig, colour: str) -> dict[str, dict[str, torch.Tensor]]:
+    """config.init_from's student weights for a warm start: {"body_morpher": state[, "face_morpher": state]}
+    (config.init_networks), checked against the official architecture. The donor must have learned in the
+    same colour convention as this run's teacher (straight for THA3, premultiplied for THA4)."""
+    from kyara.character import SAMPLE_CHARACTER, CharacterFileError, load_character
+
+    source = f"--init-from {config.init_from}"
+    try:
+        donor = load_character(SAMPLE_CHARACTER if config.init_from == "sample" else config.init_from)
+    except CharacterFileError as e:
+        raise KyaraError(f"{source}: {e}") from None
+    if not donor.is_student:
+        raise KyaraError(f"{source}: not a distilled character (no student weights to start from)")
+    donor_colour = "premultiplied" if donor.premultiplied else "straight"
+    if donor_colour != colour:
+        raise KyaraError(f"{source}: its student learned {donor_colour} colour, this run's teacher works in "
+                         f"{colour} colour; start from a student of the same teacher family")
+    parts = ("body_morpher",) if config.init_networks == "body" else ("face_morpher", "body_morpher")
+    return {part: {k: v.float() for k, v in getattr(donor.poser, part).state_dict().items()} for part in parts}
+
+
+def load_donor_weights(student: Student, weights: dict[str, dict[str, torch.Tensor]], source: str) -> None:
+    """Copy donor_weights into `student`; a clear error if its architecture differs (a custom `student`)."""
+    from kyara.character import CharacterFileError, check_state_dict
+
+    for part, state in weights.items():
+        module = getattr(student, part)
+        try:
+            check_state_dict(module, state, f"--init-from {source} ({part})")
+        except CharacterFileError as e:
+            raise KyaraError(f"{e} (this run's student has another architecture)") from None
+        module.load_state_dict(state, strict=True)
+
+
 def distill(image: torch.Tensor, teacher, config: DistillConfig = DistillConfig(), *, out_dir: str | Path,
             name: str = "character", resume: bool = False, mask_path: str | Path | None = None,
             max_minutes: float | None = None, stop_after_minutes: float | None = None, progress: bool = True,
@@ -323,6 +357,8 @@ def distill(image: torch.Tensor, teacher, config: DistillConfig = DistillConfig(
         # The student learns in the teacher's colour convention (THA4: premultiplied, as the official
         # distiller); the stored image stays straight and the .kyara metadata records the convention.
         colour = getattr(teacher, "colour", "straight")
+        # a warm start's weights are read before any teacher work, so a bad file fails in a second
+        initial_weights = donor_weights(config, colour) if config.init_from and ckpt_tensors is None else None
         stored_image = image.cpu()
         if colour == "premultiplied":
             image = to_premultiplied(image)
@@ -365,7 +401,9 @@ def distill(image: torch.Tensor, teacher, config: DistillConfig = DistillConfig(
         torch.manual_seed(config.seed)
         student = (student or Student()).to(device)
         student.set_region(region)
-        if config.identity_init and ckpt_tensors is None:
+        if initial_weights is not None:
+            load_donor_weights(student, initial_weights, config.init_from)
+        elif config.identity_init and ckpt_tensors is None:
             # THA4 He-initialises the head, so training starts from random flows far from any teacher
             # output; a zero head starts at the identity warp (output = input) and learns the change.
             torch.nn.init.zeros_(student.body_morpher.last_linear.weight)
