@@ -5,6 +5,10 @@
 For N held-out poses (CPU): PSNR of the whole student, PSNR of its body morpher fed the *teacher's*
 face-morpher output (so the face morpher's share shows), the share of squared error inside the
 student's face box, and how concentrated the error is (share in the worst 1 % / 5 % of pixels).
+Then the body morpher's error split between its two jobs, by swapping each with the teacher's: the
+teacher's blend over the student's warp (what the flow alone allows) and the student's blend over the
+teacher's warp (what alpha and colour alone allow), and the flow's error in pixels where the teacher's
+output is visible (mean, median, 90th percentile; and by how far the teacher moves the pixel).
 Display space as in kyara.eval.metrics. Prints a markdown table; --map writes the error map.
 """
 from __future__ import annotations
@@ -35,6 +39,8 @@ def main() -> None:
     poses = sample_poses(args.poses, torch.Generator().manual_seed(args.seed))
     whole = torch.zeros(512, 512)
     body_only = torch.zeros(512, 512)
+    swapped = {"teacher's blend over the student's warp": 0.0, "student's blend over the teacher's warp": 0.0}
+    flow_err, flow_mag = [], []
     with torch.no_grad():
         for s in range(0, args.poses, 4):
             p = poses[s:s + 4]
@@ -43,9 +49,18 @@ def main() -> None:
             pred = student(ch.image, p).image
             body_input = FACE_MORPHER_BOX.paste(ch.image.unsqueeze(0).expand(len(p), -1, -1, -1),
                                                 FACE_MORPHER_BOX.crop(out.face_morphed_full))
-            pred_body = student.body_outputs(body_input, p).image
+            body = student.body_outputs(body_input, p)
+            pred_body = body.image
             whole += ((to_display(pred) - target) ** 2).mean(1).sum(0)
             body_only += ((to_display(pred_body) - target) ** 2).mean(1).sum(0)
+            e = out.editor      # the teacher's image = alpha · color_change + (1 − alpha) · warped_image
+            for key, image in (("teacher's blend over the student's warp", e.alpha * e.color_change + (1 - e.alpha) * body.warped),
+                               ("student's blend over the teacher's warp", body.alpha * body.color + (1 - body.alpha) * e.warped_image)):
+                swapped[key] += ((to_display(image) - target) ** 2).mean().item() * len(p)
+            visible = out.image[:, 3] > -0.9                  # model space: alpha −1 is transparent
+            # both flows are offsets in normalised [-1, 1] coordinates: 2/512 a pixel
+            flow_err.append(((body.flow - e.flow).float().norm(dim=1) * 256)[visible])
+            flow_mag.append((e.flow.float().norm(dim=1) * 256)[visible])
     whole /= args.poses
     body_only /= args.poses
     box = torch.zeros(512, 512, dtype=torch.bool)
@@ -60,6 +75,17 @@ def main() -> None:
     for frac in (0.01, 0.05):
         print(f"| share of body-only squared error in the worst {frac:.0%} of pixels | "
               f"{ranked[int(frac * ranked.numel())].item():.3f} |")
+    for key, value in swapped.items():
+        print(f"| PSNR, {key} | {10 * math.log10(args.poses / value):.2f} dB |")
+    err, mag = torch.cat(flow_err), torch.cat(flow_mag)
+    p90 = err.sort().values[int(0.9 * (err.numel() - 1))]     # (torch.quantile refuses > 16M values: many poses)
+    print(f"| flow error where visible: mean / median / 90th percentile | {err.mean():.2f} / {err.median():.2f} / "
+          f"{p90:.2f} px |")
+    for lo, hi in ((0, 2), (2, 10), (10, 20), (20, math.inf)):
+        k = (mag >= lo) & (mag < hi)
+        if k.any():
+            print(f"| flow error where the teacher moves a pixel {lo}–{hi} px ({k.float().mean():.0%} of visible) | "
+                  f"{err[k].mean():.2f} px |")
     if args.map:
         from PIL import Image
 
