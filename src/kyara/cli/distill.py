@@ -39,7 +39,7 @@ def register(sub) -> None:
     p.add_argument("--stop-after", type=float, metavar="MINUTES",
                    help="end this session after MINUTES (checkpoint written; continue with --resume), "
                         "e.g. to fit a job-time limit; the schedule is unchanged")
-    p.add_argument("--pose-dataset", default=DEFAULTS.pose_dataset, metavar="FILE",
+    p.add_argument("--pose-dataset", default=None, metavar="FILE",
                    help="draw training poses from the official THA4 pose_dataset.pt (downloaded by hand); "
                         "default: kyara's own pose sampler (docs/distill.md)")
     p.add_argument("--mask", help="512×512 movable-parts mask PNG (white = movable); default: derived from the teacher")
@@ -58,7 +58,7 @@ def register(sub) -> None:
                    help="keep a moving average of the student's weights (BETA per step, e.g. 0.999: about the last "
                         "1000 steps) and write it as the result; 0 = off, the default (one 10-minute run each: +0.01 dB alone, "
                         "+0.42 dB with --lr-scale 6; docs/distill.md)")
-    p.add_argument("--init-from", default=DEFAULTS.init_from, metavar="FILE.kyara",
+    p.add_argument("--init-from", default=None, metavar="FILE.kyara",
                    help="start from this distilled character's student weights instead of a fresh initialisation, "
                         "e.g. the student of an earlier version of the drawing; 'sample' = the bundled sample's "
                         "student (unmeasured as a start for other characters; docs/distill.md)")
@@ -135,6 +135,8 @@ def checked_config(args) -> DistillConfig:
     if args.examples is None:
         args.examples = 0 if args.minutes else DEFAULTS.examples
     args.amp = args.amp or ""
+    args.init_from = args.init_from or DEFAULTS.init_from          # None: no "(default: )" in --help
+    args.pose_dataset = args.pose_dataset or DEFAULTS.pose_dataset
     try:
         return DistillConfig(**{f.name: getattr(args, f.name) for f in fields(DistillConfig) if hasattr(args, f.name)})
     except ValueError as e:   # DistillConfig.batch_size must be >= 1 → --batch-size must be >= 1
