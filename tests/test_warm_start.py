@@ -127,3 +127,40 @@ def test_official_student_has_the_state_the_donor_check_expects():
     for part, state in weights.items():
         getattr(student, part).load_state_dict(state, strict=True)
     assert set(weights) == {"face_morpher", "body_morpher"}
+
+
+def test_lr_warmup_ramps_every_rate_then_leaves_the_schedule_alone(tmp_path):
+    """DistillConfig.lr_warmup_steps: (step + 1) / N of the schedule's rate for the first N steps, then the schedule;
+    the loop sets it every step (the last step's rate is in the final checkpoint)."""
+    from kyara.distill.config import THA4_BODY_PHASES, lr_at, step_lr
+    from kyara.distill.loop import CHECKPOINT_NAME, load_checkpoint
+
+    config = replace(TINY, lr_warmup_steps=8)
+    base = lr_at(THA4_BODY_PHASES, 0.0) * config.lr_scale
+    assert step_lr(THA4_BODY_PHASES, config, 0, 100) == pytest.approx(base / 8)
+    assert step_lr(THA4_BODY_PHASES, config, 3, 100) == pytest.approx(base * 4 / 8)
+    for step in (8, 50, 99):   # after the warm-up: exactly the schedule
+        assert step_lr(THA4_BODY_PHASES, config, step, 100) == lr_at(THA4_BODY_PHASES, step / 100) * config.lr_scale
+    assert step_lr(THA4_BODY_PHASES, TINY, 0, 100) == base   # 0 = off
+    with pytest.raises(ValueError, match="lr_warmup_steps must be >= 0"):
+        replace(TINY, lr_warmup_steps=-1)
+    saved = {k: v for k, v in json.loads(config.to_json()).items() if k != "lr_warmup_steps"}
+    assert DistillConfig.from_json(json.dumps(saved)).lr_warmup_steps == 0    # older runs had none
+
+    distill(_image(), FakeTeacher(), config, out_dir=tmp_path, name="tiny", progress=False, student=_tiny_student())
+    _, meta = load_checkpoint(tmp_path / CHECKPOINT_NAME)
+    for name, phases in (("face_opt", config.face_phases), ("body_opt", config.body_phases)):
+        lr = json.loads(meta[name])["param_groups"][0]["lr"]          # 4 steps: the last is step 3, fraction ¾
+        assert lr == pytest.approx(lr_at(phases, 3 / 4) * config.lr_scale * 4 / 8)
+
+
+def test_cli_lr_warmup(tmp_path):
+    import argparse
+
+    from kyara.cli import distill as cli
+
+    parser = argparse.ArgumentParser()
+    cli.register(parser.add_subparsers())
+    assert cli.checked_config(parser.parse_args(["distill", "x.png", "-o", "x.kyara", "--lr-warmup", "500"])).lr_warmup_steps == 500
+    with pytest.raises(KyaraError, match="--lr-warmup must be >= 0"):
+        cli.checked_config(parser.parse_args(["distill", "x.png", "-o", "x.kyara", "--lr-warmup", "-3"]))

@@ -54,6 +54,9 @@ def register(sub) -> None:
     p.add_argument("--lr-decay", choices=["steps", "exponential"], default=DEFAULTS.lr_decay,
                    help="steps: THA4's learning rate per phase (the default); exponential: a smooth geometric decay "
                         "between the same first and last rates (unmeasured; docs/distill.md)")
+    p.add_argument("--lr-warmup", dest="lr_warmup_steps", type=int, default=DEFAULTS.lr_warmup_steps, metavar="STEPS",
+                   help="ramp every learning rate up linearly over the first STEPS steps (0 = off, the default); "
+                        "meant for --init-from, whose weights the full-size first steps scatter (docs/distill.md)")
     p.add_argument("--ema-decay", type=float, default=DEFAULTS.ema_decay, metavar="BETA",
                    help="keep a moving average of the student's weights (BETA per step, e.g. 0.999: about the last "
                         "1000 steps) and write it as the result; 0 = off, the default (one 10-minute run each: +0.01 dB alone, "
@@ -140,7 +143,7 @@ def checked_config(args) -> DistillConfig:
     try:
         return DistillConfig(**{f.name: getattr(args, f.name) for f in fields(DistillConfig) if hasattr(args, f.name)})
     except ValueError as e:   # DistillConfig.batch_size must be >= 1 → --batch-size must be >= 1
-        options = {"region_margin_px": "region-margin"}
+        options = {"region_margin_px": "region-margin", "lr_warmup_steps": "lr-warmup"}
         raise KyaraError(re.sub(r"DistillConfig\.(\w+)", lambda m: "--" + options.get(m[1], m[1].replace("_", "-")),
                                 str(e))) from None
 

@@ -46,6 +46,8 @@ class DistillConfig:
     lr_scale: float = 3.0                   # multiplies every phase's LR (THA4 used batch 8; we use larger batches)
     lr_decay: str = "steps"                 # "steps": each phase's LR (THA4); "exponential": a smooth geometric decay from the first phase's LR
                                             # to the last's (lr_at). Unmeasured: a candidate for the recipe ablation (docs/distill.md)
+    lr_warmup_steps: int = 0                # > 0: the first N steps ramp every rate linearly up to the schedule's ((step + 1) / N of it),
+                                            # e.g. for a warm start (init_from), whose weights Adam's full-size first steps would scatter
     ema_decay: float = 0.0                  # > 0: keep an exponential moving average of the student's weights (ema.WeightAverage,
                                             # β per step, e.g. 0.999) and write it as the result; 0 = off until two seeds agree (one clean pair: +0.01 dB
                                             # alone, +0.42 dB with lr_scale 6; docs/distill.md)
@@ -115,6 +117,8 @@ class DistillConfig:
             raise ValueError(f"DistillConfig.lr_decay must be steps or exponential, got {self.lr_decay!r}")
         if not (self.ema_decay == 0 or 0 < self.ema_decay < 1):
             raise ValueError(f"DistillConfig.ema_decay must be 0 (off) or in (0, 1), got {self.ema_decay}")
+        if self.lr_warmup_steps < 0:
+            raise ValueError(f"DistillConfig.lr_warmup_steps must be >= 0, got {self.lr_warmup_steps}")
         if self.init_networks not in ("both", "body"):
             raise ValueError(f"DistillConfig.init_networks must be both or body, got {self.init_networks!r}")
         if self.reuse <= 0 or self.lr_scale <= 0:
@@ -151,6 +155,7 @@ PREDATING_VALUES: dict[str, object] = {
     "amp": "",           # nor fp16 autocast
     "lr_decay": "steps",  # nor a choice of learning-rate decay (THA4's steps)
     "ema_decay": 0.0,     # nor a weight average
+    "lr_warmup_steps": 0,  # nor a learning-rate warm-up
     "init_from": "",      # nor a warm start
     "init_networks": "both",
 }
@@ -173,3 +178,12 @@ def lr_at(phases: tuple[Phase, ...], fraction: float, decay: str = "steps") -> f
         return phase_at(phases, fraction).lr
     first, last = phases[0].lr, phases[-1].lr
     return first * (last / first) ** min(max(fraction, 0.0), 1.0)
+
+
+def step_lr(phases: tuple[Phase, ...], config: "DistillConfig", step: int, steps_total: int) -> float:
+    """The learning rate of one network at optimizer step `step` of `steps_total`: the schedule's (lr_at, with
+    config.lr_decay), × config.lr_scale, × the warm-up's (step + 1) / lr_warmup_steps while that is < 1."""
+    lr = lr_at(phases, step / steps_total, config.lr_decay) * config.lr_scale
+    if config.lr_warmup_steps and step < config.lr_warmup_steps:
+        lr *= (step + 1) / config.lr_warmup_steps
+    return lr

@@ -29,7 +29,7 @@ from typing import Iterator
 import torch
 
 from kyara.character import COLOUR_KEY, Character, save_kyara
-from kyara.distill.config import DistillConfig, lr_at, phase_at
+from kyara.distill.config import DistillConfig, phase_at, step_lr
 from kyara.distill.ema import WeightAverage
 from kyara.distill.mask import derive_face_mask, load_face_mask
 from kyara.distill.parallel import current_ranks
@@ -450,10 +450,9 @@ def distill(image: torch.Tensor, teacher, config: DistillConfig = DistillConfig(
                 pool.advance_to(initial_chunks + step // refresh_steps)
             fraction = step / steps_total
             body_phase = phase_at(config.body_phases, fraction)
-            for group in face_opt.param_groups:
-                group["lr"] = lr_at(config.face_phases, fraction, config.lr_decay) * config.lr_scale
-            for group in body_opt.param_groups:
-                group["lr"] = lr_at(config.body_phases, fraction, config.lr_decay) * config.lr_scale
+            for opt, phases in ((face_opt, config.face_phases), (body_opt, config.body_phases)):
+                for group in opt.param_groups:
+                    group["lr"] = step_lr(phases, config, step, steps_total)
             g = _generator(config.seed, 4, step, *ranks.stream_key())
 
             losses = train_step(pool, g, body_phase)
