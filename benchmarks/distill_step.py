@@ -1,6 +1,12 @@
 """Training throughput of the distiller's student step, side by side in one process, per kernel mode.
 
     python benchmarks/distill_step.py [--batch 16] [--face-batch 32] [--steps 20] [--modes filed,default,compiled+pad8+sync]
+                                      [--body-pixel-fraction 1,0.25 --face-pixel-fraction 1,0.25]
+
+Every mode runs at each pair of pixel fractions (by default every pixel, then the default recipe's quarter parts
+since session 16); the × column is against the first mode at the first pair, so with the defaults
+`--modes filed,default` gives issue 16's throughput row: "default @ body 0.25, face 0.25" against "filed" at
+every pixel, the step when the issue was filed.
 
 One step = ``kyara.distill.step.TrainStep``, the object the distiller's loop calls each step: examples drawn
 from a teacher pool (here --pool examples of stand-in data: the bundled sample as the teacher's final image,
@@ -161,12 +167,12 @@ def main() -> None:
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--profile", default="", help="a mode whose top CUDA kernels to print (torch.profiler)")
     ap.add_argument("--top", type=int, default=15, help="profiler rows")
-    ap.add_argument("--body-pixel-fraction", default="1",
+    ap.add_argument("--body-pixel-fraction", default=f"1,{DistillConfig().body_pixel_fraction:g}",
                     help="comma list: train the body on a random 1/round(1/F) of the region per step "
                          "(DistillConfig.body_pixel_fraction); each F runs every mode")
     ap.add_argument("--body-pixel-tile", type=int, default=DistillConfig().body_pixel_tile,
                     help="the parts' squares (DistillConfig.body_pixel_tile)")
-    ap.add_argument("--face-pixel-fraction", default="1",
+    ap.add_argument("--face-pixel-fraction", default=f"1,{DistillConfig().face_pixel_fraction:g}",
                     help="comma list paired with --body-pixel-fraction's (one value: the same for all): train the "
                          "face on a random 1/round(1/F) of its box per step (DistillConfig.face_pixel_fraction)")
     args = ap.parse_args()

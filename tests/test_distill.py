@@ -17,9 +17,10 @@ from kyara.pose import HIGH, LOW
 from kyara.student import BodyMorpher, FaceMorpher, Student
 from tests.fakes import FakeTeacher
 
+# Every pixel (the exact loss) unless a test asks for parts: the tests below compare the two.
 TINY = DistillConfig(teacher="fake", examples=4, batch_size=1, face_batch_multiplier=1, teacher_batch_size=1,
                      pool_size=1, reuse=1000.0, eval_poses=1, eval_every_s=0.0, checkpoint_every_examples=2,
-                     mask_poses=2, lr_scale=10.0)
+                     mask_poses=2, lr_scale=10.0, body_pixel_fraction=1.0, face_pixel_fraction=1.0)
 
 
 def _image():

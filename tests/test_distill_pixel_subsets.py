@@ -176,7 +176,9 @@ def test_body_pixel_fraction_is_checked():
         DistillConfig(body_pixel_fraction=0.0)
     with pytest.raises(ValueError, match="body_pixel_fraction"):
         DistillConfig(body_pixel_fraction=1.5)
-    assert DistillConfig().body_pixel_fraction == 1.0   # the default trains on every pixel, as before
+    # the default trains on quarter parts (session 16); runs saved before the fields existed, on every pixel
+    assert (DistillConfig().body_pixel_fraction, DistillConfig().face_pixel_fraction) == (0.25, 0.25)
+    assert DistillConfig.from_json('{"seed": 0}').body_pixel_fraction == 1.0
     with pytest.raises(ValueError, match=r"face_pixel_fraction must be in \(0, 1\], got -0.5"):
         DistillConfig(face_pixel_fraction=-0.5)
     with pytest.raises(ValueError, match="body_pixel_tile must be a power of 2 up to 512, got 12"):

@@ -164,3 +164,36 @@ def test_cli_lr_warmup(tmp_path):
     assert cli.checked_config(parser.parse_args(["distill", "x.png", "-o", "x.kyara", "--lr-warmup", "500"])).lr_warmup_steps == 500
     with pytest.raises(KyaraError, match="--lr-warmup must be >= 0"):
         cli.checked_config(parser.parse_args(["distill", "x.png", "-o", "x.kyara", "--lr-warmup", "-3"]))
+
+
+def test_face_lr_scale_sets_the_face_rate_only(tmp_path):
+    """DistillConfig.face_lr_scale: the face morpher's multiplier where set (0 = lr_scale's); the body keeps lr_scale.
+    A run's last step carries both rates into its checkpoint."""
+    import argparse
+
+    from kyara.cli import distill as cli
+    from kyara.distill.config import THA4_FACE_PHASES, lr_at, step_lr
+    from kyara.distill.loop import CHECKPOINT_NAME, load_checkpoint
+
+    config = replace(TINY, lr_scale=6.0, face_lr_scale=3.0)
+    assert step_lr(THA4_FACE_PHASES, config, 0, 100, "face") == pytest.approx(lr_at(THA4_FACE_PHASES, 0.0) * 3.0)
+    assert step_lr(THA4_FACE_PHASES, replace(config, face_lr_scale=0.0), 0, 100, "face") == \
+        pytest.approx(lr_at(THA4_FACE_PHASES, 0.0) * 6.0)
+    distill(_image(), FakeTeacher(), config, out_dir=tmp_path, name="tiny", progress=False, student=_tiny_student())
+    _, meta = load_checkpoint(tmp_path / CHECKPOINT_NAME)
+    for name, phases, scale in (("face_opt", config.face_phases, 3.0), ("body_opt", config.body_phases, 6.0)):
+        assert json.loads(meta[name])["param_groups"][0]["lr"] == pytest.approx(lr_at(phases, 3 / 4) * scale)
+    with pytest.raises(ValueError, match="face_lr_scale must be 0"):
+        replace(TINY, face_lr_scale=-1.0)
+    assert DistillConfig.from_json('{"seed": 0}').face_lr_scale == 0.0
+
+    parser = argparse.ArgumentParser()
+    cli.register(parser.add_subparsers())
+    args = ["distill", "x.png", "-o", "x.kyara"]
+    assert cli.checked_config(parser.parse_args(args + ["--face-lr-scale", "2.5"])).face_lr_scale == 2.5
+    assert cli.checked_config(parser.parse_args(args)).face_lr_scale == 0.0
+    with pytest.raises(KyaraError, match="--face-lr-scale must be 0"):
+        cli.checked_config(parser.parse_args(args + ["--face-lr-scale", "-1"]))
+    assert cli.checked_config(parser.parse_args(args + ["--divergence-check", "100"])).divergence_check_steps == 100
+    with pytest.raises(KyaraError, match="--divergence-check must be >= 0"):
+        cli.checked_config(parser.parse_args(args + ["--divergence-check", "-1"]))

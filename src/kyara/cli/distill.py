@@ -51,6 +51,9 @@ def register(sub) -> None:
     p.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size,
                    help="body-morpher training examples per step (per GPU with torchrun)")
     p.add_argument("--lr-scale", type=float, default=DEFAULTS.lr_scale, help="multiplies THA4's learning rates")
+    p.add_argument("--face-lr-scale", type=float, default=None, metavar="S",
+                   help="the face morpher's own multiplier (default: --lr-scale's). The face diverges first: at 12 it "
+                        "never learned, at 6 it blew up in one of two 10-minute runs, at 3 never (docs/distill.md)")
     p.add_argument("--lr-decay", choices=["steps", "exponential"], default=DEFAULTS.lr_decay,
                    help="steps: THA4's learning rate per phase (the default); exponential: a smooth geometric decay "
                         "between the same first and last rates (unmeasured; docs/distill.md)")
@@ -68,6 +71,9 @@ def register(sub) -> None:
     p.add_argument("--init-networks", choices=["both", "body"], default=DEFAULTS.init_networks,
                    help="with --init-from: take both networks, or only the body morpher (its motion carries over "
                         "to another character; the face morpher paints one character's face)")
+    p.add_argument("--divergence-check", dest="divergence_check_steps", type=int, default=DEFAULTS.divergence_check_steps,
+                   metavar="STEPS", help="every STEPS steps, a network whose mean loss over them is more than twice its best goes "
+                        "back to its state of two checks before and on at half its learning rate (logged; 0 = off)")
     p.add_argument("--pool-size", type=int, default=DEFAULTS.pool_size, help="teacher examples kept for reuse")
     p.add_argument("--reuse", type=float, default=DEFAULTS.reuse, help="average uses of each teacher example's pixels (with --body-pixel-fraction F an example "
                         "stays round(1/F) times as many steps, each on a part of its pixels)")
@@ -106,15 +112,15 @@ def register(sub) -> None:
                         "band) to the body loss; 0 = off (the default until measured)")
     p.add_argument("--body-pixel-fraction", type=float, default=DEFAULTS.body_pixel_fraction, metavar="F",
                    help="train the body network on a random 1/round(1/F) of the character region per step "
-                        "(cheaper steps, noisier gradients; 1 = every pixel, the default; 0.25 with "
-                        "--face-pixel-fraction 0.25: 2.94× cheaper steps on an H200 and +3.2 dB in one short run "
-                        "on a long-hair character, not yet the default: docs/distill.md)")
+                        "(cheaper steps, noisier gradients; 1 = every pixel, the exact loss). The default 0.25 with "
+                        "--face-pixel-fraction 0.25: 4.07× the examples/s of every pixel at issue 16's filing, and "
+                        "+1.0 dB in a 10-minute run on a long-hair character (docs/distill.md)")
     p.add_argument("--body-pixel-tile", type=int, default=DEFAULTS.body_pixel_tile, metavar="T",
                    help="with --body-pixel-fraction < 1: the parts are made of T×T squares (a power of 2; "
                         "1 = single pixels, which saves less: the coarser levels still run almost everywhere)")
     p.add_argument("--face-pixel-fraction", type=float, default=DEFAULTS.face_pixel_fraction, metavar="F",
                    help="train the face network on a random 1/round(1/F) of its 128×128 box per step (1 = every "
-                        "pixel, the default; see --body-pixel-fraction)")
+                        "pixel; see --body-pixel-fraction)")
     p.set_defaults(func=run)
 
 
@@ -128,6 +134,7 @@ def checked_config(args) -> DistillConfig:
     for option, value in (("--minutes", args.minutes), ("--stop-after", args.stop_after)):
         if value is not None and not 0 < value < 1e6:   # also refuses NaN
             raise KyaraError(f"{option} must be a positive number of minutes, got {value:g}")
+    args.face_lr_scale = args.face_lr_scale or DEFAULTS.face_lr_scale   # None: no "(default: 0)" in --help
     for option, value in (("--lr-scale", args.lr_scale), ("--reuse", args.reuse)):
         if not 0 < value < math.inf:
             raise KyaraError(f"{option} must be a positive number, got {value:g}")
@@ -143,7 +150,8 @@ def checked_config(args) -> DistillConfig:
     try:
         return DistillConfig(**{f.name: getattr(args, f.name) for f in fields(DistillConfig) if hasattr(args, f.name)})
     except ValueError as e:   # DistillConfig.batch_size must be >= 1 → --batch-size must be >= 1
-        options = {"region_margin_px": "region-margin", "lr_warmup_steps": "lr-warmup"}
+        options = {"region_margin_px": "region-margin", "lr_warmup_steps": "lr-warmup",
+                   "divergence_check_steps": "divergence-check"}
         raise KyaraError(re.sub(r"DistillConfig\.(\w+)", lambda m: "--" + options.get(m[1], m[1].replace("_", "-")),
                                 str(e))) from None
 

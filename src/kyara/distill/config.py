@@ -44,6 +44,8 @@ class DistillConfig:
     batch_size: int = 16                    # body-morpher poses per step
     face_batch_multiplier: int = 2          # face morpher sees this many × batch_size poses per step (its error is ~1/4 of the total)
     lr_scale: float = 3.0                   # multiplies every phase's LR (THA4 used batch 8; we use larger batches)
+    face_lr_scale: float = 0.0              # > 0: the face morpher's own multiplier instead of lr_scale. The face diverges first: at lr_scale 12 it
+                                            # never learned, at 6 it blew up at step ~6,000 in one of two runs, at 3 never (H100, twin_tails)
     lr_decay: str = "steps"                 # "steps": each phase's LR (THA4); "exponential": a smooth geometric decay from the first phase's LR
                                             # to the last's (lr_at). Unmeasured: a candidate for the recipe ablation (docs/distill.md)
     lr_warmup_steps: int = 0                # > 0: the first N steps ramp every rate linearly up to the schedule's ((step + 1) / N of it),
@@ -51,6 +53,9 @@ class DistillConfig:
     ema_decay: float = 0.0                  # > 0: keep an exponential moving average of the student's weights (ema.WeightAverage,
                                             # β per step, e.g. 0.999) and write it as the result; 0 = off until two seeds agree (one clean pair: +0.01 dB
                                             # alone, +0.42 dB with lr_scale 6; docs/distill.md)
+    divergence_check_steps: int = 500       # every N steps a network whose mean loss is > 2× its best is rolled back and
+                                            # goes on at half its rate (guard.DivergenceGuard: a --lr-scale 6 run lost its face
+                                            # morpher for good at step ~6,000); 0 = off
     face_mask_weight: float = 20.0          # THA4: L1 + 20 × L1 inside the movable-parts mask
     teacher_batch_size: int = 32            # poses per teacher forward
     pool_size: int = 4096                   # teacher examples kept on the device for reuse
@@ -80,11 +85,12 @@ class DistillConfig:
     mask_poses: int = 64                    # poses used to derive the movable-parts mask
     region: bool = True                     # body morpher trained (and run) only where the character can be
     region_margin_px: int = 12              # dilation of that region (covers poses beyond the pool's; ≥ flow_weight's 8)
-    body_pixel_fraction: float = 1.0        # share of the region's pixels the body morpher trains on per step, drawn at
-                                            # random (1 = all: the exact loss). < 1: cheaper steps, noisier gradients (0.25: 2.94× a step;
-                                            # +3.2 dB in one short run, docs/benchmarks.md session 10); 1 until the recipe ablation
+    body_pixel_fraction: float = 0.25       # share of the region's pixels the body morpher trains on per step, drawn at
+                                            # random (1 = all: the exact loss). < 1: cheaper steps, noisier gradients. 0.25 with the face's
+                                            # 0.25: 4.07× the filed step's examples/s, and +1.0 dB at --minutes 10 on twin_tails (31.80 vs
+                                            # 30.79 dB, H100, seed 0; docs/benchmarks.md sessions 14 and 16)
     body_pixel_tile: int = 16               # those parts are made of tile × tile squares (1 = single pixels); only with a fraction < 1
-    face_pixel_fraction: float = 1.0        # the same for the face morpher's 128 × 128 box (single pixels: it has one level)
+    face_pixel_fraction: float = 0.25       # the same for the face morpher's 128 × 128 box (single pixels: it has one level)
     pose_dataset: str = ""                  # official THA4 pose_dataset.pt to draw training poses from; "" = kyara.pose_sampler
     body_phases: tuple[Phase, ...] = THA4_BODY_PHASES
     face_phases: tuple[Phase, ...] = THA4_FACE_PHASES
@@ -117,12 +123,16 @@ class DistillConfig:
             raise ValueError(f"DistillConfig.lr_decay must be steps or exponential, got {self.lr_decay!r}")
         if not (self.ema_decay == 0 or 0 < self.ema_decay < 1):
             raise ValueError(f"DistillConfig.ema_decay must be 0 (off) or in (0, 1), got {self.ema_decay}")
+        if self.divergence_check_steps < 0:
+            raise ValueError(f"DistillConfig.divergence_check_steps must be >= 0 (0 = off), got {self.divergence_check_steps}")
         if self.lr_warmup_steps < 0:
             raise ValueError(f"DistillConfig.lr_warmup_steps must be >= 0, got {self.lr_warmup_steps}")
         if self.init_networks not in ("both", "body"):
             raise ValueError(f"DistillConfig.init_networks must be both or body, got {self.init_networks!r}")
         if self.reuse <= 0 or self.lr_scale <= 0:
             raise ValueError("DistillConfig.reuse and lr_scale must be > 0")
+        if not 0 <= self.face_lr_scale < float("inf"):
+            raise ValueError(f"DistillConfig.face_lr_scale must be 0 (= lr_scale) or a positive number, got {self.face_lr_scale}")
         if self.pool_size < self.batch_size * self.face_batch_multiplier:
             raise ValueError("DistillConfig.pool_size must hold at least one face batch "
                              f"({self.batch_size * self.face_batch_multiplier})")
@@ -158,6 +168,10 @@ PREDATING_VALUES: dict[str, object] = {
     "lr_warmup_steps": 0,  # nor a learning-rate warm-up
     "init_from": "",      # nor a warm start
     "init_networks": "both",
+    "divergence_check_steps": 0,  # nor a divergence guard
+    "face_lr_scale": 0.0,         # nor a face rate of its own
+    "body_pixel_fraction": 1.0,   # and trained on every pixel (parts became the default in session 16)
+    "face_pixel_fraction": 1.0,
 }
 
 
@@ -180,10 +194,13 @@ def lr_at(phases: tuple[Phase, ...], fraction: float, decay: str = "steps") -> f
     return first * (last / first) ** min(max(fraction, 0.0), 1.0)
 
 
-def step_lr(phases: tuple[Phase, ...], config: "DistillConfig", step: int, steps_total: int) -> float:
-    """The learning rate of one network at optimizer step `step` of `steps_total`: the schedule's (lr_at, with
-    config.lr_decay), × config.lr_scale, × the warm-up's (step + 1) / lr_warmup_steps while that is < 1."""
-    lr = lr_at(phases, step / steps_total, config.lr_decay) * config.lr_scale
+def step_lr(phases: tuple[Phase, ...], config: "DistillConfig", step: int, steps_total: int,
+            network: str = "body") -> float:
+    """The learning rate of one network ("face" or "body", whose schedule phases is) at optimizer step `step` of
+    `steps_total`: the schedule's (lr_at, with config.lr_decay), × config.lr_scale (the face: × face_lr_scale
+    where that is set), × the warm-up's (step + 1) / lr_warmup_steps while that is < 1."""
+    scale = config.face_lr_scale if network == "face" and config.face_lr_scale else config.lr_scale
+    lr = lr_at(phases, step / steps_total, config.lr_decay) * scale
     if config.lr_warmup_steps and step < config.lr_warmup_steps:
         lr *= (step + 1) / config.lr_warmup_steps
     return lr

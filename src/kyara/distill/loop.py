@@ -31,6 +31,7 @@ import torch
 from kyara.character import COLOUR_KEY, Character, save_kyara
 from kyara.distill.config import DistillConfig, phase_at, step_lr
 from kyara.distill.ema import WeightAverage
+from kyara.distill.guard import DivergenceGuard
 from kyara.distill.mask import derive_face_mask, load_face_mask
 from kyara.distill.parallel import current_ranks
 from kyara.distill.step import StepPrecision, TrainStep, optimizers
@@ -238,7 +239,8 @@ def _load_optimizer(name: str, opt: torch.optim.Optimizer, tensors: dict, meta: 
 
 def save_checkpoint(path: Path, student: Student, face_opt, body_opt, step: int, config: DistillConfig,
                     mask: torch.Tensor, elapsed: float, region: torch.Tensor | None = None,
-                    loss_scales: list[float] | None = None, average: WeightAverage | None = None) -> None:
+                    loss_scales: list[float] | None = None, average: WeightAverage | None = None,
+                    guard: DivergenceGuard | None = None) -> None:
     from safetensors.torch import save as st_save
 
     tensors = {f"student.{k}": v.detach().cpu().contiguous() for k, v in student.state_dict().items()}
@@ -255,6 +257,8 @@ def save_checkpoint(path: Path, student: Student, face_opt, body_opt, step: int,
             "body_opt": json.dumps(body_m), "elapsed_s": f"{elapsed:.3f}", "format": "kyara-distill-checkpoint"}
     if loss_scales:
         meta["loss_scales"] = json.dumps(loss_scales)
+    if guard is not None:
+        meta["guard"] = json.dumps(guard.state())
     atomic_write_bytes(path, st_save(tensors, metadata=meta))
 
 
@@ -420,6 +424,16 @@ def distill(image: torch.Tensor, teacher, config: DistillConfig = DistillConfig(
             average = WeightAverage(student.named_parameters(), config.ema_decay, updates=start_step)
             if ckpt_tensors is not None:
                 average.load(ckpt_tensors)
+        # a network whose loss blows up goes back to its last healthy weights at half the rate (guard.py)
+        guard = None
+        if config.divergence_check_steps:
+            saved = json.loads(ckpt_meta["guard"]) if ckpt_meta is not None and "guard" in ckpt_meta else {}
+            guard = DivergenceGuard(
+                {name: (list(net.parameters()), opt,
+                        [a for n, a in zip(average.names, average.average) if n.startswith(prefix)] if average else [])
+                 for name, net, opt, prefix in (("face", student.face_morpher, face_opt, "face_morpher."),
+                                                ("body", student.body_morpher, body_opt, "body_morpher."))},
+                config.divergence_check_steps, lr_factors=saved.get("lr_factors"), best=saved.get("best"))
         precision = StepPrecision(config.amp, device, json.loads(ckpt_meta["loss_scales"])
                                   if ckpt_meta is not None and "loss_scales" in ckpt_meta else None)
         # pixel fractions < 1: a network trains on one random part of its pixels per step (PixelParts)
@@ -450,9 +464,9 @@ def distill(image: torch.Tensor, teacher, config: DistillConfig = DistillConfig(
                 pool.advance_to(initial_chunks + step // refresh_steps)
             fraction = step / steps_total
             body_phase = phase_at(config.body_phases, fraction)
-            for opt, phases in ((face_opt, config.face_phases), (body_opt, config.body_phases)):
+            for network, opt, phases in (("face", face_opt, config.face_phases), ("body", body_opt, config.body_phases)):
                 for group in opt.param_groups:
-                    group["lr"] = step_lr(phases, config, step, steps_total)
+                    group["lr"] = step_lr(phases, config, step, steps_total, network) * (guard.lr_factor(network) if guard else 1.0)
             g = _generator(config.seed, 4, step, *ranks.stream_key())
 
             losses = train_step(pool, g, body_phase)
@@ -460,6 +474,16 @@ def distill(image: torch.Tensor, teacher, config: DistillConfig = DistillConfig(
                 average.update()
             step += 1
             bar.update(1)
+            if guard is not None:
+                # the body's unweighted blended-image term: its total loss jumps with each phase's weights
+                guard.add({"face": losses.face, "body": losses.terms["blended"]})
+                if step % config.divergence_check_steps == 0:
+                    for rollback in guard.check(step, decide=lambda mask: ranks.broadcast_int(mask, device)):
+                        if ranks.is_main:
+                            log({"event": "rollback", **rollback.__dict__})
+                            bar.write(f"distill {name}: the {rollback.network} morpher diverged at step {step} (mean loss "
+                                      f"{rollback.loss:.4g}, best {rollback.best:.4g}): back to its weights of step "
+                                      f"{rollback.restored_step}, its learning rate now × {rollback.lr_factor:g}")
             # sizing times the steps after AUTO_MARK_STEPS (the first ones compile and warm up CUDA);
             # re-sizing at AUTO_RESIZE_STEPS only before the first checkpoint, so resume stays exact
             if auto_size and step in (AUTO_MARK_STEPS, AUTO_WARMUP_STEPS, AUTO_RESIZE_STEPS):
@@ -494,7 +518,7 @@ def distill(image: torch.Tensor, teacher, config: DistillConfig = DistillConfig(
                                 body=f"{values['loss_body']:.4f}", refresh=False)
             if ranks.is_main and (step % ckpt_every_steps == 0 or step == steps_total or out_of_time):
                 save_checkpoint(ckpt_path, student, face_opt, body_opt, step, config, mask,
-                                elapsed_before + time.perf_counter() - t_start, region, precision.scales(), average)
+                                elapsed_before + time.perf_counter() - t_start, region, precision.scales(), average, guard)
             if out_of_time and step < steps_total:
                 stopped_early = True
                 break
@@ -509,6 +533,8 @@ def distill(image: torch.Tensor, teacher, config: DistillConfig = DistillConfig(
             "examples": step * per_step, "complete": not stopped_early, "wall_seconds": round(wall, 1),
             "teacher_seconds": round(pool.teacher_seconds, 1), "gpus": ranks.world,
             "region_fraction": round(float(region.float().mean()), 4) if region is not None else 1.0}}
+        if guard is not None and guard.rollbacks:
+            metadata["metrics"]["rollbacks"] = [r.__dict__ for r in guard.rollbacks]
         if device.type == "cuda":
             # what this process held at its peak (the caching allocator's reservation is what other jobs on the
             # GPU cannot use): sizes `kyara farm --jobs-per-gpu` and `--pool-size` for a GPU's memory
