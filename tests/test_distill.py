@@ -514,3 +514,24 @@ def test_exponential_lr_decay_runs_between_the_schedules_end_rates(tmp_path):
         lr = json.loads(meta[name])["param_groups"][0]["lr"]
         assert lr == pytest.approx(lr_at(phases, last, "exponential") * config.lr_scale)
         assert lr != pytest.approx(lr_at(phases, last) * config.lr_scale)
+
+
+def test_flow_weight_scales_the_flow_term_of_every_body_phase(tmp_path, bit_exact_torch):
+    """DistillConfig.flow_weight (--flow-weight): each body phase's w_flow × K, nothing else; 1 is THA4's schedule.
+    A run with K = 0 trains without the flow term, so it ends elsewhere than one with K = 1."""
+    from dataclasses import replace
+
+    from kyara.distill.config import THA4_BODY_PHASES, body_phase_at, phase_at
+
+    config = replace(TINY, flow_weight=30.0)
+    for fraction in (0.0, 0.3, 0.5, 0.99):
+        plain, scaled = phase_at(THA4_BODY_PHASES, fraction), body_phase_at(config, fraction)
+        assert scaled.w_flow == 30.0 * plain.w_flow
+        assert replace(scaled, w_flow=plain.w_flow) == plain
+        assert body_phase_at(TINY, fraction) == plain
+    with pytest.raises(ValueError, match="flow_weight must be a number >= 0"):
+        replace(TINY, flow_weight=-1.0)
+    runs = [distill(_image(), FakeTeacher(), replace(TINY, flow_weight=k), out_dir=tmp_path / str(k), name="tiny",
+                    progress=False, student=_tiny_student()) for k in (0.0, 1.0)]
+    weights = [r.character.poser.body_morpher.last_linear.weight for r in runs]
+    assert not torch.equal(*weights)

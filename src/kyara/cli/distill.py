@@ -107,6 +107,10 @@ def register(sub) -> None:
                         "steps on an H200; 1 = no padding)")
     p.add_argument("--blended-l2", type=float, default=DEFAULTS.blended_l2, metavar="W",
                    help="add W × MSE of the blended image to the body loss (targets PSNR; 0 = THA4's L1 only)")
+    p.add_argument("--flow-weight", type=float, default=DEFAULTS.flow_weight, metavar="K",
+                   help="multiply the body loss's flow-term weight in every phase by K (1 = THA4's weights; with the "
+                        "default --blended-l2 40 the flow term is ~1/2000 of the late loss's gradient; unmeasured, "
+                        "docs/distill.md)")
     p.add_argument("--edge-weight", type=float, default=DEFAULTS.edge_weight, metavar="W",
                    help="add W × the blended image's squared error on the teacher's silhouette edges (a 5-px "
                         "band) to the body loss; 0 = off (the default until measured)")
@@ -140,6 +144,8 @@ def checked_config(args) -> DistillConfig:
             raise KyaraError(f"{option} must be a positive number, got {value:g}")
     if not 0 <= args.blended_l2 < math.inf:
         raise KyaraError(f"--blended-l2 must be a number >= 0, got {args.blended_l2:g}")
+    if not 0 <= args.flow_weight < math.inf:
+        raise KyaraError(f"--flow-weight must be a number >= 0, got {args.flow_weight:g}")
     if not 0 <= args.edge_weight < math.inf:
         raise KyaraError(f"--edge-weight must be a number >= 0, got {args.edge_weight:g}")
     if args.examples is None:

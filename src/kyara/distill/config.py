@@ -6,7 +6,7 @@ Example counts follow THA4's units ("examples shown to the student"); the schedu
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 
 
 @dataclass(frozen=True)
@@ -81,6 +81,9 @@ class DistillConfig:
     kernels: str = "torch"                  # student's sine layers: "torch", "triton" (fused kernels, kyara.nn.fused_siren), "auto" = triton on CUDA when it runs.
                                             # Default torch (compiled): 2.1× faster than the Triton kernels on an H200 (docs/benchmarks.md, issue 16)
     blended_l2: float = 40.0                # extra MSE on the blended image, × the phase's w_blended: +1.0–2.1 dB (docs/benchmarks.md)
+    flow_weight: float = 1.0                # multiplies every body phase's flow-term weight (body_phase_at). With blended_l2 40 the flow
+                                            # term is ~1/2000 of the late body loss's gradient (twin_tails student, CPU; docs/distill.md), ~100× less
+                                            # than in THA4's loss, while the flow is what limits a student. 1 = THA4's weights; unmeasured
     edge_weight: float = 0.0                # extra blended-image MSE on the teacher's silhouette edges (losses.alpha_edges); off until measured
     mask_poses: int = 64                    # poses used to derive the movable-parts mask
     region: bool = True                     # body morpher trained (and run) only where the character can be
@@ -106,6 +109,8 @@ class DistillConfig:
             raise ValueError(f"DistillConfig.region_margin_px must be >= 0, got {self.region_margin_px}")
         if self.blended_l2 < 0:
             raise ValueError(f"DistillConfig.blended_l2 must be >= 0, got {self.blended_l2}")
+        if not 0 <= self.flow_weight < float("inf"):
+            raise ValueError(f"DistillConfig.flow_weight must be a number >= 0, got {self.flow_weight}")
         if not 0 <= self.edge_weight < float("inf"):
             raise ValueError(f"DistillConfig.edge_weight must be a number >= 0, got {self.edge_weight}")
         if self.amp not in ("", "fp16"):
@@ -180,6 +185,13 @@ def phase_at(phases: tuple[Phase, ...], fraction: float) -> Phase:
         if fraction < phase.until:
             return phase
     return phases[-1]
+
+
+def body_phase_at(config: "DistillConfig", fraction: float) -> Phase:
+    """The body morpher's loss weights and rate at `fraction` of the run: its schedule's phase, with the flow
+    term's weight × config.flow_weight."""
+    phase = phase_at(config.body_phases, fraction)
+    return phase if config.flow_weight == 1 else replace(phase, w_flow=phase.w_flow * config.flow_weight)
 
 
 def lr_at(phases: tuple[Phase, ...], fraction: float, decay: str = "steps") -> float:

@@ -29,7 +29,7 @@ from typing import Iterator
 import torch
 
 from kyara.character import COLOUR_KEY, Character, save_kyara
-from kyara.distill.config import DistillConfig, phase_at, step_lr
+from kyara.distill.config import DistillConfig, body_phase_at, step_lr
 from kyara.distill.ema import WeightAverage
 from kyara.distill.guard import DivergenceGuard
 from kyara.distill.mask import derive_face_mask, load_face_mask
@@ -463,7 +463,7 @@ def distill(image: torch.Tensor, teacher, config: DistillConfig = DistillConfig(
             if step % refresh_steps == 0 and step > 0:
                 pool.advance_to(initial_chunks + step // refresh_steps)
             fraction = step / steps_total
-            body_phase = phase_at(config.body_phases, fraction)
+            body_phase = body_phase_at(config, fraction)
             for network, opt, phases in (("face", face_opt, config.face_phases), ("body", body_opt, config.body_phases)):
                 for group in opt.param_groups:
                     group["lr"] = step_lr(phases, config, step, steps_total, network) * (guard.lr_factor(network) if guard else 1.0)
