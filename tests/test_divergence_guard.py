@@ -151,4 +151,9 @@ def test_a_distillation_logs_its_rollbacks_halves_the_rate_and_keeps_them_in_its
     body_lr = json.loads(meta["body_opt"])["param_groups"][0]["lr"]
     assert face_lr == pytest.approx(0.5 * real_step_lr(config.face_phases, config, 7, 8, "face"))
     assert body_lr == pytest.approx(real_step_lr(config.body_phases, config, 7, 8))
+    # a guard rebuilt from that state (a resumed run) keeps the halved rate, the bests and the record
+    _, _, _, _, nets = _two_networks()
+    saved = json.loads(meta["guard"])
+    again = DivergenceGuard(nets, 2, lr_factors=saved["lr_factors"], best=saved["best"], rollbacks=saved["rollbacks"])
+    assert again.state() == saved
     assert all(torch.isfinite(p).all() for p in result.character.poser.parameters())

@@ -59,11 +59,11 @@ class DivergenceGuard:
 
     networks: name ("face", "body") → (its parameters, its optimizer, its tensors of the weight average
     (empty without one)). ratio > 1: how far above its best a window's mean loss must be to count as
-    divergence. lr_factors: the networks' learning-rate factors of a resumed run."""
+    divergence. lr_factors, best, rollbacks: a resumed run's (``state()`` of its checkpoint)."""
 
     def __init__(self, networks: dict[str, tuple[list[torch.Tensor], torch.optim.Optimizer, list[torch.Tensor]]],
                  every_steps: int, ratio: float = 2.0, lr_factors: dict[str, float] | None = None,
-                 best: dict[str, float] | None = None):
+                 best: dict[str, float] | None = None, rollbacks: list[dict] | None = None):
         if every_steps < 1 or not ratio > 1:
             raise ValueError(f"DivergenceGuard needs every_steps >= 1 and ratio > 1, got {every_steps}, {ratio}")
         self.every_steps, self.ratio = every_steps, ratio
@@ -75,7 +75,7 @@ class DivergenceGuard:
             self.networks[name].best = float(value)
         self._sums: torch.Tensor | None = None
         self._count = 0
-        self.rollbacks: list[Rollback] = []
+        self.rollbacks: list[Rollback] = [Rollback(**r) for r in rollbacks or []]
 
     def lr_factor(self, name: str) -> float:
         return self.networks[name].lr_factor

@@ -433,7 +433,8 @@ def distill(image: torch.Tensor, teacher, config: DistillConfig = DistillConfig(
                         [a for n, a in zip(average.names, average.average) if n.startswith(prefix)] if average else [])
                  for name, net, opt, prefix in (("face", student.face_morpher, face_opt, "face_morpher."),
                                                 ("body", student.body_morpher, body_opt, "body_morpher."))},
-                config.divergence_check_steps, lr_factors=saved.get("lr_factors"), best=saved.get("best"))
+                config.divergence_check_steps, lr_factors=saved.get("lr_factors"), best=saved.get("best"),
+                rollbacks=saved.get("rollbacks"))
         precision = StepPrecision(config.amp, device, json.loads(ckpt_meta["loss_scales"])
                                   if ckpt_meta is not None and "loss_scales" in ckpt_meta else None)
         # pixel fractions < 1: a network trains on one random part of its pixels per step (PixelParts)
