@@ -26,8 +26,8 @@ RAY_VERSION = "2.60.0"
 # --jobs-per-gpu when not given: as many jobs as fit the GPU's memory, at most MAX_JOBS_PER_GPU (default_jobs_per_gpu)
 MAX_JOBS_PER_GPU = 2       # the best of 1/2/4 on an H200: 255 vs 231 and 185 training examples/s in all
                            # (docs/benchmarks.md, "H200 rows ... session 8")
-JOB_GPU_GIB = 45           # one job's GPU memory: measured peaks (reserved, H100, session 15) 44.5 GiB at the default
-                           # recipe, 37.6–40.3 GiB with parts 0.25 / 0.25 (the CUDA graphs' memory pools are private)
+JOB_GPU_GIB = 45           # one job's GPU memory: measured peaks (reserved, H100, sessions 15–16) 37.6–40.3 GiB at the
+                           # default parts 0.25 / 0.25, 44.5 GiB at every pixel (the CUDA graphs' memory pools are private)
 # a local Ray on this machine only: every listener on 127.0.0.1, no auth token file, no usage report
 LOCAL_RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
 
