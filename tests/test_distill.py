@@ -323,8 +323,9 @@ def test_auto_sized_run_resizes_from_the_steady_rate_and_fits_its_budget(tmp_pat
     assert json.loads(meta["config"])["examples"] == result.steps * config.batch_size
 
 
-def _cli_distill_config(monkeypatch, tmp_path, *extra):
-    """Run `kyara distill` with the teacher and the loop replaced; return the DistillConfig it built."""
+def _cli_distill_config(monkeypatch, tmp_path, *extra, metadata=None):
+    """Run `kyara distill` with the teacher and the loop replaced (its result carries `metadata`); return the
+    DistillConfig it built."""
     import types
 
     import kyara.distill
@@ -338,7 +339,7 @@ def _cli_distill_config(monkeypatch, tmp_path, *extra):
         seen["config"], seen["kw"] = config, kw
         kw["output"].write_bytes(b"x")
         return types.SimpleNamespace(examples=0, complete=True, psnr=0.0, wall_seconds=0.0, teacher_seconds=0.0,
-                                     character=types.SimpleNamespace(metadata={}))
+                                     character=types.SimpleNamespace(metadata=metadata or {}))
 
     monkeypatch.setattr(kyara.teacher, "load_teacher", lambda *a, **k: FakeTeacher())
     monkeypatch.setattr(kyara.distill, "distill", fake_distill)
@@ -535,3 +536,11 @@ def test_flow_weight_scales_the_flow_term_of_every_body_phase(tmp_path, bit_exac
                     progress=False, student=_tiny_student()) for k in (0.0, 1.0)]
     weights = [r.character.poser.body_morpher.last_linear.weight for r in runs]
     assert not torch.equal(*weights)
+
+
+def test_cli_distill_names_the_divergence_rollbacks_in_its_last_line(monkeypatch, tmp_path, capsys):
+    rollbacks = [{"network": "face", "step": 6000, "loss": 2.9, "best": 0.5, "restored_step": 5000, "lr_factor": 0.5}]
+    _cli_distill_config(monkeypatch, tmp_path, metadata={"metrics": {"rollbacks": rollbacks}})
+    assert "; 1 divergence rollback(s): face at step 6000" in capsys.readouterr().out
+    _cli_distill_config(monkeypatch, tmp_path)
+    assert "rollback" not in capsys.readouterr().out

@@ -206,10 +206,13 @@ def run(args) -> int:
     if not ranks.is_main:
         return 0
     done = "complete" if result.complete else "stopped early (resume with --resume)"
-    peak = result.character.metadata.get("metrics", {}).get("gpu_peak_reserved_gib")
+    metrics = result.character.metadata.get("metrics", {})
+    peak, rollbacks = metrics.get("gpu_peak_reserved_gib"), metrics.get("rollbacks", [])
     print(f"wrote {out} ({out.stat().st_size / 1024:.0f} KiB): {result.examples:,} examples, {done}, "
           f"held-out PSNR {result.psnr:.2f} dB, {result.wall_seconds / 60:.1f} min "
-          f"(teacher {result.teacher_seconds / 60:.1f} min)" + (f", GPU memory peak {peak:.1f} GiB" if peak else ""))
+          f"(teacher {result.teacher_seconds / 60:.1f} min)" + (f", GPU memory peak {peak:.1f} GiB" if peak else "")
+          + (f"; {len(rollbacks)} divergence rollback(s): "
+             + ", ".join(f"{r['network']} at step {r['step']}" for r in rollbacks) if rollbacks else ""))
     del torch
     return 0
 
