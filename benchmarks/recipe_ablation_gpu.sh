@@ -40,14 +40,20 @@ runs = {}  # (character, recipe) -> list of (seed, wall_min, psnr, ssim, lpips, 
 recipe_args = {}
 
 
+rollbacks = []  # (character, recipe, seed, [rollback records]) of runs whose divergence guard fired
+
+
 def student_metrics(path):
-    """(steps, peak GPU GiB reserved) from the written character's metrics; None where absent."""
+    """(steps, peak GPU GiB reserved) from the written character's metrics; None where absent. Notes the
+    divergence guard's rollbacks (distill.guard) in `rollbacks`."""
     try:
         from safetensors import safe_open
         with safe_open(str(path), "pt") as fh:
             m = json.loads((fh.metadata() or {}).get("metrics", "{}"))
     except Exception:
         return None, None
+    if m.get("rollbacks"):
+        rollbacks.append((path.parent.name, path.parent.parent.name, m["rollbacks"]))
     return m.get("steps"), m.get("gpu_peak_reserved_gib")
 
 
@@ -91,6 +97,9 @@ for (name, recipe), row in sorted(runs.items()):
 print()
 for recipe, args in sorted(recipe_args.items()):
     print(f"- {recipe}: " + " / ".join(f"`{a}`" if a else "(no extra options)" for a in sorted(args)))
+for run, recipe, records in rollbacks:
+    print(f"- divergence rollbacks in {recipe}/{run}: " + ", ".join(
+        f"{r['network']} at step {r['step']} (mean loss {r['loss']:.3g}, best {r['best']:.3g})" for r in records))
 PY
 }
 
