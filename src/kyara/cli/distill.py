@@ -109,7 +109,7 @@ def register(sub) -> None:
                    help="add W × MSE of the blended image to the body loss (targets PSNR; 0 = THA4's L1 only)")
     p.add_argument("--flow-weight", type=float, default=DEFAULTS.flow_weight, metavar="K",
                    help="multiply the body loss's flow-term weight in every phase by K (1 = THA4's weights; with the "
-                        "default --blended-l2 40 the flow term is ~1/2000 of the late loss's gradient; unmeasured, "
+                        "default --blended-l2 40 the flow term is ~1/2,300 of the late loss's gradient; unmeasured, "
                         "docs/distill.md)")
     p.add_argument("--edge-weight", type=float, default=DEFAULTS.edge_weight, metavar="W",
                    help="add W × the blended image's squared error on the teacher's silhouette edges (a 5-px "

@@ -82,7 +82,7 @@ class DistillConfig:
                                             # Default torch (compiled): 2.1× faster than the Triton kernels on an H200 (docs/benchmarks.md, issue 16)
     blended_l2: float = 40.0                # extra MSE on the blended image, × the phase's w_blended: +1.0–2.1 dB (docs/benchmarks.md)
     flow_weight: float = 1.0                # multiplies every body phase's flow-term weight (body_phase_at). With blended_l2 40 the flow
-                                            # term is ~1/2000 of the late body loss's gradient (twin_tails student, CPU; docs/distill.md), ~100× less
+                                            # term is ~1/2,300 of the late body loss's gradient (twin_tails student, CPU; docs/distill.md), ~23× less
                                             # than in THA4's loss, while the flow is what limits a student. 1 = THA4's weights; unmeasured
     edge_weight: float = 0.0                # extra blended-image MSE on the teacher's silhouette edges (losses.alpha_edges); off until measured
     mask_poses: int = 64                    # poses used to derive the movable-parts mask

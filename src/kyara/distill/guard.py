@@ -77,6 +77,10 @@ class DivergenceGuard:
         self._count = 0
         self.rollbacks: list[Rollback] = [Rollback(**r) for r in rollbacks or []]
 
+    def due(self, step: int) -> bool:
+        """Whether `step` (steps done) ends a window."""
+        return step % self.every_steps == 0
+
     def lr_factor(self, name: str) -> float:
         return self.networks[name].lr_factor
 

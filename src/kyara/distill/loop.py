@@ -478,7 +478,7 @@ def distill(image: torch.Tensor, teacher, config: DistillConfig = DistillConfig(
             if guard is not None:
                 # the body's unweighted blended-image term: its total loss jumps with each phase's weights
                 guard.add({"face": losses.face, "body": losses.terms["blended"]})
-                if step % config.divergence_check_steps == 0:
+                if guard.due(step):
                     for rollback in guard.check(step, decide=lambda mask: ranks.broadcast_int(mask, device)):
                         if ranks.is_main:
                             log({"event": "rollback", **rollback.__dict__})
