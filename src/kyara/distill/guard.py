@@ -67,7 +67,7 @@ class DivergenceGuard:
         if every_steps < 1 or not ratio > 1:
             raise ValueError(f"DivergenceGuard needs every_steps >= 1 and ratio > 1, got {every_steps}, {ratio}")
         self.every_steps, self.ratio = every_steps, ratio
-        self.networks = {name: _Network(list(params), opt, [a for a in average])
+        self.networks = {name: _Network(list(params), opt, list(average))
                          for name, (params, opt, average) in networks.items()}
         for name, factor in (lr_factors or {}).items():
             self.networks[name].lr_factor = float(factor)
