@@ -44,7 +44,8 @@ def test_a_perfect_student_scores_infinite_psnr_and_ssim_one():
     assert result.psnr == math.inf and result.ssim == pytest.approx(1.0, abs=1e-6)
     assert result.lpips is None and result.poses == 5 and result.teacher == "fake"
     assert character.rendered == 5                                # every pose once, in batches of 2, 2, 1
-    assert result.as_dict() == {"psnr": math.inf, "ssim": result.ssim, "lpips": None, "poses": 5, "teacher": "fake"}
+    assert result.as_dict() == {"psnr": math.inf, "ssim": result.ssim, "lpips": None, "poses": 5, "teacher": "fake",
+                                "rotation_scale": 1.0}
 
 
 def test_metrics_are_per_pose_means_over_the_held_out_stream():
@@ -63,6 +64,23 @@ def test_metrics_are_per_pose_means_over_the_held_out_stream():
     first = sample_poses(1, torch.Generator().manual_seed(1))
     assert other.psnr == pytest.approx(float(psnr(character.render(first),
                                                   teacher.pose(teacher.prepare(character.image), first))), rel=1e-9)
+
+
+def test_rotation_scale_scales_only_the_rotations_of_the_same_held_out_poses():
+    teacher = FakeTeacher()
+    character = FakeCharacter(teacher, dim=0.1)
+    result = ev.evaluate(character, teacher, num_poses=3, batch_size=2, lpips=False, progress=False,
+                         rotation_scale=0.25)
+    poses = sample_poses(3, torch.Generator().manual_seed(ev.HELDOUT_SEED))
+    turned = poses.clone()
+    turned[:, 39:45] *= 0.25                                    # head x/y, neck z, body y/z, breathing
+    assert not torch.equal(turned, poses)                       # the stream's poses do turn
+    target = teacher.pose(teacher.prepare(character.image), turned)
+    assert result.psnr == pytest.approx(float(psnr(character.render(turned), target).mean()), rel=1e-9)
+    assert result.rotation_scale == 0.25
+    for bad in (-0.1, 1.5, float("nan")):
+        with pytest.raises(ValueError, match="rotation_scale"):
+            ev.evaluate(character, teacher, num_poses=1, lpips=False, progress=False, rotation_scale=bad)
 
 
 def test_lpips_is_averaged_with_the_loaded_network(monkeypatch):
