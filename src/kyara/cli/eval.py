@@ -13,7 +13,8 @@ def register(sub) -> None:
                        formatter_class=HelpFormatter)
     p.add_argument("character", help=".kyara file or THA4 character_model directory")
     p.add_argument("--poses", type=int, default=1000, help="number of held-out poses")
-    p.add_argument("--json", action="store_true", help="print one JSON object with keys psnr, ssim, lpips, poses")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object with keys psnr, ssim, lpips, poses, teacher, rotation_scale")
     p.add_argument("--device", default="auto", help="auto (a CUDA GPU if there is one, else the CPU), cpu, cuda or cuda:N")
     p.add_argument("--teacher", help="teacher to compare against (default: the one stored in the file)")
     p.add_argument("--weights", metavar="DIR", help="directory of official teacher weight files")
