@@ -22,9 +22,9 @@ shown ~8 times) and left it last; the newest were barely shown. The student keep
 means the student is limited by how far optimisation got, not by generalisation.
 
 gradient: at the student's weights, on --poses sampler poses (seed 99) in batches of 2, the gradient over the body
-morpher's parameters of (a) the flow term (masked L1, × the phase's w_flow), (b) the image terms with the phase's
-weights and the default --blended-l2 (blended L1 + 40 MSE, warped, colour), (c) the blended image's MSE alone;
-each summed over the batches; their norms and cosines.
+morpher's parameters of (a) the flow term (kyara.distill.losses.body_loss with only the phase's w_flow), (b) the
+image terms (body_loss with the phase's other weights and the default --blended-l2: blended L1 + MSE, warped,
+colour), (c) the blended image's MSE alone; each summed over the batches; their norms and cosines.
 
 CPU, THA3 teacher: ~1 s a pose on a 2-core CPU (teacher and student), the gradient ~10 s a pair.
 """
@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
@@ -39,7 +40,7 @@ import torch.nn.functional as F
 from kyara.character import load_character
 from kyara.distill.config import THA4_BODY_PHASES, DistillConfig
 from kyara.distill.loop import _generator
-from kyara.distill.losses import flow_weight
+from kyara.distill.losses import body_loss
 from kyara.eval.evaluate import HELDOUT_SEED
 from kyara.eval.metrics import psnr
 from kyara.pose import NUM_PARAMETERS
@@ -119,6 +120,9 @@ def seen(character, teacher, prepared, seed: int, chunks: list[int]) -> None:
 def gradient(character, teacher, prepared, num_poses: int, phase_index: int) -> None:
     student = character.poser
     phase = THA4_BODY_PHASES[phase_index]
+    # the distiller's own loss (losses.body_loss), split by zeroing weights: the flow term alone, the rest
+    flow_only = replace(phase, w_blended=0.0, w_warped=0.0, w_color=0.0)
+    image_only = replace(phase, w_flow=0.0)
     blended_l2 = DistillConfig().blended_l2
     params = list(student.body_morpher.parameters())
     poses = sample_poses(num_poses, torch.Generator().manual_seed(99))
@@ -128,13 +132,10 @@ def gradient(character, teacher, prepared, num_poses: int, phase_index: int) -> 
         with torch.no_grad():
             out = teacher.pose_all(prepared, pose)
         body = student.body_outputs(out.face_morphed_full, pose)
-        w = flow_weight(out.image)
-        l1 = lambda a, b: (a - b).abs().mean()  # noqa: E731
-        mse = (body.image - out.image).square().mean()
-        terms = {"flow term": phase.w_flow * ((body.flow - out.editor.flow).abs() * w).mean() / w.mean(),
-                 "image terms": phase.w_blended * (l1(body.image, out.image) + blended_l2 * mse)
-                 + phase.w_warped * l1(body.warped, out.editor.warped_image) + phase.w_color * l1(body.color, out.image),
-                 "blended MSE": mse}
+        targets = (out.image, out.editor.warped_image, out.editor.flow)
+        terms = {"flow term": body_loss(body, *targets, flow_only, blended_l2=blended_l2)[0],
+                 "image terms": body_loss(body, *targets, image_only, blended_l2=blended_l2)[0],
+                 "blended MSE": (body.image - out.image).square().mean()}
         for name, term in terms.items():
             g = torch.cat([x.reshape(-1) for x in torch.autograd.grad(term, params, retain_graph=True)])
             sums[name] = sums.get(name, 0) + g
