@@ -3,6 +3,7 @@
 The real THA3 teacher takes ~1 s per frame on this CPU, so these tests check the loop's
 mechanics (loss falls, exact resume, file output, errors); the real runs are GPU benchmarks.
 """
+import dataclasses
 import json
 import math
 
@@ -295,6 +296,52 @@ def test_stop_after_ends_the_session_and_resume_finishes_the_same_schedule(tmp_p
     done = distill(_image(), teacher, TINY, out_dir=tmp_path, name="tiny", progress=False, resume=True,
                    student=_tiny_student())
     assert done.complete and done.steps == 4
+
+
+def test_setup_that_cannot_leave_time_to_train_stops_at_once_naming_a_pool_size(tmp_path, monkeypatch):
+    """A CPU user's `--minutes 3` with a pool the teacher needs hours for: after a warm-up chunk and 32 timed
+    poses the run stops with a KyaraError naming a --pool-size that would fit, before any step or file. A fake
+    clock (every reading 0.5 s) makes the teacher's rate the same on any machine."""
+    import re
+    import types
+    from dataclasses import replace
+
+    import kyara.distill.loop as loop
+
+    ticks = iter(range(10**9))
+    monkeypatch.setattr(loop, "time", types.SimpleNamespace(perf_counter=lambda: next(ticks) * 0.5))
+    config = replace(TINY, examples=0, pool_size=128, teacher_batch_size=2)
+    teacher = FakeTeacher()
+    with pytest.raises(KyaraError, match=r"preparing the run needs 132 teacher poses \(128 for the pool, 4 for the mask"
+                                         r" and the held-out PSNR\).* on cpu .*more than half") as err:
+        distill(_image(), teacher, config, out_dir=tmp_path, name="tiny", progress=False, max_minutes=1.0,
+                student=_tiny_student())
+    suggested = int(re.search(r"smaller --pool-size \(e\.g\. (\d+)\)", str(err.value)).group(1))
+    assert 0 < suggested < 128 and suggested % config.teacher_batch_size == 0
+    assert not list(tmp_path.glob("*.kyara")) and not (tmp_path / CHECKPOINT_NAME).exists()
+
+    # the suggestion is a pool whose setup fits: it runs (the same fake clock)
+    ticks = iter(range(10**9))
+    monkeypatch.setattr(loop, "time", types.SimpleNamespace(perf_counter=lambda: next(ticks) * 0.5))
+    result = distill(_image(), teacher, replace(config, pool_size=suggested), out_dir=tmp_path / "fits", name="tiny",
+                     progress=False, max_minutes=1.0, student=_tiny_student())
+    assert result.steps >= 1
+
+    # no budget, no check: the same pool prepares in full
+    ticks = iter(range(10**9))
+    monkeypatch.setattr(loop, "time", types.SimpleNamespace(perf_counter=lambda: next(ticks) * 0.5))
+    result = distill(_image(), teacher, replace(config, examples=2), out_dir=tmp_path / "free", name="tiny",
+                     progress=False, student=_tiny_student())
+    assert result.steps == 2
+
+
+def test_setup_shows_its_teacher_poses_as_a_progress_bar(tmp_path, capsys):
+    """Before the first step the pool, the held-out targets and the mask's poses (+ the rest pose) count up one bar."""
+    distill(_image(), FakeTeacher(), dataclasses.replace(TINY, examples=1), out_dir=tmp_path, name="tiny", progress=True,
+            student=_tiny_student())
+    err = capsys.readouterr().err
+    total = TINY.pool_size + TINY.eval_poses + TINY.mask_poses + 1
+    assert "prepare tiny (teacher): 100%" in err and f"{total}/{total}" in err, err[-500:]
 
 
 def test_auto_sized_run_resizes_from_the_steady_rate_and_fits_its_budget(tmp_path, monkeypatch):

@@ -24,7 +24,7 @@ import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 
@@ -168,16 +168,73 @@ class TeacherPool:
             torch.cuda.synchronize()
         self.teacher_seconds += time.perf_counter() - t0
 
-    def advance_to(self, chunks: int) -> None:
-        """Make chunks up to index `chunks` (exclusive); skips ones that would be overwritten anyway."""
+    def chunks_to_make(self, chunks: int) -> int:
+        """How many chunks advance_to(chunks) will compute."""
+        return max(0, chunks - max(self.chunks_made, chunks - self.num_slots))
+
+    def advance_to(self, chunks: int, on_chunk: Callable[[int], None] | None = None) -> None:
+        """Make chunks up to index `chunks` (exclusive); skips ones that would be overwritten anyway.
+        on_chunk(poses) is called after each chunk (SetupProgress)."""
         first = max(self.chunks_made, chunks - self.num_slots)
         for k in range(first, chunks):
             self.make_chunk(k)
+            if on_chunk is not None:
+                on_chunk(self.chunk)
         self.chunks_made = max(self.chunks_made, chunks)
 
     def draw(self, n: int, generator: torch.Generator) -> torch.Tensor:
         """(n,) int64 indices of examples, drawn uniformly on the CPU (TrainStep moves them to the device)."""
         return torch.randint(self.size, (n,), generator=generator)
+
+
+class SetupProgress:
+    """The teacher work before the first step (the pool's examples, the held-out targets, the movable-parts
+    mask's poses) as one progress bar, and a check that it leaves time to train.
+
+    On a GPU this is seconds; on a CPU the THA3 teacher takes ~1 s a pose, so the default pool (4,096 poses)
+    alone takes over an hour: without the bar a CPU run sat silent that long, and a `--minutes` budget could
+    not be kept. The first batch warms the teacher up (CUDA start-up, kernel selection) and is not timed; after
+    CHECK_AFTER_POSES more the rest is projected at their rate, and if the setup would take more than half of
+    the time left (deadline: the budget's end; None = no budget, no check) the run stops at once with a
+    KyaraError that names a --pool-size which would fit.
+    """
+    CHECK_AFTER_POSES = 32   # one teacher chunk at the default teacher_batch_size
+
+    def __init__(self, total_poses: int, bar, deadline: float | None, name: str, device: torch.device,
+                 config: DistillConfig, other_poses: int):
+        self.total, self.bar, self.deadline = total_poses, bar, deadline
+        self.name, self.device, self.config, self.other_poses = name, device, config, other_poses
+        self.done = 0
+        self.checked = deadline is None
+        self.mark: tuple[float, int] | None = None   # (time, poses done) after the warm-up batch
+
+    def update(self, poses: int) -> None:
+        self.bar.update(poses)
+        self.done += poses
+        if self.checked:
+            return
+        now = time.perf_counter()
+        if self.mark is None:
+            self.mark = (now, self.done)
+        elif self.done - self.mark[1] >= self.CHECK_AFTER_POSES:
+            self.checked = True
+            rate = (now - self.mark[0]) / (self.done - self.mark[1])   # seconds a teacher pose
+            left = self.deadline - now
+            if self.done < self.total and rate * (self.total - self.done) > 0.5 * left:
+                raise KyaraError(self._too_slow(rate, left))
+
+    def _too_slow(self, rate: float, left: float) -> str:
+        c = self.config
+        smallest = c.batch_size * c.face_batch_multiplier              # DistillConfig's lower bound
+        # a pool whose whole setup takes a quarter of the time left
+        fits = int((0.25 * left / rate - self.other_poses) // c.teacher_batch_size) * c.teacher_batch_size
+        advice = (f"use a CUDA GPU (--device cuda) or a smaller --pool-size (e.g. {fits})" if fits >= smallest else
+                  f"use a CUDA GPU (--device cuda) or a longer --minutes: no --pool-size fits (the smallest, "
+                  f"{smallest}, is --batch-size × --face-batch-multiplier)")
+        return (f"distill {self.name}: preparing the run needs {self.total} teacher poses ({c.pool_size} for the "
+                f"pool, {self.other_poses} for the mask and the held-out PSNR), ~{rate * self.total / 60:.1f} min on "
+                f"{self.device.type} at {rate:.2f} s a pose, more than half of the {max(left, 0.0) / 60:.1f} min "
+                f"left in the budget; {advice}")
 
 
 @torch.no_grad()
@@ -378,13 +435,25 @@ def distill(image: torch.Tensor, teacher, config: DistillConfig = DistillConfig(
         parts_k = max(1, round(1 / config.body_pixel_fraction))
         refresh_steps = max(1, round(config.teacher_batch_size * config.reuse * parts_k / config.batch_size))
         initial_chunks = pool.num_slots
-        pool.advance_to(initial_chunks + start_step // refresh_steps)
+        first_chunks = initial_chunks + start_step // refresh_steps
+        derive_mask = ckpt_tensors is None and mask_path is None
+        other_poses = (config.eval_poses if ranks.is_main else 0) + (config.mask_poses + 1 if derive_mask else 0)
+        # the budget covers earlier sessions of a resumed run
+        deadline = t_start + max_minutes * 60 - elapsed_before if max_minutes else None
+        setup_bar = tqdm(total=pool.chunks_to_make(first_chunks) * pool.chunk + other_poses, disable=not progress,
+                         unit="pose", dynamic_ncols=True, desc=f"prepare {name} (teacher)")
+        setup = SetupProgress(setup_bar.total, setup_bar, deadline if ranks.world == 1 else None, name, device,
+                              config, other_poses)
+        pool.advance_to(first_chunks, on_chunk=setup.update)
         eval_poses = sampler(config.eval_poses, _generator(config.seed, 2)).to(device)
         eval_targets = None
         if ranks.is_main:
             with torch.no_grad():
-                eval_targets = torch.cat([teacher.pose(prepared, eval_poses[s:s + 8])
-                                          for s in range(0, len(eval_poses), 8)])
+                eval_targets = []
+                for s in range(0, len(eval_poses), 8):
+                    eval_targets.append(teacher.pose(prepared, eval_poses[s:s + 8]))
+                    setup.update(len(eval_targets[-1]))
+                eval_targets = torch.cat(eval_targets)
 
         # -- character region: where any pose can put visible pixels ------------------------------------
         region = None
@@ -399,7 +468,9 @@ def distill(image: torch.Tensor, teacher, config: DistillConfig = DistillConfig(
         elif mask_path is not None:
             mask = load_face_mask(mask_path, device)
         else:
-            mask = derive_face_mask(teacher, prepared, config.mask_poses, _generator(config.seed, 3))
+            mask = derive_face_mask(teacher, prepared, config.mask_poses, _generator(config.seed, 3),
+                                    on_poses=setup.update)
+        setup_bar.close()
 
         # -- student and optimizers -----------------------------------------------------------------
         torch.manual_seed(config.seed)
@@ -442,8 +513,7 @@ def distill(image: torch.Tensor, teacher, config: DistillConfig = DistillConfig(
         ckpt_every_steps = max(1, config.checkpoint_every_examples // per_step)
         log_path = out_dir / LOG_NAME
         last_eval, psnr_value = time.perf_counter(), float("nan")
-        # the budget covers earlier sessions of a resumed run; stop_after only ends this one
-        deadline = t_start + max_minutes * 60 - elapsed_before if max_minutes else None
+        # stop_after only ends this session (deadline: the whole budget's end, above)
         stop_at = deadline
         if stop_after_minutes is not None:
             own = t_start + stop_after_minutes * 60

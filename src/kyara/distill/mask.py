@@ -7,6 +7,7 @@ box whose teacher output changes noticeably under random expression poses (no ro
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -21,15 +22,20 @@ DILATE_PX = 4
 
 
 @torch.no_grad()
-def derive_face_mask(teacher, prepared, num_poses: int, generator: torch.Generator, batch_size: int = 16) -> torch.Tensor:
-    """→ (1, 1, 128, 128) float {0, 1} on the teacher's device, for STUDENT_FACE_BOX."""
+def derive_face_mask(teacher, prepared, num_poses: int, generator: torch.Generator, batch_size: int = 16,
+                     on_poses: Callable[[int], None] | None = None) -> torch.Tensor:
+    """→ (1, 1, 128, 128) float {0, 1} on the teacher's device, for STUDENT_FACE_BOX. on_poses(n) is called
+    after each teacher batch with its number of poses (num_poses + 1 in all: the rest pose too)."""
+    report = on_poses or (lambda n: None)
     poses = face_only(sample_poses(num_poses, generator))
     neutral = STUDENT_FACE_BOX.crop(teacher.pose_all(prepared, torch.zeros(1, poses.shape[1], device=teacher.device)).face_morphed_full)
+    report(1)
     total = torch.zeros_like(neutral[:, :1])
     for start in range(0, num_poses, batch_size):
         chunk = poses[start:start + batch_size].to(teacher.device)
         face = STUDENT_FACE_BOX.crop(teacher.pose_all(prepared, chunk).face_morphed_full)
         total += (face.float() - neutral.float()).abs().mean(dim=1, keepdim=True).sum(dim=0, keepdim=True)
+        report(len(chunk))
     change = total / num_poses
     mask = (change > CHANGE_THRESHOLD).float()
     return F.max_pool2d(mask, 2 * DILATE_PX + 1, stride=1, padding=DILATE_PX)
