@@ -334,6 +334,16 @@ def test_setup_that_cannot_leave_time_to_train_stops_at_once_naming_a_pool_size(
                      progress=False, student=_tiny_student())
     assert result.steps == 2
 
+    # a resumed run is not checked: with its budget spent it still takes a step and writes its file
+    ticks = iter(range(10**9))
+    monkeypatch.setattr(loop, "time", types.SimpleNamespace(perf_counter=lambda: next(ticks) * 0.5))
+    first = distill(_image(), teacher, replace(config, examples=8), out_dir=tmp_path / "resumed", name="tiny",
+                    progress=False, stop_after_minutes=1e-9, student=_tiny_student())
+    assert first.steps == 1 and not first.complete
+    resumed = distill(_image(), teacher, replace(config, examples=8), out_dir=tmp_path / "resumed", name="tiny",
+                      progress=False, resume=True, max_minutes=1e-9, student=_tiny_student())
+    assert resumed.steps == 2 and (tmp_path / "resumed" / "tiny.kyara").exists()
+
 
 def test_setup_shows_its_teacher_poses_as_a_progress_bar(tmp_path, capsys):
     """Before the first step the pool, the held-out targets and the mask's poses (+ the rest pose) count up one bar."""

@@ -442,8 +442,10 @@ def distill(image: torch.Tensor, teacher, config: DistillConfig = DistillConfig(
         deadline = t_start + max_minutes * 60 - elapsed_before if max_minutes else None
         setup_bar = tqdm(total=pool.chunks_to_make(first_chunks) * pool.chunk + other_poses, disable=not progress,
                          unit="pose", dynamic_ncols=True, desc=f"prepare {name} (teacher)")
-        setup = SetupProgress(setup_bar.total, setup_bar, deadline if ranks.world == 1 else None, name, device,
-                              config, other_poses)
+        # the budget check is for a new run on one device: a resumed run has its budget's remainder to finish in
+        # (it stops after a step and still writes its file), and ranks could disagree on the projection
+        setup = SetupProgress(setup_bar.total, setup_bar, deadline if ranks.world == 1 and start_step == 0 else None,
+                              name, device, config, other_poses)
         pool.advance_to(first_chunks, on_chunk=setup.update)
         eval_poses = sampler(config.eval_poses, _generator(config.seed, 2)).to(device)
         eval_targets = None
