@@ -175,8 +175,7 @@ class TeacherPool:
     def advance_to(self, chunks: int, on_chunk: Callable[[int], None] | None = None) -> None:
         """Make chunks up to index `chunks` (exclusive); skips ones that would be overwritten anyway.
         on_chunk(poses) is called after each chunk (SetupProgress)."""
-        first = max(self.chunks_made, chunks - self.num_slots)
-        for k in range(first, chunks):
+        for k in range(chunks - self.chunks_to_make(chunks), chunks):
             self.make_chunk(k)
             if on_chunk is not None:
                 on_chunk(self.chunk)
@@ -195,7 +194,7 @@ class SetupProgress:
     alone takes over an hour: without the bar a CPU run sat silent that long, and a `--minutes` budget could
     not be kept. The first batch warms the teacher up (CUDA start-up, kernel selection) and is not timed; after
     CHECK_AFTER_POSES more the rest is projected at their rate, and if the setup would take more than half of
-    the time left (deadline: the budget's end; None = no budget, no check) the run stops at once with a
+    the time left (deadline: the budget's end; None = no budget, no check) the run stops there with a
     KyaraError that names a --pool-size which would fit.
     """
     CHECK_AFTER_POSES = 32   # one teacher chunk at the default teacher_batch_size
