@@ -48,7 +48,7 @@ poll)
   while (( $(date +%s) < end )) && [[ -z $target || ! -f $out/$target/eval.json ]]; do sleep 10; done
   tail -3 "$out/queue.out" || true
   for f in "$out"/*/*_s*/distill.out; do
-    [[ -f $f ]] && { echo "== $f"; tail -c 400 "$f" | tr '\r' '\n' | grep . | tail -1; }
+    if [[ -f $f ]]; then echo "== $f"; tail -c 400 "$f" | tr '\r' '\n' | grep . | tail -1 || true; fi
   done
   TABLE_ONLY=1 bash "$here/recipe_ablation_gpu.sh" "$out" | tail -15
   grep -h rollback "$out"/*/*_s*/work/log.jsonl 2>/dev/null | head -5 || true
@@ -56,8 +56,8 @@ poll)
   for d in "$out"/*/*_s*; do
     [[ -d $d ]] || continue
     files=()
-    for f in eval.json student.kyara work/log.jsonl distill.out; do [[ -f $d/$f ]] && files+=("$f"); done
-    [[ -f $d/eval.json ]] || { [[ -f $d/work/checkpoint.safetensors ]] && files+=(work/checkpoint.safetensors); }
+    for f in eval.json student.kyara work/log.jsonl distill.out; do if [[ -f $d/$f ]]; then files+=("$f"); fi; done
+    if [[ ! -f $d/eval.json && -f $d/work/checkpoint.safetensors ]]; then files+=(work/checkpoint.safetensors); fi
     if (( ${#files[@]} )); then tar -cf "$dest/$(basename "$(dirname "$d")")_$(basename "$d").tar" -C "$d" "${files[@]}"; fi
   done
   ls -la "$dest"
