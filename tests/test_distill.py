@@ -544,6 +544,32 @@ def test_distill_restores_the_callers_tf32_flags(tmp_path):
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
 
 
+def test_lr_floor_raises_only_the_rates_below_it(monkeypatch, tmp_path):
+    """lr_floor (a recipe candidate): rates at or above floor × the first phase's are THA4's; the ones below it (the
+    late phases) become that; both decays, both networks' schedules; the CLI sets it; old runs had none."""
+    from dataclasses import replace
+
+    from kyara.distill.config import THA4_BODY_PHASES, THA4_FACE_PHASES, lr_at, step_lr
+
+    for phases in (THA4_BODY_PHASES, THA4_FACE_PHASES):
+        floor = 0.1 * phases[0].lr
+        for f in (0.0, 0.1, 0.3, 0.55, 0.7, 0.9, 1.0):
+            for decay in ("steps", "exponential"):
+                plain = lr_at(phases, f, decay)
+                assert lr_at(phases, f, decay, 0.1) == pytest.approx(max(plain, floor))
+    assert lr_at(THA4_BODY_PHASES, 0.0, floor=0.1) == 1e-4            # the first phase: unchanged
+    assert lr_at(THA4_BODY_PHASES, 0.95, floor=0.1) == pytest.approx(1e-5)   # THA4's last: 3e-6
+    config = replace(TINY, lr_floor=0.1)
+    assert step_lr(config.body_phases, config, 99, 100) == pytest.approx(0.1 * config.body_phases[0].lr * config.lr_scale)
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ValueError, match="lr_floor must be in"):
+            replace(TINY, lr_floor=bad)
+    assert DistillConfig.from_json(json.dumps({k: v for k, v in json.loads(TINY.to_json()).items()
+                                               if k != "lr_floor"})).lr_floor == 0.0
+    config, _ = _cli_distill_config(monkeypatch, tmp_path, "--lr-floor", "0.1")
+    assert config.lr_floor == 0.1
+
+
 def test_exponential_lr_decay_runs_between_the_schedules_end_rates(tmp_path):
     """lr_decay "exponential" (a recipe candidate): the same first and last rates as THA4's steps, geometric in
     between; the loop sets it every step (the last step's rate is in the final checkpoint); "steps" is THA4's."""

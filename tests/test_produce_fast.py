@@ -27,16 +27,31 @@ def sample():
 
 @needs_sample
 def test_fast_networks_equal_the_modules(sample):
-    """The CPU evaluator (Student.body_features / face_rgba without autograd) equals the modules."""
+    """The CPU evaluator (Student.body_features / face_rgba without autograd) equals the modules: both are float32
+    orderings of the same sums, so each is held to the modules' own float32 error against a float64 evaluation.
+
+    Why not a fixed tolerance: how far float32 strays depends on the student (its sine layers amplify rounding
+    with the size of their weights). Measured on this CPU against float64, max |Δ| over the sample's region:
+    session 7's bundled student modules 1.3e-4, evaluator 1.5e-4; session 19's (trained 3.7× the steps, larger
+    weights) 7.7e-4 and 1.1e-3 (the colour channels; the flow's within 1e-5). Hence ≤ 3× the modules' error, and
+    in absolute terms below half an 8-bit level of the [-1, 1] range (3.9e-3), so frames are unaffected."""
+    import copy
+
     student = sample.poser
     torch.manual_seed(0)
     poses = (torch.rand(1, 45) * 2 - 1) * 0.3
     index = student.body_pixels().output.index
+    exact = copy.deepcopy(student).double()
     with torch.inference_mode():
         body = student.body_morpher.features(poses).permute(0, 2, 3, 1).reshape(1, -1, 7)[:, index]
         face = student.face_morpher(poses[:, FACE_ALL])
-        assert (student.body_features(poses) - body).abs().max() < 2e-4
-        assert (student.face_rgba(poses[:, FACE_ALL]) - face).abs().max() < 2e-4
+        body64 = exact.body_morpher.features(poses.double()).permute(0, 2, 3, 1).reshape(1, -1, 7)[:, index]
+        face64 = exact.face_morpher(poses[:, FACE_ALL].double())
+        for fast, modules, ref in ((student.body_features(poses), body, body64),
+                                   (student.face_rgba(poses[:, FACE_ALL]), face, face64)):
+            modules_error = (modules.double() - ref).abs().max().item()
+            fast_error = (fast.double() - ref).abs().max().item()
+            assert fast_error <= 3 * modules_error + 1e-6 and fast_error < 0.5 * 2 / 255, (fast_error, modules_error)
 
 
 @needs_sample

@@ -10,7 +10,8 @@ shipped float16 weights 58.8-60.4 dB; 45 dB is the acceptance bar, not a measure
 The lite student (kyara.student.lite.LiteStudent, same float16 weights, its face plan in the .kyw)
 against the PyTorch LiteStudent: 66.6-68.6 dB on the 20 poses (llvmpipe, body grids 8/24/96, 2026-12-04;
 66.2-68.5 with the earlier 32/64/128), 3-4 s a frame under load, so three of its poses run in the fast
-suite and the 20 in the slow one.
+suite and the 20 in the slow one. The student bundled since 2026-12-06 (session 19, better trained, larger weights)
+is more sensitive to the float16 weights: lite 49.9-52.6 dB on the 20 poses, full 50.7-51.6 dB on four of them.
 """
 from __future__ import annotations
 
@@ -125,10 +126,12 @@ def test_wgsl_lite_matches_pytorch_lite_student(lite_character, wgsl_lite):
     """Three of the 20 poses (rest, a turned preset, a random one) in the fast suite."""
     poses = exactness_poses(20)[[0, 2, 12]]
     scores = check_poses(lite_character, wgsl_lite, poses)
-    # it is the lite student, not the full one: on the turned preset the page's frame is much closer to
-    # PyTorch's lite frame (~67 dB measured) than to the full student's (~51 dB)
+    # it is the lite student, not the full one: on the turned preset the page's frame is clearly closer to
+    # PyTorch's lite frame than to the full student's. Measured (llvmpipe): session 7's bundled student 67 vs 51 dB;
+    # session 19's 52.6 vs 43.1 dB, and over the 20 poses lite 49.9-52.6 against full 39.6-44.1 dB, the gap never
+    # under 6.1 dB (its larger weights make float16 weights cost more). 5 dB keeps the test's point with a margin.
     full = load_character(SAMPLE_CHARACTER)
-    assert psnr_u8(wgsl_lite.render(poses[1]), reference(full, poses[1])) < scores[1] - 10
+    assert psnr_u8(wgsl_lite.render(poses[1]), reference(full, poses[1])) < scores[1] - 5
 
 
 @pytest.mark.slow

@@ -59,6 +59,9 @@ def register(sub) -> None:
     p.add_argument("--lr-decay", choices=["steps", "exponential"], default=DEFAULTS.lr_decay,
                    help="steps: THA4's learning rate per phase (the default); exponential: a smooth geometric decay "
                         "between the same first and last rates (unmeasured; docs/distill.md)")
+    p.add_argument("--lr-floor", type=float, default=DEFAULTS.lr_floor, metavar="F",
+                   help="no learning rate falls below F × the schedule's first (0 = off, the default; e.g. 0.2 runs THA4's last "
+                        "three body phases at 2e-5 × --lr-scale). Unmeasured: a recipe candidate for short runs (docs/distill.md)")
     p.add_argument("--lr-warmup", dest="lr_warmup_steps", type=int, default=DEFAULTS.lr_warmup_steps, metavar="STEPS",
                    help="ramp every learning rate up linearly over the first STEPS steps (0 = off, the default); "
                         "meant for --init-from, whose weights the full-size first steps scatter (docs/distill.md)")

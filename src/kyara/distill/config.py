@@ -48,6 +48,9 @@ class DistillConfig:
                                             # never learned, at 6 it blew up at step ~6,000 in one of two runs, at 3 never (H100, twin_tails)
     lr_decay: str = "steps"                 # "steps": each phase's LR (THA4); "exponential": a smooth geometric decay from the first phase's LR
                                             # to the last's (lr_at). Unmeasured: a candidate for the recipe ablation (docs/distill.md)
+    lr_floor: float = 0.0                   # > 0: no rate falls below lr_floor × the schedule's first (before the scales), e.g. 0.2: THA4's
+                                            # last three body phases at 2e-5 (were 1e-5, 1e-5, 3e-6). Why: ×6 on every rate gained +0.42 dB in a 10-minute
+                                            # run, ×12 lost 0.9 dB from its start (session 19), so only the late rates look too low; unmeasured
     lr_warmup_steps: int = 0                # > 0: the first N steps ramp every rate linearly up to the schedule's ((step + 1) / N of it),
                                             # e.g. for a warm start (init_from), whose weights Adam's full-size first steps would scatter
     ema_decay: float = 0.0                  # > 0: keep an exponential moving average of the student's weights (ema.WeightAverage,
@@ -126,6 +129,8 @@ class DistillConfig:
             raise ValueError(f"DistillConfig.body_pixel_tile must be a power of 2 up to 512, got {self.body_pixel_tile}")
         if self.lr_decay not in ("steps", "exponential"):
             raise ValueError(f"DistillConfig.lr_decay must be steps or exponential, got {self.lr_decay!r}")
+        if not 0 <= self.lr_floor <= 1:
+            raise ValueError(f"DistillConfig.lr_floor must be in [0, 1] (a fraction of the first phase's rate; 0 = off), got {self.lr_floor}")
         if not (self.ema_decay == 0 or 0 < self.ema_decay < 1):
             raise ValueError(f"DistillConfig.ema_decay must be 0 (off) or in (0, 1), got {self.ema_decay}")
         if self.divergence_check_steps < 0:
@@ -169,6 +174,7 @@ PREDATING_VALUES: dict[str, object] = {
     "edge_weight": 0.0,  # nor an edge term (new runs: 0 too, until an ablation shows a gain)
     "amp": "",           # nor fp16 autocast
     "lr_decay": "steps",  # nor a choice of learning-rate decay (THA4's steps)
+    "lr_floor": 0.0,      # nor a floor under the late rates
     "ema_decay": 0.0,     # nor a weight average
     "lr_warmup_steps": 0,  # nor a learning-rate warm-up
     "init_from": "",      # nor a warm start
@@ -194,16 +200,18 @@ def body_phase_at(config: "DistillConfig", fraction: float) -> Phase:
     return phase if config.flow_weight == 1 else replace(phase, w_flow=phase.w_flow * config.flow_weight)
 
 
-def lr_at(phases: tuple[Phase, ...], fraction: float, decay: str = "steps") -> float:
+def lr_at(phases: tuple[Phase, ...], fraction: float, decay: str = "steps", floor: float = 0.0) -> float:
     """The learning rate (before lr_scale) at `fraction` ∈ [0, 1] of a run: the phase's (decay "steps", THA4's
     schedule), or (decay "exponential") first_lr · (last_lr / first_lr) ** fraction, the same start and end
     without the plateaus. Why offer it: in a 10-minute parts run (docs/benchmarks.md, session 13) every gain in
     held-out PSNR came right after an LR drop and the PSNR stayed flat between drops, i.e. the run sat at the
-    noise floor of each LR for minutes."""
-    if decay == "steps":
-        return phase_at(phases, fraction).lr
+    noise floor of each LR for minutes. floor > 0: never below floor × the first phase's rate."""
     first, last = phases[0].lr, phases[-1].lr
-    return first * (last / first) ** min(max(fraction, 0.0), 1.0)
+    if decay == "steps":
+        lr = phase_at(phases, fraction).lr
+    else:
+        lr = first * (last / first) ** min(max(fraction, 0.0), 1.0)
+    return max(lr, floor * first)
 
 
 def step_lr(phases: tuple[Phase, ...], config: "DistillConfig", step: int, steps_total: int,
@@ -212,7 +220,7 @@ def step_lr(phases: tuple[Phase, ...], config: "DistillConfig", step: int, steps
     `steps_total`: the schedule's (lr_at, with config.lr_decay), × config.lr_scale (the face: × face_lr_scale
     where that is set), × the warm-up's (step + 1) / lr_warmup_steps while that is < 1."""
     scale = config.face_lr_scale if network == "face" and config.face_lr_scale else config.lr_scale
-    lr = lr_at(phases, step / steps_total, config.lr_decay) * scale
+    lr = lr_at(phases, step / steps_total, config.lr_decay, config.lr_floor) * scale
     if config.lr_warmup_steps and step < config.lr_warmup_steps:
         lr *= (step + 1) / config.lr_warmup_steps
     return lr
