@@ -397,7 +397,9 @@ def test_gpu_fp16_inference_of_the_bundled_student_is_45_db_from_fp32_and_graph_
     student.kernels = "triton"
     img16, p16 = image.half(), poses.half()
     eager = student.pose(img16, p16)
-    assert float(psnr(eager.float(), ref).min()) >= 45.0
+    per_pose = psnr(eager.float(), ref)
+    print(f"fp16 fused vs fp32 torch, 8 poses: min {float(per_pose.min()):.2f} dB, max {float(per_pose.max()):.2f} dB")
+    assert float(per_pose.min()) >= 45.0
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):

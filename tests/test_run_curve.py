@@ -1,0 +1,69 @@
+"""benchmarks/run_curve.py: the per-phase reading of a distillation run's log (docs/benchmarks.md, session 20)."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from kyara.distill.config import THA4_BODY_PHASES
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run_curve():
+    spec = importlib.util.spec_from_file_location("run_curve", ROOT / "benchmarks" / "run_curve.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_phase_ends_are_medians_of_their_last_three_evaluations_and_gains_their_differences(tmp_path):
+    rc = _run_curve()
+    total = 1500
+    rows, expected = [], []
+    start = 0
+    for i, phase in enumerate(THA4_BODY_PHASES):
+        end = round(phase.until * total)
+        # five evaluations inside the phase; the last three are 20+i, 30+i (a dip, as at a phase change), 21+i
+        points = [start + (end - start) * k // 5 for k in range(1, 6)]
+        for psnr, ex in zip((10.0, 11.0, 20.0 + i, 30.0 + i, 21.0 + i), points):
+            rows.append({"step": ex, "examples": ex, "minutes": 0.0, "psnr": psnr})
+        expected.append(21.0 + i)
+        start = end
+    log = tmp_path / "log.jsonl"
+    log.write_text("".join(json.dumps(r) + "\n" for r in rows) + json.dumps({"rollback": "face"}) + "\n")
+    table = rc.phase_table(rc.read_log(log), total)
+    assert [t[0] for t in table] == [1, 2, 3, 4, 5, 6]
+    assert [t[2] for t in table] == expected
+    assert [t[3] for t in table[1:]] == [1.0] * 5 and math.isnan(table[0][3])   # the first phase has no gain
+    assert rc.main([str(log)]) == 0
+
+
+def test_a_log_without_progress_lines_or_with_a_broken_line_is_named(tmp_path):
+    rc = _run_curve()
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text(json.dumps({"rollback": "body"}) + "\n")
+    with pytest.raises(SystemExit, match="empty.jsonl: no progress lines"):
+        rc.read_log(empty)
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"psnr": 1, "examples": 2}\n{"psnr": \n')
+    with pytest.raises(SystemExit, match="broken.jsonl:2: not a JSON line"):
+        rc.read_log(broken)
+
+
+def test_it_reads_the_log_a_real_run_writes(tmp_path):
+    """The key names it reads are the loop's (a tiny CPU run, as in tests/test_distill.py)."""
+    from test_distill import TINY, FakeTeacher, _image, _tiny_student
+
+    from kyara.distill import distill
+    from kyara.distill.loop import LOG_NAME
+
+    distill(_image(), FakeTeacher(), replace(TINY, examples=6), out_dir=tmp_path, progress=False, student=_tiny_student())
+    rc = _run_curve()
+    rows = rc.read_log(tmp_path / LOG_NAME)
+    assert rows[-1]["examples"] == 6
+    assert rc.phase_table(rows, 6)[-1][0] == 6
