@@ -24,7 +24,10 @@ means the student is limited by how far optimisation got, not by generalisation.
 gradient: at the student's weights, on --poses sampler poses (seed 99) in batches of 2, the gradient over the body
 morpher's parameters of (a) the flow term (kyara.distill.losses.body_loss with only the phase's w_flow), (b) the
 image terms (body_loss with the phase's other weights and the default --blended-l2: blended L1 + MSE, warped,
-colour), (c) the blended image's MSE alone; each summed over the batches; their norms and cosines.
+colour), (c) the blended image's MSE alone, (d) the warped image's MSE (what --warped-l2 adds), (e) the first-order
+warp error (the flow error times the input's gradient at the teacher's sampling point, squared); each summed over
+the batches; their norms and cosines. First the blended image's MSE and that of the teacher's own alpha and colour
+over the student's warp: the share of the error the flow causes.
 
 CPU, THA3 teacher: ~1 s a pose on a 2-core CPU (teacher and student), the gradient ~10 s a pair.
 """
@@ -46,6 +49,7 @@ from kyara.eval.metrics import psnr
 from kyara.pose import NUM_PARAMETERS
 from kyara.pose_sampler import sample_poses
 from kyara.student.body_morpher import BodyMorpher
+from kyara.nn.warp import apply_flow
 from kyara.teacher import load_teacher
 
 PX = 256.0   # flow units ([-1, 1] over 512 px) → pixels
@@ -127,20 +131,38 @@ def gradient(character, teacher, prepared, num_poses: int, phase_index: int) -> 
     params = list(student.body_morpher.parameters())
     poses = sample_poses(num_poses, torch.Generator().manual_seed(99))
     sums: dict[str, torch.Tensor] = {}
+    mse = {"blended": 0.0, "teacher's alpha and colour over the student's warp": 0.0}
     for i in range(0, num_poses, 2):
         pose = poses[i:i + 2]
         with torch.no_grad():
             out = teacher.pose_all(prepared, pose)
         body = student.body_outputs(out.face_morphed_full, pose)
-        targets = (out.image, out.editor.warped_image, out.editor.flow)
+        e = out.editor
+        targets = (out.image, e.warped_image, e.flow)
+        with torch.no_grad():   # the teacher's warp of the same input, 1 px either way: its gradient by the flow
+            source, px = out.face_morphed_full, 2.0 / 512
+            dx, dy = torch.zeros_like(e.flow), torch.zeros_like(e.flow)
+            dx[:, 0], dy[:, 1] = px, px
+            jx = (apply_flow(source, e.flow + dx) - apply_flow(source, e.flow - dx)) / (2 * px)
+            jy = (apply_flow(source, e.flow + dy) - apply_flow(source, e.flow - dy)) / (2 * px)
+            mse["blended"] += float((body.image - out.image).square().mean())
+            mse["teacher's alpha and colour over the student's warp"] += float(
+                (e.alpha * e.color_change + (1 - e.alpha) * body.warped - out.image).square().mean())
+        error = body.flow - e.flow
         terms = {"flow term": body_loss(body, *targets, flow_only, blended_l2=blended_l2)[0],
                  "image terms": body_loss(body, *targets, image_only, blended_l2=blended_l2)[0],
-                 "blended MSE": (body.image - out.image).square().mean()}
+                 "blended MSE": (body.image - out.image).square().mean(),
+                 "warped MSE": (body.warped - e.warped_image).square().mean(),
+                 "first-order warp error": (jx * error[:, 0:1] + jy * error[:, 1:2]).square().mean()}
         for name, term in terms.items():
             g = torch.cat([x.reshape(-1) for x in torch.autograd.grad(term, params, retain_graph=True)])
             sums[name] = sums.get(name, 0) + g
     names = list(sums)
     print(f"phase {phase_index} {phase}, --blended-l2 {blended_l2:g}, {num_poses} poses\n")
+    print("| image MSE (model space, mean over the pose pairs) | value |\n|---|---|")
+    for key, value in mse.items():
+        print(f"| {key} | {value / len(range(0, num_poses, 2)):.3e} |")
+    print()
     print("| gradient of | norm | " + " | ".join(f"cosine with {n}" for n in names) + " |\n|---|---|"
           + "---|" * len(names))
     for a in names:

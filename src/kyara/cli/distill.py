@@ -121,6 +121,10 @@ def register(sub) -> None:
     p.add_argument("--edge-weight", type=float, default=DEFAULTS.edge_weight, metavar="W",
                    help="add W × the blended image's squared error on the teacher's silhouette edges (a 5-px "
                         "band) to the body loss; 0 = off (the default until measured)")
+    p.add_argument("--warped-l2", type=float, default=DEFAULTS.warped_l2, metavar="W",
+                   help="add W × MSE of the warped image (the input moved by the student's flow, against the teacher's "
+                        "flow) to the body loss, weighted by phase like --blended-l2: a direct push on the flow where the "
+                        "image has detail; 0 = off (the default until measured; docs/distill.md)")
     p.add_argument("--body-pixel-fraction", type=float, default=DEFAULTS.body_pixel_fraction, metavar="F",
                    help="train the body network on a random 1/round(1/F) of the character region per step "
                         "(cheaper steps, noisier gradients; 1 = every pixel, the exact loss). The default 0.25 with "
@@ -155,6 +159,8 @@ def checked_config(args) -> DistillConfig:
         raise KyaraError(f"--flow-weight must be a number >= 0, got {args.flow_weight:g}")
     if not 0 <= args.edge_weight < math.inf:
         raise KyaraError(f"--edge-weight must be a number >= 0, got {args.edge_weight:g}")
+    if not 0 <= args.warped_l2 < math.inf:
+        raise KyaraError(f"--warped-l2 must be a number >= 0, got {args.warped_l2:g}")
     if args.examples is None:
         args.examples = 0 if args.minutes else DEFAULTS.examples
     args.amp = args.amp or ""

@@ -88,6 +88,9 @@ class DistillConfig:
                                             # term is ~1/2,300 of the late body loss's gradient (twin_tails student, CPU; docs/distill.md), ~23× less
                                             # than in THA4's loss, while the flow is what limits a student. 1 = THA4's weights; unmeasured
     edge_weight: float = 0.0                # extra blended-image MSE on the teacher's silhouette edges (losses.alpha_edges); off until measured
+    warped_l2: float = 0.0                  # extra MSE of the warped image (the input moved by the student's flow against the teacher's flow),
+                                            # × the phase's w_blended as blended_l2: pushes the flow, what limits a student, where the image has
+                                            # detail, which the blended MSE reaches only through (1 − alpha). Off until measured (docs/distill.md)
     mask_poses: int = 64                    # poses used to derive the movable-parts mask
     region: bool = True                     # body morpher trained (and run) only where the character can be
     region_margin_px: int = 12              # dilation of that region (covers poses beyond the pool's; ≥ flow_weight's 8)
@@ -116,6 +119,8 @@ class DistillConfig:
             raise ValueError(f"DistillConfig.flow_weight must be a number >= 0, got {self.flow_weight}")
         if not 0 <= self.edge_weight < float("inf"):
             raise ValueError(f"DistillConfig.edge_weight must be a number >= 0, got {self.edge_weight}")
+        if not 0 <= self.warped_l2 < float("inf"):
+            raise ValueError(f"DistillConfig.warped_l2 must be a number >= 0, got {self.warped_l2}")
         if self.amp not in ("", "fp16"):
             raise ValueError(f"DistillConfig.amp must be '' (off) or 'fp16'; got {self.amp!r}")
         if self.width_multiple not in (1, 2, 4, 8, 16, 32):
@@ -172,6 +177,7 @@ class DistillConfig:
 PREDATING_VALUES: dict[str, object] = {
     "blended_l2": 0.0,   # old checkpoints had no blended-image MSE term (new runs: 40)
     "edge_weight": 0.0,  # nor an edge term (new runs: 0 too, until an ablation shows a gain)
+    "warped_l2": 0.0,    # nor a warped-image MSE term (new runs: 0 too, until an ablation shows a gain)
     "amp": "",           # nor fp16 autocast
     "lr_decay": "steps",  # nor a choice of learning-rate decay (THA4's steps)
     "lr_floor": 0.0,      # nor a floor under the late rates

@@ -53,8 +53,8 @@ def alpha_edges(target_image: torch.Tensor, dilate_px: int = EDGE_DILATE_PX) -> 
 
 def body_loss(student, target_image: torch.Tensor, target_warped: torch.Tensor, target_flow: torch.Tensor,
               phase: Phase, masked_flow: bool = True, blended_l2: float = 0.0, edge_weight: float = 0.0, *,
-              flow_w: torch.Tensor | None = None, edges: torch.Tensor | None = None, pixel_share: float = 1.0
-              ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+              flow_w: torch.Tensor | None = None, edges: torch.Tensor | None = None, pixel_share: float = 1.0,
+              warped_l2: float = 0.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """THA4's four-term body loss. student: BodyMorpherOutput; targets (N, C, 512, 512).
 
     The direct colour output is pulled towards the teacher's final image, as in THA4. With
@@ -66,6 +66,11 @@ def body_loss(student, target_image: torch.Tensor, target_warped: torch.Tensor, 
     edge_weight > 0 adds edge_weight × the mean over pixels of alpha_edges × the blended image's squared
     error (also × w_blended; logged as "edge_mse"): more push still on the silhouette edges, where most of
     the squared error sits (issue 16). edge_weight = 0 (the default) leaves the loss exactly as it was.
+    warped_l2 > 0 adds warped_l2 × the MSE of the warped image against target_warped (the same input moved by
+    the teacher's flow), also × w_blended (logged as "warped_mse"): the blended MSE reaches the flow only
+    through (1 − alpha), and the student's alpha can paint over a flow error with blur; this term asks the
+    flow itself to be right wherever the image has detail (in flat regions a flow error changes nothing).
+    warped_l2 = 0 (the default) leaves the loss exactly as it was.
 
     On a pixel subset (training with DistillConfig.body_pixel_fraction < 1) every tensor is (N, C, M) at M
     sampled pixels of the region, flow_w and edges are flow_weight and alpha_edges of the whole target
@@ -92,4 +97,7 @@ def body_loss(student, target_image: torch.Tensor, target_warped: torch.Tensor, 
         e = alpha_edges(target_image) if edges is None else edges
         terms["edge_mse"] = pixel_share * (e * (student.image - target_image).square()).mean()
         total = total + phase.w_blended * edge_weight * terms["edge_mse"]
+    if warped_l2:
+        terms["warped_mse"] = pixel_share * (student.warped - target_warped).square().mean()
+        total = total + phase.w_blended * warped_l2 * terms["warped_mse"]
     return total, {k: v.detach() for k, v in terms.items()}   # tensors: no GPU sync per step

@@ -44,7 +44,7 @@ def subset_body_loss(forward: "TrainForward", body_input: torch.Tensor, poses: t
         edges = gather(alpha_edges(final)) if config.edge_weight else None
     out = forward.body_at(body_input, poses, pixels)
     return body_loss(out, gather(final), target_warped, flow_at, phase, config.masked_flow, config.blended_l2,
-                     config.edge_weight, flow_w=flow_w, edges=edges, pixel_share=share)
+                     config.edge_weight, flow_w=flow_w, edges=edges, pixel_share=share, warped_l2=config.warped_l2)
 
 
 def subset_face_loss(forward: "TrainForward", face_poses: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
@@ -306,7 +306,8 @@ class TrainStep:
                 target_warped = apply_flow(body_input, target_flow)
             with precision.autocast():
                 loss_body, terms = body_loss(forward.body(body_input, poses), final, target_warped, target_flow,
-                                             body_phase, config.masked_flow, config.blended_l2, config.edge_weight)
+                                             body_phase, config.masked_flow, config.blended_l2, config.edge_weight,
+                                             warped_l2=config.warped_l2)
         else:
             with precision.autocast():
                 loss_body, terms = subset_body_loss(forward, body_input, poses, final, target_flow, *body_part,
