@@ -98,29 +98,6 @@ def test_edge_term_gradient_sits_on_the_edge_band():
     assert torch.count_nonzero(extra[0].abs().sum(0)[~edges]) == 0
 
 
-def test_config_and_cli_option():
-    with pytest.raises(ValueError, match="edge_weight"):
-        DistillConfig(edge_weight=-1.0)
-    assert DistillConfig().edge_weight == 0.0   # off by default until an ablation shows a gain
-    # a config saved before the field existed reads as "off"
-    saved = json.loads(DistillConfig().to_json())
-    del saved["edge_weight"]
-    assert DistillConfig.from_json(json.dumps(saved)).edge_weight == 0.0
-
-    import argparse
-
-    from kyara.cli import distill as cli_distill
-    from kyara.errors import KyaraError
-
-    parser = argparse.ArgumentParser()
-    cli_distill.register(parser.add_subparsers())
-    args = parser.parse_args(["distill", "x.png", "-o", "x.kyara", "--edge-weight", "4"])
-    assert cli_distill.checked_config(args).edge_weight == 4.0
-    args = parser.parse_args(["distill", "x.png", "-o", "x.kyara", "--edge-weight", "-1"])
-    with pytest.raises(KyaraError, match="--edge-weight"):
-        cli_distill.checked_config(args)
-
-
 def test_distill_loop_passes_the_edge_weight(tmp_path):
     """The loop hands DistillConfig.edge_weight to the body loss: the term shows in log.jsonl when on."""
     from dataclasses import replace

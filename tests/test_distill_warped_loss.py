@@ -64,23 +64,27 @@ def test_warped_term_gradient_reaches_only_the_warped_image():
             assert g is None or torch.count_nonzero(g.abs() > 1e-9) == 0, name
 
 
-def test_config_and_cli_option():
-    with pytest.raises(ValueError, match="warped_l2"):
-        DistillConfig(warped_l2=-1.0)
-    assert DistillConfig().warped_l2 == 0.0   # off by default until an ablation shows a gain
+@pytest.mark.parametrize("field, flag", [("warped_l2", "--warped-l2"), ("edge_weight", "--edge-weight")])
+def test_extra_loss_terms_are_off_by_default_and_checked(field, flag):
+    """The two opt-in body-loss terms (this one and the edge term, tests/test_distill_edge_loss.py): off by
+    default until an ablation shows a gain, off for configs saved before they existed, validated in the config
+    and on the command line."""
+    with pytest.raises(ValueError, match=field):
+        DistillConfig(**{field: -1.0})
+    assert getattr(DistillConfig(), field) == 0.0
     saved = json.loads(DistillConfig().to_json())
-    del saved["warped_l2"]          # a config saved before the field existed reads as "off"
-    assert DistillConfig.from_json(json.dumps(saved)).warped_l2 == 0.0
+    del saved[field]
+    assert getattr(DistillConfig.from_json(json.dumps(saved)), field) == 0.0
 
     from kyara.cli import distill as cli_distill
     from kyara.errors import KyaraError
 
     parser = argparse.ArgumentParser()
     cli_distill.register(parser.add_subparsers())
-    args = parser.parse_args(["distill", "x.png", "-o", "x.kyara", "--warped-l2", "40"])
-    assert cli_distill.checked_config(args).warped_l2 == 40.0
-    args = parser.parse_args(["distill", "x.png", "-o", "x.kyara", "--warped-l2", "-1"])
-    with pytest.raises(KyaraError, match="--warped-l2"):
+    args = parser.parse_args(["distill", "x.png", "-o", "x.kyara", flag, "40"])
+    assert getattr(cli_distill.checked_config(args), field) == 40.0
+    args = parser.parse_args(["distill", "x.png", "-o", "x.kyara", flag, "-1"])
+    with pytest.raises(KyaraError, match=flag):
         cli_distill.checked_config(args)
 
 
