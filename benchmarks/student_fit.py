@@ -46,10 +46,10 @@ from kyara.distill.loop import _generator
 from kyara.distill.losses import body_loss
 from kyara.eval.evaluate import HELDOUT_SEED
 from kyara.eval.metrics import psnr
+from kyara.nn.warp import apply_flow
 from kyara.pose import NUM_PARAMETERS
 from kyara.pose_sampler import sample_poses
 from kyara.student.body_morpher import BodyMorpher
-from kyara.nn.warp import apply_flow
 from kyara.teacher import load_teacher
 
 PX = 256.0   # flow units ([-1, 1] over 512 px) → pixels
