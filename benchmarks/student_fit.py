@@ -183,8 +183,11 @@ def main() -> None:
     teacher = load_teacher(character.teacher_name, device="cpu")
     prepared = teacher.prepare(character.image)
     print(f"{args.character}: {args.what}, CPU\n")
-    if args.what != "seen":
-        character.poser.set_region(None)   # the whole canvas: the flow wherever the teacher's output is
+    if args.what == "smooth":
+        # the whole canvas: the flow wherever the teacher's output is. seen and gradient keep the region the
+        # student was trained and is run on (outside it the body morpher is untrained, and a student renders its
+        # input there): on the whole canvas the bundled sample's blended MSE is 16× its in-region value
+        character.poser.set_region(None)
     if args.what == "smooth":
         smooth(character, teacher, prepared, args.poses or 8)
     elif args.what == "seen":
