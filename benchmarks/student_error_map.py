@@ -19,6 +19,7 @@ import math
 import torch
 
 from kyara.character import SAMPLE_CHARACTER, load_character
+from kyara.pose import ROTATION
 from kyara.pose_sampler import sample_poses
 from kyara.eval.metrics import to_display
 from kyara.geometry import FACE_MORPHER_BOX, STUDENT_FACE_BOX
@@ -31,12 +32,18 @@ def main() -> None:
     ap.add_argument("--poses", type=int, default=12)
     ap.add_argument("--seed", type=int, default=12345)
     ap.add_argument("--map", default=None, help="write the body-only squared-error map here (PNG)")
+    ap.add_argument("--rotation-scale", type=float, default=1.0, metavar="S",
+                    help="the poses' six rotation parameters × S in [0, 1], as `kyara eval --rotation-scale` "
+                         "(0: expressions only, the body at rest)")
     args = ap.parse_args()
     ch = load_character(args.character)
     teacher = load_teacher(ch.teacher_name, device="cpu")
     prepared = teacher.prepare(ch.image)
     student = ch.poser
+    if not 0.0 <= args.rotation_scale <= 1.0:
+        ap.error(f"--rotation-scale must be in [0, 1], got {args.rotation_scale}")
     poses = sample_poses(args.poses, torch.Generator().manual_seed(args.seed))
+    poses[:, ROTATION] *= args.rotation_scale
     whole = torch.zeros(512, 512)
     body_only = torch.zeros(512, 512)
     swapped = {"teacher's blend over the student's warp": 0.0, "student's blend over the teacher's warp": 0.0}
@@ -66,7 +73,7 @@ def main() -> None:
     box = torch.zeros(512, 512, dtype=torch.bool)
     box[STUDENT_FACE_BOX.rows, STUDENT_FACE_BOX.cols] = True
     ranked = body_only.flatten().sort(descending=True).values.cumsum(0) / body_only.sum()
-    print(f"{args.character}, {args.poses} poses (seed {args.seed}), CPU\n")
+    print(f"{args.character}, {args.poses} poses (seed {args.seed}, rotations × {args.rotation_scale:g}), CPU\n")
     print("| measure | value |\n|---|---|")
     print(f"| PSNR, whole student | {10 * math.log10(1 / whole.mean().item()):.2f} dB |")
     print(f"| PSNR, student body on the teacher's face output | {10 * math.log10(1 / body_only.mean().item()):.2f} dB |")

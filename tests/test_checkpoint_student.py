@@ -1,0 +1,58 @@
+"""benchmarks/checkpoint_student.py: a cut-off run's checkpoint written as a character file (docs/benchmarks.md,
+session 22), so its student can be evaluated anywhere."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from kyara.character import SAMPLE_IMAGE, load_character
+from kyara.distill.config import DistillConfig
+from kyara.distill.ema import WeightAverage
+from kyara.distill.loop import save_checkpoint
+from kyara.distill.step import optimizers
+from kyara.student import Student
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("checkpoint_student", ROOT / "benchmarks" / "checkpoint_student.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("ema", [0.0, 0.999])
+def test_the_file_holds_the_checkpoints_weights_or_their_average(tmp_path, monkeypatch, ema):
+    torch.manual_seed(0)
+    student = Student()
+    region = torch.zeros(512, 512, dtype=torch.bool)
+    region[100:400, 50:450] = True
+    student.set_region(region)
+    config = DistillConfig(ema_decay=ema)
+    face_opt, body_opt = optimizers(student, config, torch.device("cpu"))
+    average = None
+    if ema:
+        average = WeightAverage(student.named_parameters(), ema, updates=123)
+        for a in average.average:              # an average unlike the live weights, so the test can tell them apart
+            a.add_(0.25)
+    ckpt = tmp_path / "checkpoint.safetensors"
+    save_checkpoint(ckpt, student, face_opt, body_opt, 123, config, torch.ones(1, 512, 512), 530.0,
+                    region=region, average=average)
+    out = tmp_path / "partial.kyara"
+    monkeypatch.setattr(sys, "argv", ["checkpoint_student.py", str(ckpt), str(SAMPLE_IMAGE), str(out)])
+    _script().main()
+
+    character = load_character(out)
+    expected = dict(student.named_parameters())
+    for name, p in character.poser.named_parameters():
+        want = expected[name].detach() + (0.25 if ema else 0.0)
+        assert torch.equal(p.detach(), want), name     # stored as float32: exact
+    assert torch.equal(character.poser.region.cpu().bool(), region)
+    metrics = json.loads(character.metadata["metrics"])    # metadata values are stored as JSON text
+    assert metrics["complete"] is False and metrics["steps"] == 123 and metrics["from_checkpoint"] is True
