@@ -1,0 +1,60 @@
+"""benchmarks/character_detail.py: a character's line detail G and the PSNR fit on it (docs/benchmarks.md,
+session 22)."""
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from kyara.image import rgba_u8_to_tensor
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("character_detail", ROOT / "benchmarks" / "character_detail.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _stripes(width: int) -> Image.Image:
+    """Vertical black and white stripes `width` px wide, opaque but for a transparent last row (load_image wants
+    a transparent background; the last row lies outside G's grid of differences)."""
+    rgba = np.zeros((512, 512, 4), np.uint8)
+    rgba[..., :3] = ((((np.arange(512) // width) % 2) * 255).astype(np.uint8))[None, :, None]
+    rgba[:511, :, 3] = 255
+    return Image.fromarray(rgba, "RGBA")
+
+
+def test_g_counts_the_steps_between_neighbours():
+    cd = _script()
+    # G's grid is rows 0–510 × columns 0–510, differences to the right and down. Across a column boundary of
+    # the stripes: a step of 1 in the three colour channels, none in alpha; down the columns none, except from
+    # row 510 to the transparent row 511 (colour × alpha and alpha both drop): white 3 + 1, black 0 + 1. Black and
+    # white survive the sRGB → linear → sRGB round trip exactly (tolerance: float32 rounding only).
+    last_row = (4 + 1) / 2 / 4 / 511           # row 510's mean over the 4 channels and the 511 rows
+    one = cd.detail(rgba_u8_to_tensor(np.asarray(_stripes(1))))
+    two = cd.detail(rgba_u8_to_tensor(np.asarray(_stripes(2))))
+    assert one == pytest.approx(3 / 4 + last_row, abs=1e-5)
+    assert two == pytest.approx(3 / 4 * 255 / 511 + last_row, abs=1e-5)
+
+
+def test_the_fit_passes_through_two_points_and_unknown_names_are_refused(tmp_path, monkeypatch, capsys):
+    cd = _script()
+    a, b = tmp_path / "a.png", tmp_path / "b.png"
+    _stripes(1).save(a)
+    _stripes(4).save(b)
+    monkeypatch.setattr(sys, "argv", ["character_detail.py", str(a), str(b), "--psnr", "a=30", "--psnr", "b=33"])
+    cd.main()
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("| a |") or line.startswith("| b |")]
+    assert len(rows) == 2 and all(line.endswith("| +0.00 dB |") or line.endswith("| -0.00 dB |") for line in rows)
+    monkeypatch.setattr(sys, "argv", ["character_detail.py", str(a), "--psnr", "c=30"])
+    with pytest.raises(SystemExit):
+        cd.main()
+    assert "c, which are not among" in capsys.readouterr().err
