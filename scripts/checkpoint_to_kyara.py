@@ -5,7 +5,8 @@
 For a run whose machine was lost before it finished (the GPU lease ended, a job was killed) when no
 GPU is at hand to `kyara distill --resume` it: the student is the checkpoint's, its region the
 checkpoint's, and the file's metadata says the run was not complete (steps, examples, minutes).
-The image must be the one the run distilled (same PNG bytes are stored).
+The image must be the one the run distilled (same PNG bytes are stored). A run with a weight average
+(--ema-decay) writes the average, as the finished run would.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import torch
 
 from kyara.character import save_kyara
 from kyara.distill.config import DistillConfig
+from kyara.distill.ema import WeightAverage
 from kyara.distill.loop import load_checkpoint
 from kyara.image import load_image
 from kyara.student import Student
@@ -35,8 +37,12 @@ def main() -> None:
     student.load_state_dict({k[len("student."):]: v for k, v in tensors.items() if k.startswith("student.")})
     if "region" in tensors:
         student.set_region(tensors["region"].bool())
-    student.eval()
     step = int(meta["step"])
+    if config.ema_decay:
+        average = WeightAverage(student.named_parameters(), config.ema_decay, updates=step)
+        average.load(tensors)
+        average.copy_to_weights()
+    student.eval()
     examples = step * config.batch_size
     metadata = {"distill": json.loads(config.to_json()), "metrics": {
         "steps": step, "examples": examples, "complete": False,

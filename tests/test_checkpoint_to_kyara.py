@@ -1,5 +1,5 @@
-"""benchmarks/checkpoint_student.py: a cut-off run's checkpoint written as a character file (docs/benchmarks.md,
-session 22), so its student can be evaluated anywhere."""
+"""scripts/checkpoint_to_kyara.py: a cut-off run's checkpoint written as a character file (docs/gpu-runbook.md),
+so its student can be evaluated anywhere."""
 from __future__ import annotations
 
 import importlib.util
@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("checkpoint_student", ROOT / "benchmarks" / "checkpoint_student.py")
+    spec = importlib.util.spec_from_file_location("checkpoint_to_kyara", ROOT / "scripts" / "checkpoint_to_kyara.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -45,7 +45,7 @@ def test_the_file_holds_the_checkpoints_weights_or_their_average(tmp_path, monke
     save_checkpoint(ckpt, student, face_opt, body_opt, 123, config, torch.ones(1, 512, 512), 530.0,
                     region=region, average=average)
     out = tmp_path / "partial.kyara"
-    monkeypatch.setattr(sys, "argv", ["checkpoint_student.py", str(ckpt), str(SAMPLE_IMAGE), str(out)])
+    monkeypatch.setattr(sys, "argv", ["checkpoint_to_kyara.py", str(SAMPLE_IMAGE), str(ckpt), "-o", str(out)])
     _script().main()
 
     character = load_character(out)
@@ -55,4 +55,4 @@ def test_the_file_holds_the_checkpoints_weights_or_their_average(tmp_path, monke
         assert torch.equal(p.detach(), want), name     # stored as float32: exact
     assert torch.equal(character.poser.region.cpu().bool(), region)
     metrics = json.loads(character.metadata["metrics"])    # metadata values are stored as JSON text
-    assert metrics["complete"] is False and metrics["steps"] == 123 and metrics["from_checkpoint"] is True
+    assert metrics["complete"] is False and metrics["steps"] == 123 and metrics["examples"] == 123 * config.batch_size
