@@ -2,9 +2,7 @@
 session 22)."""
 from __future__ import annotations
 
-import importlib.util
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,14 +10,12 @@ from PIL import Image
 
 from kyara.image import rgba_u8_to_tensor
 
-ROOT = Path(__file__).resolve().parents[1]
+from script_module import load_script
+
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("character_detail", ROOT / "benchmarks" / "character_detail.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/character_detail.py")
 
 
 def _stripes(width: int) -> Image.Image:

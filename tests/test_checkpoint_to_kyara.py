@@ -2,10 +2,8 @@
 so its student can be evaluated anywhere."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -17,14 +15,12 @@ from kyara.distill.loop import save_checkpoint
 from kyara.distill.step import optimizers
 from kyara.student import Student
 
-ROOT = Path(__file__).resolve().parents[1]
+from script_module import load_script
+
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("checkpoint_to_kyara", ROOT / "scripts" / "checkpoint_to_kyara.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("scripts/checkpoint_to_kyara.py")
 
 
 @pytest.mark.parametrize("ema", [0.0, 0.999])

@@ -9,7 +9,7 @@ import torch
 from kyara import character as character_module
 from kyara.character import Character
 from kyara.pose import INDEX
-from kyara.produce.frames import (FastConfig, RenderStats, SplitConfig, render_track, render_track_fast,
+from kyara.produce.frames import (RenderStats, SplitConfig, render_track, render_track_fast,
                                   render_track_split, supports_split)
 from kyara.student import BodyMorpher, FaceMorpher, Student
 

@@ -1,24 +1,20 @@
 """benchmarks/run_curve.py: the per-phase reading of a distillation run's log (docs/benchmarks.md, session 20)."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 
 from kyara.distill.config import THA4_BODY_PHASES
 
-ROOT = Path(__file__).resolve().parents[1]
+from script_module import load_script
+
 
 
 def _run_curve():
-    spec = importlib.util.spec_from_file_location("run_curve", ROOT / "benchmarks" / "run_curve.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/run_curve.py")
 
 
 def test_phase_ends_are_medians_of_their_last_three_evaluations_and_gains_their_differences(tmp_path):

@@ -1,10 +1,11 @@
 """The bundled sample character: format, THA3 framing, and that the script reproduces it exactly."""
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+
+from script_module import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 PNG = ROOT / "src" / "kyara" / "data" / "sample_character.png"
@@ -44,9 +45,7 @@ def test_head_fills_the_tha3_head_box():
 
 
 def test_script_reproduces_the_committed_png():
-    spec = importlib.util.spec_from_file_location("make_sample_character", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script(SCRIPT)
     drawn = module.render()
     assert drawn.dtype == np.uint8 and drawn.shape == (512, 512, 4)
     committed = _load_png()
@@ -56,10 +55,7 @@ def test_script_reproduces_the_committed_png():
 
 # -- the eyes (issue 12): THA3 closes them cleanly only where its training faces have their eyes ---------
 def _closed_eyes_module():
-    spec = importlib.util.spec_from_file_location("closed_eyes", ROOT / "benchmarks" / "closed_eyes.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/closed_eyes.py")
 
 
 def test_eyes_sit_where_tha3_closes_them():

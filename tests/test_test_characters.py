@@ -1,12 +1,13 @@
 """The three long-hair test characters (benchmarks/characters, issue 16 item 3): THA3's input format and
 framing, the sample's face layout (where THA3 closes eyes and opens the mouth), long hair, and that
 scripts/make_test_characters.py reproduces the committed PNGs."""
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+
+from script_module import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 DIR = ROOT / "benchmarks" / "characters"
@@ -78,9 +79,7 @@ def test_characters_differ_and_have_long_hair():
 
 
 def test_script_reproduces_the_committed_pngs():
-    spec = importlib.util.spec_from_file_location("make_test_characters", ROOT / "scripts" / "make_test_characters.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script("scripts/make_test_characters.py")
     assert tuple(module.CHARACTERS) == NAMES
     for name in NAMES:
         drawn = module.render(name)
