@@ -25,8 +25,11 @@ gradient: at the student's weights, on --poses sampler poses (seed 99) in batche
 morpher's parameters of (a) the flow term (kyara.distill.losses.body_loss with only the phase's w_flow), (b) the
 image terms (body_loss with the phase's other weights and the default --blended-l2: blended L1 + MSE, warped,
 colour), (c) the blended image's MSE alone, (d) the warped image's MSE (what --warped-l2 adds), (e) the first-order
-warp error (the flow error times the input's gradient at the teacher's sampling point, squared); each summed over
-the batches; their norms and cosines. First the blended image's MSE and that of the teacher's own alpha and colour
+warp error (the flow error times the input's gradient at the teacher's sampling point, squared), (f) the blended
+image's MSE in the metric's display space (kyara.eval.metrics.to_display: sRGB colour × alpha, and alpha; the loss
+works in model space: linear colour, straight alpha), (g) the metric itself up to a constant, the mean over poses of
+the log of each pose's display MSE (PSNR is −10 log10 of it, averaged over poses); each summed over the batches;
+their norms and cosines. First the blended image's MSE and that of the teacher's own alpha and colour
 over the student's warp: the share of the error the flow causes.
 
 CPU, THA3 teacher: ~1 s a pose on a 2-core CPU (teacher and student), the gradient ~10 s a pair.
@@ -45,7 +48,7 @@ from kyara.distill.config import THA4_BODY_PHASES, DistillConfig
 from kyara.distill.loop import _generator
 from kyara.distill.losses import body_loss
 from kyara.eval.evaluate import HELDOUT_SEED
-from kyara.eval.metrics import psnr
+from kyara.eval.metrics import psnr, to_display
 from kyara.nn.warp import apply_flow
 from kyara.pose import NUM_PARAMETERS
 from kyara.pose_sampler import sample_poses
@@ -153,7 +156,10 @@ def gradient(character, teacher, prepared, num_poses: int, phase_index: int) -> 
                  "image terms": body_loss(body, *targets, image_only, blended_l2=blended_l2)[0],
                  "blended MSE": (body.image - out.image).square().mean(),
                  "warped MSE": (body.warped - e.warped_image).square().mean(),
-                 "first-order warp error": (jx * error[:, 0:1] + jy * error[:, 1:2]).square().mean()}
+                 "first-order warp error": (jx * error[:, 0:1] + jy * error[:, 1:2]).square().mean(),
+                 "display MSE": (to_display(body.image) - to_display(out.image)).square().mean(),
+                 "the metric (mean log display MSE)": (to_display(body.image) - to_display(out.image)).square()
+                                                      .mean((1, 2, 3)).log().mean()}
         for name, term in terms.items():
             g = torch.cat([x.reshape(-1) for x in torch.autograd.grad(term, params, retain_graph=True)])
             sums[name] = sums.get(name, 0) + g

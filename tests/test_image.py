@@ -329,3 +329,16 @@ def test_device_side_u8_conversion_matches_the_cpu_path_within_one_level():
     assert dev.dtype == np.uint8 and dev.shape == cpu.shape == (64, 64, 4)
     diff = np.abs(dev.astype(int) - cpu.astype(int))
     assert diff.max() <= 1 and (diff > 0).mean() < 0.01
+
+
+def test_display_space_has_a_finite_gradient_everywhere():
+    """A loss in the metric's display space differentiates through the sRGB curve: black (linear 0), the curve's
+    threshold, values clipped at 0 and 1 and transparent pixels must give finite gradients (the curve's power
+    branch has an infinite slope at 0, which torch.where used to turn into nan)."""
+    values = torch.tensor([-1.0, -0.5, 0.0, 0.5, 1.0, 1.5], dtype=torch.float64)
+    signed_threshold = 2 * I.LINEAR_TO_SRGB_THRESHOLD - 1
+    values = torch.cat([values, torch.tensor([signed_threshold], dtype=torch.float64)])
+    image = torch.stack(torch.meshgrid(values, values, indexing="ij")).repeat(2, 1, 1)   # (4, 7, 7): every pairing
+    image.requires_grad_(True)
+    I.display_space(image).sum().backward()
+    assert torch.isfinite(image.grad).all()

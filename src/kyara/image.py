@@ -32,10 +32,13 @@ LINEAR_TO_SRGB_THRESHOLD = 0.003130804953560372
 
 # -- colour curves (numpy float64 in, same out; torch variants keep dtype) --------------------------
 def _piecewise(x, threshold: float, low, high):
-    """x clipped to [0, 1], then low(x) up to threshold and high(x) above it (numpy or torch)."""
+    """x clipped to [0, 1], then low(x) up to threshold and high(x) above it (numpy or torch).
+
+    high gets its input clamped to the threshold: the same values (where picks low below it), but no infinite
+    derivative of a power at 0 to turn the gradient into nan (0 × inf) when a loss differentiates through it."""
     if isinstance(x, torch.Tensor):
         x = x.clamp(0.0, 1.0)
-        return torch.where(x <= threshold, low(x), high(x))
+        return torch.where(x <= threshold, low(x), high(x.clamp_min(threshold)))
     x = np.clip(x, 0.0, 1.0)
     return np.where(x <= threshold, low(x), high(x))
 
