@@ -78,7 +78,7 @@ def main() -> None:
                 rows[k] += v
             visible_px += n
             if rest_error is None:                                      # the first rotation is the rest pose
-                rest_error = (body.flow - e.flow).mean(0, keepdim=True)
+                rest_error = shared / 256                               # back to normalised flow units
             averaged = apply_flow(body_input, body.flow.mean(0, keepdim=True).expand_as(body.flow))
             less_rest = apply_flow(body_input, body.flow - rest_error)
             target = to_display(out.image.float())
