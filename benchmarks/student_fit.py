@@ -152,14 +152,14 @@ def gradient(character, teacher, prepared, num_poses: int, phase_index: int) -> 
             mse["teacher's alpha and colour over the student's warp"] += float(
                 (e.alpha * e.color_change + (1 - e.alpha) * body.warped - out.image).square().mean())
         error = body.flow - e.flow
+        display_sq = (to_display(body.image) - to_display(out.image)).square()
         terms = {"flow term": body_loss(body, *targets, flow_only, blended_l2=blended_l2)[0],
                  "image terms": body_loss(body, *targets, image_only, blended_l2=blended_l2)[0],
                  "blended MSE": (body.image - out.image).square().mean(),
                  "warped MSE": (body.warped - e.warped_image).square().mean(),
                  "first-order warp error": (jx * error[:, 0:1] + jy * error[:, 1:2]).square().mean(),
-                 "display MSE": (to_display(body.image) - to_display(out.image)).square().mean(),
-                 "the metric (mean log display MSE)": (to_display(body.image) - to_display(out.image)).square()
-                                                      .mean((1, 2, 3)).log().mean()}
+                 "display MSE": display_sq.mean(),
+                 "the metric (mean log display MSE)": display_sq.mean((1, 2, 3)).log().mean()}
         for name, term in terms.items():
             g = torch.cat([x.reshape(-1) for x in torch.autograd.grad(term, params, retain_graph=True)])
             sums[name] = sums.get(name, 0) + g
