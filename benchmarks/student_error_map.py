@@ -1,6 +1,7 @@
 """Where a student's error against its teacher sits: face box vs body, edges vs the rest.
 
-    python benchmarks/student_error_map.py [--character FILE.kyara] [--poses 12] [--map error.png]
+    python benchmarks/student_error_map.py [--character FILE.kyara] [--poses 12] [--map error.png] [--blend-map blend.png]
+                                           [--blend-weight-variants]
 
 For N held-out poses (CPU): PSNR of the whole student, PSNR of its body morpher fed the *teacher's*
 face-morpher output (so the face morpher's share shows), the share of squared error inside the
@@ -9,7 +10,9 @@ Then the body morpher's error split between its two jobs, by swapping each with 
 teacher's blend over the student's warp (what the flow alone allows) and the student's blend over the
 teacher's warp (what alpha and colour alone allow), and the flow's error in pixels where the teacher's
 output is visible (mean, median, 90th percentile; and by how far the teacher moves the pixel).
-Display space as in kyara.eval.metrics. Prints a markdown table; --map writes the error map.
+Display space as in kyara.eval.metrics. Prints a markdown table; --map writes the error map, --blend-map that of
+the student's blend over the teacher's warp; --blend-weight-variants adds the body's PSNR with its raw blend weight
+clamped, zeroed where small, shrunk, or zero (does a small spurious weight cost?).
 """
 from __future__ import annotations
 
@@ -26,12 +29,28 @@ from kyara.geometry import FACE_MORPHER_BOX, STUDENT_FACE_BOX
 from kyara.teacher import load_teacher
 
 
+def blend_weight_variants() -> dict:
+    """Changes to the body morpher's raw blend weight a (N, 1, H, W): does a small spurious weight cost?"""
+    variants = {"as is": lambda a: a, "clamped to [0, 1]": lambda a: a.clamp(0, 1)}
+    for t in (0.02, 0.05, 0.1, 0.2):
+        variants[f"zeroed where its magnitude < {t}"] = lambda a, t=t: torch.where(a.abs() < t, torch.zeros_like(a), a)
+        variants[f"shrunk towards 0 by {t}"] = lambda a, t=t: a.sign() * (a.abs() - t).clamp_min(0)
+    variants["zero (the warp alone)"] = torch.zeros_like
+    return variants
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--character", default=str(SAMPLE_CHARACTER))
     ap.add_argument("--poses", type=int, default=12)
     ap.add_argument("--seed", type=int, default=12345)
     ap.add_argument("--map", default=None, help="write the body-only squared-error map here (PNG)")
+    ap.add_argument("--blend-map", default=None,
+                    help="write the squared-error map of the student's blend over the teacher's warp here (PNG): "
+                         "where the student's alpha and colour alone fall short")
+    ap.add_argument("--blend-weight-variants", action="store_true",
+                    help="also print the body's PSNR with its raw blend weight clamped to [0, 1], zeroed below T, "
+                         "shrunk towards 0 by T (T = 0.02, 0.05, 0.1, 0.2), and zero")
     ap.add_argument("--rotation-scale", type=float, default=1.0, metavar="S",
                     help="the poses' six rotation parameters × S in [0, 1], as `kyara eval --rotation-scale` "
                          "(0: expressions only, the body at rest)")
@@ -46,8 +65,11 @@ def main() -> None:
     poses[:, ROTATION] *= args.rotation_scale
     whole = torch.zeros(512, 512)
     body_only = torch.zeros(512, 512)
+    blend_only = torch.zeros(512, 512)
     swapped = {"teacher's blend over the student's warp": 0.0, "student's blend over the teacher's warp": 0.0}
     flow_err, flow_mag = [], []
+    variants = blend_weight_variants() if args.blend_weight_variants else {}
+    variant_error = dict.fromkeys(variants, 0.0)
     with torch.no_grad():
         for s in range(0, args.poses, 4):
             p = poses[s:s + 4]
@@ -61,9 +83,15 @@ def main() -> None:
             whole += ((to_display(pred) - target) ** 2).mean(1).sum(0)
             body_only += ((to_display(pred_body) - target) ** 2).mean(1).sum(0)
             e = out.editor      # the teacher's image = alpha · color_change + (1 − alpha) · warped_image
-            for key, image in (("teacher's blend over the student's warp", e.alpha * e.color_change + (1 - e.alpha) * body.warped),
-                               ("student's blend over the teacher's warp", body.alpha * body.color + (1 - body.alpha) * e.warped_image)):
-                swapped[key] += ((to_display(image) - target) ** 2).mean().item() * len(p)
+            flow_only = e.alpha * e.color_change + (1 - e.alpha) * body.warped
+            blend = body.alpha * body.color + (1 - body.alpha) * e.warped_image
+            blend_squared = ((to_display(blend) - target) ** 2).mean(1)           # (N, 512, 512)
+            swapped["teacher's blend over the student's warp"] += ((to_display(flow_only) - target) ** 2).mean().item() * len(p)
+            swapped["student's blend over the teacher's warp"] += blend_squared.mean().item() * len(p)
+            blend_only += blend_squared.sum(0)
+            for key, change in variants.items():
+                a = change(body.alpha)
+                variant_error[key] += ((to_display((1 - a) * body.warped + a * body.color) - target) ** 2).mean().item() * len(p)
             visible = out.image[:, 3] > -0.9                  # model space: alpha −1 is transparent
             # both flows are offsets in normalised [-1, 1] coordinates: 2/512 a pixel
             flow_err.append(((body.flow - e.flow).float().norm(dim=1) * 256)[visible])
@@ -93,11 +121,14 @@ def main() -> None:
         if k.any():
             print(f"| flow error where the teacher moves a pixel {lo}–{hi} px ({k.float().mean():.0%} of visible) | "
                   f"{err[k].mean():.2f} px |")
-    if args.map:
-        from PIL import Image
+    for key, value in variant_error.items():
+        print(f"| PSNR, student body with its blend weight {key} | {10 * math.log10(args.poses / value):.2f} dB |")
+    for path, error in ((args.map, body_only), (args.blend_map, blend_only / args.poses)):
+        if path:
+            from PIL import Image
 
-        scaled = (body_only / body_only.quantile(0.999)).clamp(0, 1).sqrt()
-        Image.fromarray((scaled * 255).byte().numpy()).save(args.map)
+            scaled = (error / error.quantile(0.999)).clamp(0, 1).sqrt()
+            Image.fromarray((scaled * 255).byte().numpy()).save(path)
 
 
 if __name__ == "__main__":
