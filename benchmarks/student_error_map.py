@@ -20,6 +20,7 @@ import argparse
 import math
 
 import torch
+import torch.nn.functional as F
 
 from kyara.character import SAMPLE_CHARACTER, load_character
 from kyara.pose import ROTATION
@@ -68,6 +69,7 @@ def main() -> None:
     blend_only = torch.zeros(512, 512)
     swapped = {"teacher's blend over the student's warp": 0.0, "student's blend over the teacher's warp": 0.0}
     flow_err, flow_mag = [], []
+    line_weighted = [0.0, 0.0]      # Σ flow error² · squared gradient, Σ squared gradient
     variants = blend_weight_variants() if args.blend_weight_variants else {}
     variant_error = dict.fromkeys(variants, 0.0)
     with torch.no_grad():
@@ -94,7 +96,12 @@ def main() -> None:
                 variant_error[key] += ((to_display((1 - a) * body.warped + a * body.color) - target) ** 2).mean().item() * len(p)
             visible = out.image[:, 3] > -0.9                  # model space: alpha −1 is transparent
             # both flows are offsets in normalised [-1, 1] coordinates: 2/512 a pixel
-            flow_err.append(((body.flow - e.flow).float().norm(dim=1) * 256)[visible])
+            err_px = (body.flow - e.flow).float().norm(dim=1) * 256                           # (N, H, W)
+            flow_err.append(err_px[visible])
+            # where a flow error costs: the teacher's image's squared gradient (display space, forward differences)
+            g2 = (F.pad(target.diff(dim=3), (0, 1)) ** 2 + F.pad(target.diff(dim=2), (0, 0, 0, 1)) ** 2).sum(1)
+            line_weighted[0] += (err_px ** 2 * g2).sum().item()
+            line_weighted[1] += g2.sum().item()
             flow_mag.append((e.flow.float().norm(dim=1) * 256)[visible])
     whole /= args.poses
     body_only /= args.poses
@@ -116,6 +123,8 @@ def main() -> None:
     p90 = err.sort().values[int(0.9 * (err.numel() - 1))]     # (torch.quantile refuses > 16M values: many poses)
     print(f"| flow error where visible: mean / median / 90th percentile | {err.mean():.2f} / {err.median():.2f} / "
           f"{p90:.2f} px |")
+    print(f"| flow error weighted by the teacher image's squared gradient (on its lines), rms | "
+          f"{math.sqrt(line_weighted[0] / line_weighted[1]):.2f} px |")
     for lo, hi in ((0, 2), (2, 10), (10, 20), (20, math.inf)):
         k = (mag >= lo) & (mag < hi)
         if k.any():

@@ -380,7 +380,7 @@ def test_auto_sized_run_resizes_from_the_steady_rate_and_fits_its_budget(tmp_pat
     assert json.loads(meta["config"])["examples"] == result.steps * config.batch_size
 
 
-def _cli_distill_config(monkeypatch, tmp_path, *extra, metadata=None):
+def _cli_distill_config(monkeypatch, tmp_path, *extra, metadata=None, psnr=36.0, complete=True):
     """Run `kyara distill` with the teacher and the loop replaced (its result carries `metadata`); return the
     DistillConfig it built."""
     import types
@@ -395,7 +395,7 @@ def _cli_distill_config(monkeypatch, tmp_path, *extra, metadata=None):
     def fake_distill(image, teacher, config, **kw):
         seen["config"], seen["kw"] = config, kw
         kw["output"].write_bytes(b"x")
-        return types.SimpleNamespace(examples=0, complete=True, psnr=0.0, wall_seconds=0.0, teacher_seconds=0.0,
+        return types.SimpleNamespace(examples=0, complete=complete, psnr=psnr, wall_seconds=0.0, teacher_seconds=0.0,
                                      character=types.SimpleNamespace(metadata=metadata or {}))
 
     monkeypatch.setattr(kyara.teacher, "load_teacher", lambda *a, **k: FakeTeacher())
@@ -627,3 +627,14 @@ def test_cli_distill_names_the_divergence_rollbacks_in_its_last_line(monkeypatch
     assert "; 1 divergence rollback(s): face at step 6000" in capsys.readouterr().out
     _cli_distill_config(monkeypatch, tmp_path)
     assert "rollback" not in capsys.readouterr().out
+
+
+def test_cli_distill_notes_a_low_psnr_of_a_finished_run_only(monkeypatch, tmp_path, capsys):
+    _cli_distill_config(monkeypatch, tmp_path, psnr=31.8)
+    out = capsys.readouterr().out
+    assert "held-out PSNR 31.80 dB" in out and "note: held-out PSNR under 34 dB" in out and "--minutes" in out
+    _cli_distill_config(monkeypatch, tmp_path, psnr=35.8)
+    assert "note:" not in capsys.readouterr().out
+    _cli_distill_config(monkeypatch, tmp_path, psnr=20.0, complete=False)     # stopped early: --resume goes on
+    out = capsys.readouterr().out
+    assert "stopped early" in out and "note:" not in out
