@@ -70,6 +70,7 @@ def main() -> None:
     swapped = {"teacher's blend over the student's warp": 0.0, "student's blend over the teacher's warp": 0.0}
     flow_err, flow_mag = [], []
     line_weighted = [0.0, 0.0]      # Σ flow error² · squared gradient, Σ squared gradient
+    first_order = 0.0
     variants = blend_weight_variants() if args.blend_weight_variants else {}
     variant_error = dict.fromkeys(variants, 0.0)
     with torch.no_grad():
@@ -98,10 +99,15 @@ def main() -> None:
             # both flows are offsets in normalised [-1, 1] coordinates: 2/512 a pixel
             err_px = (body.flow - e.flow).float().norm(dim=1) * 256                           # (N, H, W)
             flow_err.append(err_px[visible])
-            # where a flow error costs: the teacher's image's squared gradient (display space, forward differences)
-            g2 = (F.pad(target.diff(dim=3), (0, 1)) ** 2 + F.pad(target.diff(dim=2), (0, 0, 0, 1)) ** 2).sum(1)
+            # where a flow error costs: the teacher's image's gradient (display space, central differences, per px)
+            gx = F.pad(target[..., 2:] - target[..., :-2], (1, 1)) / 2                     # (N, 4, H, W)
+            gy = F.pad(target[..., 2:, :] - target[..., :-2, :], (0, 0, 1, 1)) / 2
+            g2 = (gx ** 2 + gy ** 2).sum(1)
             line_weighted[0] += (err_px ** 2 * g2).sum().item()
             line_weighted[1] += g2.sum().item()
+            # to first order a flow error e costs (e · ∇I)²: only its component across the lines
+            ex, ey = ((body.flow - e.flow).float() * 256).unbind(1)                            # (N, H, W) px
+            first_order += ((ex.unsqueeze(1) * gx + ey.unsqueeze(1) * gy) ** 2).mean().item() * len(p)
             flow_mag.append((e.flow.float().norm(dim=1) * 256)[visible])
     whole /= args.poses
     body_only /= args.poses
@@ -125,6 +131,8 @@ def main() -> None:
           f"{p90:.2f} px |")
     print(f"| flow error weighted by the teacher image's squared gradient (on its lines), rms | "
           f"{math.sqrt(line_weighted[0] / line_weighted[1]):.2f} px |")
+    print(f"| PSNR the flow's error would cost to first order, (error · image gradient)² | "
+          f"{10 * math.log10(args.poses / first_order):.2f} dB |")
     for lo, hi in ((0, 2), (2, 10), (10, 20), (20, math.inf)):
         k = (mag >= lo) & (mag < hi)
         if k.any():
