@@ -97,7 +97,8 @@ def main() -> None:
                 variant_error[key] += ((to_display((1 - a) * body.warped + a * body.color) - target) ** 2).mean().item() * len(p)
             visible = out.image[:, 3] > -0.9                  # model space: alpha −1 is transparent
             # both flows are offsets in normalised [-1, 1] coordinates: 2/512 a pixel
-            err_px = (body.flow - e.flow).float().norm(dim=1) * 256                           # (N, H, W)
+            error_px = (body.flow - e.flow).float() * 256                                     # (N, 2, H, W)
+            err_px = error_px.norm(dim=1)                                                     # (N, H, W)
             flow_err.append(err_px[visible])
             # where a flow error costs: the teacher's image's gradient (display space, central differences, per px)
             gx = F.pad(target[..., 2:] - target[..., :-2], (1, 1)) / 2                     # (N, 4, H, W)
@@ -106,7 +107,7 @@ def main() -> None:
             line_weighted[0] += (err_px ** 2 * g2).sum().item()
             line_weighted[1] += g2.sum().item()
             # to first order a flow error e costs (e · ∇I)²: only its component across the lines
-            ex, ey = ((body.flow - e.flow).float() * 256).unbind(1)                            # (N, H, W) px
+            ex, ey = error_px.unbind(1)
             first_order += ((ex.unsqueeze(1) * gx + ey.unsqueeze(1) * gy) ** 2).mean().item() * len(p)
             flow_mag.append((e.flow.float().norm(dim=1) * 256)[visible])
     whole /= args.poses
