@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 import numpy as np
+import torch
 import pytest
 from PIL import Image
 
@@ -54,3 +55,25 @@ def test_the_fit_passes_through_two_points_and_unknown_names_are_refused(tmp_pat
     with pytest.raises(SystemExit):
         cd.main()
     assert "c, which are not among" in capsys.readouterr().err
+
+
+def test_shift_sensitivity_of_stripes_is_the_moved_transitions():
+    cd = _script()
+    from kyara.image import linear_to_srgb
+
+    # Vertical stripes 2 px wide (0, 0, 1, 1, …): moved by dx (|dx| < 1) along x, bilinear, two pixels in four sit
+    # beside a transition and take dx (or 1 − dx) of the other colour, in linear light; the display space is sRGB,
+    # so they show srgb(dx) against 0 and srgb(1 − dx) against 1, in the three colour channels (alpha stays 1).
+    # The y component moves nothing but the last, transparent row's neighbour (the bound below), and the border
+    # clamp leaves the first and last columns' errors a little different (2 of 512).
+    e = 0.5
+    angles = (np.arange(8) + 0.5) * np.pi / 4
+    dx = np.abs(e * np.cos(angles))
+    per_transition = (linear_to_srgb(torch.tensor(dx)) ** 2 + (1 - linear_to_srgb(torch.tensor(1 - dx))) ** 2).mean()
+    expected = 3 / 4 * 1 / 4 * float(per_transition)
+    got = cd.shift_sensitivity(rgba_u8_to_tensor(np.asarray(_stripes(2))), e)
+    # Off the model: the transparent last row has no transitions and the clamped border columns lose one each
+    # (≤ 4/512 of the expected value), and rows 510–511 mix colour with transparency by |dy| ≤ 0.5 (≤ 0.25 a
+    # channel, squared, on ≤ 1 row of 512). Measured: 0.4 % below the model.
+    assert got == pytest.approx(expected, abs=0.25 / 512 + 4 / 512 * expected)
+    assert cd.shift_sensitivity(rgba_u8_to_tensor(np.asarray(_stripes(1))), e) > got      # more lines, more cost
