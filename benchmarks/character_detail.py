@@ -67,12 +67,12 @@ def main() -> None:
     if args.shift is not None and not 0 < args.shift <= 8:
         ap.error(f"--shift must be in (0, 8] pixels, got {args.shift}")
     measure = "G" if args.shift is None else f"S({args.shift:g} px)"
-    g = {s: detail(load_image(p)) if args.shift is None else shift_sensitivity(load_image(p), args.shift)
-         for s, p in zip(stems, args.images)}
-    flat = [s for s, v in g.items() if v == 0]
+    values = {s: detail(load_image(p)) if args.shift is None else shift_sensitivity(load_image(p), args.shift)
+              for s, p in zip(stems, args.images)}
+    flat = [s for s, v in values.items() if v == 0]
     if flat:
         ap.error(f"{', '.join(flat)}: no detail at all (every pixel equal): nothing to predict from")
-    g_db = {s: 10 * math.log10(v) for s, v in g.items()}
+    g_db = {s: 10 * math.log10(v) for s, v in values.items()}
     fit = None
     if len(measured) >= 2:
         x = torch.tensor([g_db[s] for s in measured], dtype=torch.float64)

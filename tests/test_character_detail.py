@@ -5,14 +5,13 @@ from __future__ import annotations
 import sys
 
 import numpy as np
-import torch
 import pytest
+import torch
 from PIL import Image
 
 from kyara.image import rgba_u8_to_tensor
 
 from script_module import load_script
-
 
 
 def _script():
