@@ -51,7 +51,7 @@ poll)
   while (( $(date +%s) < end )) && [[ -z $target || ! -f $out/$target/eval.json ]]; do sleep 10; done
   tail -3 "$out/queue.out" || true
   for f in "$out"/*/*_s*/distill.out; do
-    if [[ -f $f ]]; then echo "== $f"; tail -c 400 "$f" | tr '\r' '\n' | grep . | tail -1 || true; fi
+    if [[ -f $f ]]; then echo "== $f"; tail -c 400 "$f" | tr "\r" "\n" | grep -a . | tail -1 || true; fi
   done
   TABLE_ONLY=1 bash "$here/recipe_ablation_gpu.sh" "$out" | tail -15
   grep -h rollback "$out"/*/*_s*/work/log.jsonl 2>/dev/null | head -5 || true

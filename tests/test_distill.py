@@ -293,9 +293,17 @@ def test_stop_after_ends_the_session_and_resume_finishes_the_same_schedule(tmp_p
     first = distill(_image(), teacher, TINY, out_dir=tmp_path, name="tiny", progress=False,
                     stop_after_minutes=1e-9, student=_tiny_student())
     assert not first.complete and first.steps == 1
+    # a run killed between checkpoints had logged steps past its checkpoint (and maybe half a line):
+    # the resumed run replays them, and its log keeps each step once
+    with open(tmp_path / "log.jsonl", "a", encoding="utf-8") as f:
+        f.write(json.dumps({"step": first.steps + 1, "stale": True}) + "\n" + '{"step": 3, "exa')
     done = distill(_image(), teacher, TINY, out_dir=tmp_path, name="tiny", progress=False, resume=True,
                    student=_tiny_student())
     assert done.complete and done.steps == 4
+    log = _log(tmp_path)
+    assert not any(r.get("stale") for r in log)
+    steps = [r["step"] for r in log if "event" not in r]
+    assert steps == sorted(set(steps)) and steps[-1] == 4
 
 
 def test_setup_that_cannot_leave_time_to_train_stops_at_once_naming_a_pool_size(tmp_path, monkeypatch):

@@ -186,6 +186,25 @@ class TeacherPool:
         return torch.randint(self.size, (n,), generator=generator)
 
 
+def drop_log_records_after(log_path: Path, step: int) -> None:
+    """Keep only the log records of steps <= step (the checkpoint's): a run stopped between checkpoints had
+    logged steps that its resumption replays, which would otherwise appear twice. A line cut short by the
+    kill is dropped too. Rewritten atomically, and only when something is dropped."""
+    if not log_path.exists():
+        return
+    lines = log_path.read_text(encoding="utf-8").splitlines()
+    kept = []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and int(record.get("step", 0)) <= step:
+            kept.append(line)
+    if len(kept) != len(lines):
+        atomic_write_bytes(log_path, "".join(line + "\n" for line in kept).encode("utf-8"))
+
+
 class SetupProgress:
     """The teacher work before the first step (the pool's examples, the held-out targets, the movable-parts
     mask's poses) as one progress bar, and a check that it leaves time to train.
@@ -406,6 +425,7 @@ def distill(image: torch.Tensor, teacher, config: DistillConfig = DistillConfig(
             config = DistillConfig.from_json(ckpt_meta["config"])
             start_step = int(ckpt_meta["step"])
             elapsed_before = float(ckpt_meta.get("elapsed_s", 0))
+            drop_log_records_after(out_dir / LOG_NAME, start_step)
 
         if config.examples == 0 and not max_minutes:
             raise KyaraError("examples=0 (auto) needs a time budget (max_minutes / --minutes)")
