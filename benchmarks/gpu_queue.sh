@@ -16,6 +16,10 @@
 #   student.kyara (an unfinished run's work/checkpoint.safetensors instead) into $OUT/RECIPE_NAME_sSEED.tar: one
 #   file a run (the device returns at most 8 files, 16 MiB each). A lost machine then costs a restart: put a checkpoint back at
 #   OUT_DIR/RECIPE/NAME_sSEED/work/checkpoint.safetensors and start the same queue; the run resumes.
+# collect (on this machine): bash benchmarks/gpu_queue.sh collect FILES_AT RESULTS_DIR [RESUME_DIR] unpacks each tar of
+#   a poll's reply into RESULTS_DIR/RECIPE_NAME_sSEED/ and keeps an unfinished run's checkpoint and log in
+#   RESUME_DIR/RECIPE/NAME_sSEED/work/ (default .resume), where the next session's call A takes it back to resume it;
+#   a finished run's folder leaves RESUME_DIR.
 # To stop: pkill -f "[r]ecipe_ablation_gpu"; pkill -f "[k]yara distill"   (brackets: not this call's own line)
 set -euo pipefail
 cmd=${1:?usage: gpu_queue.sh start|poll OUT_DIR ...}; out=${2:?OUT_DIR}; shift 2
@@ -59,12 +63,30 @@ poll)
   for d in "$out"/*/*_s*; do
     [[ -d $d ]] || continue
     files=()
-    for f in eval.json student.kyara work/log.jsonl distill.out; do if [[ -f $d/$f ]]; then files+=("$f"); fi; done
+    # run_id (RECIPE/NAME_sSEED) lets `collect` put a cut-off run's checkpoint where the next queue resumes it
+    echo "$(basename "$(dirname "$d")")/$(basename "$d")" >"$d/run_id"
+    for f in run_id eval.json student.kyara work/log.jsonl distill.out; do if [[ -f $d/$f ]]; then files+=("$f"); fi; done
     if [[ ! -f $d/eval.json && -f $d/work/checkpoint.safetensors ]]; then files+=(work/checkpoint.safetensors); fi
     if (( ${#files[@]} )); then tar -cf "$dest/$(basename "$(dirname "$d")")_$(basename "$d").tar" -C "$d" "${files[@]}"; fi
   done
   ls -la "$dest"
   nvidia-smi --query-gpu=name,memory.used,utilization.gpu --format=csv,noheader 2>/dev/null || true
   ;;
-*) echo "gpu_queue.sh: error: unknown command $cmd (start or poll)" >&2; exit 2 ;;
+collect)
+  # here, not on the device: unpack a poll's tars and keep every unfinished run's checkpoint for the next session
+  dest=${1:?usage: gpu_queue.sh collect FILES_AT RESULTS_DIR [RESUME_DIR]}; resume_dir=${2:-.resume}
+  for t in "$out"/*.tar; do
+    [[ -f $t ]] || continue
+    run=$dest/$(basename "$t" .tar); mkdir -p "$run"; tar -xf "$t" -C "$run"
+    id=$(cat "$run/run_id" 2>/dev/null) || { echo "$t: no run_id (a tar from before session 25): not kept for resuming"; continue; }
+    if [[ -f $run/eval.json ]]; then
+      rm -rf "${resume_dir:?}/$id"; echo "$id: done, $(cat "$run/eval.json")"
+    elif [[ -f $run/work/checkpoint.safetensors ]]; then
+      mkdir -p "$resume_dir/$id/work"; cp "$run/work/checkpoint.safetensors" "$resume_dir/$id/work/"
+      if [[ -f $run/work/log.jsonl ]]; then cp "$run/work/log.jsonl" "$resume_dir/$id/work/"; fi
+      echo "$id: unfinished, its checkpoint kept in $resume_dir/$id/work to be resumed"
+    fi
+  done
+  ;;
+*) echo "gpu_queue.sh: error: unknown command $cmd (start, poll or collect)" >&2; exit 2 ;;
 esac
