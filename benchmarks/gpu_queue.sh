@@ -22,7 +22,7 @@
 #   a finished run's folder leaves RESUME_DIR.
 # To stop: pkill -f "[r]ecipe_ablation_gpu"; pkill -f "[k]yara distill"   (brackets: not this call's own line)
 set -euo pipefail
-cmd=${1:?usage: gpu_queue.sh start|poll OUT_DIR ...}; out=${2:?OUT_DIR}; shift 2
+cmd=${1:?usage: gpu_queue.sh start|poll OUT_DIR ... or collect FILES_AT RESULTS_DIR [RESUME_DIR]}; out=${2:?OUT_DIR}; shift 2
 export KYARA_HOME=$PWD/$out/home PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 here=$(cd "$(dirname "$0")" && pwd)
 
