@@ -306,6 +306,44 @@ def test_stop_after_ends_the_session_and_resume_finishes_the_same_schedule(tmp_p
     assert steps == sorted(set(steps)) and steps[-1] == 4
 
 
+def test_a_resumed_sessions_own_start_is_not_charged_to_the_budget(tmp_path, monkeypatch):
+    """A run cut off mid-plan (a lost machine) and resumed with the same budget finishes its plan, however
+    long the resumed session takes to load its teacher and refill its pool; the minutes it reports are
+    its own. The clock is faked: the resumed start takes ten minutes of it."""
+    import time
+
+    import kyara.distill.loop as loop_module
+    from kyara.distill.loop import load_checkpoint
+
+    first = distill(_image(), FakeTeacher(), TINY, out_dir=tmp_path, name="tiny", progress=False, max_minutes=10,
+                    stop_after_minutes=1e-9, student=_tiny_student())
+    assert not first.complete and first.steps == 1
+    used_s = float(load_checkpoint(tmp_path / CHECKPOINT_NAME)[1]["elapsed_s"])
+
+    class Clock:
+        offset = 0.0
+
+        def perf_counter(self):
+            return time.perf_counter() + self.offset
+
+        def __getattr__(self, name):
+            return getattr(time, name)
+
+    clock = Clock()
+
+    class SlowStart(FakeTeacher):
+        def prepare(self, image):
+            clock.offset += 600.0
+            return super().prepare(image)
+
+    monkeypatch.setattr(loop_module, "time", clock)
+    # five minutes of budget left: the ten-minute start alone would spend them under the old rule
+    done = distill(_image(), SlowStart(), TINY, out_dir=tmp_path, name="tiny", progress=False, resume=True,
+                   max_minutes=used_s / 60 + 5, student=_tiny_student())
+    assert done.complete and done.steps == 4
+    assert done.wall_seconds < 300
+
+
 def test_setup_that_cannot_leave_time_to_train_stops_at_once_naming_a_pool_size(tmp_path, monkeypatch):
     """A CPU user's `--minutes 3` with a pool the teacher needs hours for: after a warm-up chunk and 32 timed
     poses the run stops with a KyaraError naming a --pool-size that would fit, before any step or file. A fake

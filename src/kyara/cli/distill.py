@@ -35,11 +35,11 @@ def register(sub) -> None:
     p.add_argument("--weights", metavar="DIR", help="directory of official teacher weight files")
     p.add_argument("--device", default="auto", help="auto (a CUDA GPU if there is one, else the CPU), cpu, cuda or cuda:N")
     p.add_argument("--work-dir", help="checkpoints and log.jsonl (default: OUTPUT without suffix + '.work')")
-    p.add_argument("--resume", action="store_true", help="continue exactly from the work dir's checkpoint (its settings win; "
-                        "its start counts against --minutes, so give a run cut off by its budget a minute or two "
-                        "more: it still ends at its planned step)")
+    p.add_argument("--resume", action="store_true", help="continue exactly from the work dir's checkpoint (its settings win). Give the same "
+                        "--minutes: this session's own start (teacher, pool, compiling) is not charged to it, so a "
+                        "run cut off mid-plan finishes its plan")
     p.add_argument("--minutes", type=float,
-                   help="time budget of the whole run, resumed sessions included: with --examples 0 the schedule "
+                   help="time budget of the whole run, resumed sessions included (not their own starts): with --examples 0 the schedule "
                         "is sized to fit it; the run stops (with a checkpoint) when it is spent. A new run whose "
                         "teacher setup (--pool-size poses and ~100 more) would take more than half of it stops "
                         "after two teacher batches and names a --pool-size that fits")

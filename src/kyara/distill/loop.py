@@ -395,8 +395,9 @@ def distill(image: torch.Tensor, teacher, config: DistillConfig = DistillConfig(
     image: (4, 512, 512) float32 model space. teacher: a kyara Teacher (pose_all/prepare).
     Checkpoints go to `<out_dir>/checkpoint.safetensors` every config.checkpoint_every_examples;
     resume=True continues exactly from it. max_minutes is the whole run's time budget (earlier
-    resumed sessions included): it sizes the schedule when config.examples == 0, and the run stops
-    (after a checkpoint) when it is spent, still writing the character file. stop_after_minutes
+    resumed sessions included, though not a resumed session's own start before its first step): it
+    sizes the schedule when config.examples == 0, and the run stops (after a checkpoint) when it is
+    spent, still writing the character file. stop_after_minutes
     ends this invocation early the same way (e.g. a job-time limit) without changing the schedule.
     `student` replaces the default (official THA4) architecture, e.g. for ablations or tiny test
     models. Under torchrun (an initialised process group) every rank calls this; rank 0 writes.
@@ -534,17 +535,26 @@ def distill(image: torch.Tensor, teacher, config: DistillConfig = DistillConfig(
         ckpt_every_steps = max(1, config.checkpoint_every_examples // per_step)
         log_path = out_dir / LOG_NAME
         last_eval, psnr_value = time.perf_counter(), float("nan")
-        # stop_after only ends this session (deadline: the whole budget's end, above)
-        stop_at = deadline
-        if stop_after_minutes is not None:
-            own = t_start + stop_after_minutes * 60
-            stop_at = own if stop_at is None else min(stop_at, own)
 
         def log(record: dict) -> None:
             with open(log_path, "a", encoding="utf-8") as f:
                 f.write(json.dumps(record) + "\n")
 
+        def run_clock(t_run: float) -> tuple[float | None, float | None]:
+            """(deadline, stop_at) for a run whose minutes go on from t_run. stop_after only ends this session,
+            counted from its very start (a job-time limit)."""
+            end = t_run + max_minutes * 60 - elapsed_before if max_minutes else None
+            own = t_start + stop_after_minutes * 60 if stop_after_minutes is not None else None
+            stops = [t for t in (end, own) if t is not None]
+            return end, (min(stops) if stops else None)
+
         loop_start = time.perf_counter()
+        # A resumed session's own start (teacher, pool, held-out targets and compiling its step, once more) is the
+        # interruption's cost, not the run's: the run's minutes go on after the session's first step, so a run cut
+        # off at minute 8 of 10 finishes its plan when resumed with the same --minutes. A new run's start is
+        # charged (its plan is sized to what is left after it).
+        t_run = t_start
+        deadline, stop_at = run_clock(t_run)
         auto_size = config.examples == 0
         warm_mark = (loop_start, start_step)
         bar = tqdm(total=steps_total if config.examples else None, initial=start_step, disable=not progress,
@@ -566,6 +576,9 @@ def distill(image: torch.Tensor, teacher, config: DistillConfig = DistillConfig(
                 average.update()
             step += 1
             bar.update(1)
+            if step == start_step + 1 and start_step > 0:
+                t_run = time.perf_counter()
+                deadline, stop_at = run_clock(t_run)
             if guard is not None:
                 # the body's unweighted blended-image term: its total loss jumps with each phase's weights
                 guard.add({"face": losses.face, "body": losses.terms["blended"]})
@@ -602,7 +615,7 @@ def distill(image: torch.Tensor, teacher, config: DistillConfig = DistillConfig(
                     psnr_value = evaluate_psnr(student, image, eval_poses, eval_targets)
                 last_eval = time.perf_counter()
                 values = {"loss_face": float(losses.face), "loss_body": float(losses.body)}
-                log({"step": step, "examples": step * per_step, "minutes": (elapsed_before + now - t_start) / 60,
+                log({"step": step, "examples": step * per_step, "minutes": (elapsed_before + now - t_run) / 60,
                      "psnr": psnr_value, **values, **{k: float(v) for k, v in losses.terms.items()},
                      "teacher_s": pool.teacher_seconds})
                 # only here: reading a loss forces a GPU sync, which would stall every step
@@ -610,13 +623,13 @@ def distill(image: torch.Tensor, teacher, config: DistillConfig = DistillConfig(
                                 body=f"{values['loss_body']:.4f}", refresh=False)
             if ranks.is_main and (step % ckpt_every_steps == 0 or step == steps_total or out_of_time):
                 save_checkpoint(ckpt_path, student, face_opt, body_opt, step, config, mask,
-                                elapsed_before + time.perf_counter() - t_start, region, precision.scales(), average, guard)
+                                elapsed_before + time.perf_counter() - t_run, region, precision.scales(), average, guard)
             if out_of_time and step < steps_total:
                 stopped_early = True
                 break
         bar.close()
 
-        wall = elapsed_before + time.perf_counter() - t_start
+        wall = elapsed_before + time.perf_counter() - t_run
         if average is not None:
             average.copy_to_weights()    # the result is the average (psnr_value was measured on it)
         student.eval()
