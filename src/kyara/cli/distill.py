@@ -35,7 +35,8 @@ def register(sub) -> None:
     p.add_argument("--weights", metavar="DIR", help="directory of official teacher weight files")
     p.add_argument("--device", default="auto", help="auto (a CUDA GPU if there is one, else the CPU), cpu, cuda or cuda:N")
     p.add_argument("--work-dir", help="checkpoints and log.jsonl (default: OUTPUT without suffix + '.work')")
-    p.add_argument("--resume", action="store_true", help="continue exactly from the work dir's checkpoint (its settings win). Give the same "
+    p.add_argument("--resume", action="store_true",
+                   help="continue exactly from the work dir's checkpoint (its settings win). Give the same "
                         "--minutes: this session's own start (teacher, pool, compiling) is not charged to it, so a "
                         "run cut off mid-plan finishes its plan")
     p.add_argument("--minutes", type=float,

@@ -458,8 +458,15 @@ def distill(image: torch.Tensor, teacher, config: DistillConfig = DistillConfig(
         first_chunks = initial_chunks + start_step // refresh_steps
         derive_mask = ckpt_tensors is None and mask_path is None
         other_poses = (config.eval_poses if ranks.is_main else 0) + (config.mask_poses + 1 if derive_mask else 0)
-        # the budget covers earlier sessions of a resumed run
-        deadline = t_start + max_minutes * 60 - elapsed_before if max_minutes else None
+        def run_clock(t_run: float) -> tuple[float | None, float | None]:
+            """(deadline, stop_at) for a run whose minutes go on from t_run: the budget covers earlier sessions
+            of a resumed run; stop_after only ends this session, counted from its very start (a job-time limit)."""
+            end = t_run + max_minutes * 60 - elapsed_before if max_minutes else None
+            own = t_start + stop_after_minutes * 60 if stop_after_minutes is not None else None
+            stops = [t for t in (end, own) if t is not None]
+            return end, (min(stops) if stops else None)
+
+        deadline, _ = run_clock(t_start)
         setup_bar = tqdm(total=pool.chunks_to_make(first_chunks) * pool.chunk + other_poses, disable=not progress,
                          unit="pose", dynamic_ncols=True, desc=f"prepare {name} (teacher)")
         # the budget check is for a new run on one device: a resumed run has its budget's remainder to finish in
@@ -539,14 +546,6 @@ def distill(image: torch.Tensor, teacher, config: DistillConfig = DistillConfig(
         def log(record: dict) -> None:
             with open(log_path, "a", encoding="utf-8") as f:
                 f.write(json.dumps(record) + "\n")
-
-        def run_clock(t_run: float) -> tuple[float | None, float | None]:
-            """(deadline, stop_at) for a run whose minutes go on from t_run. stop_after only ends this session,
-            counted from its very start (a job-time limit)."""
-            end = t_run + max_minutes * 60 - elapsed_before if max_minutes else None
-            own = t_start + stop_after_minutes * 60 if stop_after_minutes is not None else None
-            stops = [t for t in (end, own) if t is not None]
-            return end, (min(stops) if stops else None)
 
         loop_start = time.perf_counter()
         # A resumed session's own start (teacher, pool, held-out targets and compiling its step, once more) is the
