@@ -344,6 +344,52 @@ def test_a_resumed_sessions_own_start_is_not_charged_to_the_budget(tmp_path, mon
     assert done.wall_seconds < 300
 
 
+def test_a_resumed_runs_teacher_time_is_its_own_over_its_sessions(tmp_path, monkeypatch):
+    """The teacher time a resumed run reports is its sessions' teacher time within the run's minutes: the first
+    session's (from its checkpoint) plus the resumed one's after its first step, not the pool refill of the
+    resumed start (session 26 reported 1.5 min of teacher for a 19.2-minute run that had spent ~2.6). A fake
+    clock makes every teacher chunk take 7 s in the first session and 50 s in the resumed one."""
+    import time
+    from dataclasses import replace
+
+    import kyara.distill.loop as loop_module
+    from kyara.distill.loop import load_checkpoint
+
+    class Clock:
+        offset = 0.0
+
+        def perf_counter(self):
+            return time.perf_counter() + self.offset
+
+        def __getattr__(self, name):
+            return getattr(time, name)
+
+    clock = Clock()
+
+    class SlowTeacher(FakeTeacher):
+        def __init__(self, chunk_s):
+            self.chunk_s = chunk_s
+
+        def pose_all(self, prepared, poses):
+            if poses.shape[0] == 1:        # a pool chunk (teacher_batch_size 1); eval and mask poses come in more
+                clock.offset += self.chunk_s
+            return super().pose_all(prepared, poses)
+
+    monkeypatch.setattr(loop_module, "time", clock)
+    config = replace(TINY, reuse=1.0, eval_poses=2)     # a new pool chunk every step; the eval batch is not a chunk
+    first = distill(_image(), SlowTeacher(7.0), config, out_dir=tmp_path, name="tiny", progress=False,
+                    max_minutes=10, stop_after_minutes=1e-9, student=_tiny_student())
+    assert first.steps == 1
+    first_teacher_s = float(load_checkpoint(tmp_path / CHECKPOINT_NAME)[1]["teacher_s"])
+    assert 7.0 <= first_teacher_s < 7.0 + 5.0        # one chunk; 5 s: real time on a slow CI machine
+    done = distill(_image(), SlowTeacher(50.0), config, out_dir=tmp_path, name="tiny", progress=False, resume=True,
+                   max_minutes=10, student=_tiny_student())
+    assert done.complete and done.steps == 4
+    # steps 2 and 3 each start with a new chunk (2 × 50 s); the refill before step 2 is the start's, not counted
+    assert first_teacher_s + 100.0 <= done.teacher_seconds < first_teacher_s + 100.0 + 10.0
+    assert done.teacher_seconds <= done.wall_seconds
+
+
 def test_setup_that_cannot_leave_time_to_train_stops_at_once_naming_a_pool_size(tmp_path, monkeypatch):
     """A CPU user's `--minutes 3` with a pool the teacher needs hours for: after a warm-up chunk and 32 timed
     poses the run stops with a KyaraError naming a --pool-size that would fit, before any step or file. A fake

@@ -235,7 +235,8 @@ def run(args) -> int:
     if result.complete and result.psnr < LOW_PSNR_DB:
         print(f"note: held-out PSNR under {LOW_PSNR_DB:g} dB. Drawings full of fine line (long hair, loose strands) come "
               "out lower than others in the same minutes; more --minutes raise it, slowly (twice the minutes gave "
-              "+0.6 dB on the sample; docs/distill.md, \"Which drawings come out worse\")")
+              "+0.6 dB on the sample, +0.4 dB on a long-haired drawing; docs/distill.md, "
+              "\"Which drawings come out worse\")")
     del torch
     return 0
 

@@ -272,6 +272,8 @@ def character_region(image: torch.Tensor, teacher_alpha: torch.Tensor, margin_px
 
 @dataclass
 class DistillResult:
+    """wall_seconds and teacher_seconds are the run's own, summed over its sessions when resumed (each resumed
+    session's start, which reloads the teacher and refills the pool, is not counted)."""
     character: Character
     psnr: float
     steps: int
@@ -315,7 +317,9 @@ def _load_optimizer(name: str, opt: torch.optim.Optimizer, tensors: dict, meta: 
 def save_checkpoint(path: Path, student: Student, face_opt, body_opt, step: int, config: DistillConfig,
                     mask: torch.Tensor, elapsed: float, region: torch.Tensor | None = None,
                     loss_scales: list[float] | None = None, average: WeightAverage | None = None,
-                    guard: DivergenceGuard | None = None) -> None:
+                    guard: DivergenceGuard | None = None, teacher_s: float = 0.0) -> None:
+    """elapsed and teacher_s: the run's own seconds up to this step, all its sessions (a resumed session's
+    start is not the run's)."""
     from safetensors.torch import save as st_save
 
     tensors = {f"student.{k}": v.detach().cpu().contiguous() for k, v in student.state_dict().items()}
@@ -329,7 +333,8 @@ def save_checkpoint(path: Path, student: Student, face_opt, body_opt, step: int,
     if average is not None:
         tensors.update(average.tensors())
     meta = {"step": str(step), "config": config.to_json(), "face_opt": json.dumps(face_m),
-            "body_opt": json.dumps(body_m), "elapsed_s": f"{elapsed:.3f}", "format": "kyara-distill-checkpoint"}
+            "body_opt": json.dumps(body_m), "elapsed_s": f"{elapsed:.3f}",
+            "teacher_s": f"{teacher_s:.3f}", "format": "kyara-distill-checkpoint"}
     if loss_scales:
         meta["loss_scales"] = json.dumps(loss_scales)
     if guard is not None:
@@ -418,7 +423,7 @@ def distill(image: torch.Tensor, teacher, config: DistillConfig = DistillConfig(
         torch.cuda.reset_peak_memory_stats(device)    # the metrics' peak is this run's (a farm worker runs many)
     with tf32_matmuls(config.tf32), explained_out_of_memory(lambda: config, device):
         # -- resume: the checkpoint's config wins, so a resumed run is the same run -------------------
-        start_step, ckpt_tensors, ckpt_meta, elapsed_before = 0, None, None, 0.0
+        start_step, ckpt_tensors, ckpt_meta, elapsed_before, teacher_before = 0, None, None, 0.0, 0.0
         if resume:
             if not ckpt_path.exists():
                 raise KyaraError(f"--resume: no checkpoint at {ckpt_path}")
@@ -426,6 +431,7 @@ def distill(image: torch.Tensor, teacher, config: DistillConfig = DistillConfig(
             config = DistillConfig.from_json(ckpt_meta["config"])
             start_step = int(ckpt_meta["step"])
             elapsed_before = float(ckpt_meta.get("elapsed_s", 0))
+            teacher_before = float(ckpt_meta.get("teacher_s", 0))     # absent before session 26: 0
             drop_log_records_after(out_dir / LOG_NAME, start_step)
 
         if config.examples == 0 and not max_minutes:
@@ -552,8 +558,13 @@ def distill(image: torch.Tensor, teacher, config: DistillConfig = DistillConfig(
         # interruption's cost, not the run's: the run's minutes go on after the session's first step, so a run cut
         # off at minute 8 of 10 finishes its plan when resumed with the same --minutes. A new run's start is
         # charged (its plan is sized to what is left after it).
-        t_run = t_start
+        t_run, teacher_at_run = t_start, 0.0
         deadline, stop_at = run_clock(t_run)
+
+        def run_teacher_s() -> float:
+            """The teacher's seconds within the run's minutes (not the resumed session's pool refill)."""
+            return teacher_before + pool.teacher_seconds - teacher_at_run
+
         auto_size = config.examples == 0
         warm_mark = (loop_start, start_step)
         bar = tqdm(total=steps_total if config.examples else None, initial=start_step, disable=not progress,
@@ -576,7 +587,7 @@ def distill(image: torch.Tensor, teacher, config: DistillConfig = DistillConfig(
             step += 1
             bar.update(1)
             if step == start_step + 1 and start_step > 0:
-                t_run = time.perf_counter()
+                t_run, teacher_at_run = time.perf_counter(), pool.teacher_seconds
                 deadline, stop_at = run_clock(t_run)
             if guard is not None:
                 # the body's unweighted blended-image term: its total loss jumps with each phase's weights
@@ -616,13 +627,14 @@ def distill(image: torch.Tensor, teacher, config: DistillConfig = DistillConfig(
                 values = {"loss_face": float(losses.face), "loss_body": float(losses.body)}
                 log({"step": step, "examples": step * per_step, "minutes": (elapsed_before + now - t_run) / 60,
                      "psnr": psnr_value, **values, **{k: float(v) for k, v in losses.terms.items()},
-                     "teacher_s": pool.teacher_seconds})
+                     "teacher_s": run_teacher_s()})
                 # only here: reading a loss forces a GPU sync, which would stall every step
                 bar.set_postfix(psnr=f"{psnr_value:.2f}dB", face=f"{values['loss_face']:.4f}",
                                 body=f"{values['loss_body']:.4f}", refresh=False)
             if ranks.is_main and (step % ckpt_every_steps == 0 or step == steps_total or out_of_time):
                 save_checkpoint(ckpt_path, student, face_opt, body_opt, step, config, mask,
-                                elapsed_before + time.perf_counter() - t_run, region, precision.scales(), average, guard)
+                                elapsed_before + time.perf_counter() - t_run, region, precision.scales(), average, guard,
+                                teacher_s=run_teacher_s())
             if out_of_time and step < steps_total:
                 stopped_early = True
                 break
@@ -635,7 +647,7 @@ def distill(image: torch.Tensor, teacher, config: DistillConfig = DistillConfig(
         metadata = {"distill": json.loads(config.to_json()), "metrics": {
             "heldout_psnr_db": psnr_value, "heldout_poses": config.eval_poses, "steps": step,
             "examples": step * per_step, "complete": not stopped_early, "wall_seconds": round(wall, 1),
-            "teacher_seconds": round(pool.teacher_seconds, 1), "gpus": ranks.world,
+            "teacher_seconds": round(run_teacher_s(), 1), "gpus": ranks.world,
             "region_fraction": round(float(region.float().mean()), 4) if region is not None else 1.0}}
         if guard is not None and guard.rollbacks:
             metadata["metrics"]["rollbacks"] = [r.__dict__ for r in guard.rollbacks]
@@ -655,5 +667,5 @@ def distill(image: torch.Tensor, teacher, config: DistillConfig = DistillConfig(
             out_path = Path(output) if output else out_dir / f"{name}.kyara"
             save_kyara(out_path, name, stored_image, student, teacher.name, metadata, image_png=image_png)
         ranks.barrier()
-        return DistillResult(character, psnr_value, step, step * per_step, wall, pool.teacher_seconds,
+        return DistillResult(character, psnr_value, step, step * per_step, wall, run_teacher_s(),
                              not stopped_early)
