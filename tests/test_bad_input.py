@@ -245,6 +245,8 @@ CASES: list[Case] = [
     C("distill-pool", "`--pool-size 1`", "distill {d}/char.png -o {out}/x.kyara --device cpu --pool-size 1",
       "--pool-size must hold at least one face batch"),
     C("distill-missing", "missing image to distill", "distill {d}/gone.png -o {out}/x.kyara --device cpu", "gone.png: file not found"),
+    C("distill-resume-restart", "`--resume` with `--restart`", "distill {d}/char.png -o {out}/x.kyara --device cpu --resume --restart",
+      "--resume continues the work dir's run and --restart replaces it: give one of them"),
     C("scene-missing", "missing scene file", "scene {d}/gone.yaml", "scene file not found"),
     C("scene-syntax", "broken scene YAML", "scene {d}/bad.yaml -o {out}/s.gif", "invalid YAML"),
     C("export-missing", "missing .kyara to export", "export {d}/gone.kyara --tha4-dir {out}/x", "character file not found"),
@@ -609,6 +611,8 @@ def write_docs() -> None:
     """Run every case and write docs/bad-input.md with the line each one actually prints."""
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
+        # an empty store, as the tests' fixture gives: installed weights change `models` answers
+        os.environ["KYARA_HOME"] = str(Path(tmp) / "kyara-home")
         d = make_inputs(Path(tmp) / "in")
         for case in CASES:
             out = Path(tmp) / "out" / case.id

@@ -496,6 +496,31 @@ def _cli_distill_config(monkeypatch, tmp_path, *extra, metadata=None, psnr=36.0,
     return seen["config"], seen["kw"]
 
 
+def test_cli_distill_will_not_start_a_new_run_over_a_stopped_ones_checkpoint(monkeypatch, tmp_path, capsys):
+    """Rerunning a stopped run's command without --resume is refused, naming --resume and --restart, and the
+    checkpoint stays byte for byte; --restart starts anew (checkpoint and log gone); both flags: an error."""
+    from kyara.character import SAMPLE_IMAGE
+    from kyara.cli import main
+
+    work = tmp_path / "c.work"
+    distill(_image(), FakeTeacher(), TINY, out_dir=work, name="tiny", progress=False, stop_after_minutes=1e-9,
+            student=_tiny_student())
+    checkpoint = work / CHECKPOINT_NAME
+    before = checkpoint.read_bytes()
+    assert (work / "log.jsonl").exists()
+    command = ["distill", str(SAMPLE_IMAGE), "-o", str(tmp_path / "c.kyara"), "--device", "cpu"]
+    assert main(command) == 2
+    err = capsys.readouterr().err
+    assert f"{checkpoint}: an earlier run's checkpoint (step 1," in err and "--resume" in err and "--restart" in err
+    assert checkpoint.read_bytes() == before and not (tmp_path / "c.kyara").exists()
+    assert main([*command, "--resume", "--restart"]) == 2
+    assert "give one of them" in capsys.readouterr().err and checkpoint.read_bytes() == before
+    _, kw = _cli_distill_config(monkeypatch, tmp_path, "--restart")
+    assert kw["resume"] is False and not checkpoint.exists() and not (work / "log.jsonl").exists()
+    _, kw = _cli_distill_config(monkeypatch, tmp_path)        # no checkpoint left: a plain run goes ahead
+    assert kw["resume"] is False
+
+
 def test_cli_distill_defaults_are_the_measured_recipe(monkeypatch, tmp_path, capsys):
     config, kw = _cli_distill_config(monkeypatch, tmp_path, "--minutes", "20")
     assert config.examples == 0 and kw["max_minutes"] == 20          # --minutes sizes the run

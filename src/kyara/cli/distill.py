@@ -39,6 +39,10 @@ def register(sub) -> None:
                    help="continue exactly from the work dir's checkpoint (its settings win). Give the same "
                         "--minutes: this session's own start (teacher, pool, compiling) is not charged to it, so a "
                         "run cut off mid-plan finishes its plan")
+    p.add_argument("--restart", action="store_true",
+                   help="start a new run in a work dir that holds an earlier run's checkpoint, replacing it and its "
+                        "log (without --resume or --restart such a work dir is an error, so a rerun of the same "
+                        "command cannot overwrite a stopped run by accident)")
     p.add_argument("--minutes", type=float,
                    help="time budget of the whole run, resumed sessions included (not their own starts): with --examples 0 the schedule "
                         "is sized to fit it; the run stops (with a checkpoint) when it is spent. A new run whose "
@@ -181,6 +185,28 @@ def checked_config(args) -> DistillConfig:
                                 str(e))) from None
 
 
+def check_work_dir(work: Path, *, resume: bool, restart: bool) -> None:
+    """Refuse to start a new run over an earlier run's checkpoint unless --restart says so (then remove it and
+    its log), so that rerunning a stopped run's command without --resume loses nothing."""
+    from kyara.distill.loop import CHECKPOINT_NAME, LOG_NAME, load_checkpoint
+    from kyara.errors import KyaraError
+
+    if resume and restart:
+        raise KyaraError("--resume continues the work dir's run and --restart replaces it: give one of them")
+    checkpoint = work / CHECKPOINT_NAME
+    if resume or not checkpoint.exists():
+        return
+    if restart:
+        for name in (CHECKPOINT_NAME, LOG_NAME):
+            (work / name).unlink(missing_ok=True)
+        return
+    meta = load_checkpoint(checkpoint)[1]
+    minutes = float(meta.get("elapsed_s", 0)) / 60
+    raise KyaraError(f"{checkpoint}: an earlier run's checkpoint (step {int(meta['step']):,}, {minutes:.1f} minutes "
+                     "in). Continue that run with --resume (and the same --minutes), start a new one in its place "
+                     "with --restart, or give another --work-dir")
+
+
 def run(args) -> int:
     import time
 
@@ -206,6 +232,8 @@ def run(args) -> int:
     ranks, device_arg = init_from_torchrun(args.device)
     device = pick_device(device_arg)
     config = checked_config(args)   # every option checked before the image and the teacher load
+    work = Path(args.work_dir) if args.work_dir else out.with_suffix(".work")
+    check_work_dir(work, resume=args.resume, restart=args.restart)
     if config.pose_dataset:
         from kyara.pose_dataset import load_pose_dataset
 
@@ -214,7 +242,6 @@ def run(args) -> int:
         print("warning: distilling on the CPU takes days; use a CUDA GPU (--device cuda)")
     image = load_image(args.image, fit=args.fit)
     teacher = load_teacher(config.teacher, weights_dir=args.weights, device=str(device))
-    work = Path(args.work_dir) if args.work_dir else out.with_suffix(".work")
     png = None
     if Path(args.image).suffix.lower() == ".png" and not args.fit:
         load_rgba(args.image)  # validated above; keep the user's exact bytes
