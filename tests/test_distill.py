@@ -6,6 +6,7 @@ mechanics (loss falls, exact resume, file output, errors); the real runs are GPU
 import dataclasses
 import json
 import math
+import time
 
 import pytest
 import torch
@@ -306,12 +307,22 @@ def test_stop_after_ends_the_session_and_resume_finishes_the_same_schedule(tmp_p
     assert steps == sorted(set(steps)) and steps[-1] == 4
 
 
+class _FakeClock:
+    """Stands in for the loop's `time` module: perf_counter runs `offset` seconds ahead of the real clock, so a
+    test can make a teacher or a start take minutes in no time."""
+    offset = 0.0
+
+    def perf_counter(self):
+        return time.perf_counter() + self.offset
+
+    def __getattr__(self, name):
+        return getattr(time, name)
+
+
 def test_a_resumed_sessions_own_start_is_not_charged_to_the_budget(tmp_path, monkeypatch):
     """A run cut off mid-plan (a lost machine) and resumed with the same budget finishes its plan, however
     long the resumed session takes to load its teacher and refill its pool; the minutes it reports are
     its own. The clock is faked: the resumed start takes ten minutes of it."""
-    import time
-
     import kyara.distill.loop as loop_module
     from kyara.distill.loop import load_checkpoint
 
@@ -320,16 +331,7 @@ def test_a_resumed_sessions_own_start_is_not_charged_to_the_budget(tmp_path, mon
     assert not first.complete and first.steps == 1
     used_s = float(load_checkpoint(tmp_path / CHECKPOINT_NAME)[1]["elapsed_s"])
 
-    class Clock:
-        offset = 0.0
-
-        def perf_counter(self):
-            return time.perf_counter() + self.offset
-
-        def __getattr__(self, name):
-            return getattr(time, name)
-
-    clock = Clock()
+    clock = _FakeClock()
 
     class SlowStart(FakeTeacher):
         def prepare(self, image):
@@ -349,22 +351,12 @@ def test_a_resumed_runs_teacher_time_is_its_own_over_its_sessions(tmp_path, monk
     session's (from its checkpoint) plus the resumed one's after its first step, not the pool refill of the
     resumed start (session 26 reported 1.5 min of teacher for a 19.2-minute run that had spent ~2.6). A fake
     clock makes every teacher chunk take 7 s in the first session and 50 s in the resumed one."""
-    import time
     from dataclasses import replace
 
     import kyara.distill.loop as loop_module
     from kyara.distill.loop import load_checkpoint
 
-    class Clock:
-        offset = 0.0
-
-        def perf_counter(self):
-            return time.perf_counter() + self.offset
-
-        def __getattr__(self, name):
-            return getattr(time, name)
-
-    clock = Clock()
+    clock = _FakeClock()
 
     class SlowTeacher(FakeTeacher):
         def __init__(self, chunk_s):
