@@ -349,7 +349,7 @@ def test_a_resumed_sessions_own_start_is_not_charged_to_the_budget(tmp_path, mon
 def test_a_resumed_runs_teacher_time_is_its_own_over_its_sessions(tmp_path, monkeypatch):
     """The teacher time a resumed run reports is its sessions' teacher time within the run's minutes: the first
     session's (from its checkpoint) plus the resumed one's after its first step, not the pool refill of the
-    resumed start (session 26 reported 1.5 min of teacher for a 19.2-minute run that had spent ~2.6). A fake
+    resumed start (session 26 reported 1.5 min of teacher for a 19.2-minute run that had spent ~2.4). A fake
     clock makes every teacher chunk take 7 s in the first session and 50 s in the resumed one."""
     from dataclasses import replace
 
