@@ -38,7 +38,6 @@ import torch
 import torch.nn.functional as F
 
 from kyara.eval.metrics import to_display
-from kyara.geometry import FACE_MORPHER_BOX
 from kyara.nn.warp import apply_flow
 from kyara.pose import ROTATION
 from kyara.pose_sampler import sample_poses
@@ -140,12 +139,6 @@ def main() -> None:
     train_poses = sample_poses(args.train, torch.Generator().manual_seed(1))
     test_poses = sample_poses(args.test, torch.Generator().manual_seed(12345))
 
-    def body_input_of(out):
-        """The body morpher's input: the drawing with the teacher's morphed face pasted in (N, 4, 512, 512)."""
-        n = out.image.shape[0]
-        return FACE_MORPHER_BOX.paste(image.unsqueeze(0).expand(n, -1, -1, -1),
-                                      FACE_MORPHER_BOX.crop(out.face_morphed_full))
-
     t0 = time.perf_counter()
     train_flows = {r: [] for r in resolutions}
     with torch.no_grad():
@@ -154,7 +147,7 @@ def main() -> None:
             out = teacher.pose_all(prepared, p)
             flow = out.editor.flow.float()
             if args.residual:
-                flow = flow - student.body_outputs(body_input_of(out), p).flow.float()
+                flow = flow - student.body_outputs(out.face_morphed_full, p).flow.float()
             for r in resolutions:
                 train_flows[r].append(resize(flow, r))
         train_flows = {r: torch.cat(v) for r, v in train_flows.items()}
@@ -182,7 +175,7 @@ def main() -> None:
             out = teacher.pose_all(prepared, p)
             e = out.editor
             target = to_display(out.image.float())
-            body_input = body_input_of(out)
+            body_input = out.face_morphed_full      # the body morpher's input: the drawing, its face morphed
             visible = out.image[:, 3] > -0.9                                        # model space: −1 transparent
             gradient = image_gradient(target)                                       # (N, 4, 2, H, W)
             add("the teacher's own flow (check: its own image)", e.flow.float(), e, target, body_input, visible)
