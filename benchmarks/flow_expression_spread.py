@@ -23,7 +23,6 @@ import torch
 
 from kyara.character import load_character
 from kyara.eval.metrics import to_display
-from kyara.geometry import FACE_MORPHER_BOX
 from kyara.nn.warp import apply_flow
 from kyara.pose import ROTATION
 from kyara.pose_sampler import sample_poses
@@ -60,8 +59,7 @@ def main() -> None:
             poses[:, ROTATION] = rot
             out = teacher.pose_all(prepared, poses)
             e = out.editor
-            body_input = FACE_MORPHER_BOX.paste(ch.image.unsqueeze(0).expand(e_count, -1, -1, -1),
-                                                FACE_MORPHER_BOX.crop(out.face_morphed_full))
+            body_input = out.face_morphed_full      # the body morpher's input: the drawing, its face morphed
             body = student.body_outputs(body_input, poses)
             visible = (out.image[:, 3] > -0.9).unsqueeze(1)            # (E, 1, H, W); alpha −1 is transparent
             err = (body.flow - e.flow) * 256                            # px (2/512 of normalised space a pixel)

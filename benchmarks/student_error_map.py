@@ -26,7 +26,7 @@ from kyara.character import SAMPLE_CHARACTER, load_character
 from kyara.pose import ROTATION
 from kyara.pose_sampler import sample_poses
 from kyara.eval.metrics import to_display
-from kyara.geometry import FACE_MORPHER_BOX, STUDENT_FACE_BOX
+from kyara.geometry import STUDENT_FACE_BOX
 from kyara.teacher import load_teacher
 
 
@@ -79,8 +79,7 @@ def main() -> None:
             out = teacher.pose_all(prepared, p)
             target = to_display(out.image.float())
             pred = student(ch.image, p).image
-            body_input = FACE_MORPHER_BOX.paste(ch.image.unsqueeze(0).expand(len(p), -1, -1, -1),
-                                                FACE_MORPHER_BOX.crop(out.face_morphed_full))
+            body_input = out.face_morphed_full      # the body morpher's input: the drawing, its face morphed
             body = student.body_outputs(body_input, p)
             pred_body = body.image
             whole += ((to_display(pred) - target) ** 2).mean(1).sum(0)
