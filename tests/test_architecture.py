@@ -220,3 +220,13 @@ def test_no_import_cycles_in_src(graph):
     assert not cycles, "modules that import each other (around a loop):\n" + "\n".join(
         " ↔ ".join(c) + "  [" + "; ".join(f"{a}:{graph[a][b]} → {b}" for a in c for b in graph[a] if b in c) + "]"
         for c in cycles)
+
+
+def test_the_live_engine_knows_nothing_of_its_server(graph):
+    """Inside the live/server layer the direction is fixed too: the server (and ``kyara.server.runner``, which
+    starts a session) stands on the engine; the engine could be served by something else."""
+    live = [m for m in graph if m == "kyara.live" or m.startswith("kyara.live.")]
+    assert "kyara.live.engine" in live
+    upward = [f"{m}:{line} → {dep}" for m in live for dep, line in graph[m].items()
+              if dep == "kyara.server" or dep.startswith("kyara.server.")]
+    assert not upward, "kyara.live imports the server:\n" + "\n".join(upward)

@@ -23,7 +23,8 @@ from kyara.cli import build_parser, main
 from kyara.cli import live as cli_live
 from kyara.drive.source import PoseSource
 from kyara.errors import KyaraError
-from kyara.live import runner, session
+from kyara.live import session
+from kyara.server import runner
 from kyara.live.session import LiveConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -244,7 +245,7 @@ def test_live_server_imports_only_core_dependencies():
     import importlib.metadata as md
     import tomllib
 
-    code = ("import sys, kyara.cli.live, kyara.live.session, kyara.live.runner, kyara.server.app, kyara.server.api, uvicorn, "
+    code = ("import sys, kyara.cli.live, kyara.live.session, kyara.server.runner, kyara.server.app, kyara.server.api, uvicorn, "
             "uvicorn.protocols.websockets.auto, uvicorn.loops.auto, uvicorn.protocols.http.auto; "
             "print(sorted({m.split('.')[0] for m in sys.modules}))")
     modules = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,

@@ -9,7 +9,7 @@ import pytest
 from kyara.cli import build_parser
 from kyara.cli.live import config_from_args
 from kyara.errors import KyaraError
-from kyara.live.runner import render_mode
+from kyara.server.runner import render_mode
 from kyara.live.session import LiveConfig
 
 STUDENT = SimpleNamespace(is_student=True, premultiplied=False)

@@ -1,7 +1,7 @@
 """`kyara live`: drive a character in real time from the browser studio, trackers, webcam, audio and events.
 
 Each flag sets the ``kyara.live.session.LiveConfig`` field of the same name (its dest), and the
-defaults are that class's; ``run`` builds the config and calls ``kyara.live.runner.run_live``.
+defaults are that class's; ``run`` builds the config and calls ``kyara.server.runner.run_live``.
 """
 from __future__ import annotations
 
@@ -99,7 +99,7 @@ def config_from_args(args: argparse.Namespace) -> LiveConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    from kyara.live.runner import run_live
+    from kyara.server.runner import run_live
 
     run_live(config_from_args(args))
     return 0

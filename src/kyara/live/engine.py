@@ -36,7 +36,6 @@ from typing import Callable, Mapping, NamedTuple, Protocol
 import numpy as np
 from PIL import Image
 
-from kyara.drive.idle import IDLE_PARTS  # noqa: F401  (kyara.server.api imports it from here)
 from kyara.live.session import RENDER_MODES, LiveConfig  # the one home of the live defaults (fps, encoders)
 from kyara.pose import NAMES, Pose
 

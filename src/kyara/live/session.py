@@ -1,5 +1,5 @@
 """A `kyara live` session's configuration: ``LiveConfig``, the one home of every live default.
-``kyara.live.runner.run_live(config)`` runs a session from it. This module imports nothing from
+``kyara.server.runner.run_live(config)`` runs a session from it. This module imports nothing from
 the engine or the server (both read their settings from here), so it sits below them.
 
 ``kyara live`` maps each flag 1:1 onto a ``LiveConfig`` field of the same name; Python callers
@@ -22,7 +22,7 @@ DEFAULT_TEACHER = "tha3/separable_float"
 TOKEN_FORBIDDEN = " &#?/"
 RENDER_MODES = ("server", "browser")  # where frames are drawn: here (WebP) or in each page (pose packets)
 # --render choices: "auto" (the default) is browser for a student the pages can run, else server
-# (kyara.live.runner.render_mode resolves it once the character is loaded).
+# (kyara.server.runner.render_mode resolves it once the character is loaded).
 RENDER_CHOICES = (*RENDER_MODES, "auto")
 # Server frames on a CPU: 30 frames/s keep a 2-core machine's live server under one core with the lite
 # student (0.90 cores measured; rendering at 60 took 1.4 and left little to OBS and a game). --server-fps N.

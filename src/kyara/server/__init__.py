@@ -1,7 +1,7 @@
 """The live studio server: HTTP/WebSocket front end of a ``kyara.live.LiveEngine`` (Starlette + uvicorn).
 
 ``create_app(engine, config)`` builds the ASGI app of one session (``config``: a
-``kyara.live.session.LiveConfig``); ``kyara.live.runner.run_live(config)`` is what ``kyara live``
+``kyara.live.session.LiveConfig``); ``kyara.server.runner.run_live(config)`` is what ``kyara live``
 runs. Importing this package starts nothing.
 """
 from kyara.live.session import LiveConfig

@@ -19,8 +19,8 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from kyara.drive.idle import IDLE_PARTS
 from kyara.image import encode_image
-from kyara.live.engine import IDLE_PARTS
 from kyara.pose import CATEGORIES, NAMES, PARAMETERS, PRESETS, Pose, PoseError
 
 MAX_NAME_CHARS = 64

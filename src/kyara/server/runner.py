@@ -1,8 +1,8 @@
 """Run a `kyara live` session: bind the port, load the character, start the pose sources, and
 serve ``kyara.server.app.create_app`` until interrupted (``run_live``, what `kyara live` calls).
 
-Kept apart from ``kyara.live.session`` (the configuration) because it imports the engine and the
-server, which themselves read ``LiveConfig``: configuration below, running above, no cycle.
+The top of the live stack: it imports the engine (``kyara.live``) and the app, both of which read
+``kyara.live.session.LiveConfig``; nothing in ``kyara.live`` imports the server.
 """
 from __future__ import annotations
 
