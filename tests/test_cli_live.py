@@ -24,8 +24,8 @@ from kyara.cli import live as cli_live
 from kyara.drive.source import PoseSource
 from kyara.errors import KyaraError
 from kyara.live import session
-from kyara.server import runner
 from kyara.live.session import LiveConfig
+from kyara.server import runner
 
 ROOT = Path(__file__).resolve().parents[1]
 
