@@ -58,7 +58,7 @@ def flat_grad(student: Student, loss: torch.Tensor) -> torch.Tensor:
 
 def teacher_targets(teacher, image: torch.Tensor, poses: torch.Tensor, chunk: int = 4):
     """The pool's three targets for poses (N, 45): face crops (N, 4, 192, 192), final images (N, 4, 512, 512),
-    flows (N, 2, 512, 512), as kyara.distill.loop.TeacherPool stores them (but in float32)."""
+    flows (N, 2, 512, 512), as kyara.distill.pool.TeacherPool stores them (but in float32)."""
     prepared = teacher.prepare(image)
     faces, finals, flows = [], [], []
     with torch.no_grad():

@@ -15,7 +15,7 @@ where the teacher barely moves pixels, per pose.
 
 seen: the student's PSNR (kyara.eval.metrics.psnr, display space) on poses it trained on against as many held-out
 poses. The distiller's teacher pool draws chunk k's 32 poses from a generator keyed (seed, 1, k)
-(kyara.distill.loop.TeacherPool, single-process runs); the pool starts with chunks 0–127 and takes chunk 128 + j
+(kyara.distill.pool.TeacherPool, single-process runs); the pool starts with chunks 0–127 and takes chunk 128 + j
 after j × R steps (R = 16 at every pixel, 64 at the default quarter parts), so a run of S steps ends holding
 chunks S/R … 127 + S/R. Take the oldest, S/R and S/R + 1: they spent their whole time in the pool (each example
 shown ~8 times) and left it last; the newest were barely shown. The student keeps its region, as `kyara eval`. A small gap
@@ -45,7 +45,7 @@ import torch.nn.functional as F
 
 from kyara.character import load_character
 from kyara.distill.config import THA4_BODY_PHASES, DistillConfig
-from kyara.distill.loop import _generator
+from kyara.distill.pool import seeded_generator
 from kyara.distill.losses import body_loss
 from kyara.eval.evaluate import HELDOUT_SEED
 from kyara.eval.metrics import psnr, to_display
@@ -115,7 +115,7 @@ def smooth(character, teacher, prepared, num_poses: int) -> None:
 def seen(character, teacher, prepared, seed: int, chunks: list[int]) -> None:
     chunk = DistillConfig().teacher_batch_size
     sets = {f"trained on (chunks {', '.join(map(str, chunks))})":
-            torch.cat([sample_poses(chunk, _generator(seed, 1, k)) for k in chunks]),
+            torch.cat([sample_poses(chunk, seeded_generator(seed, 1, k)) for k in chunks]),
             "held out (kyara eval's stream)": sample_poses(chunk * len(chunks), torch.Generator().manual_seed(HELDOUT_SEED))}
     print("| poses | n | PSNR |\n|---|---|---|")
     for name, poses in sets.items():

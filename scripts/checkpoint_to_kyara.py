@@ -19,7 +19,7 @@ import torch
 from kyara.character import save_kyara
 from kyara.distill.config import DistillConfig
 from kyara.distill.ema import WeightAverage
-from kyara.distill.loop import load_checkpoint
+from kyara.distill.checkpoint import load_checkpoint
 from kyara.image import load_image
 from kyara.student import Student
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from kyara.distill import DistillConfig, distill
-from kyara.distill.loop import CHECKPOINT_NAME, LOG_NAME
+from kyara.distill.checkpoint import CHECKPOINT_NAME, LOG_NAME
 from kyara.pose_sampler import sample_poses
 from kyara.errors import KyaraError
 from kyara.pose import HIGH, LOW
@@ -156,6 +156,7 @@ def test_running_out_of_gpu_memory_is_a_one_line_error_with_advice(tmp_path, mon
     """torch's out-of-memory error (here raised where the pool is allocated, as on a 16-24 GB GPU at the
     default --pool-size) becomes a DeviceMemoryError naming the pool's size and what to lower."""
     import kyara.distill.loop as loop
+    import kyara.distill.pool as pool
     from kyara.errors import DeviceMemoryError
 
     def no_memory(*args, **kwargs):
@@ -169,19 +170,19 @@ def test_running_out_of_gpu_memory_is_a_one_line_error_with_advice(tmp_path, mon
     # TINY's pool: 1 example of 3.3 MiB; the default pool of 4096 is 13.1 GiB
     assert f"--pool-size {TINY.pool_size}" in message and "3.3 MiB an example" in message
     assert isinstance(caught.value.__cause__, torch.cuda.OutOfMemoryError)
-    assert loop.POOL_BYTES_PER_EXAMPLE == (6 * 512 * 512 + 4 * 192 * 192) * 2
-    assert "holds 13.1 GiB (--pool-size 4096" in loop.out_of_memory_message(DistillConfig(), torch.device("cpu"))
+    assert pool.POOL_BYTES_PER_EXAMPLE == (6 * 512 * 512 + 4 * 192 * 192) * 2
+    assert "holds 13.1 GiB (--pool-size 4096" in pool.out_of_memory_message(DistillConfig(), torch.device("cpu"))
     # On a 24 GiB GPU the advice is the pool that fits beside the measured rest (19.4 GiB), in teacher batches
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (5 * 2**30, 24 * 2**30))
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device: "Some GPU")
-    advice = loop.out_of_memory_message(DistillConfig(), torch.device("cuda", 0))
-    fit = int((0.95 * 24 * 2**30 - loop.NON_POOL_BYTES) / loop.POOL_BYTES_PER_EXAMPLE) // 32 * 32
+    advice = pool.out_of_memory_message(DistillConfig(), torch.device("cuda", 0))
+    fit = int((0.95 * 24 * 2**30 - pool.NON_POOL_BYTES) / pool.POOL_BYTES_PER_EXAMPLE) // 32 * 32
     assert fit == 1056 and f"Try --pool-size {fit} (3.4 GiB)" in advice
     assert advice.startswith("Some GPU (24.0 GiB, 5.0 GiB free now) ran out of memory")
     # On a 16 GiB GPU no pool fits beside the default batches: the advice says so
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (1 * 2**30, 16 * 2**30))
-    assert "a smaller --batch-size" in loop.out_of_memory_message(DistillConfig(), torch.device("cuda", 0))
+    assert "a smaller --batch-size" in pool.out_of_memory_message(DistillConfig(), torch.device("cuda", 0))
 
 
 def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
@@ -307,6 +308,16 @@ def test_stop_after_ends_the_session_and_resume_finishes_the_same_schedule(tmp_p
     assert steps == sorted(set(steps)) and steps[-1] == 4
 
 
+def _fake_time(monkeypatch, clock) -> None:
+    """Every module that reads the clock during a run (the loop; the pool, which times its teacher chunks) reads
+    `clock` (anything with perf_counter())."""
+    import kyara.distill.loop
+    import kyara.distill.pool
+
+    for module in (kyara.distill.loop, kyara.distill.pool):
+        monkeypatch.setattr(module, "time", clock)
+
+
 class _FakeClock:
     """Stands in for the loop's `time` module: perf_counter runs `offset` seconds ahead of the real clock, so a
     test can make a teacher or a start take minutes in no time."""
@@ -323,8 +334,7 @@ def test_a_resumed_sessions_own_start_is_not_charged_to_the_budget(tmp_path, mon
     """A run cut off mid-plan (a lost machine) and resumed with the same budget finishes its plan, however
     long the resumed session takes to load its teacher and refill its pool; the minutes it reports are
     its own. The clock is faked: the resumed start takes ten minutes of it."""
-    import kyara.distill.loop as loop_module
-    from kyara.distill.loop import load_checkpoint
+    from kyara.distill.checkpoint import load_checkpoint
 
     first = distill(_image(), FakeTeacher(), TINY, out_dir=tmp_path, name="tiny", progress=False, max_minutes=10,
                     stop_after_minutes=1e-9, student=_tiny_student())
@@ -338,7 +348,7 @@ def test_a_resumed_sessions_own_start_is_not_charged_to_the_budget(tmp_path, mon
             clock.offset += 600.0
             return super().prepare(image)
 
-    monkeypatch.setattr(loop_module, "time", clock)
+    _fake_time(monkeypatch, clock)
     # five minutes of budget left: the ten-minute start alone would spend them under the old rule
     done = distill(_image(), SlowStart(), TINY, out_dir=tmp_path, name="tiny", progress=False, resume=True,
                    max_minutes=used_s / 60 + 5, student=_tiny_student())
@@ -353,8 +363,7 @@ def test_a_resumed_runs_teacher_time_is_its_own_over_its_sessions(tmp_path, monk
     clock makes every teacher chunk take 7 s in the first session and 50 s in the resumed one."""
     from dataclasses import replace
 
-    import kyara.distill.loop as loop_module
-    from kyara.distill.loop import load_checkpoint
+    from kyara.distill.checkpoint import load_checkpoint
 
     clock = _FakeClock()
 
@@ -367,7 +376,7 @@ def test_a_resumed_runs_teacher_time_is_its_own_over_its_sessions(tmp_path, monk
                 clock.offset += self.chunk_s
             return super().pose_all(prepared, poses)
 
-    monkeypatch.setattr(loop_module, "time", clock)
+    _fake_time(monkeypatch, clock)
     config = replace(TINY, reuse=1.0, eval_poses=2)     # a new pool chunk every step; the eval batch is not a chunk
     first = distill(_image(), SlowTeacher(7.0), config, out_dir=tmp_path, name="tiny", progress=False,
                     max_minutes=10, stop_after_minutes=1e-9, student=_tiny_student())
@@ -390,10 +399,8 @@ def test_setup_that_cannot_leave_time_to_train_stops_at_once_naming_a_pool_size(
     import types
     from dataclasses import replace
 
-    import kyara.distill.loop as loop
-
     ticks = iter(range(10**9))
-    monkeypatch.setattr(loop, "time", types.SimpleNamespace(perf_counter=lambda: next(ticks) * 0.5))
+    _fake_time(monkeypatch, types.SimpleNamespace(perf_counter=lambda: next(ticks) * 0.5))
     config = replace(TINY, examples=0, pool_size=128, teacher_batch_size=2)
     teacher = FakeTeacher()
     with pytest.raises(KyaraError, match=r"preparing the run needs 132 teacher poses \(128 for the pool, 4 for the mask"
@@ -406,21 +413,21 @@ def test_setup_that_cannot_leave_time_to_train_stops_at_once_naming_a_pool_size(
 
     # the suggestion is a pool whose setup fits: it runs (the same fake clock)
     ticks = iter(range(10**9))
-    monkeypatch.setattr(loop, "time", types.SimpleNamespace(perf_counter=lambda: next(ticks) * 0.5))
+    _fake_time(monkeypatch, types.SimpleNamespace(perf_counter=lambda: next(ticks) * 0.5))
     result = distill(_image(), teacher, replace(config, pool_size=suggested), out_dir=tmp_path / "fits", name="tiny",
                      progress=False, max_minutes=1.0, student=_tiny_student())
     assert result.steps >= 1
 
     # no budget, no check: the same pool prepares in full
     ticks = iter(range(10**9))
-    monkeypatch.setattr(loop, "time", types.SimpleNamespace(perf_counter=lambda: next(ticks) * 0.5))
+    _fake_time(monkeypatch, types.SimpleNamespace(perf_counter=lambda: next(ticks) * 0.5))
     result = distill(_image(), teacher, replace(config, examples=2), out_dir=tmp_path / "free", name="tiny",
                      progress=False, student=_tiny_student())
     assert result.steps == 2
 
     # a resumed run is not checked: with its budget spent it still takes a step and writes its file
     ticks = iter(range(10**9))
-    monkeypatch.setattr(loop, "time", types.SimpleNamespace(perf_counter=lambda: next(ticks) * 0.5))
+    _fake_time(monkeypatch, types.SimpleNamespace(perf_counter=lambda: next(ticks) * 0.5))
     first = distill(_image(), teacher, replace(config, examples=8), out_dir=tmp_path / "resumed", name="tiny",
                     progress=False, stop_after_minutes=1e-9, student=_tiny_student())
     assert first.steps == 1 and not first.complete
@@ -448,7 +455,7 @@ def test_auto_sized_run_resizes_from_the_steady_rate_and_fits_its_budget(tmp_pat
     import kyara.distill.loop as loop
 
     ticks = iter(range(10**9))
-    monkeypatch.setattr(loop, "time", types.SimpleNamespace(perf_counter=lambda: next(ticks) * 0.05))
+    _fake_time(monkeypatch, types.SimpleNamespace(perf_counter=lambda: next(ticks) * 0.05))
     monkeypatch.setattr(loop, "AUTO_MARK_STEPS", 1)
     monkeypatch.setattr(loop, "AUTO_WARMUP_STEPS", 2)
     monkeypatch.setattr(loop, "AUTO_RESIZE_STEPS", 5)
@@ -459,7 +466,7 @@ def test_auto_sized_run_resizes_from_the_steady_rate_and_fits_its_budget(tmp_pat
                      max_minutes=budget_min, student=_tiny_student())
     assert result.complete and result.steps > 5, result.steps  # sized twice, then ran the whole schedule
     assert result.wall_seconds <= budget_min * 60 + 0.5  # and ended within its budget
-    from kyara.distill.loop import load_checkpoint
+    from kyara.distill.checkpoint import load_checkpoint
     _, meta = load_checkpoint(tmp_path / CHECKPOINT_NAME)
     assert json.loads(meta["config"])["examples"] == result.steps * config.batch_size
 
@@ -565,7 +572,7 @@ def test_fp16_autocast_distils_on_cuda(tmp_path):
     """A tiny run with amp "fp16" on a GPU: finite losses, a checkpoint with the loss scales, and resume."""
     from dataclasses import replace
 
-    from kyara.distill.loop import load_checkpoint
+    from kyara.distill.checkpoint import load_checkpoint
 
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA GPU")
@@ -685,7 +692,7 @@ def test_exponential_lr_decay_runs_between_the_schedules_end_rates(tmp_path):
     from dataclasses import replace
 
     from kyara.distill.config import THA4_BODY_PHASES, THA4_FACE_PHASES, lr_at, phase_at
-    from kyara.distill.loop import load_checkpoint
+    from kyara.distill.checkpoint import load_checkpoint
 
     for f in (0.0, 0.1, 0.3, 0.55, 0.9, 1.0):
         assert lr_at(THA4_BODY_PHASES, f) == phase_at(THA4_BODY_PHASES, f).lr

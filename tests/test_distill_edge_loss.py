@@ -103,7 +103,7 @@ def test_distill_loop_passes_the_edge_weight(tmp_path):
     from dataclasses import replace
 
     from kyara.distill import distill
-    from kyara.distill.loop import LOG_NAME
+    from kyara.distill.checkpoint import LOG_NAME
     from kyara.student import BodyMorpher, FaceMorpher, Student
     from tests.fakes import FakeTeacher
 

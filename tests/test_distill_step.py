@@ -9,7 +9,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from kyara.distill.loop import TeacherPool
+from kyara.distill.pool import TeacherPool
 from kyara.distill.step import TrainStep, optimizers, pixel_parts
 from kyara.pose_sampler import sample_poses
 from tests.test_distill import TINY, _image, _tiny_student

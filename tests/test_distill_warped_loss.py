@@ -93,7 +93,7 @@ def test_distill_loop_passes_the_warped_l2(tmp_path, fraction):
     """The loop hands DistillConfig.warped_l2 to the body loss, on every pixel and on pixel parts: the term
     shows in log.jsonl when on, and not when off."""
     from kyara.distill import distill
-    from kyara.distill.loop import LOG_NAME
+    from kyara.distill.checkpoint import LOG_NAME
     from kyara.student import BodyMorpher, FaceMorpher, Student
     from tests.fakes import FakeTeacher
 

@@ -11,7 +11,7 @@ from kyara.distill import distill
 from kyara.distill.config import DistillConfig
 from kyara.distill.ema import WeightAverage
 from kyara.distill.guard import DivergenceGuard
-from kyara.distill.loop import CHECKPOINT_NAME, LOG_NAME
+from kyara.distill.checkpoint import CHECKPOINT_NAME, LOG_NAME
 from tests.fakes import FakeTeacher
 from tests.test_distill import TINY, _image, _tiny_student
 

@@ -87,7 +87,7 @@ class Killer(threading.Thread):
             except (FileNotFoundError, ValueError):
                 status = {}
             if status.get("state") == "running" and status.get("attempt") == 1 and checkpoint.exists():
-                from kyara.distill.loop import load_checkpoint
+                from kyara.distill.checkpoint import load_checkpoint
 
                 os.kill(int(status["pid"]), signal.SIGKILL)
                 self.killed_at_examples = int(load_checkpoint(checkpoint)[1]["step"])   # batch 1: steps = examples

@@ -56,7 +56,7 @@ def test_it_reads_the_log_a_real_run_writes(tmp_path):
     from test_distill import TINY, FakeTeacher, _image, _tiny_student
 
     from kyara.distill import distill
-    from kyara.distill.loop import LOG_NAME
+    from kyara.distill.checkpoint import LOG_NAME
 
     distill(_image(), FakeTeacher(), replace(TINY, examples=6), out_dir=tmp_path, progress=False, student=_tiny_student())
     rc = _run_curve()

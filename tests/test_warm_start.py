@@ -120,7 +120,7 @@ def test_cli_passes_init_from_and_init_networks(tmp_path):
 
 def test_official_student_has_the_state_the_donor_check_expects():
     """donor_weights reads the official architecture (load_character), so the file's networks load into Student()."""
-    from kyara.distill.loop import donor_weights
+    from kyara.distill.checkpoint import donor_weights
 
     weights = donor_weights(replace(TINY, init_from="sample"), "straight")
     student = Student()
@@ -133,7 +133,7 @@ def test_lr_warmup_ramps_every_rate_then_leaves_the_schedule_alone(tmp_path):
     """DistillConfig.lr_warmup_steps: (step + 1) / N of the schedule's rate for the first N steps, then the schedule;
     the loop sets it every step (the last step's rate is in the final checkpoint)."""
     from kyara.distill.config import THA4_BODY_PHASES, lr_at, step_lr
-    from kyara.distill.loop import CHECKPOINT_NAME, load_checkpoint
+    from kyara.distill.checkpoint import CHECKPOINT_NAME, load_checkpoint
 
     config = replace(TINY, lr_warmup_steps=8)
     base = lr_at(THA4_BODY_PHASES, 0.0) * config.lr_scale
@@ -173,7 +173,7 @@ def test_face_lr_scale_sets_the_face_rate_only(tmp_path):
 
     from kyara.cli import distill as cli
     from kyara.distill.config import THA4_FACE_PHASES, lr_at, step_lr
-    from kyara.distill.loop import CHECKPOINT_NAME, load_checkpoint
+    from kyara.distill.checkpoint import CHECKPOINT_NAME, load_checkpoint
 
     config = replace(TINY, lr_scale=6.0, face_lr_scale=3.0)
     assert step_lr(THA4_FACE_PHASES, config, 0, 100, "face") == pytest.approx(lr_at(THA4_FACE_PHASES, 0.0) * 3.0)

@@ -188,7 +188,7 @@ def checked_config(args) -> DistillConfig:
 def check_work_dir(work: Path, *, resume: bool, restart: bool) -> None:
     """Refuse to start a new run over an earlier run's checkpoint unless --restart says so (then remove it and
     its log), so that rerunning a stopped run's command without --resume loses nothing."""
-    from kyara.distill.loop import CHECKPOINT_NAME, LOG_NAME, load_checkpoint
+    from kyara.distill.checkpoint import CHECKPOINT_NAME, LOG_NAME, load_checkpoint
     from kyara.errors import KyaraError
 
     if resume and restart:

@@ -2,7 +2,8 @@
 
 Order (nanoGPT style): setup → teacher data pool → mask → student + optimizers → loop
 (pool refresh, learning rates, one TrainStep: sample batch, face loss, body loss, updates; eval, checkpoint)
-→ save the .kyara file. The step itself is kyara.distill.step (shared with benchmarks/distill_step.py).
+→ save the .kyara file. The step itself is kyara.distill.step (shared with benchmarks/distill_step.py), the
+teacher pool kyara.distill.pool, the checkpoint and the log kyara.distill.checkpoint.
 
 Speed comes from these choices (THA4 takes ~30 h per character):
 * teacher outputs are computed in large batches into an on-device pool and each is shown to the
@@ -24,28 +25,27 @@ import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 import torch
 
 from kyara.character import COLOUR_KEY, Character, save_kyara
+from kyara.distill.checkpoint import (CHECKPOINT_NAME, LOG_NAME, donor_weights, drop_log_records_after, load_checkpoint,
+                                     load_donor_weights, load_optimizer_state, save_checkpoint)
 from kyara.distill.config import DistillConfig, body_phase_at, step_lr
 from kyara.distill.ema import WeightAverage
 from kyara.distill.guard import DivergenceGuard
 from kyara.distill.mask import derive_face_mask, load_face_mask
 from kyara.distill.parallel import current_ranks
+from kyara.distill.pool import TeacherPool, explained_out_of_memory, seeded_generator
 from kyara.distill.step import StepPrecision, TrainStep, optimizers
-from kyara.errors import DeviceMemoryError, KyaraError
-from kyara.geometry import FACE_MORPHER_BOX
-from kyara.image import atomic_write_bytes, to_premultiplied
-from kyara.pose import NUM_PARAMETERS
+from kyara.errors import KyaraError
+from kyara.image import to_premultiplied
 from kyara.pose_dataset import pose_sampler
-from kyara.pose_sampler import sample_poses
 from kyara.student import Student
 from kyara.student.lite import movable_face
 from kyara.student.pixels import dilate
 
-CHECKPOINT_NAME = "checkpoint.safetensors"
 AUTO_MARK_STEPS = 10     # an auto-sized run (examples=0) times its steps from here: the first steps
                          # compile and warm up CUDA (timing them made 20-minute runs end at 16.5 minutes,
                          # and with torch.compile a 5.5-minute run at 1.7)
@@ -54,52 +54,6 @@ AUTO_RESIZE_STEPS = 400  # second sizing, from the longer steady stretch
 AUTO_MARGIN_S = 20.0     # final evaluation and file writes
 AUTO_OVERHEAD = 1.03     # periodic evaluation (~1 %) and checkpoints
 STOP_CHECK_STEPS = 16    # with several ranks, how often they agree on whether the time is up
-LOG_NAME = "log.jsonl"
-STORE_DTYPE = torch.float16   # pool storage; values in [-1, 1] keep ~3 decimal digits
-# One teacher example in the pool: final image (4, 512, 512), flow (2, 512, 512), face crop (4, 192, 192).
-POOL_BYTES_PER_EXAMPLE = (4 * 512 * 512 + 2 * 512 * 512 + 4 * FACE_MORPHER_BOX.height * FACE_MORPHER_BOX.width) \
-    * torch.finfo(STORE_DTYPE).bits // 8
-
-
-# GPU memory of one default run besides its pool: 32.5 GiB peak (nvidia-smi) with the 13.1 GiB pool, H200,
-# `kyara farm` with one job (docs/benchmarks.md, "Character farm"): the teacher's batches and training.
-NON_POOL_BYTES = int(19.4 * 2 ** 30)
-
-
-def out_of_memory_message(config: DistillConfig, device: torch.device) -> str:
-    """What to tell a user whose distillation ran out of GPU memory: the pool's share (allocated at once,
-    before training), the device's size, and a pool that fits beside the measured rest (NON_POOL_BYTES)."""
-    gib = 2 ** 30
-    pool = config.pool_size * POOL_BYTES_PER_EXAMPLE
-    where = "the device"
-    fit = None
-    if device.type == "cuda" and torch.cuda.is_available():
-        free, total = torch.cuda.mem_get_info(device)
-        where = f"{torch.cuda.get_device_name(device)} ({total / gib:.1f} GiB, {free / gib:.1f} GiB free now)"
-        step = config.teacher_batch_size
-        fit = int((0.95 * total - NON_POOL_BYTES) / POOL_BYTES_PER_EXAMPLE) // step * step
-    if fit is not None and fit < config.batch_size * config.face_batch_multiplier:
-        advice = ("a smaller --batch-size with a small --pool-size (at the default batch sizes a run needs "
-                  f"~{NON_POOL_BYTES / gib:.0f} GiB besides its pool)")
-    elif fit is not None and fit < config.pool_size:
-        advice = f"--pool-size {fit} ({fit * POOL_BYTES_PER_EXAMPLE / gib:.1f} GiB)"
-    else:
-        advice = "a smaller --pool-size"
-    return (f"{where} ran out of memory while distilling: the teacher pool alone holds {pool / gib:.1f} GiB "
-            f"(--pool-size {config.pool_size}, {POOL_BYTES_PER_EXAMPLE / 2**20:.1f} MiB an example), and the teacher "
-            f"({config.teacher_batch_size} poses a batch) and training (--batch-size {config.batch_size}) need more on "
-            f"top. Try {advice}, close other programs on that GPU (other kyara farm jobs: --jobs-per-gpu 1), or use "
-            f"a GPU with more memory; a new run is needed (--resume keeps the checkpoint's settings)")
-
-
-@contextmanager
-def explained_out_of_memory(config_now, device: torch.device):
-    """Turns torch's out-of-memory error into a DeviceMemoryError (one line, with advice); config_now()
-    gives the run's config at that moment (a resumed run's is the checkpoint's)."""
-    try:
-        yield
-    except torch.cuda.OutOfMemoryError as e:
-        raise DeviceMemoryError(out_of_memory_message(config_now(), device)) from e
 
 
 @contextmanager
@@ -112,97 +66,6 @@ def tf32_matmuls(enabled: bool) -> Iterator[None]:
         yield
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
-
-
-def _generator(*key: int) -> torch.Generator:
-    """A CPU generator seeded from an integer key tuple (stable across runs and resumes)."""
-    seed = 0
-    for k in key:
-        seed = (seed * 1_000_003 + int(k)) % (2**63 - 1)
-    return torch.Generator().manual_seed(seed)
-
-
-class TeacherPool:
-    """Ring buffer of teacher examples on the device.
-
-    Per example: face_crop (4, 192, 192) = the teacher's face-morpher output (FACE_MORPHER_BOX of
-    face_morphed_full), final (4, 512, 512) = the teacher's output, flow (2, 512, 512) = the
-    teacher's absolute appearance flow. Chunk k holds the poses sample_poses(seed, k).
-    """
-
-    def __init__(self, teacher, prepared, capacity: int, chunk: int, seed: int, device: torch.device,
-                 stream: tuple[int, ...] = (), sampler=sample_poses):
-        self.teacher, self.prepared, self.seed, self.stream = teacher, prepared, seed, stream
-        self.sampler = sampler   # (n, generator) → (n, 45) poses: kyara.pose_sampler or a PoseDataset
-        self.chunk = chunk
-        self.num_slots = max(1, capacity // chunk)
-        n = self.num_slots * chunk
-        fb = FACE_MORPHER_BOX
-        self.face_crop = torch.empty(n, 4, fb.height, fb.width, device=device, dtype=STORE_DTYPE)
-        self.final = torch.empty(n, 4, 512, 512, device=device, dtype=STORE_DTYPE)
-        self.flow = torch.empty(n, 2, 512, 512, device=device, dtype=STORE_DTYPE)
-        self.poses = torch.empty(n, NUM_PARAMETERS, device=device)
-        self.chunks_made = 0
-        self.teacher_seconds = 0.0
-
-    @property
-    def size(self) -> int:
-        return min(self.chunks_made, self.num_slots) * self.chunk
-
-    @torch.no_grad()
-    def make_chunk(self, k: int) -> None:
-        if self.poses.is_cuda:
-            # the student's queued steps finish first, so teacher_seconds counts the teacher only (without this
-            # sync it also counted the steps queued ahead of it: 159 s reported for ~70 s of teacher work in a
-            # 10-minute parts run on an H100, session 14)
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        poses = self.sampler(self.chunk, _generator(self.seed, 1, k, *self.stream)).to(self.poses.device)
-        out = self.teacher.pose_all(self.prepared, poses)
-        s = (k % self.num_slots) * self.chunk
-        self.face_crop[s:s + self.chunk] = FACE_MORPHER_BOX.crop(out.face_morphed_full).to(STORE_DTYPE)
-        self.final[s:s + self.chunk] = out.image.to(STORE_DTYPE)
-        self.flow[s:s + self.chunk] = out.editor.flow.to(STORE_DTYPE)
-        self.poses[s:s + self.chunk] = poses
-        if poses.is_cuda:
-            torch.cuda.synchronize()
-        self.teacher_seconds += time.perf_counter() - t0
-
-    def chunks_to_make(self, chunks: int) -> int:
-        """How many chunks advance_to(chunks) will compute."""
-        return max(0, chunks - max(self.chunks_made, chunks - self.num_slots))
-
-    def advance_to(self, chunks: int, on_chunk: Callable[[int], None] | None = None) -> None:
-        """Make chunks up to index `chunks` (exclusive); skips ones that would be overwritten anyway.
-        on_chunk(poses) is called after each chunk (SetupProgress)."""
-        for k in range(chunks - self.chunks_to_make(chunks), chunks):
-            self.make_chunk(k)
-            if on_chunk is not None:
-                on_chunk(self.chunk)
-        self.chunks_made = max(self.chunks_made, chunks)
-
-    def draw(self, n: int, generator: torch.Generator) -> torch.Tensor:
-        """(n,) int64 indices of examples, drawn uniformly on the CPU (TrainStep moves them to the device)."""
-        return torch.randint(self.size, (n,), generator=generator)
-
-
-def drop_log_records_after(log_path: Path, step: int) -> None:
-    """Keep only the log records of steps <= step (the checkpoint's): a run stopped between checkpoints had
-    logged steps that its resumption replays, which would otherwise appear twice. A line cut short by the
-    kill is dropped too. Rewritten atomically, and only when something is dropped."""
-    if not log_path.exists():
-        return
-    lines = log_path.read_text(encoding="utf-8").splitlines()
-    kept = []
-    for line in lines:
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(record, dict) and int(record.get("step", 0)) <= step:
-            kept.append(line)
-    if len(kept) != len(lines):
-        atomic_write_bytes(log_path, "".join(line + "\n" for line in kept).encode("utf-8"))
 
 
 class SetupProgress:
@@ -295,101 +158,6 @@ def evaluate_psnr(student: Student, image: torch.Tensor, poses: torch.Tensor, ta
     return float(torch.cat(values).mean())
 
 
-def _optimizer_tensors(name: str, opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
-    state = opt.state_dict()
-    tensors = {}
-    for idx, st in state["state"].items():
-        for key, value in st.items():
-            tensors[f"{name}.{idx}.{key}"] = value.detach().cpu().contiguous() if torch.is_tensor(value) else torch.tensor(value)
-    return tensors, {"param_groups": state["param_groups"], "keys": sorted(state["state"].keys())}
-
-
-def _load_optimizer(name: str, opt: torch.optim.Optimizer, tensors: dict, meta: dict, device) -> None:
-    state = {}
-    prefix = name + "."
-    for key, value in tensors.items():
-        if key.startswith(prefix):
-            idx, field = key[len(prefix):].split(".", 1)
-            state.setdefault(int(idx), {})[field] = value.to(device) if field != "step" else value
-    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-
-
-def save_checkpoint(path: Path, student: Student, face_opt, body_opt, step: int, config: DistillConfig,
-                    mask: torch.Tensor, elapsed: float, region: torch.Tensor | None = None,
-                    loss_scales: list[float] | None = None, average: WeightAverage | None = None,
-                    guard: DivergenceGuard | None = None, teacher_s: float = 0.0) -> None:
-    """elapsed and teacher_s: the run's own seconds up to this step, all its sessions (a resumed session's
-    start is not the run's)."""
-    from safetensors.torch import save as st_save
-
-    tensors = {f"student.{k}": v.detach().cpu().contiguous() for k, v in student.state_dict().items()}
-    tensors["mask"] = mask.detach().cpu().contiguous()
-    if region is not None:
-        tensors["region"] = region.detach().cpu().to(torch.uint8).contiguous()
-    face_t, face_m = _optimizer_tensors("face_opt", face_opt)
-    body_t, body_m = _optimizer_tensors("body_opt", body_opt)
-    tensors.update(face_t)
-    tensors.update(body_t)
-    if average is not None:
-        tensors.update(average.tensors())
-    meta = {"step": str(step), "config": config.to_json(), "face_opt": json.dumps(face_m),
-            "body_opt": json.dumps(body_m), "elapsed_s": f"{elapsed:.3f}",
-            "teacher_s": f"{teacher_s:.3f}", "format": "kyara-distill-checkpoint"}
-    if loss_scales:
-        meta["loss_scales"] = json.dumps(loss_scales)
-    if guard is not None:
-        meta["guard"] = json.dumps(guard.state())
-    atomic_write_bytes(path, st_save(tensors, metadata=meta))
-
-
-def load_checkpoint(path: Path):
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as e:
-        raise KyaraError(f"{path}: cannot read checkpoint ({e})") from None
-    if meta.get("format") != "kyara-distill-checkpoint":
-        raise KyaraError(f"{path}: not a kyara distillation checkpoint")
-    return tensors, meta
-
-
-def donor_weights(config: DistillConfig, colour: str) -> dict[str, dict[str, torch.Tensor]]:
-    """config.init_from's student weights for a warm start: {"body_morpher": state[, "face_morpher": state]}
-    (config.init_networks), checked against the official architecture. The donor must have learned in the
-    same colour convention as this run's teacher (straight for THA3, premultiplied for THA4)."""
-    from kyara.character import SAMPLE_CHARACTER, CharacterFileError, load_character
-
-    source = f"--init-from {config.init_from}"
-    try:
-        donor = load_character(SAMPLE_CHARACTER if config.init_from == "sample" else config.init_from)
-    except CharacterFileError as e:
-        raise KyaraError(f"{source}: {e}") from None
-    if not donor.is_student:
-        raise KyaraError(f"{source}: not a distilled character (no student weights to start from)")
-    donor_colour = "premultiplied" if donor.premultiplied else "straight"
-    if donor_colour != colour:
-        raise KyaraError(f"{source}: its student learned {donor_colour} colour, this run's teacher works in "
-                         f"{colour} colour; start from a student of the same teacher family")
-    parts = ("body_morpher",) if config.init_networks == "body" else ("face_morpher", "body_morpher")
-    return {part: {k: v.float() for k, v in getattr(donor.poser, part).state_dict().items()} for part in parts}
-
-
-def load_donor_weights(student: Student, weights: dict[str, dict[str, torch.Tensor]], source: str) -> None:
-    """Copy donor_weights into `student`; a clear error if its architecture differs (a custom `student`)."""
-    from kyara.character import CharacterFileError, check_state_dict
-
-    for part, state in weights.items():
-        module = getattr(student, part)
-        try:
-            check_state_dict(module, state, f"--init-from {source} ({part})")
-        except CharacterFileError as e:
-            raise KyaraError(f"{e} (this run's student has another architecture)") from None
-        module.load_state_dict(state, strict=True)
-
-
 def distill(image: torch.Tensor, teacher, config: DistillConfig = DistillConfig(), *, out_dir: str | Path,
             name: str = "character", resume: bool = False, mask_path: str | Path | None = None,
             max_minutes: float | None = None, stop_after_minutes: float | None = None, progress: bool = True,
@@ -480,7 +248,7 @@ def distill(image: torch.Tensor, teacher, config: DistillConfig = DistillConfig(
         setup = SetupProgress(setup_bar.total, setup_bar, deadline if ranks.world == 1 and start_step == 0 else None,
                               name, device, config, other_poses)
         pool.advance_to(first_chunks, on_chunk=setup.update)
-        eval_poses = sampler(config.eval_poses, _generator(config.seed, 2)).to(device)
+        eval_poses = sampler(config.eval_poses, seeded_generator(config.seed, 2)).to(device)
         eval_targets = None
         if ranks.is_main:
             with torch.no_grad():
@@ -503,7 +271,7 @@ def distill(image: torch.Tensor, teacher, config: DistillConfig = DistillConfig(
         elif mask_path is not None:
             mask = load_face_mask(mask_path, device)
         else:
-            mask = derive_face_mask(teacher, prepared, config.mask_poses, _generator(config.seed, 3),
+            mask = derive_face_mask(teacher, prepared, config.mask_poses, seeded_generator(config.seed, 3),
                                     on_poses=setup.update)
         setup_bar.close()
 
@@ -521,8 +289,8 @@ def distill(image: torch.Tensor, teacher, config: DistillConfig = DistillConfig(
         face_opt, body_opt = optimizers(student, config, device)
         if ckpt_tensors is not None:
             student.load_state_dict({k[len("student."):]: v for k, v in ckpt_tensors.items() if k.startswith("student.")})
-            _load_optimizer("face_opt", face_opt, ckpt_tensors, json.loads(ckpt_meta["face_opt"]), device)
-            _load_optimizer("body_opt", body_opt, ckpt_tensors, json.loads(ckpt_meta["body_opt"]), device)
+            load_optimizer_state("face_opt", face_opt, ckpt_tensors, json.loads(ckpt_meta["face_opt"]), device)
+            load_optimizer_state("body_opt", body_opt, ckpt_tensors, json.loads(ckpt_meta["body_opt"]), device)
 
         # the weights' moving average (config.ema_decay): resumed with the run, written as the result
         average = None
@@ -579,7 +347,7 @@ def distill(image: torch.Tensor, teacher, config: DistillConfig = DistillConfig(
             for network, opt, phases in (("face", face_opt, config.face_phases), ("body", body_opt, config.body_phases)):
                 for group in opt.param_groups:
                     group["lr"] = step_lr(phases, config, step, steps_total, network) * (guard.lr_factor(network) if guard else 1.0)
-            g = _generator(config.seed, 4, step, *ranks.stream_key())
+            g = seeded_generator(config.seed, 4, step, *ranks.stream_key())
 
             losses = train_step(pool, g, body_phase)
             if average is not None:

@@ -1,6 +1,6 @@
 """One training step of both student networks, as distill() runs it and benchmarks/distill_step.py times it.
 
-A step draws examples from the teacher pool (kyara.distill.loop.TeacherPool), trains the face morpher on
+A step draws examples from the teacher pool (kyara.distill.pool.TeacherPool), trains the face morpher on
 the teacher's face box and the body morpher on the teacher's final image (optionally on one random part of
 their pixels: PixelParts), and updates both. The pieces: TrainForward (the student's forward passes,
 torch.compile'd on CUDA), StepPrecision (fp32/TF32, or fp16 autocast with loss scaling), the losses on pixel
@@ -255,7 +255,7 @@ class TrainStep:
 
     def __call__(self, pool, generator: torch.Generator, body_phase: Phase) -> StepLosses:
         """pool: a TeacherPool (face_crop, final, flow, poses on the device; draw(n, generator) → CPU indices)."""
-        config, forward, precision = self.config, self.forward, self.precision
+        forward, precision = self.forward, self.precision
         if forward.graphs:
             # A new iteration of inductor's graph trees (torch.compile mode "reduce-overhead"): their outputs
             # from the last step may be overwritten now. Benchmark-only (distill_step.py's compiled+*+graphs

@@ -20,7 +20,7 @@ from kyara.farm.table import Job, read_table
 STATES = ("queued", "running", "done", "failed")
 STATUS_NAME = "status.json"
 WORK_NAME = "work"
-LOG_NAME = "log.jsonl"   # kyara.distill.loop.LOG_NAME (read here without importing torch)
+LOG_NAME = "log.jsonl"   # kyara.distill.checkpoint.LOG_NAME (read here without importing torch)
 
 
 def status_path(name: str) -> str:

@@ -28,7 +28,7 @@ from kyara.farm.outdir import FarmDir
 from kyara.farm.status import LOG_NAME, WORK_NAME, read_status, write_status
 from kyara.farm.table import read_table
 
-CHECKPOINT_NAME = "checkpoint.safetensors"   # kyara.distill.loop.CHECKPOINT_NAME
+CHECKPOINT_NAME = "checkpoint.safetensors"   # kyara.distill.checkpoint.CHECKPOINT_NAME
 MIRROR_POLL_S = 5.0
 
 TeacherLoader = Callable[[str, "str | None", str], object]   # (teacher name, weights dir, device) → Teacher
@@ -73,7 +73,7 @@ def _run(farm: FarmDir, name: str, device: str, threads: int, teacher_loader: Te
     import torch
 
     from kyara.distill import distill
-    from kyara.distill.loop import load_checkpoint
+    from kyara.distill.checkpoint import load_checkpoint
     from kyara.eval.evaluate import evaluate
     from kyara.farm.stages import run_stage
     from kyara.image import load_image
