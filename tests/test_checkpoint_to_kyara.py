@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from kyara.character import SAMPLE_IMAGE, load_character
+from kyara.distill.checkpoint import save_checkpoint
 from kyara.distill.config import DistillConfig
 from kyara.distill.ema import WeightAverage
-from kyara.distill.checkpoint import save_checkpoint
 from kyara.distill.step import optimizers
 from kyara.student import Student
 

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from kyara.distill import distill
+from kyara.distill.checkpoint import CHECKPOINT_NAME, LOG_NAME
 from kyara.distill.config import DistillConfig
 from kyara.distill.ema import WeightAverage
 from kyara.distill.guard import DivergenceGuard
-from kyara.distill.checkpoint import CHECKPOINT_NAME, LOG_NAME
 from tests.fakes import FakeTeacher
 from tests.test_distill import TINY, _image, _tiny_student
 

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from kyara.distill import distill
+from kyara.distill.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from kyara.distill.config import DistillConfig
 from kyara.distill.ema import WARMUP, WeightAverage
-from kyara.distill.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from tests.fakes import FakeTeacher
 from tests.test_distill import TINY, _image, _tiny_student, bit_exact_torch  # noqa: F401 (a fixture)
 
