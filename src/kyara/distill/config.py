@@ -47,10 +47,10 @@ class DistillConfig:
     face_lr_scale: float = 0.0              # > 0: the face morpher's own multiplier instead of lr_scale. The face diverges first: at lr_scale 12 it
                                             # never learned, at 6 it blew up at step ~6,000 in one of two runs, at 3 never (H100, twin_tails)
     lr_decay: str = "steps"                 # "steps": each phase's LR (THA4); "exponential": a smooth geometric decay from the first phase's LR
-                                            # to the last's (lr_at). Unmeasured: a candidate for the recipe ablation (docs/distill.md)
+                                            # to the last's (lr_at). One 10-minute run: 31.58 against 31.80 dB (twin_tails; docs/distill.md)
     lr_floor: float = 0.0                   # > 0: no rate falls below lr_floor × the schedule's first (before the scales), e.g. 0.2: THA4's
                                             # last three body phases at 2e-5 (were 1e-5, 1e-5, 3e-6). Why: ×6 on every rate gained +0.42 dB in a 10-minute
-                                            # run, ×12 lost 0.9 dB from its start (session 19), so only the late rates look too low; unmeasured
+                                            # run, ×12 lost 0.9 dB from its start (session 19); floor 0.2 with the average: 31.66 against ×6's 32.23
     lr_warmup_steps: int = 0                # > 0: the first N steps ramp every rate linearly up to the schedule's ((step + 1) / N of it),
                                             # e.g. for a warm start (init_from), whose weights Adam's full-size first steps would scatter
     ema_decay: float = 0.0                  # > 0: keep an exponential moving average of the student's weights (ema.WeightAverage,
