@@ -67,7 +67,9 @@ poll)
     echo "$(basename "$(dirname "$d")")/$(basename "$d")" >"$d/run_id"
     for f in run_id eval.json student.kyara work/log.jsonl distill.out; do if [[ -f $d/$f ]]; then files+=("$f"); fi; done
     if [[ ! -f $d/eval.json && -f $d/work/checkpoint.safetensors ]]; then files+=(work/checkpoint.safetensors); fi
-    if (( ${#files[@]} )); then tar -cf "$dest/$(basename "$(dirname "$d")")_$(basename "$d").tar" -C "$d" "${files[@]}"; fi
+    # temp name + rename: a call cut off by its time limit mid-pack leaves the previous poll's tar whole
+    tar_path=$dest/$(basename "$(dirname "$d")")_$(basename "$d").tar
+    if (( ${#files[@]} )); then tar -cf "$tar_path.part" -C "$d" "${files[@]}" && mv "$tar_path.part" "$tar_path"; fi
   done
   ls -la "$dest"
   nvidia-smi --query-gpu=name,memory.used,utilization.gpu --format=csv,noheader 2>/dev/null || true
