@@ -19,10 +19,13 @@ from kyara.pose import HIGH, LOW
 from kyara.student import BodyMorpher, FaceMorpher, Student
 from tests.fakes import FakeTeacher
 
-# Every pixel (the exact loss) unless a test asks for parts: the tests below compare the two.
+# Every pixel (the exact loss) unless a test asks for parts: the tests below compare the two. One rate for both
+# networks and no weight average unless a test turns them on (test_ema, test_warm_start): then a test's written
+# weights are its last step's, and its rates its schedule's × lr_scale.
 TINY = DistillConfig(teacher="fake", examples=4, batch_size=1, face_batch_multiplier=1, teacher_batch_size=1,
                      pool_size=1, reuse=1000.0, eval_poses=1, eval_every_s=0.0, checkpoint_every_examples=2,
-                     mask_poses=2, lr_scale=10.0, body_pixel_fraction=1.0, face_pixel_fraction=1.0)
+                     mask_poses=2, lr_scale=10.0, face_lr_scale=0.0, ema_decay=0.0,
+                     body_pixel_fraction=1.0, face_pixel_fraction=1.0)
 
 
 def _image():
@@ -523,7 +526,8 @@ def test_cli_distill_will_not_start_a_new_run_over_a_stopped_ones_checkpoint(mon
 def test_cli_distill_defaults_are_the_measured_recipe(monkeypatch, tmp_path, capsys):
     config, kw = _cli_distill_config(monkeypatch, tmp_path, "--minutes", "20")
     assert config.examples == 0 and kw["max_minutes"] == 20          # --minutes sizes the run
-    assert config.tf32 and config.compile and config.blended_l2 == 40.0 and config.lr_scale == 3.0
+    assert config.tf32 and config.compile and config.blended_l2 == 40.0
+    assert (config.lr_scale, config.face_lr_scale, config.ema_decay) == (6.0, 3.0, 0.999)   # session 32's recipe
     assert kw["started"] is not None                                  # the budget counts from the command's start
     config, _ = _cli_distill_config(monkeypatch, tmp_path, "--no-tf32", "--no-compile", "--blended-l2", "0")
     assert config.examples == DistillConfig().examples               # no budget: a fixed number of examples
@@ -536,9 +540,10 @@ def test_cli_distill_defaults_are_the_measured_recipe(monkeypatch, tmp_path, cap
     assert (config.amp, config.width_multiple) == ("", 8)                 # fp16 off; padding on (same maths)
     config, _ = _cli_distill_config(monkeypatch, tmp_path, "--amp", "fp16", "--width-multiple", "8")
     assert (config.amp, config.width_multiple) == ("fp16", 8)
-    assert (config.ema_decay, config.lr_decay) == (0.0, "steps")           # recipe candidates, off by default
-    config, _ = _cli_distill_config(monkeypatch, tmp_path, "--ema-decay", "0.999", "--lr-decay", "exponential")
-    assert (config.ema_decay, config.lr_decay) == (0.999, "exponential")
+    assert config.lr_decay == "steps"                                      # a recipe candidate, off by default
+    config, _ = _cli_distill_config(monkeypatch, tmp_path, "--ema-decay", "0", "--lr-decay", "exponential",
+                                    "--lr-scale", "3", "--face-lr-scale", "0")   # the recipe before session 32
+    assert (config.ema_decay, config.lr_decay, config.lr_scale, config.face_lr_scale) == (0.0, "exponential", 3.0, 0.0)
     from kyara.character import SAMPLE_IMAGE
     from kyara.cli import main
     assert main(["distill", str(SAMPLE_IMAGE), "-o", str(tmp_path / "d.kyara"), "--body-pixel-fraction", "1.5"]) == 2
@@ -712,8 +717,9 @@ def test_exponential_lr_decay_runs_between_the_schedules_end_rates(tmp_path):
     last = 3 / 4                                                                   # 4 steps: fractions 0, ¼, ½, ¾
     for name, phases in (("face_opt", config.face_phases), ("body_opt", config.body_phases)):
         lr = json.loads(meta[name])["param_groups"][0]["lr"]
-        assert lr == pytest.approx(lr_at(phases, last, "exponential") * config.lr_scale)
-        assert lr != pytest.approx(lr_at(phases, last) * config.lr_scale)
+        scale = config.face_lr_scale if name == "face_opt" and config.face_lr_scale else config.lr_scale
+        assert lr == pytest.approx(lr_at(phases, last, "exponential") * scale)
+        assert lr != pytest.approx(lr_at(phases, last) * scale)
 
 
 def test_flow_weight_scales_the_flow_term_of_every_body_phase(tmp_path, bit_exact_torch):

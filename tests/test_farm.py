@@ -30,7 +30,8 @@ from tests.fakes import FakeTeacher
 
 REPO = Path(__file__).resolve().parents[1]
 # tests/test_distill.py's TINY recipe (a checkpoint every 2 steps), with the progress PSNR only at the
-# end: evaluating after every step doubled a job's time on a loaded 2-core machine
+# end (evaluating after every step doubled a job's time on a loaded 2-core machine), and the default face rate
+# and weight average, as a farm job gets them
 TINY = DistillConfig(teacher="fake", examples=4, batch_size=1, face_batch_multiplier=1, teacher_batch_size=1,
                      pool_size=1, reuse=1000.0, eval_poses=1, eval_every_s=1e9, checkpoint_every_examples=2,
                      mask_poses=2, lr_scale=10.0)

@@ -191,7 +191,8 @@ def test_face_lr_scale_sets_the_face_rate_only(tmp_path):
     cli.register(parser.add_subparsers())
     args = ["distill", "x.png", "-o", "x.kyara"]
     assert cli.checked_config(parser.parse_args(args + ["--face-lr-scale", "2.5"])).face_lr_scale == 2.5
-    assert cli.checked_config(parser.parse_args(args)).face_lr_scale == 0.0
+    assert cli.checked_config(parser.parse_args(args)).face_lr_scale == 3.0                     # the default recipe's
+    assert cli.checked_config(parser.parse_args(args + ["--face-lr-scale", "0"])).face_lr_scale == 0.0   # = --lr-scale's
     with pytest.raises(KyaraError, match="--face-lr-scale must be 0"):
         cli.checked_config(parser.parse_args(args + ["--face-lr-scale", "-1"]))
     assert cli.checked_config(parser.parse_args(args + ["--divergence-check", "100"])).divergence_check_steps == 100

@@ -62,23 +62,26 @@ def register(sub) -> None:
                         f"--minutes is given; otherwise {DEFAULTS.examples:,})")
     p.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size,
                    help="body-morpher training examples per step (per GPU with torchrun)")
-    p.add_argument("--lr-scale", type=float, default=DEFAULTS.lr_scale, help="multiplies THA4's learning rates")
-    p.add_argument("--face-lr-scale", type=float, default=None, metavar="S",
-                   help="the face morpher's own multiplier (default: --lr-scale's). The face diverges first: at 12 it "
+    p.add_argument("--lr-scale", type=float, default=DEFAULTS.lr_scale,
+                   help="multiplies THA4's learning rates (the body morpher's; the face has its own, below). The default "
+                        "pays with the weight average (--ema-decay): +0.37 to +0.50 dB at 10 minutes against 3 without it "
+                        "(docs/distill.md)")
+    p.add_argument("--face-lr-scale", type=float, default=DEFAULTS.face_lr_scale, metavar="S",
+                   help="the face morpher's own multiplier (0 = --lr-scale's). The face diverges first: at 12 it "
                         "never learned, at 6 it blew up in one of two 10-minute runs, at 3 never (docs/distill.md)")
     p.add_argument("--lr-decay", choices=["steps", "exponential"], default=DEFAULTS.lr_decay,
                    help="steps: THA4's learning rate per phase (the default); exponential: a smooth geometric decay "
                         "between the same first and last rates (one 10-minute run: 0.22 dB below steps; docs/distill.md)")
     p.add_argument("--lr-floor", type=float, default=DEFAULTS.lr_floor, metavar="F",
                    help="no learning rate falls below F × the schedule's first (0 = off, the default; e.g. 0.2 runs THA4's last "
-                        "three body phases at 2e-5 × --lr-scale). One 10-minute run with --ema-decay 0.999: 0.57 dB below --lr-scale 6 with it (docs/distill.md)")
+                        "three body phases at 2e-5 × --lr-scale). One 10-minute run at --lr-scale 6 --ema-decay 0.999: 0.57 dB below the same run without it (docs/distill.md)")
     p.add_argument("--lr-warmup", dest="lr_warmup_steps", type=int, default=DEFAULTS.lr_warmup_steps, metavar="STEPS",
                    help="ramp every learning rate up linearly over the first STEPS steps (0 = off, the default); "
                         "meant for --init-from, whose weights the full-size first steps scatter (docs/distill.md)")
     p.add_argument("--ema-decay", type=float, default=DEFAULTS.ema_decay, metavar="BETA",
-                   help="keep a moving average of the student's weights (BETA per step, e.g. 0.999: about the last "
-                        "1000 steps) and write it as the result; 0 = off, the default (one 10-minute run each: +0.01 dB alone, "
-                        "+0.42 dB with --lr-scale 6; docs/distill.md)")
+                   help="keep a moving average of the student's weights (BETA per step; 0.999: about the last "
+                        "1000 steps) and write it as the result; 0 = off (alone it gained +0.01 dB; it is what lets the "
+                        "default --lr-scale pay; docs/distill.md)")
     p.add_argument("--init-from", default=None, metavar="FILE.kyara",
                    help="start from this distilled character's student weights instead of a fresh initialisation, "
                         "e.g. the student of an earlier version of the drawing; 'sample' = the bundled sample's "
@@ -159,7 +162,6 @@ def checked_config(args) -> DistillConfig:
     for option, value in (("--minutes", args.minutes), ("--stop-after", args.stop_after)):
         if value is not None and not 0 < value < 1e6:   # also refuses NaN
             raise KyaraError(f"{option} must be a positive number of minutes, got {value:g}")
-    args.face_lr_scale = args.face_lr_scale or DEFAULTS.face_lr_scale   # None: no "(default: 0)" in --help
     for option, value in (("--lr-scale", args.lr_scale), ("--reuse", args.reuse)):
         if not 0 < value < math.inf:
             raise KyaraError(f"{option} must be a positive number, got {value:g}")

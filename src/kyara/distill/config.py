@@ -43,9 +43,12 @@ class DistillConfig:
     examples: int = 200_000                 # body-morpher examples shown (THA4: 1.5M); 0 = fit the time budget
     batch_size: int = 16                    # body-morpher poses per step
     face_batch_multiplier: int = 2          # face morpher sees this many × batch_size poses per step (its error is ~1/4 of the total)
-    lr_scale: float = 3.0                   # multiplies every phase's LR (THA4 used batch 8; we use larger batches)
-    face_lr_scale: float = 0.0              # > 0: the face morpher's own multiplier instead of lr_scale. The face diverges first: at lr_scale 12 it
-                                            # never learned, at 6 it blew up at step ~6,000 in one of two runs, at 3 never (H100, twin_tails)
+    lr_scale: float = 6.0                   # multiplies every phase's LR (THA4 used batch 8; we use larger batches). 6 with the weight
+                                            # average (ema_decay) and the face at 3: +0.45 / +0.50 dB on the sample, +0.37 on twin_tails
+                                            # against 3 without it, 10-minute runs (sessions 31–32, docs/benchmarks.md)
+    face_lr_scale: float = 3.0              # > 0: the face morpher's own multiplier instead of lr_scale (0 = lr_scale). The face diverges
+                                            # first: at lr_scale 12 it never learned, at 6 it blew up at step ~6,000 in one of two runs,
+                                            # at 3 never (H100, twin_tails)
     lr_decay: str = "steps"                 # "steps": each phase's LR (THA4); "exponential": a smooth geometric decay from the first phase's LR
                                             # to the last's (lr_at). One 10-minute run: 31.58 against 31.80 dB (twin_tails; docs/distill.md)
     lr_floor: float = 0.0                   # > 0: no rate falls below lr_floor × the schedule's first (before the scales), e.g. 0.2: THA4's
@@ -53,9 +56,9 @@ class DistillConfig:
                                             # run, ×12 lost 0.9 dB from its start (session 19); floor 0.2 with the average: 31.66 against ×6's 32.23
     lr_warmup_steps: int = 0                # > 0: the first N steps ramp every rate linearly up to the schedule's ((step + 1) / N of it),
                                             # e.g. for a warm start (init_from), whose weights Adam's full-size first steps would scatter
-    ema_decay: float = 0.0                  # > 0: keep an exponential moving average of the student's weights (ema.WeightAverage,
-                                            # β per step, e.g. 0.999) and write it as the result; 0 = off until two seeds agree (one clean pair: +0.01 dB
-                                            # alone, +0.42 dB with lr_scale 6; docs/distill.md)
+    ema_decay: float = 0.999                # > 0: keep an exponential moving average of the student's weights (ema.WeightAverage,
+                                            # β per step: ~the last 1,000 steps) and write it as the result; 0 = off. Alone it gained
+                                            # nothing (+0.01 dB); it is what makes lr_scale 6 pay (docs/distill.md)
     divergence_check_steps: int = 500       # every N steps a network whose mean loss is > 2× its best is rolled back and
                                             # goes on at half its rate (guard.DivergenceGuard: a --lr-scale 6 run lost its face
                                             # morpher for good at step ~6,000); 0 = off
