@@ -39,8 +39,8 @@ def measure(path: str, poses: np.ndarray, full_poses: list[int], wgsl: bool) -> 
     character = load_character(path)
     student = character.poser
     row = {
-        "body max |w|": f"{max(p.abs().max().item() for n, p in student.body_morpher.named_parameters() if 'weight' in n):.3f}",
-        "face max |w|": f"{max(p.abs().max().item() for n, p in student.face_morpher.named_parameters() if 'weight' in n):.3f}",
+        "body max \\|w\\|": f"{max(p.abs().max().item() for n, p in student.body_morpher.named_parameters() if 'weight' in n):.3f}",
+        "face max \\|w\\|": f"{max(p.abs().max().item() for n, p in student.face_morpher.named_parameters() if 'weight' in n):.3f}",
     }
     reference = frames(character, poses)
     rounded = copy.copy(character)
