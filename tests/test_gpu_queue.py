@@ -55,3 +55,46 @@ def test_poll_then_collect_keeps_only_unfinished_runs_for_resuming(tmp_path):
     assert json.loads((back / "eval.json").read_text())["psnr"] == 35.5
     assert not (back / "work" / "checkpoint.safetensors").exists()
     assert "unfinished" in collected.stdout and "done" in collected.stdout
+
+
+def _alive(pid: int) -> bool:
+    # a zombie (killed, not yet reaped by whoever adopted it) counts as gone
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists() or shutil.which("setsid") is None,
+                    reason="needs /proc and setsid")
+def test_stop_ends_the_queue_and_what_it_runs_but_not_the_caller(tmp_path):
+    """Session 33 stopped a queue with `pkill -f 'gpu_queue[.]sh'`, which matched the calling command's own line and
+    killed the call. `stop` ends the queue's process group instead: the runner, a stand-in harness and its child."""
+    import time
+
+    queue = tmp_path / ".abT"
+    (queue / "home" / "models" / "tha3").mkdir(parents=True)        # start then fetches no teacher
+    harness = tmp_path / "harness.sh"
+    harness.write_text('sleep 300 & echo $! >"$1/child.pid"; echo $$ >"$1/harness.pid"; wait\n')
+
+    started = _run(["start", ".abT", "x=x.png", "r||0"], cwd=tmp_path, QUEUE_HARNESS=str(harness), QUEUE_CONSOLE_S="0")
+    assert started.returncode == 0, started.stderr
+    deadline = time.monotonic() + 30
+    while not ((queue / "child.pid").exists() and (queue / "harness.pid").exists()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.2)   # the pid files are written right after the processes start
+    pids = [int((queue / name).read_text()) for name in ("queue.pid", "harness.pid", "child.pid")]
+    assert all(_alive(p) for p in pids)
+
+    stopped = _run(["stop", ".abT"], cwd=tmp_path)
+    assert stopped.returncode == 0, stopped.stderr
+    assert "stopped the queue in .abT" in stopped.stdout
+    deadline = time.monotonic() + 15
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(p) for p in pids)
+
+    again = _run(["stop", ".abT"], cwd=tmp_path)
+    assert again.returncode == 0 and "ended already" in again.stdout
+    never = _run(["stop", ".none"], cwd=tmp_path)
+    assert never.returncode == 2 and "no .none/queue.pid" in never.stderr
