@@ -417,8 +417,8 @@ def test_setup_that_cannot_leave_time_to_train_stops_at_once_naming_a_pool_size(
     # a budget the warm-up and the timed poses have already used up is said to be, not shown as "0.0 min left"
     ticks = iter(range(10**9))
     _fake_time(monkeypatch, types.SimpleNamespace(perf_counter=lambda: next(ticks) * 0.5))
-    with pytest.raises(KyaraError, match=r"more than half of the budget, which the first \d+ poses have already used"
-                                         r" up; use a CUDA GPU \(--device cuda\) or a longer --minutes"):
+    with pytest.raises(KyaraError, match=r"a pose, and the first \d+ poses have already used up the whole"
+                                         r" budget; use a CUDA GPU \(--device cuda\) or a longer --minutes"):
         distill(_image(), teacher, config, out_dir=tmp_path / "spent", name="tiny", progress=False, max_minutes=0.05,
                 student=_tiny_student())
 

@@ -114,7 +114,7 @@ class SetupProgress:
                   f"{smallest}, is --batch-size × --face-batch-multiplier)")
         # a slow device can spend the whole budget on the warm-up and the timed batch alone
         budget = (f"more than half of the {left / 60:.1f} min left in the budget" if left > 0 else
-                  f"more than half of the budget, which the first {self.done} poses have already used up")
+                  f"and the first {self.done} poses have already used up the whole budget")
         return (f"distill {self.name}: preparing the run needs {self.total} teacher poses ({c.pool_size} for the "
                 f"pool, {self.other_poses} for the mask and the held-out PSNR), ~{rate * self.total / 60:.1f} min on "
                 f"{self.device.type} at {rate:.2f} s a pose, {budget}; {advice}")
