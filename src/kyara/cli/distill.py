@@ -64,7 +64,7 @@ def register(sub) -> None:
                    help="body-morpher training examples per step (per GPU with torchrun)")
     p.add_argument("--lr-scale", type=float, default=DEFAULTS.lr_scale,
                    help="multiplies THA4's learning rates (the body morpher's; the face has its own, below). The default "
-                        "pays with the weight average (--ema-decay): +0.37 to +0.50 dB at 10 minutes against 3 without it "
+                        "pays with the weight average (--ema-decay): +0.37 to +1.02 dB at 10 minutes against 3 without it "
                         "(docs/distill.md)")
     p.add_argument("--face-lr-scale", type=float, default=DEFAULTS.face_lr_scale, metavar="S",
                    help="the face morpher's own multiplier (0 = --lr-scale's). The face diverges first: at 12 it "

@@ -44,8 +44,8 @@ class DistillConfig:
     batch_size: int = 16                    # body-morpher poses per step
     face_batch_multiplier: int = 2          # face morpher sees this many × batch_size poses per step (its error is ~1/4 of the total)
     lr_scale: float = 6.0                   # multiplies every phase's LR (THA4 used batch 8; we use larger batches). 6 with the weight
-                                            # average (ema_decay) and the face at 3: +0.45 / +0.50 dB on the sample, +0.37 on twin_tails
-                                            # against 3 without it, 10-minute runs (sessions 31–32, docs/benchmarks.md)
+                                            # average (ema_decay) and the face at 3: +0.45 / +0.50 dB on the sample, +0.37 / +0.37 on twin_tails,
+                                            # +1.02 on lambda_00 against 3 without it, 10-minute runs (sessions 31–33, docs/benchmarks.md)
     face_lr_scale: float = 3.0              # > 0: the face morpher's own multiplier instead of lr_scale (0 = lr_scale). The face diverges
                                             # first: at lr_scale 12 it never learned, at 6 it blew up at step ~6,000 in one of two runs,
                                             # at 3 never (H100, twin_tails)
