@@ -16,12 +16,11 @@ from pathlib import Path
 
 import torch
 
-from kyara.character import save_kyara
+from kyara.character import save_kyara, student_from_state
 from kyara.distill.checkpoint import load_checkpoint
 from kyara.distill.config import DistillConfig
 from kyara.distill.ema import WeightAverage
 from kyara.image import load_image
-from kyara.student import Student
 
 
 def main() -> None:
@@ -33,8 +32,9 @@ def main() -> None:
     args = ap.parse_args()
     tensors, meta = load_checkpoint(Path(args.checkpoint))
     config = DistillConfig.from_json(meta["config"])
-    student = Student()
-    student.load_state_dict({k[len("student."):]: v for k, v in tensors.items() if k.startswith("student.")})
+    # the checkpoint's own shape (its config's --body-widths), strictly loaded
+    student = student_from_state({k[len("student."):]: v for k, v in tensors.items() if k.startswith("student.")},
+                                 args.checkpoint)
     if "region" in tensors:
         student.set_region(tensors["region"].bool())
     step = int(meta["step"])

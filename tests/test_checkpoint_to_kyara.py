@@ -13,7 +13,8 @@ from kyara.distill.checkpoint import save_checkpoint
 from kyara.distill.config import DistillConfig
 from kyara.distill.ema import WeightAverage
 from kyara.distill.step import optimizers
-from kyara.student import Student
+from kyara.student import BodyMorpher, Student
+from kyara.student.body_morpher import levels_for_widths
 
 from script_module import load_script
 
@@ -23,14 +24,14 @@ def _script():
     return load_script("scripts/checkpoint_to_kyara.py")
 
 
-@pytest.mark.parametrize("ema", [0.0, 0.999])
-def test_the_file_holds_the_checkpoints_weights_or_their_average(tmp_path, monkeypatch, ema):
+@pytest.mark.parametrize("ema, widths", [(0.0, (360, 180, 90)), (0.999, (24, 16, 8))])
+def test_the_file_holds_the_checkpoints_weights_or_their_average(tmp_path, monkeypatch, ema, widths):
     torch.manual_seed(0)
-    student = Student()
+    student = Student(body_morpher=BodyMorpher(levels_for_widths(widths)))   # any --body-widths
     region = torch.zeros(512, 512, dtype=torch.bool)
     region[100:400, 50:450] = True
     student.set_region(region)
-    config = DistillConfig(ema_decay=ema)
+    config = DistillConfig(ema_decay=ema, body_widths=widths)
     face_opt, body_opt = optimizers(student, config, torch.device("cpu"))
     average = None
     if ema:
@@ -45,6 +46,7 @@ def test_the_file_holds_the_checkpoints_weights_or_their_average(tmp_path, monke
     _script().main()
 
     character = load_character(out)
+    assert character.poser.body_morpher.widths == widths
     expected = dict(student.named_parameters())
     for name, p in character.poser.named_parameters():
         want = expected[name].detach() + (0.25 if ema else 0.0)

@@ -274,6 +274,22 @@ def _verify_tensors(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str
             raise CharacterFileError(f"{path}: weight {name!r} contains NaN or infinite values; the file is corrupt")
 
 
+def student_from_state(tensors: dict[str, torch.Tensor], source: str):
+    """A Student of the shape the face_morpher.* / body_morpher.* tensors were saved from (the body's widths
+    are read off its weights: body_morpher.shape_from_state), strictly loaded; clear error on mismatch."""
+    from kyara.student import BodyMorpher, Student
+    from kyara.student.body_morpher import shape_from_state
+
+    prefix = "body_morpher."
+    try:
+        levels, per_level = shape_from_state({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+    except ValueError as e:
+        raise CharacterFileError(f"{source}: {e}") from None
+    student = Student(body_morpher=BodyMorpher(levels, per_level))
+    load_student_state(student, tensors, source)
+    return student
+
+
 def load_student_state(student, tensors: dict[str, torch.Tensor], source: str) -> None:
     """Strictly load face_morpher.* / body_morpher.* tensors into a Student; clear error on mismatch."""
     for part in ("face_morpher", "body_morpher"):
@@ -304,8 +320,6 @@ def check_state_dict(module: torch.nn.Module, state: dict[str, torch.Tensor], so
 
 def load_character(path: str | Path, device: str | None = "cpu", dtype: torch.dtype = torch.float32) -> Character:
     """Load a .kyara file or an official THA4 `character_model` directory (or its yaml)."""
-    from kyara.student import Student
-
     path = Path(path)
     if path.is_dir() or path.suffix.lower() in (".yaml", ".yml"):
         return load_tha4_directory(path, device=device, dtype=dtype)
@@ -319,8 +333,7 @@ def load_character(path: str | Path, device: str | None = "cpu", dtype: torch.dt
         raise CharacterFileError(str(e)) from None
     if rgba.shape[:2] != (512, 512):
         raise CharacterFileError(f"{path}: stored character image is {rgba.shape[1]}×{rgba.shape[0]}, expected 512×512")
-    student = Student()
-    load_student_state(student, tensors, str(path))
+    student = student_from_state(tensors, str(path))
     if REGION_KEY in tensors:
         student.set_region(_unpack_region(tensors[REGION_KEY], str(path)))
     from kyara.student.lite import PLAN_META_KEY, plan_from_file
@@ -364,8 +377,6 @@ def load_tha4_directory(path: str | Path, device: str | None = "cpu", dtype: tor
     body_morpher_file_name; paths relative to the yaml) + png + two fp32 state dicts."""
     import yaml
 
-    from kyara.student import Student
-
     path = Path(path)
     yaml_path = path / THA4_YAML if path.is_dir() else path
     if not yaml_path.is_file():
@@ -381,7 +392,7 @@ def load_tha4_directory(path: str | Path, device: str | None = "cpu", dtype: tor
         raise CharacterFileError(f"{yaml_path}: expected keys {', '.join(keys)}")
     base = yaml_path.parent
     image = load_image(base / str(config["character_image_file_name"]))
-    student = Student()
+    tensors = {}
     for part, key in (("face_morpher", "face_morpher_file_name"), ("body_morpher", "body_morpher_file_name")):
         file = base / str(config[key])
         if not file.is_file():
@@ -395,9 +406,9 @@ def load_tha4_directory(path: str | Path, device: str | None = "cpu", dtype: tor
                                      f"({describe_load_failure(e)})") from None
         if not isinstance(state, dict):
             raise CharacterFileError(f"{file}: expected a state dict, got {type(state).__name__}")
-        module = getattr(student, part)
-        check_state_dict(module, state, str(file))
-        module.load_state_dict(state, strict=True)
+        tensors.update({f"{part}.{k}": v for k, v in state.items()})
+    # THA4's shape, or the body widths a kyara export of another shape wrote; errors name the directory
+    student = student_from_state(tensors, str(yaml_path))
     # The official loader premultiplies colour and its distiller trained the students that way.
     return Character(base.name, image, student.to(pick_device(device), dtype).eval(), "tha4-directory",
                      {COLOUR_KEY: "premultiplied"})
@@ -423,9 +434,18 @@ def export_tha4_directory(character: Character, out_dir: str | Path, allow_strai
 
     if not character.is_student:
         raise CharacterFileError("only distilled (student) characters can be exported")
+    from kyara.student.body_morpher import LEVELS
+
     if not character.premultiplied and not allow_straight:
         raise CharacterFileError(f"{character.name}: not exported: {STRAIGHT_EXPORT_NOTE}; pass --allow-straight "
                                  "to write it anyway")
+    body = character.poser.body_morpher
+    if body.levels != LEVELS or body.layers_per_level != 3:
+        # the official runtime builds THA4's shape; kyara's own loader reads any (load_tha4_directory)
+        warnings.warn(f"{character.name}: its body morpher has widths {','.join(map(str, body.widths))} "
+                      f"({body.layers_per_level} layers a level); the official THA4 runtime loads only "
+                      f"{','.join(str(w) for _, w, _ in LEVELS)} with 3 layers a level (kyara loads this directory)",
+                      stacklevel=2)
     if getattr(character.poser, "region", None) is not None:
         warnings.warn(f"{character.name}: this student was distilled on its character region only; the official "
                       "THA4 runtime evaluates every pixel and may show artefacts outside that region "

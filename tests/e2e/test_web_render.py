@@ -114,12 +114,15 @@ def reference(character, pose: np.ndarray) -> np.ndarray:
     return tensor_to_rgba_u8(character.render(torch.from_numpy(pose)[None])[0])
 
 
-def check(gpu_browser, character, backend: str, poses: np.ndarray, student: str = "full") -> list[float]:
+def check(gpu_browser, character, backend: str, poses: np.ndarray, student: str = "full",
+          page_shapes: bool = False) -> list[float]:
     """PSNR of the page's student (full, or lite against the PyTorch LiteStudent: pass a character
-    whose poser is one) against PyTorch on poses."""
+    whose poser is one) against PyTorch on poses. page_shapes: the page's own shape check (what the
+    studio runs: the shapes the file's body declares) instead of the character's exact shapes."""
     page, errors = open_harness(gpu_browser, student_to_web_bytes(character))
     page.set_default_timeout(FRAME_TIMEOUT_MS)
-    shapes = {**{k: list(v.shape) for k, v in student_tensors(character).items()}, "character_image": [512, 512, 4]}
+    shapes = None if page_shapes else {**{k: list(v.shape) for k, v in student_tensors(character).items()},
+                                       "character_image": [512, 512, 4]}
     used, adapter, used_student = page.evaluate(START_JS, [backend, shapes, student])
     assert used == backend, f"asked for {backend}, got {used} ({adapter})"
     assert used_student == student
@@ -141,6 +144,23 @@ def check(gpu_browser, character, backend: str, poses: np.ndarray, student: str 
 def test_tiny_student_in_chromium_matches_pytorch(gpu_browser, tiny, backend):
     """Every pass of the page's renderer (both backends) on a small random student, in seconds."""
     check(gpu_browser, tiny, backend, exactness_poses(5)[3:5])
+
+
+def test_a_student_of_other_body_widths_passes_the_pages_own_check_and_renders(gpu_browser):
+    """kyara distill --body-widths: the page reads the body's shape off the weights (plan.js bodyShapeOf)."""
+    import torch
+
+    from kyara.character import Character
+    from kyara.student import BodyMorpher, FaceMorpher, Student
+    from kyara.student.body_morpher import levels_for_widths
+
+    sample = load_character(SAMPLE_CHARACTER)
+    torch.manual_seed(1)
+    student = Student(FaceMorpher(), BodyMorpher(levels_for_widths((24, 16, 8))), region=sample.poser.region)
+    with torch.no_grad():
+        student.body_morpher.last_linear.weight.mul_(0.05)
+    check(gpu_browser, Character("narrow", sample.image, student.eval(), "none"), "webgl2", exactness_poses(5)[4:5],
+          page_shapes=True)
 
 
 @pytest.mark.slow

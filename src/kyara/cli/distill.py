@@ -125,6 +125,12 @@ def register(sub) -> None:
                    help="train with the body network's widths zero-padded to multiples of K (the same maths; "
                         "tensor-core GEMMs want multiples of 4 (TF32) or 8 (fp16); default 8: 1.18× faster "
                         "steps on an H200; 1 = no padding)")
+    p.add_argument("--body-widths", type=_widths, default=DEFAULTS.body_widths, metavar="W0,W1,W2",
+                   help="the student body network's hidden widths at its 128², 256² and 512² levels (default THA4's "
+                        "360,180,90: 1.81 MB fp32 with the face; the .kyara file keeps the shape, and kyara, the CPU "
+                        "and the browser renderers load any; official THA4 export needs the default). Wider coarse "
+                        "levels cost bytes, a wider 512² level costs time (docs/benchmarks.md, session 35). Untrained "
+                        "beyond the default")
     p.add_argument("--blended-l2", type=float, default=DEFAULTS.blended_l2, metavar="W",
                    help="add W × MSE of the blended image to the body loss (targets PSNR; 0 = THA4's L1 only)")
     p.add_argument("--flow-weight", type=float, default=DEFAULTS.flow_weight, metavar="K",
@@ -150,6 +156,16 @@ def register(sub) -> None:
                    help="train the face network on a random 1/round(1/F) of its 128×128 box per step (1 = every "
                         "pixel; see --body-pixel-fraction)")
     p.set_defaults(func=run)
+
+
+def _widths(text: str) -> tuple[int, ...]:
+    """--body-widths "360,180,90" → (360, 180, 90); the range is DistillConfig's to check."""
+    from argparse import ArgumentTypeError
+
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise ArgumentTypeError(f"expected three comma-separated integers like 360,180,90, got {text!r}") from None
 
 
 def checked_config(args) -> DistillConfig:

@@ -104,6 +104,9 @@ class DistillConfig:
     body_pixel_tile: int = 16               # those parts are made of tile × tile squares (1 = single pixels); only with a fraction < 1
     face_pixel_fraction: float = 0.25       # the same for the face morpher's 128 × 128 box (single pixels: it has one level)
     pose_dataset: str = ""                  # official THA4 pose_dataset.pt to draw training poses from; "" = kyara.pose_sampler
+    body_widths: tuple[int, ...] = (360, 180, 90)   # the body morpher's hidden width per level, 128² / 256² / 512² (THA4's:
+                                            # body_morpher.WIDTHS). The file keeps the shape; the 2 MB budget allows
+                                            # e.g. 510,180,90 (2.47 MB fp32, 1.24 fp16; docs/benchmarks.md session 35). Untrained
     body_phases: tuple[Phase, ...] = THA4_BODY_PHASES
     face_phases: tuple[Phase, ...] = THA4_FACE_PHASES
 
@@ -151,6 +154,13 @@ class DistillConfig:
             raise ValueError("DistillConfig.reuse and lr_scale must be > 0")
         if not 0 <= self.face_lr_scale < float("inf"):
             raise ValueError(f"DistillConfig.face_lr_scale must be 0 (= lr_scale) or a positive number, got {self.face_lr_scale}")
+        if isinstance(self.body_widths, list):   # from JSON (from_json, or a dict of to_json's): no tuples there
+            object.__setattr__(self, "body_widths", tuple(self.body_widths))
+        widths = self.body_widths
+        if (not isinstance(widths, tuple) or len(widths) != 3
+                or not all(isinstance(w, int) and not isinstance(w, bool) and 1 <= w <= 1024 for w in widths)):
+            raise ValueError(f"DistillConfig.body_widths must be 3 integers in [1, 1024] (128², 256², 512² levels), "
+                             f"got {widths!r}")
         if self.pool_size < self.batch_size * self.face_batch_multiplier:
             raise ValueError("DistillConfig.pool_size must hold at least one face batch "
                              f"({self.batch_size * self.face_batch_multiplier})")
@@ -192,6 +202,7 @@ PREDATING_VALUES: dict[str, object] = {
     "face_lr_scale": 0.0,         # nor a face rate of its own
     "body_pixel_fraction": 1.0,   # and trained on every pixel (parts became the default in session 16)
     "face_pixel_fraction": 1.0,
+    "body_widths": (360, 180, 90),  # and THA4's body shape (the only one before session 36)
 }
 
 

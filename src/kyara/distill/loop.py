@@ -42,7 +42,8 @@ from kyara.distill.step import StepPrecision, TrainStep, optimizers
 from kyara.errors import KyaraError
 from kyara.image import to_premultiplied
 from kyara.pose_dataset import pose_sampler
-from kyara.student import Student
+from kyara.student import BodyMorpher, Student
+from kyara.student.body_morpher import levels_for_widths
 from kyara.student.lite import movable_face
 from kyara.student.pixels import dilate
 
@@ -174,8 +175,8 @@ def distill(image: torch.Tensor, teacher, config: DistillConfig = DistillConfig(
     sizes the schedule when config.examples == 0, and the run stops (after a checkpoint) when it is
     spent, still writing the character file. stop_after_minutes
     ends this invocation early the same way (e.g. a job-time limit) without changing the schedule.
-    `student` replaces the default (official THA4) architecture, e.g. for ablations or tiny test
-    models. Under torchrun (an initialised process group) every rank calls this; rank 0 writes.
+    `student` replaces the architecture config.body_widths describes (default THA4's), e.g. for tiny
+    test models. Under torchrun (an initialised process group) every rank calls this; rank 0 writes.
     started: the time.perf_counter() from which this session's minutes count (default: this call);
     the CLI passes its own start, so loading the teacher counts towards the budget too.
     config.tf32 holds for the call only (``tf32_matmuls``); the caller's TF32 settings come back after.
@@ -279,7 +280,9 @@ def distill(image: torch.Tensor, teacher, config: DistillConfig = DistillConfig(
 
         # -- student and optimizers -----------------------------------------------------------------
         torch.manual_seed(config.seed)
-        student = (student or Student()).to(device)
+        if student is None:
+            student = Student(body_morpher=BodyMorpher(levels_for_widths(config.body_widths)))
+        student = student.to(device)
         student.set_region(region)
         if initial_weights is not None:
             load_donor_weights(student, initial_weights, config.init_from)

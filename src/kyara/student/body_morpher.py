@@ -21,6 +21,47 @@ if TYPE_CHECKING:
 
 # (resolution, width, output width) per level; the last layer of a level emits the next level's width.
 LEVELS: tuple[tuple[int, int, int], ...] = ((128, 360, 180), (256, 180, 90), (512, 90, 90))
+WIDTHS: tuple[int, ...] = tuple(width for _, width, _ in LEVELS)   # (360, 180, 90): THA4's shape, the default
+MAX_WIDTH = 1024   # widest layer a student file may ask for (a sanity bound: 1024 at 128² is already ~3 M parameters)
+
+
+def levels_for_widths(widths: tuple[int, ...]) -> tuple[tuple[int, int, int], ...]:
+    """Hidden widths per level, coarse to fine (e.g. (360, 180, 90)) → LEVELS-style (resolution, width,
+    output width): THA4's pattern, each level's last layer emitting the next level's width (the finest its
+    own). Why only the widths vary: the resolutions 128 / 256 / 512 are what every pixel set, the CPU
+    and browser renderers and the official THA4 layout assume."""
+    widths = tuple(widths)
+    if len(widths) != len(LEVELS) or not all(isinstance(w, int) and 1 <= w <= MAX_WIDTH for w in widths):
+        raise ValueError(f"body widths must be {len(LEVELS)} integers in [1, {MAX_WIDTH}] (coarse to fine, "
+                         f"e.g. {','.join(map(str, WIDTHS))}), got {widths}")
+    outs = widths[1:] + widths[-1:]
+    return tuple((res, w, out) for (res, _, _), w, out in zip(LEVELS, widths, outs))
+
+
+def shape_from_state(state: dict[str, torch.Tensor]) -> tuple[tuple[tuple[int, int, int], ...], int]:
+    """A body morpher's state dict (keys ``siren_layers.{level}.{j}.linear.*``) → (levels, layers_per_level)
+    of the module it came from, read off the weights' shapes. The result only says what to build: loading
+    into that module (strict, shape-checked) is what validates the rest."""
+    layers: dict[int, set[int]] = {}
+    for key in state:
+        parts = key.split(".")
+        if len(parts) >= 3 and parts[0] == "siren_layers" and parts[1].isdigit() and parts[2].isdigit():
+            layers.setdefault(int(parts[1]), set()).add(int(parts[2]))
+    if sorted(layers) != list(range(len(LEVELS))):
+        raise ValueError(f"body morpher weights have levels {sorted(layers)}, expected {list(range(len(LEVELS)))}")
+    counts = {len(js) for js in layers.values()}
+    if len(counts) != 1 or any(js != set(range(len(js))) for js in layers.values()):
+        raise ValueError("body morpher weights: every level must have the same layers 0..L-1, "
+                         f"got {[sorted(layers[i]) for i in sorted(layers)]}")
+    per_level = counts.pop()
+    try:
+        widths = tuple(int(state[f"siren_layers.{i}.0.linear.weight"].shape[0]) for i in range(len(LEVELS)))
+        outs = tuple(int(state[f"siren_layers.{i}.{per_level - 1}.linear.weight"].shape[0]) for i in range(len(LEVELS)))
+    except (KeyError, AttributeError, IndexError):
+        raise ValueError("body morpher weights: a level's weight tensor is missing or not a tensor") from None
+    if not all(1 <= w <= MAX_WIDTH for w in widths + outs):
+        raise ValueError(f"body morpher weights: widths {widths} / outputs {outs} outside [1, {MAX_WIDTH}]")
+    return tuple((res, w, out) for (res, _, _), w, out in zip(LEVELS, widths, outs)), per_level
 
 
 class BodyMorpherOutput(NamedTuple):
@@ -48,6 +89,7 @@ class BodyMorpher(nn.Module):
     def __init__(self, levels: tuple[tuple[int, int, int], ...] = LEVELS, layers_per_level: int = 3):
         super().__init__()
         self.levels = levels
+        self.layers_per_level = layers_per_level
         cond = 2 + NUM_PARAMETERS
         blocks = []
         prev_out = 0
@@ -61,6 +103,11 @@ class BodyMorpher(nn.Module):
         self.last_linear = linear_head(prev_out, 7)
         for i, (res, _, _) in enumerate(levels):
             self.register_buffer(f"position_{i}", position_grid(res, res), persistent=False)
+
+    @property
+    def widths(self) -> tuple[int, ...]:
+        """Hidden width of each level, coarse to fine ((360, 180, 90) for THA4's shape)."""
+        return tuple(width for _, width, _ in self.levels)
 
     def features(self, pose: torch.Tensor) -> torch.Tensor:
         """pose (N, 45) → (N, 7, 512, 512) raw head outputs [flow(2), alpha(1), color(4)].

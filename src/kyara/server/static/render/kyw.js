@@ -66,6 +66,8 @@
       }
       tensors[name] = { shape: spec.shape, data };
     }
+    // expected: {name: shape} or a function of the tensors giving it (a shape that depends on the file's own widths)
+    if (typeof expected === 'function') expected = expected(tensors);
     for (const [name, shape] of Object.entries(expected || {})) {
       const t = tensors[name];
       if (!t) throw new KywError(`weights file has no tensor ${name}`);

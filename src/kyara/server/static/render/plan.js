@@ -6,14 +6,33 @@
   'use strict';
   const ns = root.kyaraRender = root.kyaraRender || {};
   const OMEGA_0 = 30, K = 4, CANVAS = 512, NUM_POSE = 45, FACE_POSE = 39;
-  // the shipped student (kyara.student): face 8 sine layers of 128; body (size, layers, width, out) per level
-  const FACE_LAYERS = 8, BODY_LEVELS = [[128, 3, 360, 180], [256, 3, 180, 90], [512, 3, 90, 90]];
+  // the shipped student (kyara.student): face 8 sine layers of 128; body 3 layers a level at 128², 256², 512²,
+  // THA4's hidden widths by default (a student may have others: kyara distill --body-widths; body_morpher.py
+  // levels_for_widths: each level's last layer emits the next level's width, the finest its own)
+  const FACE_LAYERS = 8, BODY_SIZES = [128, 256, 512], BODY_LAYERS = 3, BODY_WIDTHS = [360, 180, 90], MAX_WIDTH = 1024;
 
   const groups = c => (c + 3) >> 2;
   const paddedGroups = c => Math.ceil(groups(c) / K) * K;
 
-  // Expected tensor shapes of a student (.kyara names), checked by parseKyw.
-  ns.studentShapes = function () {
+  // The body shape a weights file's tensors declare: {widths: its levels' first layers' output rows, layers:
+  // the layers of level 0}, checked to be integers in [1, MAX_WIDTH] and [1, 16]; the shapes then hold the
+  // rest (studentShapes), as kyara.student.body_morpher.shape_from_state does for .kyara files.
+  ns.bodyShapeOf = function (tensors) {
+    const widths = BODY_SIZES.map((_, l) => {
+      const t = tensors[`body_morpher.siren_layers.${l}.0.linear.weight`];
+      return t ? t.shape[0] : BODY_WIDTHS[l];   // missing: studentShapes' check names it
+    });
+    if (!widths.every(w => Number.isInteger(w) && w >= 1 && w <= MAX_WIDTH))
+      throw new ns.KywError(`weights: body widths [${widths}] are not integers in [1, ${MAX_WIDTH}]`);
+    let layers = 0;
+    while (layers <= 16 && `body_morpher.siren_layers.0.${layers}.linear.weight` in tensors) layers++;
+    if (layers > 16) throw new ns.KywError('weights: more than 16 body layers a level');
+    return { widths, layers: layers || BODY_LAYERS };
+  };
+
+  // Expected tensor shapes of a student (.kyara names) with this body shape (default THA4's), checked by parseKyw.
+  ns.studentShapes = function ({ widths = BODY_WIDTHS, layers = BODY_LAYERS } = {}) {
+    const BODY_LEVELS = BODY_SIZES.map((size, l) => [size, layers, widths[l], widths[Math.min(l + 1, BODY_SIZES.length - 1)]]);
     const s = {}, fp = 'face_morpher.siren.';
     for (let j = 0; j < FACE_LAYERS; j++) {
       s[`${fp}sine_layers.${j}.linear.weight`] = [128, j ? 128 : 2 + FACE_POSE];

@@ -78,10 +78,11 @@
   // drawMs (median of the timed draws), switches: ["full->lite", ...]}.
   // Throws KywError for bad weights (or student 'lite' on weights without it) and NoBackendError
   // (message lists why each backend failed).
-  // shapes: the expected tensor shapes (default: the shipped student's, kyaraRender.studentShapes()).
+  // shapes: the expected tensor shapes (default: a student's with the body shape its weights declare,
+  // kyaraRender.studentShapes(kyaraRender.bodyShapeOf(tensors))).
   ns.start = async function start({ weights, wgslSource, container, prefer = 'auto', shapes = null, student = 'auto' }) {
     if (!['auto', 'full', 'lite'].includes(student)) throw new Error(`student must be auto, full or lite, got ${student}`);
-    const kyw = ns.parseKyw(weights, shapes || ns.studentShapes());
+    const kyw = ns.parseKyw(weights, shapes || (tensors => ns.studentShapes(ns.bodyShapeOf(tensors))));
     const hasLite = ns.hasLite(kyw);
     if (student === 'lite' && !hasLite) throw new ns.KywError('these weights carry no lite student (re-export them)');
     const plans = {};
