@@ -434,11 +434,11 @@ def export_tha4_directory(character: Character, out_dir: str | Path, allow_strai
 
     if not character.is_student:
         raise CharacterFileError("only distilled (student) characters can be exported")
-    from kyara.student.body_morpher import LEVELS
-
     if not character.premultiplied and not allow_straight:
         raise CharacterFileError(f"{character.name}: not exported: {STRAIGHT_EXPORT_NOTE}; pass --allow-straight "
                                  "to write it anyway")
+    from kyara.student.body_morpher import LEVELS
+
     body = character.poser.body_morpher
     if body.levels != LEVELS or body.layers_per_level != 3:
         # the official runtime builds THA4's shape; kyara's own loader reads any (load_tha4_directory)

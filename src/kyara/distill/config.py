@@ -105,8 +105,8 @@ class DistillConfig:
     face_pixel_fraction: float = 0.25       # the same for the face morpher's 128 × 128 box (single pixels: it has one level)
     pose_dataset: str = ""                  # official THA4 pose_dataset.pt to draw training poses from; "" = kyara.pose_sampler
     body_widths: tuple[int, ...] = (360, 180, 90)   # the body morpher's hidden width per level, 128² / 256² / 512² (THA4's:
-                                            # body_morpher.WIDTHS). The file keeps the shape; the 2 MB budget allows
-                                            # e.g. 510,180,90 (2.47 MB fp32, 1.24 fp16; docs/benchmarks.md session 35). Untrained
+                                            # body_morpher.WIDTHS). The file keeps the shape. E.g. 510,180,90: 2.47 MB fp32, over the
+                                            # 2 MB goal unless stored in fp16 (1.24; docs/benchmarks.md sessions 35–36). Only THA4's distilled so far
     body_phases: tuple[Phase, ...] = THA4_BODY_PHASES
     face_phases: tuple[Phase, ...] = THA4_FACE_PHASES
 
