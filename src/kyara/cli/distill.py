@@ -129,8 +129,8 @@ def register(sub) -> None:
                    help="the student body network's hidden widths at its 128², 256² and 512² levels (default THA4's "
                         "360,180,90: 1.81 MB fp32 with the face; the .kyara file keeps the shape, and kyara, the CPU "
                         "and the browser renderers load any; official THA4 export needs the default). Wider coarse "
-                        "levels cost bytes, a wider 512² level costs time (docs/benchmarks.md, session 35). Untrained "
-                        "beyond the default")
+                        "levels cost bytes, a wider 512² level costs time (docs/benchmarks.md, session 35); 510,180,90 "
+                        "gained nothing in 10 minutes on a long-haired drawing (session 37)")
     p.add_argument("--blended-l2", type=float, default=DEFAULTS.blended_l2, metavar="W",
                    help="add W × MSE of the blended image to the body loss (targets PSNR; 0 = THA4's L1 only)")
     p.add_argument("--flow-weight", type=float, default=DEFAULTS.flow_weight, metavar="K",
