@@ -394,9 +394,32 @@ def test_a_resumed_runs_teacher_time_is_its_own_over_its_sessions(tmp_path, monk
     assert done.teacher_seconds <= done.wall_seconds
 
 
+@pytest.mark.parametrize("device, checked_after", [("cpu", 32), ("cuda", 64)])
+def test_setup_check_times_a_cpu_from_its_first_batch_and_a_gpu_after_its_warm_up(monkeypatch, device, checked_after):
+    """On a GPU the first chunk of 32 poses warms CUDA up and is not timed, so the budget check comes after the
+    second; a CPU has no such start-up, so its check comes after the first (a CPU user's doomed run says so over a
+    minute sooner). A fake clock of 2 s a pose and a 1-minute budget: the setup cannot fit either way."""
+    import types
+
+    from kyara.distill.loop import SetupProgress
+
+    clock = types.SimpleNamespace(now=0.0)
+    _fake_time(monkeypatch, types.SimpleNamespace(perf_counter=lambda: clock.now))
+    bar = types.SimpleNamespace(update=lambda n: None)
+    setup = SetupProgress(4193, bar, deadline=60.0, name="tiny", device=torch.device(device), config=TINY,
+                          other_poses=97)
+    done = 0
+    with pytest.raises(KyaraError, match="preparing the run needs 4193 teacher poses"):
+        while done < 4193:
+            clock.now += 2.0 * 32     # one chunk of 32 poses at 2 s a pose
+            done += 32
+            setup.update(32)
+    assert done == checked_after
+
+
 def test_setup_that_cannot_leave_time_to_train_stops_at_once_naming_a_pool_size(tmp_path, monkeypatch):
-    """A CPU user's `--minutes 3` with a pool the teacher needs hours for: after a warm-up chunk and 32 timed
-    poses the run stops with a KyaraError naming a --pool-size that would fit, before any step or file. A fake
+    """A CPU user's `--minutes 3` with a pool the teacher needs hours for: after 32 timed poses (on a CPU, from
+    the first) the run stops with a KyaraError naming a --pool-size that would fit, before any step or file. A fake
     clock (every reading 0.5 s) makes the teacher's rate the same on any machine."""
     import re
     import types

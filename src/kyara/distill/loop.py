@@ -75,10 +75,12 @@ class SetupProgress:
 
     On a GPU this is seconds; on a CPU the THA3 teacher takes ~1 s a pose, so the default pool (4,096 poses)
     alone takes over an hour: without the bar a CPU run sat silent that long, and a `--minutes` budget could
-    not be kept. The first batch warms the teacher up (CUDA start-up, kernel selection) and is not timed; after
-    CHECK_AFTER_POSES more the rest is projected at their rate, and if the setup would take more than half of
-    the time left (deadline: the budget's end; None = no budget, no check) the run stops there with a
-    KyaraError that names a --pool-size which would fit.
+    not be kept. On a GPU the first batch warms the teacher up (CUDA start-up, kernel selection) and is not
+    timed. A CPU has no such start-up (its first batch is ~15 % slower than the next, so the projection errs
+    on the safe side), so there the timing starts at once and the check comes one batch sooner (over a minute
+    at the default chunk). After CHECK_AFTER_POSES timed poses the rest is projected at their rate, and if the
+    setup would take more than half of the time left (deadline: the budget's end; None = no budget, no check)
+    the run stops there with a KyaraError that names a --pool-size which would fit.
     """
     CHECK_AFTER_POSES = 32   # one teacher chunk at the default teacher_batch_size
 
@@ -88,7 +90,8 @@ class SetupProgress:
         self.name, self.device, self.config, self.other_poses = name, device, config, other_poses
         self.done = 0
         self.checked = deadline is None
-        self.mark: tuple[float, int] | None = None   # (time, poses done) after the warm-up batch
+        # (time, poses done) from which the rate is timed: after the warm-up batch on a GPU, from now on a CPU
+        self.mark: tuple[float, int] | None = (time.perf_counter(), 0) if device.type == "cpu" else None
 
     def update(self, poses: int) -> None:
         self.bar.update(poses)
