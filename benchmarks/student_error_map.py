@@ -1,7 +1,7 @@
 """Where a student's error against its teacher sits: face box vs body, edges vs the rest.
 
     python benchmarks/student_error_map.py [--character FILE.kyara] [--poses 12] [--map error.png] [--blend-map blend.png]
-                                           [--blend-weight-variants]
+                                           [--blend-weight-variants] [--flow-error-scales 0.75,0.5,0.25]
 
 For N held-out poses (CPU): PSNR of the whole student, PSNR of its body morpher fed the *teacher's*
 face-morpher output (so the face morpher's share shows), the share of squared error inside the
@@ -9,7 +9,9 @@ student's face box, and how concentrated the error is (share in the worst 1 % / 
 Then the body morpher's error split between its two jobs, by swapping each with the teacher's: the
 teacher's blend over the student's warp (what the flow alone allows) and the student's blend over the
 teacher's warp (what alpha and colour alone allow), and the flow's error in pixels where the teacher's
-output is visible (mean, median, 90th percentile; and by how far the teacher moves the pixel).
+output is visible (mean, median, 90th percentile; by how far the teacher moves the pixel; on flat colour against
+on lines, with each one's share of the warp's squared error). --flow-error-scales asks how much the image would gain
+from a smaller flow error: the warp alone with the student's flow error × λ (does a flow error cost where it sits?).
 Display space as in kyara.eval.metrics. Prints a markdown table; --map writes the error map, --blend-map that of
 the student's blend over the teacher's warp; --blend-weight-variants adds the body's PSNR with its raw blend weight
 clamped, zeroed where small, shrunk, or zero (does a small spurious weight cost?).
@@ -28,6 +30,11 @@ from kyara.pose_sampler import sample_poses
 from kyara.eval.metrics import to_display
 from kyara.geometry import STUDENT_FACE_BOX
 from kyara.teacher import load_teacher
+from kyara.nn.warp import apply_flow
+
+# the teacher's warped image's squared gradient (display space, per px, channel mean): below FLAT a pixel is flat
+# colour, from LINES on it is on a line (session 38: 64 % and 15 % of twin_tails' visible pixels)
+FLAT, LINES = 1e-4, 1e-2
 
 
 def blend_weight_variants() -> dict:
@@ -52,10 +59,17 @@ def main() -> None:
     ap.add_argument("--blend-weight-variants", action="store_true",
                     help="also print the body's PSNR with its raw blend weight clamped to [0, 1], zeroed below T, "
                          "shrunk towards 0 by T (T = 0.02, 0.05, 0.1, 0.2), and zero")
+    ap.add_argument("--flow-error-scales", default="", metavar="L1,L2,...",
+                    help="also print the PSNR of the teacher's blend over a warp by the teacher's flow + λ × the "
+                         "student's flow error, for each λ (e.g. 0.75,0.5,0.25)")
     ap.add_argument("--rotation-scale", type=float, default=1.0, metavar="S",
                     help="the poses' six rotation parameters × S in [0, 1], as `kyara eval --rotation-scale` "
                          "(0: expressions only, the body at rest)")
     args = ap.parse_args()
+    try:
+        scales = [float(x) for x in args.flow_error_scales.split(",") if x.strip()]
+    except ValueError:
+        ap.error(f"--flow-error-scales wants numbers separated by commas, got {args.flow_error_scales!r}")
     ch = load_character(args.character)
     teacher = load_teacher(ch.teacher_name, device="cpu")
     prepared = teacher.prepare(ch.image)
@@ -73,6 +87,8 @@ def main() -> None:
     first_order = 0.0
     variants = blend_weight_variants() if args.blend_weight_variants else {}
     variant_error = dict.fromkeys(variants, 0.0)
+    scaled_error = dict.fromkeys(scales, 0.0)
+    by_detail = {"flat colour": [0.0, 0, 0.0], "lines": [0.0, 0, 0.0]}   # Σ flow error, pixels, Σ warp-only sq. error
     with torch.no_grad():
         for s in range(0, args.poses, 4):
             p = poses[s:s + 4]
@@ -88,7 +104,12 @@ def main() -> None:
             flow_only = e.alpha * e.color_change + (1 - e.alpha) * body.warped
             blend = body.alpha * body.color + (1 - body.alpha) * e.warped_image
             blend_squared = ((to_display(blend) - target) ** 2).mean(1)           # (N, 512, 512)
-            swapped["teacher's blend over the student's warp"] += ((to_display(flow_only) - target) ** 2).mean().item() * len(p)
+            flow_squared = ((to_display(flow_only) - target) ** 2).mean(1)                # (N, 512, 512)
+            swapped["teacher's blend over the student's warp"] += flow_squared.mean().item() * len(p)
+            for lam in scales:
+                warped = apply_flow(body_input, e.flow + lam * (body.flow - e.flow))
+                scaled = e.alpha * e.color_change + (1 - e.alpha) * warped
+                scaled_error[lam] += ((to_display(scaled) - target) ** 2).mean().item() * len(p)
             swapped["student's blend over the teacher's warp"] += blend_squared.mean().item() * len(p)
             blend_only += blend_squared.sum(0)
             for key, change in variants.items():
@@ -99,6 +120,14 @@ def main() -> None:
             error_px = (body.flow - e.flow).float() * 256                                     # (N, 2, H, W)
             err_px = error_px.norm(dim=1)                                                     # (N, H, W)
             flow_err.append(err_px[visible])
+            w = to_display(e.warped_image.float())
+            wx = F.pad(w[..., 2:] - w[..., :-2], (1, 1)) / 2
+            wy = F.pad(w[..., 2:, :] - w[..., :-2, :], (0, 0, 1, 1)) / 2
+            detail = (wx ** 2 + wy ** 2).mean(1)                                              # (N, H, W)
+            for key, k in (("flat colour", visible & (detail < FLAT)), ("lines", visible & (detail >= LINES))):
+                by_detail[key][0] += err_px[k].sum().item()
+                by_detail[key][1] += k.sum().item()
+                by_detail[key][2] += flow_squared[k].sum().item()
             # where a flow error costs: the teacher's image's gradient (display space, central differences, per px)
             gx = F.pad(target[..., 2:] - target[..., :-2], (1, 1)) / 2                     # (N, 4, H, W)
             gy = F.pad(target[..., 2:, :] - target[..., :-2, :], (0, 0, 1, 1)) / 2
@@ -138,6 +167,14 @@ def main() -> None:
         if k.any():
             print(f"| flow error where the teacher moves a pixel {lo}–{hi} px ({k.float().mean():.0%} of visible) | "
                   f"{err[k].mean():.2f} px |")
+    visible_pixels = err.numel()
+    warp_total = swapped["teacher's blend over the student's warp"] * 512 * 512
+    for key, (error_sum, count, squared) in by_detail.items():
+        print(f"| flow error on {key} ({count / visible_pixels:.0%} of visible; share of the warp's squared error "
+              f"{squared / warp_total:.3f}) | {error_sum / max(count, 1):.2f} px |")
+    for lam, value in scaled_error.items():
+        psnr = f"{10 * math.log10(args.poses / value):.2f} dB" if value > 0 else "inf (the teacher's own image)"
+        print(f"| PSNR, the teacher's blend over a warp with the student's flow error × {lam:g} | {psnr} |")
     for key, value in variant_error.items():
         print(f"| PSNR, student body with its blend weight {key} | {10 * math.log10(args.poses / value):.2f} dB |")
     for path, error in ((args.map, body_only), (args.blend_map, blend_only / args.poses)):

@@ -48,7 +48,7 @@ class DistillConfig:
                                             # +1.02 on lambda_00 against 3 without it, 10-minute runs (sessions 31–33, docs/benchmarks.md)
     face_lr_scale: float = 3.0              # > 0: the face morpher's own multiplier instead of lr_scale (0 = lr_scale). The face diverges
                                             # first: at lr_scale 12 it never learned, at 6 it blew up at step ~6,000 in one of two runs,
-                                            # at 3 never (H100, twin_tails)
+                                            # at 3 once in ~14 runs, which the divergence guard caught (lambda_00, session 38)
     lr_decay: str = "steps"                 # "steps": each phase's LR (THA4); "exponential": a smooth geometric decay from the first phase's LR
                                             # to the last's (lr_at). One 10-minute run: 31.58 against 31.80 dB (twin_tails; docs/distill.md)
     lr_floor: float = 0.0                   # > 0: no rate falls below lr_floor × the schedule's first (before the scales), e.g. 0.2: THA4's
@@ -89,7 +89,8 @@ class DistillConfig:
     blended_l2: float = 40.0                # extra MSE on the blended image, × the phase's w_blended: +1.0–2.1 dB (docs/benchmarks.md)
     flow_weight: float = 1.0                # multiplies every body phase's flow-term weight (body_phase_at). With blended_l2 40 the flow
                                             # term is ~1/2,300 of the late body loss's gradient (twin_tails student, CPU; docs/distill.md), ~23× less
-                                            # than in THA4's loss, while the flow is what limits a student. 1 = THA4's weights; unmeasured
+                                            # than in THA4's loss, while the flow is what limits a student. 1 = THA4's weights; 25: +0.14 dB,
+                                            # LPIPS 8 % better on twin_tails (one run, session 38), queued on more drawings
     edge_weight: float = 0.0                # extra blended-image MSE on the teacher's silhouette edges (losses.alpha_edges); off until measured
     warped_l2: float = 0.0                  # extra MSE of the warped image (the input moved by the student's flow against the teacher's flow),
                                             # × the phase's w_blended as blended_l2: pushes the flow, what limits a student, where the image has
