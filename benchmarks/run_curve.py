@@ -3,8 +3,9 @@
 Reads the `log.jsonl` a `kyara distill` run writes in its work dir (one line per progress evaluation: step,
 examples, minutes, held-out PSNR on the run's 32 poses) and prints, for each run, the PSNR at the end of each
 THA4 body phase (phases as fractions of the run's examples, distill.config.THA4_BODY_PHASES) and the gain
-within it. A complete run's last line holds its total examples; an unfinished run is read as if it had ended
-there (say so with --planned-examples N). The per-evaluation PSNR is noisy (32 poses; single evaluations dip
+within it. The run's planned examples come from its last line's `planned_examples` (logs since session 38); an
+unfinished run is then marked and its phases not reached are left empty. An older log without the field is read
+as if it had ended at its last line (say otherwise with --planned-examples N). The per-evaluation PSNR is noisy (32 poses; single evaluations dip
 by up to ~4 dB on a phase change), so each phase's end value is the median of its last three evaluations.
 
     PYTHONPATH=src python benchmarks/run_curve.py RUN/work/log.jsonl [...]
@@ -63,9 +64,14 @@ def main(argv=None) -> int:
     print("|---|---|" + "---|" * len(THA4_BODY_PHASES))
     for path in args.logs:
         rows = read_log(path)
-        total = args.planned_examples or rows[-1]["examples"]
-        cells = {i: f"{end:.2f}" + ("" if gain != gain else f" ({gain:+.2f})") for i, _, end, gain in phase_table(rows, total)}
+        total = args.planned_examples or rows[-1].get("planned_examples") or rows[-1]["examples"]
+        # a phase the run did not finish gets no cell: its "end" would be wherever the run was cut
+        reached = rows[-1]["examples"] / total
+        cells = {i: f"{end:.2f}" + ("" if gain != gain else f" ({gain:+.2f})")
+                 for i, until, end, gain in phase_table(rows, total) if until <= reached + 1e-9}
         name = path.parent.parent.name if path.parent.name == "work" else path.stem
+        if rows[-1]["examples"] < total:
+            name += f" (unfinished: {rows[-1]['examples']:,} of {total:,} examples)"
         print(f"| {name} | {rows[-1]['step']:,} | " + " | ".join(cells.get(i, "—") for i in range(1, len(THA4_BODY_PHASES) + 1)) + " |")
     return 0
 

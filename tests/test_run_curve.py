@@ -63,3 +63,22 @@ def test_it_reads_the_log_a_real_run_writes(tmp_path):
     rows = rc.read_log(tmp_path / LOG_NAME)
     assert rows[-1]["examples"] == 6
     assert rc.phase_table(rows, 6)[-1][0] == 6
+    # the loop writes the plan beside the progress, so a cut-off run's log says where in it the run stopped
+    assert all(r["planned_examples"] == 6 for r in rows)
+
+
+def test_an_unfinished_run_is_marked_and_its_unreached_phases_left_empty(tmp_path, capsys):
+    rc = _run_curve()
+    total = 1000
+    rows = [{"step": ex, "examples": ex, "planned_examples": total, "minutes": 0.0, "psnr": 20.0 + ex / 100}
+            for ex in range(20, 460, 20)]           # cut at 44 % of the plan: phases 1–3 done (to 0.40), 4 not
+    log = tmp_path / "work" / "log.jsonl"
+    log.parent.mkdir()
+    log.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert rc.main([str(log)]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells[0] == f"{tmp_path.name} (unfinished: 440 of 1,000 examples)"
+    assert all(c != "—" for c in cells[2:5]) and cells[5:] == ["—"] * 3
+    # phase 3 ends at 0.40 of the plan: the median of its last three evaluations (360, 380, 400 examples)
+    assert cells[4].startswith("23.80")
