@@ -37,6 +37,13 @@ from kyara.nn.warp import apply_flow
 FLAT, LINES = 1e-4, 1e-2
 
 
+def central_gradients(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, C, H, W) → its x and y central differences per px (zero-padded at the border), each (N, C, H, W)."""
+    gx = F.pad(image[..., 2:] - image[..., :-2], (1, 1)) / 2
+    gy = F.pad(image[..., 2:, :] - image[..., :-2, :], (0, 0, 1, 1)) / 2
+    return gx, gy
+
+
 def blend_weight_variants() -> dict:
     """Changes to the body morpher's raw blend weight a (N, 1, H, W): does a small spurious weight cost?"""
     variants = {"as is": lambda a: a, "clamped to [0, 1]": lambda a: a.clamp(0, 1)}
@@ -120,17 +127,14 @@ def main() -> None:
             error_px = (body.flow - e.flow).float() * 256                                     # (N, 2, H, W)
             err_px = error_px.norm(dim=1)                                                     # (N, H, W)
             flow_err.append(err_px[visible])
-            w = to_display(e.warped_image.float())
-            wx = F.pad(w[..., 2:] - w[..., :-2], (1, 1)) / 2
-            wy = F.pad(w[..., 2:, :] - w[..., :-2, :], (0, 0, 1, 1)) / 2
+            wx, wy = central_gradients(to_display(e.warped_image.float()))
             detail = (wx ** 2 + wy ** 2).mean(1)                                              # (N, H, W)
             for key, k in (("flat colour", visible & (detail < FLAT)), ("lines", visible & (detail >= LINES))):
                 by_detail[key][0] += err_px[k].sum().item()
                 by_detail[key][1] += k.sum().item()
                 by_detail[key][2] += flow_squared[k].sum().item()
             # where a flow error costs: the teacher's image's gradient (display space, central differences, per px)
-            gx = F.pad(target[..., 2:] - target[..., :-2], (1, 1)) / 2                     # (N, 4, H, W)
-            gy = F.pad(target[..., 2:, :] - target[..., :-2, :], (0, 0, 1, 1)) / 2
+            gx, gy = central_gradients(target)                                                # (N, 4, H, W) each
             g2 = (gx ** 2 + gy ** 2).sum(1)
             line_weighted[0] += (err_px ** 2 * g2).sum().item()
             line_weighted[1] += g2.sum().item()

@@ -401,9 +401,9 @@ def distill(image: torch.Tensor, teacher, config: DistillConfig = DistillConfig(
                     psnr_value = evaluate_psnr(student, image, eval_poses, eval_targets)
                 last_eval = time.perf_counter()
                 values = {"loss_face": float(losses.face), "loss_body": float(losses.body)}
-                # planned_examples: the schedule's length as sized now (an auto-sized run resizes it once, early),
-                # so that a reader of a cut-off run's log knows where in the plan it stopped
-                log({"step": step, "examples": step * per_step, "planned_examples": steps_total * per_step,
+                # planned_examples: the schedule's length (0 until an auto-sized run is sized, early), so that a
+                # reader of a cut-off run's log knows where in the plan it stopped
+                log({"step": step, "examples": step * per_step, "planned_examples": config.examples,
                      "minutes": (elapsed_before + now - t_run) / 60, "psnr": psnr_value, **values, **{k: float(v) for k, v in losses.terms.items()},
                      "teacher_s": run_teacher_s()})
                 # only here: reading a loss forces a GPU sync, which would stall every step
