@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
+from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from kyara.character import load_character
 from kyara.eval.metrics import to_display
@@ -24,17 +25,8 @@ from kyara.nn.warp import apply_flow
 from kyara.pose_sampler import sample_poses
 from kyara.teacher import load_teacher
 
-
-def gaussian_blur(field: torch.Tensor, sigma: float) -> torch.Tensor:
-    """(N, C, H, W) → the same, blurred separably by a Gaussian of sigma px (edges replicated: a constant stays)."""
-    radius = int(3 * sigma) + 1
-    x = torch.arange(-radius, radius + 1, dtype=field.dtype, device=field.device)
-    kernel = torch.exp(-x ** 2 / (2 * sigma ** 2))
-    kernel = kernel / kernel.sum()
-    c = field.shape[1]
-    rows = kernel.view(1, 1, 1, -1).repeat(c, 1, 1, 1)
-    field = F.conv2d(F.pad(field, (radius, radius, 0, 0), mode="replicate"), rows, groups=c)
-    return F.conv2d(F.pad(field, (0, 0, radius, radius), mode="replicate"), rows.transpose(2, 3), groups=c)
+sys.path.insert(0, str(Path(__file__).resolve().parent))     # its neighbour, also when loaded by a test
+from student_fit import gaussian as gaussian_blur  # noqa: E402  (the separable Gaussian session 17 blurred flows with)
 
 
 def main() -> None:
