@@ -10,8 +10,9 @@ Then the body morpher's error split between its two jobs, by swapping each with 
 teacher's blend over the student's warp (what the flow alone allows) and the student's blend over the
 teacher's warp (what alpha and colour alone allow), and the flow's error in pixels where the teacher's
 output is visible (mean, median, 90th percentile; by how far the teacher moves the pixel; on flat colour against
-on lines, with each one's share of the warp's squared error). --flow-error-scales asks how much the image would gain
-from a smaller flow error: the warp alone with the student's flow error × λ (does a flow error cost where it sits?).
+on lines, with each one's share of the warp's squared error; by how far off the flow is, the same shares).
+--flow-error-scales asks how much the image would gain from a smaller flow error: the warp alone with the
+student's flow error × λ (does a flow error cost where it sits?).
 Display space as in kyara.eval.metrics. Prints a markdown table; --map writes the error map, --blend-map that of
 the student's blend over the teacher's warp; --blend-weight-variants adds the body's PSNR with its raw blend weight
 clamped, zeroed where small, shrunk, or zero (does a small spurious weight cost?).
@@ -35,6 +36,9 @@ from kyara.nn.warp import apply_flow
 # the teacher's warped image's squared gradient (display space, per px, channel mean): below FLAT a pixel is flat
 # colour, from LINES on it is on a line (session 38: 64 % and 15 % of twin_tails' visible pixels)
 FLAT, LINES = 1e-4, 1e-2
+# flow-error bins (px) for the share of the warp's squared error each holds: is the costly error a few pixels far
+# off (what a heavier flow term pulls in first) or many a fraction of a pixel off (what it barely moves)?
+ERROR_BINS_PX = ((0.0, 0.25), (0.25, 0.5), (0.5, 1.0), (1.0, 2.0), (2.0, math.inf))
 
 
 def central_gradients(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -96,6 +100,7 @@ def main() -> None:
     variant_error = dict.fromkeys(variants, 0.0)
     scaled_error = dict.fromkeys(scales, 0.0)
     by_detail = {"flat colour": [0.0, 0, 0.0], "lines": [0.0, 0, 0.0]}   # Σ flow error, pixels, Σ warp-only sq. error
+    by_error = {edges: [0, 0.0] for edges in ERROR_BINS_PX}                  # visible pixels, Σ warp-only sq. error
     with torch.no_grad():
         for s in range(0, args.poses, 4):
             p = poses[s:s + 4]
@@ -133,6 +138,10 @@ def main() -> None:
                 by_detail[key][0] += err_px[k].sum().item()
                 by_detail[key][1] += k.sum().item()
                 by_detail[key][2] += flow_squared[k].sum().item()
+            for (lo, hi), acc in by_error.items():
+                k = visible & (err_px >= lo) & (err_px < hi)
+                acc[0] += k.sum().item()
+                acc[1] += flow_squared[k].sum().item()
             # where a flow error costs: the teacher's image's gradient (display space, central differences, per px)
             gx, gy = central_gradients(target)                                                # (N, 4, H, W) each
             g2 = (gx ** 2 + gy ** 2).sum(1)
@@ -176,6 +185,9 @@ def main() -> None:
     for key, (error_sum, count, squared) in by_detail.items():
         print(f"| flow error on {key} ({count / visible_pixels:.0%} of visible; share of the warp's squared error "
               f"{squared / warp_total:.3f}) | {error_sum / max(count, 1):.2f} px |")
+    for (lo, hi), (count, squared) in by_error.items():
+        print(f"| visible pixels whose flow is {lo:g}–{hi:g} px off: share of visible / of the warp's squared error | "
+              f"{count / visible_pixels:.3f} / {squared / warp_total:.3f} |")
     for lam, value in scaled_error.items():
         psnr = f"{10 * math.log10(args.poses / value):.2f} dB" if value > 0 else "inf (the teacher's own image)"
         print(f"| PSNR, the teacher's blend over a warp with the student's flow error × {lam:g} | {psnr} |")

@@ -786,6 +786,10 @@ def test_cli_distill_notes_a_low_psnr_of_a_finished_run_only(monkeypatch, tmp_pa
     _cli_distill_config(monkeypatch, tmp_path, psnr=31.8)
     out = capsys.readouterr().out
     assert "held-out PSNR 31.80 dB" in out and "note: held-out PSNR under 34 dB" in out and "--minutes" in out
+    assert "--flow-weight 25" in out                                       # the long-hair lever, named while unused
+    _cli_distill_config(monkeypatch, tmp_path, "--flow-weight", "25", psnr=31.8)
+    out = capsys.readouterr().out
+    assert "note: held-out PSNR under 34 dB" in out and "--flow-weight" not in out
     _cli_distill_config(monkeypatch, tmp_path, psnr=35.8)
     assert "note:" not in capsys.readouterr().out
     _cli_distill_config(monkeypatch, tmp_path, psnr=20.0, complete=False)     # stopped early: --resume goes on

@@ -23,3 +23,9 @@ def test_the_flow_error_sweep_ends_at_the_teacher_and_starts_at_the_student(monk
             == rows["PSNR, teacher's blend over the student's warp"])
     shares = [float(x) for x in re.findall(r"share of the warp's squared error ([0-9.]+)\)", out)]
     assert len(shares) == 2 and 0 < sum(shares) <= 1.0005      # flat colour and lines are disjoint
+    # the flow-error bins cover [0, ∞): every visible pixel in exactly one (printed to 3 decimals: 5 × 0.0005)
+    bins = re.findall(r"flow is [0-9.]+–[0-9.inf]+ px off: share of visible / of the warp's squared error \| "
+                      r"([0-9.]+) / ([0-9.]+) \|", out)
+    assert len(bins) == 5
+    assert abs(sum(float(v) for v, _ in bins) - 1) <= 0.0025
+    assert 0 < sum(float(w) for _, w in bins) <= 1.0025

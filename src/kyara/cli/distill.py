@@ -12,6 +12,9 @@ DEFAULTS = DistillConfig()
 # Under this a finished run gets a note: the short-haired characters measured reach 35–37 dB in 10 minutes on an
 # H100, the long-haired ones 31–34 (docs/benchmarks.md, issue 16).
 LOW_PSNR_DB = 34.0
+# The note names --flow-weight at this value while a run used less: on the long-hair runs measured it gained
+# +0.11 to +0.22 dB (docs/benchmarks.md, issue 16, sessions 38-39).
+FLOW_WEIGHT_FOR_LONG_HAIR = 25.0
 
 
 def register(sub) -> None:
@@ -136,8 +139,8 @@ def register(sub) -> None:
                    help="add W × MSE of the blended image to the body loss (targets PSNR; 0 = THA4's L1 only)")
     p.add_argument("--flow-weight", type=float, default=DEFAULTS.flow_weight, metavar="K",
                    help="multiply the body loss's flow-term weight in every phase by K (1 = THA4's weights; with the "
-                        "default --blended-l2 40 the flow term is ~1/2,300 of the late loss's gradient). One 10-minute run at 25 "
-                        "on a long-haired drawing: +0.14 dB, LPIPS 8 %% better (docs/distill.md)")
+                        "default --blended-l2 40 the flow term is ~1/2,300 of the late loss's gradient). Three 10-minute runs at 25 "
+                        "on two long-haired drawings: +0.11 to +0.22 dB, LPIPS 6-13 %% better (docs/distill.md)")
     p.add_argument("--edge-weight", type=float, default=DEFAULTS.edge_weight, metavar="W",
                    help="add W × the blended image's squared error on the teacher's silhouette edges (a 5-px "
                         "band) to the body loss; 0 = off (the default until measured)")
@@ -282,7 +285,9 @@ def run(args) -> int:
         print(f"note: held-out PSNR under {LOW_PSNR_DB:g} dB. Drawings full of fine line (long hair, loose strands) come "
               "out lower than others in the same minutes; more --minutes raise it, slowly (twice the minutes gave "
               "+0.6 dB on the sample, +0.4 dB on a long-haired drawing; docs/distill.md, "
-              "\"Which drawings come out worse\")")
+              "\"Which drawings come out worse\")"
+              + (". For long hair, --flow-weight 25 gave +0.1-0.2 dB and 6-13 % better LPIPS in the same minutes "
+                 "(three runs, two drawings)" if config.flow_weight < FLOW_WEIGHT_FOR_LONG_HAIR else ""))
     del torch
     return 0
 

@@ -89,8 +89,8 @@ class DistillConfig:
     blended_l2: float = 40.0                # extra MSE on the blended image, × the phase's w_blended: +1.0–2.1 dB (docs/benchmarks.md)
     flow_weight: float = 1.0                # multiplies every body phase's flow-term weight (body_phase_at). With blended_l2 40 the flow
                                             # term is ~1/2,300 of the late body loss's gradient (twin_tails student, CPU; docs/distill.md), ~23× less
-                                            # than in THA4's loss, while the flow is what limits a student. 1 = THA4's weights; 25: +0.14 dB,
-                                            # LPIPS 8 % better on twin_tails (one run, session 38), queued on more drawings
+                                            # than in THA4's loss, while the flow is what limits a student. 1 = THA4's weights; 25: +0.11 to +0.22 dB,
+                                            # LPIPS 6-13 % better on three long-hair runs (sessions 38-39); the sample's run decides its adoption
     edge_weight: float = 0.0                # extra blended-image MSE on the teacher's silhouette edges (losses.alpha_edges); off until measured
     warped_l2: float = 0.0                  # extra MSE of the warped image (the input moved by the student's flow against the teacher's flow),
                                             # × the phase's w_blended as blended_l2: pushes the flow, what limits a student, where the image has
