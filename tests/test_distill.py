@@ -774,6 +774,23 @@ def test_flow_weight_scales_the_flow_term_of_every_body_phase(tmp_path, bit_exac
     assert not torch.equal(*weights)
 
 
+@pytest.mark.parametrize("fraction", [1.0, 0.25])
+def test_the_loop_hands_the_flow_line_weight_to_the_body_loss(tmp_path, bit_exact_torch, fraction):
+    """DistillConfig.flow_line_weight reaches the body loss on every pixel and on parts (the losses themselves:
+    tests/test_distill_flow_line_loss.py): runs with L = 0 twice are bit-equal, with L = 8 they end elsewhere."""
+    from dataclasses import replace
+
+    def weights(line_weight: float, name: str) -> torch.Tensor:
+        config = replace(TINY, flow_line_weight=line_weight, body_pixel_fraction=fraction)
+        run = distill(_image(), FakeTeacher(), config, out_dir=tmp_path / name, name="tiny", progress=False,
+                      student=_tiny_student())
+        return run.character.poser.body_morpher.last_linear.weight
+
+    off = weights(0.0, "a")
+    assert torch.equal(off, weights(0.0, "b"))
+    assert not torch.equal(off, weights(8.0, "c"))
+
+
 def test_cli_distill_names_the_divergence_rollbacks_in_its_last_line(monkeypatch, tmp_path, capsys):
     rollbacks = [{"network": "face", "step": 6000, "loss": 2.9, "best": 0.5, "restored_step": 5000, "lr_factor": 0.5}]
     _cli_distill_config(monkeypatch, tmp_path, metadata={"metrics": {"rollbacks": rollbacks}})

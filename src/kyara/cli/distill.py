@@ -141,6 +141,10 @@ def register(sub) -> None:
                    help="multiply the body loss's flow-term weight in every phase by K (1 = THA4's weights; with the "
                         "default --blended-l2 40 the flow term is ~1/2,300 of the late loss's gradient). Three 10-minute runs at 25 "
                         "on two long-haired drawings: +0.11 to +0.22 dB, LPIPS 6-13 %% better (docs/distill.md)")
+    p.add_argument("--flow-line-weight", type=float, default=DEFAULTS.flow_line_weight, metavar="L",
+                   help="weigh the flow term's pixels by 1 + L on the teacher image's lines (a weighted mean: its size "
+                        "stays, its push moves from flat colour onto the lines, where a flow error costs the image); "
+                        "0 = off (the default until measured)")
     p.add_argument("--edge-weight", type=float, default=DEFAULTS.edge_weight, metavar="W",
                    help="add W × the blended image's squared error on the teacher's silhouette edges (a 5-px "
                         "band) to the body loss; 0 = off (the default until measured)")
@@ -189,6 +193,8 @@ def checked_config(args) -> DistillConfig:
         raise KyaraError(f"--blended-l2 must be a number >= 0, got {args.blended_l2:g}")
     if not 0 <= args.flow_weight < math.inf:
         raise KyaraError(f"--flow-weight must be a number >= 0, got {args.flow_weight:g}")
+    if not 0 <= args.flow_line_weight < math.inf:
+        raise KyaraError(f"--flow-line-weight must be a number >= 0, got {args.flow_line_weight:g}")
     if not 0 <= args.edge_weight < math.inf:
         raise KyaraError(f"--edge-weight must be a number >= 0, got {args.edge_weight:g}")
     if not 0 <= args.warped_l2 < math.inf:

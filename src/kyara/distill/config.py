@@ -91,6 +91,9 @@ class DistillConfig:
                                             # term is ~1/2,300 of the late body loss's gradient (twin_tails student, CPU; docs/distill.md), ~23× less
                                             # than in THA4's loss, while the flow is what limits a student. 1 = THA4's weights; 25: +0.11 to +0.22 dB,
                                             # LPIPS 6-13 % better on three long-hair runs (sessions 38-39); the sample's run decides its adoption
+    flow_line_weight: float = 0.0           # the flow term's pixels weighed 1 + this × losses.line_detail (1 on the teacher image's
+                                            # lines, ~0 on flat colour), a weighted mean: the flow's push moved onto the lines, where a
+                                            # flow error costs (72–77 % of the warp's error, sessions 38–39). Needs masked_flow. Off until measured
     edge_weight: float = 0.0                # extra blended-image MSE on the teacher's silhouette edges (losses.alpha_edges); off until measured
     warped_l2: float = 0.0                  # extra MSE of the warped image (the input moved by the student's flow against the teacher's flow),
                                             # × the phase's w_blended as blended_l2: pushes the flow, what limits a student, where the image has
@@ -124,6 +127,10 @@ class DistillConfig:
             raise ValueError(f"DistillConfig.blended_l2 must be >= 0, got {self.blended_l2}")
         if not 0 <= self.flow_weight < float("inf"):
             raise ValueError(f"DistillConfig.flow_weight must be a number >= 0, got {self.flow_weight}")
+        if not 0 <= self.flow_line_weight < float("inf"):
+            raise ValueError(f"DistillConfig.flow_line_weight must be a number >= 0, got {self.flow_line_weight}")
+        if self.flow_line_weight and not self.masked_flow:
+            raise ValueError("DistillConfig.flow_line_weight needs masked_flow (it reweighs the masked flow term)")
         if not 0 <= self.edge_weight < float("inf"):
             raise ValueError(f"DistillConfig.edge_weight must be a number >= 0, got {self.edge_weight}")
         if not 0 <= self.warped_l2 < float("inf"):
@@ -191,6 +198,7 @@ class DistillConfig:
 PREDATING_VALUES: dict[str, object] = {
     "blended_l2": 0.0,   # old checkpoints had no blended-image MSE term (new runs: 40)
     "edge_weight": 0.0,  # nor an edge term (new runs: 0 too, until an ablation shows a gain)
+    "flow_line_weight": 0.0,  # nor a line-weighted flow term (new runs: 0 too, until an ablation shows a gain)
     "warped_l2": 0.0,    # nor a warped-image MSE term (new runs: 0 too, until an ablation shows a gain)
     "amp": "",           # nor fp16 autocast
     "lr_decay": "steps",  # nor a choice of learning-rate decay (THA4's steps)

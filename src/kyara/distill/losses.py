@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 
 from kyara.distill.config import Phase
+from kyara.image import display_space
 
 
 def l1(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -51,10 +52,30 @@ def alpha_edges(target_image: torch.Tensor, dilate_px: int = EDGE_DILATE_PX) -> 
     return box_max(alpha, dilate_px) + box_max(-alpha, dilate_px)
 
 
+# the display-space squared gradient per pixel (channel mean) at which a pixel counts as wholly on a line: the
+# threshold of benchmarks/student_error_map.py's "lines" (15 % of a long-haired drawing's visible pixels, where
+# 72–77 % of the warp's squared error sits; docs/benchmarks.md, sessions 38–39)
+LINE_GRADIENT2 = 1e-2
+
+
+def line_detail(target_image: torch.Tensor) -> torch.Tensor:
+    """(N, 1, H, W) in [0, 1]: how much each pixel lies on a line of the teacher's image. target_image:
+    (N, 4, H, W) model space. The squared gradient (central differences, zero at the border) of the image in
+    display space (colour × alpha, and alpha: silhouette edges count as lines), channel mean, / LINE_GRADIENT2,
+    clipped at 1: 1 on the lines, about 0 on flat colour and the empty background. A flow error costs the
+    image only where it moves a line (to first order, (error · gradient)²), so this says where the flow must
+    be exact."""
+    x = display_space(target_image)
+    gx = torch.nn.functional.pad(x[..., 2:] - x[..., :-2], (1, 1)) / 2
+    gy = torch.nn.functional.pad(x[..., 2:, :] - x[..., :-2, :], (0, 0, 1, 1)) / 2
+    return ((gx.square() + gy.square()).mean(1, keepdim=True) / LINE_GRADIENT2).clamp(max=1.0)
+
+
 def body_loss(student, target_image: torch.Tensor, target_warped: torch.Tensor, target_flow: torch.Tensor,
               phase: Phase, masked_flow: bool = True, blended_l2: float = 0.0, edge_weight: float = 0.0, *,
               flow_w: torch.Tensor | None = None, edges: torch.Tensor | None = None, pixel_share: float = 1.0,
-              warped_l2: float = 0.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+              warped_l2: float = 0.0, flow_line_weight: float = 0.0, lines: torch.Tensor | None = None
+              ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """THA4's four-term body loss. student: BodyMorpherOutput; targets (N, C, 512, 512).
 
     The direct colour output is pulled towards the teacher's final image, as in THA4. With
@@ -71,18 +92,26 @@ def body_loss(student, target_image: torch.Tensor, target_warped: torch.Tensor, 
     through (1 − alpha), and the student's alpha can paint over a flow error with blur; this term asks the
     flow itself to be right wherever the image has detail (in flat regions a flow error changes nothing).
     warped_l2 = 0 (the default) leaves the loss exactly as it was.
+    flow_line_weight L > 0 (with masked_flow) weighs the flow term's pixels by 1 + L · line_detail(target): a
+    weighted mean, so a uniform flow error gives the same term as before and --flow-weight keeps its meaning,
+    but the term's push moves from flat colour, where a flow error costs nothing, onto the lines, where the
+    image's error is (sessions 38–39: 0.6 px off on both). L = 0 (the default) leaves the loss exactly as it was.
 
     On a pixel subset (training with DistillConfig.body_pixel_fraction < 1) every tensor is (N, C, M) at M
-    sampled pixels of the region, flow_w and edges are flow_weight and alpha_edges of the whole target
-    taken at those pixels (they need the neighbourhood), and pixel_share = K · part pixels / canvas pixels
+    sampled pixels of the region, flow_w, edges and lines are flow_weight, alpha_edges and line_detail of the
+    whole target taken at those pixels (they need the neighbourhood), and pixel_share = K · part pixels / canvas pixels
     (kyara.distill.parts.PixelParts, one of K parts) turns the part's per-pixel means into unbiased
     estimates of the whole canvas's (outside the region the student is the identity, a constant the loss
     can drop), so the terms keep their relative weights.
     """
     if masked_flow:
         w = flow_weight(target_image) if flow_w is None else flow_w
+        if flow_line_weight:
+            w = w * (1 + flow_line_weight * (line_detail(target_image) if lines is None else lines))
         flow_term = ((student.flow - target_flow).abs() * w).mean() / w.mean().clamp_min(1e-6)
     else:
+        if flow_line_weight:
+            raise ValueError("flow_line_weight needs masked_flow: it reweighs the masked flow term's pixels")
         flow_term = pixel_share * l1(student.flow, target_flow)
     terms = {
         "blended": pixel_share * l1(student.image, target_image),

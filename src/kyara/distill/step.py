@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from kyara.distill.config import DistillConfig, Phase
-from kyara.distill.losses import alpha_edges, body_loss, face_loss, flow_weight
+from kyara.distill.losses import alpha_edges, body_loss, face_loss, flow_weight, line_detail
 from kyara.distill.parallel import Ranks
 from kyara.distill.parts import PixelParts
 from kyara.geometry import FACE_MORPHER_BOX, STUDENT_FACE_BOX
@@ -42,9 +42,11 @@ def subset_body_loss(forward: "TrainForward", body_input: torch.Tensor, poses: t
         target_warped = apply_flow_at(body_input, flow_at, at)
         flow_w = gather(flow_weight(final)) if config.masked_flow else None       # need the neighbourhood: whole image
         edges = gather(alpha_edges(final)) if config.edge_weight else None
+        lines = gather(line_detail(final)) if config.flow_line_weight else None
     out = forward.body_at(body_input, poses, pixels)
     return body_loss(out, gather(final), target_warped, flow_at, phase, config.masked_flow, config.blended_l2,
-                     config.edge_weight, flow_w=flow_w, edges=edges, pixel_share=share, warped_l2=config.warped_l2)
+                     config.edge_weight, flow_w=flow_w, edges=edges, pixel_share=share, warped_l2=config.warped_l2,
+                     flow_line_weight=config.flow_line_weight, lines=lines)
 
 
 def subset_face_loss(forward: "TrainForward", face_poses: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
@@ -307,7 +309,7 @@ class TrainStep:
             with precision.autocast():
                 loss_body, terms = body_loss(forward.body(body_input, poses), final, target_warped, target_flow,
                                              body_phase, config.masked_flow, config.blended_l2, config.edge_weight,
-                                             warped_l2=config.warped_l2)
+                                             warped_l2=config.warped_l2, flow_line_weight=config.flow_line_weight)
         else:
             with precision.autocast():
                 loss_body, terms = subset_body_loss(forward, body_input, poses, final, target_flow, *body_part,
