@@ -86,40 +86,17 @@ def test_the_line_weight_moves_the_flow_terms_push_onto_the_lines(where):
     assert torch.count_nonzero(values[8.0][1][0, :, ~visible]) == 0
 
 
-def test_the_subset_path_passes_the_line_weights(tmp_path):
+def test_the_subset_path_passes_the_line_weights():
     """step.subset_body_loss on the whole region, with the line weight on, has the full loss's gradients (the
     line detail is taken from the whole image and gathered, like the flow mask)."""
-    from kyara.distill.step import TrainForward, subset_body_loss
-    from kyara.nn.warp import apply_flow
-    from kyara.student.pixels import PixelSet
-    from kyara.pose_sampler import sample_poses
-    from tests.test_distill_pixel_subsets import _scene, _tiny_student
+    from tests.test_distill_pixel_subsets import _scene, assert_subset_grads_match_full
 
     image, _, flow, region = _scene()
     image[:, :3] = 0.2                     # flat colour with a few lines, so the weights differ across pixels
     image[:, :3, :, 190:330:20] = -0.8
     final = image.roll(shifts=(6, -4), dims=(2, 3)).clone()
-    poses = sample_poses(2, torch.Generator().manual_seed(4))
-    config = DistillConfig(flow_line_weight=8.0)
     flow_only = Phase(1.0, 1e-4, w_blended=0.0, w_warped=0.0, w_flow=1.0, w_color=0.0)   # the term under test alone
-    grads = {}
-    for path in ("full", "subset"):
-        student = _tiny_student()
-        student.set_region(region)
-        forward = TrainForward(student)
-        if path == "full":
-            loss, _ = body_loss(forward.body(image, poses), final, apply_flow(image, flow), flow, flow_only, True,
-                                config.blended_l2, flow_line_weight=8.0)
-        else:
-            whole = PixelSet.from_mask(region.numpy(), 3)
-            loss, _ = subset_body_loss(forward, image, poses, final, flow, whole, float(region.float().mean()),
-                                       flow_only, config)
-        loss.backward()
-        grads[path] = [p.grad.clone() for p in student.body_morpher.parameters()]
-    for full, subset in zip(grads["full"], grads["subset"]):
-        # as in tests/test_distill_pixel_subsets.py: the two paths' matmuls round differently on other CPUs
-        # (~1e-5 of the largest gradient); a lost weight would move the flow term's gradient by order 1
-        assert float((full - subset).abs().max()) <= 1e-3 * float(full.abs().max())
+    assert_subset_grads_match_full(image, final, flow, region, flow_only, DistillConfig(flow_line_weight=8.0))
 
 
 def test_flow_line_weight_is_checked_and_off_for_old_configs():

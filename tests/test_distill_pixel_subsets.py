@@ -77,8 +77,14 @@ def test_the_subset_loss_on_the_whole_region_has_the_full_losss_gradients(masked
     full-canvas term minus a constant (outside the region the student is the identity), so the
     gradients are the same: the subset loss is the full loss's estimator, not another recipe."""
     image, final, flow, region = _scene()
+    assert_subset_grads_match_full(image, final, flow, region, PHASE,
+                                   DistillConfig(masked_flow=masked_flow, edge_weight=edge_weight))
+
+
+def assert_subset_grads_match_full(image, final, flow, region, phase, config: DistillConfig) -> None:
+    """subset_body_loss on the whole region (pixel_share = its share of the canvas) and body_loss on the canvas,
+    with config's loss options, give the body morpher the same gradients."""
     poses = sample_poses(2, torch.Generator().manual_seed(4))
-    config = DistillConfig(masked_flow=masked_flow, edge_weight=edge_weight)
     grads = {}
     for path in ("full", "subset"):
         student = _tiny_student()
@@ -86,12 +92,12 @@ def test_the_subset_loss_on_the_whole_region_has_the_full_losss_gradients(masked
         forward = TrainForward(student)
         if path == "full":
             out = forward.body(image, poses)
-            loss, _ = body_loss(out, final, apply_flow(image, flow), flow, PHASE, masked_flow, config.blended_l2,
-                                edge_weight)
+            loss, _ = body_loss(out, final, apply_flow(image, flow), flow, phase, config.masked_flow, config.blended_l2,
+                                config.edge_weight, flow_line_weight=config.flow_line_weight)
         else:
             whole = PixelSet.from_mask(region.numpy(), 3)
             loss, _ = subset_body_loss(forward, image, poses, final, flow, whole, float(region.float().mean()),
-                                       PHASE, config)
+                                       phase, config)
         loss.backward()
         grads[path] = [p.grad.clone() for p in student.body_morpher.parameters()]
     for full, subset in zip(grads["full"], grads["subset"]):
