@@ -505,7 +505,7 @@ def test_auto_sized_run_resizes_from_the_steady_rate_and_fits_its_budget(tmp_pat
     assert json.loads(meta["config"])["examples"] == result.steps * config.batch_size
 
 
-def _cli_distill_config(monkeypatch, tmp_path, *extra, metadata=None, psnr=36.0, complete=True):
+def _cli_distill_config(monkeypatch, tmp_path, *extra, metadata=None, psnr=36.0, complete=True, examples=700_000):
     """Run `kyara distill` with the teacher and the loop replaced (its result carries `metadata`); return the
     DistillConfig it built."""
     import types
@@ -520,7 +520,7 @@ def _cli_distill_config(monkeypatch, tmp_path, *extra, metadata=None, psnr=36.0,
     def fake_distill(image, teacher, config, **kw):
         seen["config"], seen["kw"] = config, kw
         kw["output"].write_bytes(b"x")
-        return types.SimpleNamespace(examples=0, complete=complete, psnr=psnr, wall_seconds=0.0, teacher_seconds=0.0,
+        return types.SimpleNamespace(examples=examples, complete=complete, psnr=psnr, wall_seconds=0.0, teacher_seconds=0.0,
                                      character=types.SimpleNamespace(metadata=metadata or {}))
 
     monkeypatch.setattr(kyara.teacher, "load_teacher", lambda *a, **k: FakeTeacher())
@@ -812,3 +812,8 @@ def test_cli_distill_notes_a_low_psnr_of_a_finished_run_only(monkeypatch, tmp_pa
     _cli_distill_config(monkeypatch, tmp_path, psnr=20.0, complete=False)     # stopped early: --resume goes on
     out = capsys.readouterr().out
     assert "stopped early" in out and "note:" not in out
+    # a short run is low for being short: the note says so and keeps long hair out of it
+    _cli_distill_config(monkeypatch, tmp_path, psnr=17.0, examples=32)
+    out = capsys.readouterr().out
+    assert "after 32 examples, a short run" in out and "--examples" in out
+    assert "long hair" not in out and "--flow-weight" not in out

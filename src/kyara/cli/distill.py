@@ -15,6 +15,9 @@ LOW_PSNR_DB = 34.0
 # The note names --flow-weight at this value while a run used less: on the long-hair runs measured it gained
 # +0.11 to +0.22 dB (docs/benchmarks.md, issue 16, sessions 38-39).
 FLOW_WEIGHT_FOR_LONG_HAIR = 25.0
+# A finished run under this many examples is low for being short, whatever the drawing: a third of the fewest a
+# 10-minute run on an H100 trained (598,800, twin_tails; the short-haired drawings 680,000–800,000).
+SHORT_RUN_EXAMPLES = 200_000
 
 
 def register(sub) -> None:
@@ -287,7 +290,10 @@ def run(args) -> int:
           f"(teacher {result.teacher_seconds / 60:.1f} min)" + (f", GPU memory peak {peak:.1f} GiB" if peak else "")
           + (f"; {len(rollbacks)} divergence rollback(s): "
              + ", ".join(f"{r['network']} at step {r['step']}" for r in rollbacks) if rollbacks else ""))
-    if result.complete and result.psnr < LOW_PSNR_DB:
+    if result.complete and result.psnr < LOW_PSNR_DB and result.examples < SHORT_RUN_EXAMPLES:
+        print(f"note: held-out PSNR under {LOW_PSNR_DB:g} dB after {result.examples:,} examples, a short run (a "
+              "10-minute run on an H100 trains ~600,000-800,000): train longer (--minutes, or --examples) to raise it")
+    elif result.complete and result.psnr < LOW_PSNR_DB:
         print(f"note: held-out PSNR under {LOW_PSNR_DB:g} dB. Drawings full of fine line (long hair, loose strands) come "
               "out lower than others in the same minutes; more --minutes raise it, slowly (twice the minutes gave "
               "+0.6 dB on the sample, +0.4 dB on a long-haired drawing; docs/distill.md, "
