@@ -23,9 +23,9 @@ import argparse
 import math
 
 import torch
-import torch.nn.functional as F
 
 from kyara.character import SAMPLE_CHARACTER, load_character
+from kyara.distill.losses import LINE_GRADIENT2, central_gradients
 from kyara.pose import ROTATION
 from kyara.pose_sampler import sample_poses
 from kyara.eval.metrics import to_display
@@ -35,17 +35,10 @@ from kyara.nn.warp import apply_flow
 
 # the teacher's warped image's squared gradient (display space, per px, channel mean): below FLAT a pixel is flat
 # colour, from LINES on it is on a line (session 38: 64 % and 15 % of twin_tails' visible pixels)
-FLAT, LINES = 1e-4, 1e-2
+FLAT, LINES = 1e-4, LINE_GRADIENT2   # the same threshold as --flow-line-weight's line detail
 # flow-error bins (px) for the share of the warp's squared error each holds: is the costly error a few pixels far
 # off (what a heavier flow term pulls in first) or many a fraction of a pixel off (what it barely moves)?
 ERROR_BINS_PX = ((0.0, 0.25), (0.25, 0.5), (0.5, 1.0), (1.0, 2.0), (2.0, math.inf))
-
-
-def central_gradients(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(N, C, H, W) → its x and y central differences per px (zero-padded at the border), each (N, C, H, W)."""
-    gx = F.pad(image[..., 2:] - image[..., :-2], (1, 1)) / 2
-    gy = F.pad(image[..., 2:, :] - image[..., :-2, :], (0, 0, 1, 1)) / 2
-    return gx, gy
 
 
 def blend_weight_variants() -> dict:

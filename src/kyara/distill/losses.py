@@ -58,6 +58,13 @@ def alpha_edges(target_image: torch.Tensor, dilate_px: int = EDGE_DILATE_PX) -> 
 LINE_GRADIENT2 = 1e-2
 
 
+def central_gradients(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, C, H, W) → its x and y central differences per px (zero at the border), each (N, C, H, W)."""
+    gx = torch.nn.functional.pad(image[..., 2:] - image[..., :-2], (1, 1)) / 2
+    gy = torch.nn.functional.pad(image[..., 2:, :] - image[..., :-2, :], (0, 0, 1, 1)) / 2
+    return gx, gy
+
+
 def line_detail(target_image: torch.Tensor) -> torch.Tensor:
     """(N, 1, H, W) in [0, 1]: how much each pixel lies on a line of the teacher's image. target_image:
     (N, 4, H, W) model space. The squared gradient (central differences, zero at the border) of the image in
@@ -65,9 +72,7 @@ def line_detail(target_image: torch.Tensor) -> torch.Tensor:
     clipped at 1: 1 on the lines, about 0 on flat colour and the empty background. A flow error costs the
     image only where it moves a line (to first order, (error · gradient)²), so this says where the flow must
     be exact."""
-    x = display_space(target_image)
-    gx = torch.nn.functional.pad(x[..., 2:] - x[..., :-2], (1, 1)) / 2
-    gy = torch.nn.functional.pad(x[..., 2:, :] - x[..., :-2, :], (0, 0, 1, 1)) / 2
+    gx, gy = central_gradients(display_space(target_image))
     return ((gx.square() + gy.square()).mean(1, keepdim=True) / LINE_GRADIENT2).clamp(max=1.0)
 
 
