@@ -754,7 +754,8 @@ def test_exponential_lr_decay_runs_between_the_schedules_end_rates(tmp_path):
 
 
 def test_flow_weight_scales_the_flow_term_of_every_body_phase(tmp_path, bit_exact_torch):
-    """DistillConfig.flow_weight (--flow-weight): each body phase's w_flow × K, nothing else; 1 is THA4's schedule.
+    """DistillConfig.flow_weight (--flow-weight): each body phase's w_flow × K, nothing else; 1 is THA4's schedule,
+    25 the default (session 40), and a saved config that predates the field reads as THA4's 1.
     A run with K = 0 trains without the flow term, so it ends elsewhere than one with K = 1."""
     from dataclasses import replace
 
@@ -765,7 +766,10 @@ def test_flow_weight_scales_the_flow_term_of_every_body_phase(tmp_path, bit_exac
         plain, scaled = phase_at(THA4_BODY_PHASES, fraction), body_phase_at(config, fraction)
         assert scaled.w_flow == 30.0 * plain.w_flow
         assert replace(scaled, w_flow=plain.w_flow) == plain
-        assert body_phase_at(TINY, fraction) == plain
+        assert body_phase_at(replace(TINY, flow_weight=1.0), fraction) == plain
+    assert DistillConfig().flow_weight == 25.0
+    predating = {k: v for k, v in json.loads(TINY.to_json()).items() if k != "flow_weight"}
+    assert DistillConfig.from_json(json.dumps(predating)).flow_weight == 1.0
     with pytest.raises(ValueError, match="flow_weight must be a number >= 0"):
         replace(TINY, flow_weight=-1.0)
     runs = [distill(_image(), FakeTeacher(), replace(TINY, flow_weight=k), out_dir=tmp_path / str(k), name="tiny",
@@ -803,10 +807,7 @@ def test_cli_distill_notes_a_low_psnr_of_a_finished_run_only(monkeypatch, tmp_pa
     _cli_distill_config(monkeypatch, tmp_path, psnr=31.8)
     out = capsys.readouterr().out
     assert "held-out PSNR 31.80 dB" in out and "note: held-out PSNR under 34 dB" in out and "--minutes" in out
-    assert "--flow-weight 25" in out                                       # the long-hair lever, named while unused
-    _cli_distill_config(monkeypatch, tmp_path, "--flow-weight", "25", psnr=31.8)
-    out = capsys.readouterr().out
-    assert "note: held-out PSNR under 34 dB" in out and "--flow-weight" not in out
+    assert "--flow-weight" not in out                                      # the default since session 40: no hint left
     _cli_distill_config(monkeypatch, tmp_path, psnr=35.8)
     assert "note:" not in capsys.readouterr().out
     _cli_distill_config(monkeypatch, tmp_path, psnr=20.0, complete=False)     # stopped early: --resume goes on

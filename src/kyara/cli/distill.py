@@ -12,9 +12,6 @@ DEFAULTS = DistillConfig()
 # Under this a finished run gets a note: the short-haired characters measured reach 35–37 dB in 10 minutes on an
 # H100, the long-haired ones 31–34 (docs/benchmarks.md, issue 16).
 LOW_PSNR_DB = 34.0
-# The note names --flow-weight at this value while a run used less: on the long-hair runs measured it gained
-# +0.11 to +0.22 dB (docs/benchmarks.md, issue 16, sessions 38-39).
-FLOW_WEIGHT_FOR_LONG_HAIR = 25.0
 # A finished run under this many examples is low for being short, whatever the drawing: a third of the fewest a
 # 10-minute run on an H100 trained (598,800, twin_tails; the short-haired drawings 680,000–800,000).
 SHORT_RUN_EXAMPLES = 200_000
@@ -141,9 +138,10 @@ def register(sub) -> None:
     p.add_argument("--blended-l2", type=float, default=DEFAULTS.blended_l2, metavar="W",
                    help="add W × MSE of the blended image to the body loss (targets PSNR; 0 = THA4's L1 only)")
     p.add_argument("--flow-weight", type=float, default=DEFAULTS.flow_weight, metavar="K",
-                   help="multiply the body loss's flow-term weight in every phase by K (1 = THA4's weights; with the "
-                        "default --blended-l2 40 the flow term is ~1/2,300 of the late loss's gradient). Three 10-minute runs at 25 "
-                        "on two long-haired drawings: +0.11 to +0.22 dB, LPIPS 6-13 %% better (docs/distill.md)")
+                   help="multiply the body loss's flow-term weight in every phase by K (default %(default)g; 1 = THA4's "
+                        "weights, under which, with --blended-l2 40, the flow term is ~1/2,300 of the late loss's "
+                        "gradient). 25 against 1 in 10-minute runs: +0.11 to +0.22 dB and LPIPS 6-13 %% better on "
+                        "two long-haired drawings, +0.20 dB on the sample (docs/distill.md)")
     p.add_argument("--flow-line-weight", type=float, default=DEFAULTS.flow_line_weight, metavar="L",
                    help="weigh the flow term's pixels by 1 + L on the teacher image's lines (a weighted mean: its size "
                         "stays, its push moves from flat colour onto the lines, where a flow error costs the image); "
@@ -297,9 +295,7 @@ def run(args) -> int:
         print(f"note: held-out PSNR under {LOW_PSNR_DB:g} dB. Drawings full of fine line (long hair, loose strands) come "
               "out lower than others in the same minutes; more --minutes raise it, slowly (twice the minutes gave "
               "+0.6 dB on the sample, +0.4 dB on a long-haired drawing; docs/distill.md, "
-              "\"Which drawings come out worse\")"
-              + (". For long hair, --flow-weight 25 gave +0.1-0.2 dB and 6-13 % better LPIPS in the same minutes "
-                 "(three runs, two drawings)" if config.flow_weight < FLOW_WEIGHT_FOR_LONG_HAIR else ""))
+              "\"Which drawings come out worse\")")
     del torch
     return 0
 

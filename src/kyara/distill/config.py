@@ -87,10 +87,10 @@ class DistillConfig:
     kernels: str = "torch"                  # student's sine layers: "torch", "triton" (fused kernels, kyara.nn.fused_siren), "auto" = triton on CUDA when it runs.
                                             # Default torch (compiled): 2.1× faster than the Triton kernels on an H200 (docs/benchmarks.md, issue 16)
     blended_l2: float = 40.0                # extra MSE on the blended image, × the phase's w_blended: +1.0–2.1 dB (docs/benchmarks.md)
-    flow_weight: float = 1.0                # multiplies every body phase's flow-term weight (body_phase_at). With blended_l2 40 the flow
+    flow_weight: float = 25.0               # multiplies every body phase's flow-term weight (body_phase_at). With blended_l2 40 the flow
                                             # term is ~1/2,300 of the late body loss's gradient (twin_tails student, CPU; docs/distill.md), ~23× less
-                                            # than in THA4's loss, while the flow is what limits a student. 1 = THA4's weights; 25: +0.11 to +0.22 dB,
-                                            # LPIPS 6-13 % better on three long-hair runs (sessions 38-39); the sample's run decides its adoption
+                                            # than in THA4's loss, while the flow is what limits a student. 1 = THA4's weights. 25 (the default since
+                                            # session 40): +0.11 to +0.22 dB and LPIPS 6-13 % better on three long-hair runs, +0.20 dB on the sample
     flow_line_weight: float = 0.0           # the flow term's pixels weighed 1 + this × losses.line_detail (1 on the teacher image's
                                             # lines, ~0 on flat colour), a weighted mean: the flow's push moved onto the lines, where a
                                             # flow error costs (72–77 % of the warp's error, sessions 38–39). Needs masked_flow. Off until measured
@@ -198,6 +198,7 @@ class DistillConfig:
 PREDATING_VALUES: dict[str, object] = {
     "blended_l2": 0.0,   # old checkpoints had no blended-image MSE term (new runs: 40)
     "edge_weight": 0.0,  # nor an edge term (new runs: 0 too, until an ablation shows a gain)
+    "flow_weight": 1.0,  # and THA4's flow-term weight (new runs: 25 since session 40)
     "flow_line_weight": 0.0,  # nor a line-weighted flow term (new runs: 0 too, until an ablation shows a gain)
     "warped_l2": 0.0,    # nor a warped-image MSE term (new runs: 0 too, until an ablation shows a gain)
     "amp": "",           # nor fp16 autocast
