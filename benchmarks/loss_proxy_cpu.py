@@ -31,7 +31,8 @@ def main() -> None:
     ap.add_argument("image", help="the character's PNG")
     ap.add_argument("--out", required=True, help="a new folder for the arm's log.jsonl and student")
     ap.add_argument("--warped-l2", type=float, default=0.0, help="DistillConfig.warped_l2 of this arm")
-    ap.add_argument("--flow-weight", type=float, default=1.0, help="DistillConfig.flow_weight of this arm")
+    ap.add_argument("--flow-weight", type=float, default=DistillConfig.flow_weight,
+                    help="DistillConfig.flow_weight of this arm (default: the distiller's, %(default)g; 1 = THA4's)")
     ap.add_argument("--flow-line-weight", type=float, default=0.0, help="DistillConfig.flow_line_weight of this arm")
     ap.add_argument("--phase", type=int, default=len(THA4_BODY_PHASES), choices=range(1, len(THA4_BODY_PHASES) + 1),
                     help="whose loss weights (THA4's body phase 1-6; default the last). Phases 3-4 weigh the flow most")
