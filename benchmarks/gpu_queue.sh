@@ -20,7 +20,8 @@
 # collect (on this machine): bash benchmarks/gpu_queue.sh collect FILES_AT RESULTS_DIR [RESUME_DIR] unpacks each tar of
 #   a poll's reply into RESULTS_DIR/RECIPE_NAME_sSEED/ and keeps an unfinished run's checkpoint and log in
 #   RESUME_DIR/RECIPE/NAME_sSEED/work/ (default .resume), where the next session's call A takes it back to resume it;
-#   a finished run's folder leaves RESUME_DIR.
+#   a finished run's folder leaves RESUME_DIR, and so does a trained one cut in its evaluation (it prints the
+#   `kyara eval` line that evaluates its student here).
 # stop: ends the queue started in OUT_DIR and everything it runs (the harness, kyara distill, the evaluation): its
 #   process group, whose id start wrote to OUT_DIR/queue.pid. No name pattern: `pkill -f` with one that the calling
 #   command's own line contains kills that call too (session 33).
@@ -90,6 +91,11 @@ collect)
     id=$(cat "$run/run_id" 2>/dev/null) || { echo "$t: no run_id (a tar from before session 25): not kept for resuming"; continue; }
     if [[ -f $run/eval.json ]]; then
       rm -rf "${resume_dir:?}/$id"; echo "$id: done, $(cat "$run/eval.json")"
+    elif [[ -f $run/student.kyara ]]; then
+      # trained, cut in its evaluation (session 40): resuming would spend device time on a finished run, so the
+      # evaluation is done here (~35 min on a 2-core CPU; PSNR and SSIM as the GPU's to the second decimal)
+      rm -rf "${resume_dir:?}/$id"
+      echo "$id: trained, not evaluated: OMP_NUM_THREADS=2 kyara eval $run/student.kyara --poses 1000 --json --device cpu >$run/eval.json"
     elif [[ -f $run/work/checkpoint.safetensors ]]; then
       mkdir -p "$resume_dir/$id/work"; cp "$run/work/checkpoint.safetensors" "$resume_dir/$id/work/"
       if [[ -f $run/work/log.jsonl ]]; then cp "$run/work/log.jsonl" "$resume_dir/$id/work/"; fi

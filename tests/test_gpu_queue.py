@@ -57,6 +57,28 @@ def test_poll_then_collect_keeps_only_unfinished_runs_for_resuming(tmp_path):
     assert "unfinished" in collected.stdout and "done" in collected.stdout
 
 
+def test_collect_lets_go_of_a_trained_run_cut_in_its_evaluation(tmp_path):
+    """Session 40: a run wrote its student, then the device time ran out before its eval.json. Resuming it would spend
+    device time on a finished run; collect names the CPU evaluation instead and keeps nothing for resuming."""
+    queue = tmp_path / ".abT"
+    run = queue / "flow50" / "twin_tails_s0"
+    (run / "work").mkdir(parents=True)
+    (queue / "queue.out").write_text("")
+    (run / "student.kyara").write_bytes(b"trained student")
+    (run / "work" / "checkpoint.safetensors").write_bytes(b"last checkpoint")
+    resume = tmp_path / ".resume"
+    (resume / "flow50" / "twin_tails_s0" / "work").mkdir(parents=True)   # left by an earlier collect of a cut poll
+
+    replies = tmp_path / "replies"
+    assert _run(["poll", ".abT", "0"], cwd=tmp_path, OUT=str(replies)).returncode == 0
+    collected = _run(["collect", str(replies), str(tmp_path / "results"), str(resume)], cwd=tmp_path)
+    assert collected.returncode == 0, collected.stderr
+    assert not (resume / "flow50" / "twin_tails_s0").exists()
+    back = tmp_path / "results" / "flow50_twin_tails_s0"
+    assert (back / "student.kyara").read_bytes() == b"trained student"
+    assert "trained, not evaluated" in collected.stdout and f"kyara eval {back}/student.kyara" in collected.stdout
+
+
 def _alive(pid: int) -> bool:
     # a zombie (killed, not yet reaped by whoever adopted it) counts as gone
     try:
