@@ -34,11 +34,12 @@ def test_fast_networks_equal_the_modules(sample):
     layers amplify rounding with the size of their arguments, and a better-trained student has pixels where the
     body's middle level amplifies it ~10× a layer. Measured on this CPU (OMP_NUM_THREADS 1 and 2 alike), max |Δ| of
     the body's outputs against float64 over the sample's region, modules / evaluator: session 7's bundled student
-    1.3e-4 / 1.5e-4; session 19's 7.6e-4 / 1.1e-3; session 31's (bundled since session 32) 1.9e-2 / 2.4e-2, the
+    1.3e-4 / 1.5e-4; session 19's 7.6e-4 / 1.1e-3; session 31's (bundled in sessions 32-40) 1.9e-2 / 2.4e-2, the
     20-minute sample of session 24 1.0e-2 / 2.4e-2, twin_tails 3.7e-3 / 8.2e-3, session 40's (bundled since session
     41) 1.6e-2 / 2.3e-2: a few pixels, in the colour channels. What a user sees is the frame: the evaluator's frame
-    against the float64 frame, 8-bit RGBA, 81.0 / 68.2 / 67.3 (another seed) / 68.0 / 69.6 / 66.8 dB, and against the
-    modules' frame 80.3 / 67.7 / 66.8 / 67.5 / 69.1 / 66.4 dB (the largest pixel difference 1–6 levels). Hence 60 dB for the body's frames (an rms error of a quarter of a level). The face
+    against the float64 frame, 8-bit RGBA, 81.0 / 68.2 / 67.3 (another seed) / 68.0 / 69.6 / 66.8 dB, and against
+    the modules' frame 80.3 / 67.7 / 66.8 / 67.5 / 69.1 / 66.4 dB (the largest pixel difference 1–6 levels). Hence
+    60 dB for the body's frames (an rms error of a quarter of a level). The face
     network stays well conditioned (2e-5 in every student), so its outputs keep the old bound: ≤ 3× the modules'
     own float32 error and under half an 8-bit level of the [-1, 1] range (3.9e-3)."""
     import copy

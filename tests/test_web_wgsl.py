@@ -12,7 +12,7 @@ against the PyTorch LiteStudent: 66.6-68.6 dB on the 20 poses (llvmpipe, body gr
 66.2-68.5 with the earlier 32/64/128), 3-4 s a frame under load, so three of its poses run in the fast
 suite and the 20 in the slow one. The student bundled since 2026-12-06 (session 19, better trained, larger weights)
 is more sensitive to the float16 weights: lite 49.9-52.6 dB on the 20 poses, full 50.7-51.6 dB on four of them.
-The one bundled since session 32 (today's recipe: the weight average, twice the body's rate) loses less to them:
+The one bundled in sessions 32-40 (the weight average, twice the body's rate) loses less to them:
 lite 61.4-64.6 dB, full 62.9-63.6 dB (benchmarks/student_rounding.py; docs/benchmarks.md "Issue 16, session 32").
 The one bundled since session 41 (the flow term x25, the default since session 40): lite 60.5-64.4 dB, full
 62.8-63.6 dB (same script, side by side with session 32's; docs/benchmarks.md "Issue 16, session 41").
@@ -133,7 +133,7 @@ def test_wgsl_lite_matches_pytorch_lite_student(lite_character, wgsl_lite):
     # it is the lite student, not the full one: on the turned preset the page's frame is clearly closer to
     # PyTorch's lite frame than to the full student's. Measured (llvmpipe): session 7's bundled student 67 vs 51 dB;
     # session 19's 52.6 vs 43.1 dB, and over the 20 poses lite 49.9-52.6 against full 39.6-44.1 dB, the gap never
-    # under 6.1 dB (its larger weights make float16 weights cost more); session 31's (bundled since session 32)
+    # under 6.1 dB (its larger weights make float16 weights cost more); session 31's (bundled in sessions 32-40)
     # 63.8 vs 43.1 dB, the gap 17.3-22.7 dB over the 20; session 41's (bundled since) PyTorch's lite frame 42.8 dB
     # from the full one on this pose (40.5-44.0 over the 20) against the page's 60.5-64.4 dB from the lite one.
     # 5 dB keeps the test's point with a margin for either.
