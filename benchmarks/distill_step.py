@@ -28,6 +28,9 @@ so its milliseconds are the loop's, and earlier tables' are not comparable with 
 - MODE+step-graphs (e.g. eager+pad8+step-graphs): MODE with DistillConfig.cuda_graphs,
   each network's pass (forward, loss, backward) replayed as a CUDA graph per pixel part (step.PassGraphs), all
   captured in the first step (its "first step s");
+- MODE+muon (e.g. default+muon): MODE with DistillConfig.optimizer "muon" (kyara.distill.muon: Muon on the sine
+  layers' hidden weights, batched on a GPU; Adam on the rest): what the optimizer costs a step (its "grad vs
+  eager" is the first step's gradients, which the optimizer does not change);
 - filed: the step as it was when issue 16 was filed (the baseline of its "≥ 3× today's" row): compiled, widths
   not padded, the taps' backward as a scatter, the synchronising index copies, and the flow mask's 17 × 17
   max pool as one square window (now a column and a row pass: losses.box_max, the same values);
@@ -107,6 +110,13 @@ MODES = {   # name → (compile, kernels, matmul precision of the fused kernels,
 }
 
 
+def base_mode(mode: str) -> tuple[str, bool, bool]:
+    """MODE[+step-graphs][+muon] → (MODE, step graphs?, Muon?)."""
+    muon = mode.endswith("+muon")
+    mode = mode.removesuffix("+muon")
+    return mode.removesuffix("+step-graphs"), mode.endswith("+step-graphs"), muon
+
+
 def make_setup(dev, config: DistillConfig, pool_size: int, margin: int, fused_adam: bool = False):
     """Student (seed 0) on the sample's region, its two Adam optimizers, and a teacher pool of stand-in data
     (TeacherPool's tensors filled directly: no teacher runs here)."""
@@ -181,7 +191,7 @@ def main() -> None:
     dev = torch.device(args.device)
     modes = args.modes.split(",")
     for mode in modes:
-        if mode.removesuffix("+step-graphs") not in MODES:
+        if base_mode(mode)[0] not in MODES:
             raise SystemExit(f"distill_step.py: unknown mode {mode!r} (choose from {', '.join(MODES)})")
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
@@ -213,12 +223,13 @@ def main() -> None:
         if time.perf_counter() - t_start > args.budget_s:
             rows.append((label, "—", "—", "—", "—", "—", "—", f"skipped: past --budget-s {args.budget_s:.0f} s"))
             continue
-        step_graphs = mode.endswith("+step-graphs")
-        compile, kernels, precision, compile_mode, fused_adam, *extra = MODES[mode.removesuffix("+step-graphs")]
+        base, step_graphs, muon = base_mode(mode)
+        compile, kernels, precision, compile_mode, fused_adam, *extra = MODES[base]
         pad, variant, autocast = (extra + [1, None, None][len(extra):])
         config = replace(config, compile=compile, kernels=kernels, width_multiple=pad, amp=autocast or "",
                          batch_size=args.batch, face_batch_multiplier=args.face_batch // args.batch,
-                         cuda_graphs=step_graphs or (mode == "default" and DistillConfig().cuda_graphs))
+                         cuda_graphs=step_graphs or (base == "default" and DistillConfig().cuda_graphs),
+                         optimizer="muon" if muon else DistillConfig().optimizer)
         try:
             student, opts, pool, mask, image, region = make_setup(dev, config, args.pool, args.margin, fused_adam)
             share = float(region.float().mean())

@@ -78,6 +78,8 @@ class DistillConfig:
                                             # carries over to another character; the face morpher paints that character's face)
     tf32: bool = True                       # TF32 matmuls for the student (1.36× faster steps on an H100; every measured run used it)
     compile: bool = True                    # torch.compile the student's training forward passes (CUDA only): same maths, ~1.7× faster steps
+    optimizer: str = "adam"                 # "muon": Muon on the sine layers' hidden weights, Adam on the rest (distill.muon);
+                                            # "adam" (THA4's) until a GPU ablation shows a gain
     amp: str = ""                           # "fp16": the student's training passes under fp16 autocast with a GradScaler per network (CUDA only;
                                             # 1.58× faster steps with padding on an H200); "" = off until the recipe ablation
     width_multiple: int = 8                 # train with the body's widths zero-padded to multiples of this (BodyMorpher.padded_weights): same maths,
@@ -135,6 +137,8 @@ class DistillConfig:
             raise ValueError(f"DistillConfig.edge_weight must be a number >= 0, got {self.edge_weight}")
         if not 0 <= self.warped_l2 < float("inf"):
             raise ValueError(f"DistillConfig.warped_l2 must be a number >= 0, got {self.warped_l2}")
+        if self.optimizer not in ("adam", "muon"):
+            raise ValueError(f"DistillConfig.optimizer must be adam or muon, got {self.optimizer!r}")
         if self.amp not in ("", "fp16"):
             raise ValueError(f"DistillConfig.amp must be '' (off) or 'fp16'; got {self.amp!r}")
         if self.width_multiple not in (1, 2, 4, 8, 16, 32):
@@ -202,6 +206,7 @@ PREDATING_VALUES: dict[str, object] = {
     "flow_line_weight": 0.0,  # nor a line-weighted flow term (new runs: 0 too, until an ablation shows a gain)
     "warped_l2": 0.0,    # nor a warped-image MSE term (new runs: 0 too, until an ablation shows a gain)
     "amp": "",           # nor fp16 autocast
+    "optimizer": "adam",  # nor a choice of optimizer (Adam, THA4's)
     "lr_decay": "steps",  # nor a choice of learning-rate decay (THA4's steps)
     "lr_floor": 0.0,      # nor a floor under the late rates
     "ema_decay": 0.0,     # nor a weight average

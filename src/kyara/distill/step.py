@@ -19,6 +19,7 @@ import torch
 
 from kyara.distill.config import DistillConfig, Phase
 from kyara.distill.losses import alpha_edges, body_loss, face_loss, flow_weight, line_detail
+from kyara.distill.muon import MuonWithAdam
 from kyara.distill.parallel import Ranks
 from kyara.distill.parts import PixelParts
 from kyara.geometry import FACE_MORPHER_BOX, STUDENT_FACE_BOX
@@ -143,10 +144,13 @@ class StepPrecision:
 
 def optimizers(student: Student, config: DistillConfig, device: torch.device
                ) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
-    """The (face, body) Adam optimizers of a run (THA4: lr 1e-4 before the schedule sets it, betas 0.9 / 0.999).
+    """The (face, body) Adam optimizers of a run (THA4: lr 1e-4 before the schedule sets it, betas 0.9 / 0.999);
+    with config.optimizer "muon", distill.muon's MuonWithAdam instead (Adam's betas on the parameters it keeps).
     With config.amp on CUDA they are fused Adam: GradScaler then hands the overflow check to the optimizer's
     kernel, where with the default (foreach) Adam it reads it back to the CPU, a GPU sync per network per step.
     Same maths as foreach Adam (the updates differ by float rounding)."""
+    if config.optimizer == "muon":
+        return MuonWithAdam(student.face_morpher), MuonWithAdam(student.body_morpher)
     fused = {"fused": True} if StepPrecision.applies(config.amp, device) else {}
     return (torch.optim.Adam(student.face_morpher.parameters(), lr=1e-4, betas=(0.9, 0.999), **fused),
             torch.optim.Adam(student.body_morpher.parameters(), lr=1e-4, betas=(0.9, 0.999), **fused))
