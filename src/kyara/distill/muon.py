@@ -40,9 +40,12 @@ def orthogonalize(g: torch.Tensor, steps: int = NS_STEPS) -> torch.Tensor:
     if transposed:                      # iterate on the wide side: x xᵀ is the smaller Gram matrix
         x = x.mT
     x = x / (x.norm(dim=(-2, -1), keepdim=True) + 1e-7)   # spectral norm ≤ Frobenius norm ≤ 1: the basin
+    # x ← a·x + (b·G + c·G²)·x with G = x xᵀ, the scalings folded into the products (three kernels a step, not
+    # eight: on a GPU the iteration is launch-bound)
+    multiply_add = torch.baddbmm if x.dim() == 3 else torch.addmm
     for _ in range(steps):
         gram = x @ x.mT
-        x = a * x + (b * gram + c * gram @ gram) @ x
+        x = multiply_add(x, multiply_add(gram, gram, gram, beta=b, alpha=c), x, beta=a)
     return x.mT if transposed else x
 
 
@@ -54,12 +57,21 @@ def orthogonalize_padded(matrices: list[torch.Tensor]) -> list[torch.Tensor]:
     a launch-bound step (session 12) would feel more than the sums."""
     wide = [m.mT if m.shape[0] > m.shape[1] else m for m in matrices]
     rows, cols = max(w.shape[0] for w in wide), max(w.shape[1] for w in wide)
-    batch = torch.zeros(len(wide), rows, cols, dtype=torch.float32, device=wide[0].device)
-    for i, w in enumerate(wide):
-        batch[i, : w.shape[0], : w.shape[1]] = w
+    if all(w.shape == (rows, cols) for w in wide):   # one shape (the face morpher's): no padding, one copy
+        batch = torch.stack(wide).float()
+    else:
+        batch = torch.zeros(len(wide), rows, cols, dtype=torch.float32, device=wide[0].device)
+        for i, w in enumerate(wide):
+            batch[i, : w.shape[0], : w.shape[1]] = w
     out = orthogonalize(batch)
     return [o[: w.shape[0], : w.shape[1]].mT if m.shape[0] > m.shape[1] else o[: w.shape[0], : w.shape[1]]
             for o, w, m in zip(out, wide, matrices)]
+
+
+def one_batch(parameter: torch.Tensor) -> bool:
+    """Whether a network's matrices go through the iteration as one padded batch: on a GPU (kernel launches), not
+    elsewhere (padding would multiply a CPU's sums)."""
+    return parameter.is_cuda
 
 
 def muon_parameters(network: nn.Module) -> set[int]:
@@ -100,21 +112,27 @@ class MuonWithAdam(torch.optim.Optimizer):
         return loss
 
     def _muon(self, params: list[torch.Tensor], lr: float, momentum: float) -> None:
-        nesterov = []
-        for p in params:
-            g = p.grad.reshape(p.shape[0], -1)       # a 1×1 conv's (out, in, 1, 1) weight as the (out, in) matrix
+        # a 1×1 conv's (out, in, 1, 1) weight and gradient as the (out, in) matrix
+        grads = [p.grad.reshape(p.shape[0], -1) for p in params]
+        buffers = []
+        for p, g in zip(params, grads):
             state = self.state[p]
             if "momentum_buffer" not in state:
                 state["momentum_buffer"] = torch.zeros_like(g)
-            buf = state["momentum_buffer"]
-            buf.mul_(momentum).add_(g)
-            nesterov.append(g.add(buf, alpha=momentum))   # Nesterov: the gradient plus the new momentum
-        # one batch on a GPU (launches), one matrix at a time elsewhere (padding would multiply a CPU's sums)
-        updates = (orthogonalize_padded(nesterov) if params[0].is_cuda
+            buffers.append(state["momentum_buffer"])
+        # foreach: one kernel for all of a network's matrices on a GPU, not one each (a step is launch-bound)
+        torch._foreach_mul_(buffers, momentum)
+        torch._foreach_add_(buffers, grads)
+        nesterov = torch._foreach_add(grads, buffers, alpha=momentum)   # the gradient plus the new momentum
+        updates = (orthogonalize_padded(nesterov) if one_batch(params[0])
                    else [orthogonalize(m) for m in nesterov])
+        by_scale: dict[float, tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
         for p, update in zip(params, updates):
-            scale = RMS_MATCH * math.sqrt(max(update.shape))
-            p.add_(update.to(p.dtype).reshape(p.shape), alpha=-lr * scale)
+            targets, sources = by_scale.setdefault(RMS_MATCH * math.sqrt(max(update.shape)), ([], []))
+            targets.append(p.view(update.shape))
+            sources.append(update.to(p.dtype))
+        for scale, (targets, sources) in by_scale.items():   # one kernel a shape (the face: one in all)
+            torch._foreach_add_(targets, sources, alpha=-lr * scale)
 
     def _adam(self, params: list[torch.Tensor], lr: float, betas: tuple[float, float], eps: float) -> None:
         """torch's own Adam update (torch.optim.adam.adam: the same code as torch.optim.Adam, foreach on a GPU)."""
