@@ -78,7 +78,8 @@ def register(sub) -> None:
                         "between the same first and last rates (one 10-minute run: 0.22 dB below steps; docs/distill.md)")
     p.add_argument("--optimizer", choices=["adam", "muon"], default=DEFAULTS.optimizer,
                    help="adam: THA4's (the default); muon: Muon (orthogonalised momentum) on the sine layers' hidden weights, "
-                        "Adam on the rest, at the same rates (kyara.distill.muon). One 10-minute GPU run so far: +0.53 dB on a long-haired character (docs/distill.md)")
+                        "Adam on the rest, at the same rates (kyara.distill.muon). 10-minute GPU runs so far: +0.53 and +0.62 dB "
+                        "on two long-haired characters, +0.91 on the sample (docs/distill.md)")
     p.add_argument("--lr-floor", type=float, default=DEFAULTS.lr_floor, metavar="F",
                    help="no learning rate falls below F × the schedule's first (0 = off, the default; e.g. 0.2 runs THA4's last "
                         "three body phases at 2e-5 × --lr-scale). One 10-minute run at --lr-scale 6 --ema-decay 0.999: 0.57 dB below the same run without it (docs/distill.md)")
