@@ -21,7 +21,9 @@
 #   a poll's reply into RESULTS_DIR/RECIPE_NAME_sSEED/ and keeps an unfinished run's checkpoint and log in
 #   RESUME_DIR/RECIPE/NAME_sSEED/work/ (default .resume), where the next session's call A takes it back to resume it;
 #   a finished run's folder leaves RESUME_DIR, and so does a trained one cut in its evaluation (it prints the
-#   `kyara eval` line that evaluates its student here).
+#   `kyara eval` line that evaluates its student here). A finished run's eval.json and log.jsonl are also copied to
+#   RECORD_DIR/RESULTS_NAME/RECIPE_NAME_sSEED/ (default benchmarks/runs, tracked by git: commit them; RECORD_DIR=
+#   turns it off), since git-ignored folders do not outlive a session's checkout.
 # stop: ends the queue started in OUT_DIR and everything it runs (the harness, kyara distill, the evaluation): its
 #   process group, whose id start wrote to OUT_DIR/queue.pid. No name pattern: `pkill -f` with one that the calling
 #   command's own line contains kills that call too (session 33).
@@ -85,12 +87,20 @@ poll)
 collect)
   # here, not on the device: unpack a poll's tars and keep every unfinished run's checkpoint for the next session
   dest=${1:?usage: gpu_queue.sh collect FILES_AT RESULTS_DIR [RESUME_DIR]}; resume_dir=${2:-.resume}
+  record=${RECORD_DIR-benchmarks/runs}
   for t in "$out"/*.tar; do
     [[ -f $t ]] || continue
     run=$dest/$(basename "$t" .tar); mkdir -p "$run"; tar -xf "$t" -C "$run"
     id=$(cat "$run/run_id" 2>/dev/null) || { echo "$t: no run_id (a tar from before session 25): not kept for resuming"; continue; }
     if [[ -f $run/eval.json ]]; then
       rm -rf "${resume_dir:?}/$id"; echo "$id: done, $(cat "$run/eval.json")"
+      # git-ignored folders do not outlive the session's checkout (session 45 lost .ab-results/ and .resume/):
+      # a finished run's result and log (tens of kB) go where git keeps them; commit them at once
+      if [[ -n $record ]]; then
+        kept=$record/$(basename "$dest")/$(basename "$t" .tar); mkdir -p "$kept"; cp "$run/eval.json" "$kept/"
+        if [[ -f $run/work/log.jsonl ]]; then cp "$run/work/log.jsonl" "$kept/"; fi
+        echo "$id: result and log recorded in $kept (commit them)"
+      fi
     elif [[ -f $run/student.kyara ]]; then
       # trained, cut in its evaluation (session 40): resuming would spend device time on a finished run, so the
       # evaluation is done here (~35 min on a 2-core CPU; PSNR and SSIM as the GPU's to the second decimal)

@@ -1,7 +1,7 @@
 """CPU-lite student (issue 15) vs the full student: frames/s side by side, and quality (also vs the teacher).
 
     python benchmarks/lite_student.py [--character FILE.kyara] [--speed-poses 30] [--poses 100]
-                                      [--teacher-poses 0] [--body-grid 128[,160,...]] [--threads 2]
+                                      [--teacher-poses 0] [--body-grid plan|128[,160,...]] [--threads 2]
                                       [--device cpu|cuda] [--seed 1234] [--skip-speed]
 
 Speed (CPU only): one 512×512 uint8 RGBA frame per call, batch 1, the two renderers alternating pose
@@ -149,8 +149,9 @@ def main() -> None:
     ap.add_argument("--teacher", default=None, help="teacher name (default: the character's own, else THA3 separable_float)")
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--batch", type=int, default=4)
-    ap.add_argument("--body-grid", default=str(LiteConfig.body_grid),
-                    help="the lite body grid's side, or several, comma-separated, side by side (default %(default)s)")
+    ap.add_argument("--body-grid", default="plan",
+                    help="the lite body grid's side, or several, comma-separated, side by side; 'plan': the grid "
+                         "chosen for the student in its file's lite plan, else 128 (default %(default)s)")
     ap.add_argument("--face-threshold", type=float, default=LiteConfig.face_threshold)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
@@ -158,11 +159,9 @@ def main() -> None:
     print(f"{args.character}, torch {torch.__version__}, {args.device}, {args.threads} threads, "
           f"load average at start {load_average()}\n")
     try:
-        grids = [int(g) for g in args.body_grid.split(",")]
+        grids = [None if g == "plan" else int(g) for g in args.body_grid.split(",")]
     except ValueError:
-        ap.error(f"--body-grid: expected integers separated by commas, got {args.body_grid!r}")
-    if len(set(grids)) != len(grids):
-        ap.error(f"--body-grid: a grid is named twice in {args.body_grid!r}")
+        ap.error(f"--body-grid: expected integers or 'plan' separated by commas, got {args.body_grid!r}")
     character = load_character(args.character, device=args.device)
     lites: dict[int, LiteStudent] = {}
     for grid in grids:
@@ -172,6 +171,9 @@ def main() -> None:
             ap.error(f"--body-grid {grid}: {err}")
         stored = lite._face_plan is not None
         plan = lite.face_plan()
+        grid = lite.body_grid
+        if grid in lites:
+            ap.error(f"--body-grid: grid {grid} is named twice in {args.body_grid!r}")
         print(f"lite plan: body grid {grid}, movable face pixels {plan.share:.1%} "
               f"({'stored in the file' if stored else f'found in {plan.seconds:.1f} s from {lite.config.face_poses} poses'})")
         lites[grid] = lite

@@ -113,6 +113,8 @@ def test_tiny_distillation_loss_falls_and_resume_is_exact(tmp_path, bit_exact_to
         assert {FACE_MASK_KEY, FACE_CONSTANT_KEY} <= set(f.keys())
         plan_meta = json.loads(f.metadata()[PLAN_META_KEY])
     assert plan_meta["face_weights_sha256"] == face_weights_sha256(straight.character.poser)
+    # with the body grid chosen from the run's held-out PSNR (a tiny student far from its teacher: the first)
+    assert straight.psnr == straight.psnr and plan_meta["body_grid"] == 128
     if parts:   # and training on parts is another run than training on every pixel
         full = distill(_image(), teacher, TINY, out_dir=tmp_path / "c", name="tiny", progress=False,
                        student=_tiny_student())

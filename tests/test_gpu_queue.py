@@ -55,6 +55,10 @@ def test_poll_then_collect_keeps_only_unfinished_runs_for_resuming(tmp_path):
     assert json.loads((back / "eval.json").read_text())["psnr"] == 35.5
     assert not (back / "work" / "checkpoint.safetensors").exists()
     assert "unfinished" in collected.stdout and "done" in collected.stdout
+    # ... and its result goes where git keeps it (benchmarks/runs/RESULTS_NAME/...); the unfinished run's does not
+    record = tmp_path / "benchmarks" / "runs" / "results"
+    assert json.loads((record / "default_sample_character_s1" / "eval.json").read_text())["psnr"] == 35.5
+    assert not (record / "min20_twin_tails_s0").exists()
 
 
 def test_collect_lets_go_of_a_trained_run_cut_in_its_evaluation(tmp_path):

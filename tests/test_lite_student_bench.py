@@ -31,7 +31,8 @@ def test_one_grid_keeps_the_plain_lite_name(monkeypatch, capsys):
     assert re.search(r"^\| lite vs full \| 1 \|", out, re.M) and "lite@" not in out
 
 
-@pytest.mark.parametrize("grids, message", [("128,x", "expected integers"), ("128,128", "named twice")])
+@pytest.mark.parametrize("grids, message", [("128,x", "expected integers"), ("128,128", "named twice"),
+                                            ("plan,128", "named twice")])   # the bundled plan has no grid: 128
 def test_a_bad_grid_list_is_refused_by_name(monkeypatch, capsys, grids, message):
     with pytest.raises(SystemExit):
         run(monkeypatch, capsys, "--skip-speed", "--poses", "1", "--body-grid", grids)

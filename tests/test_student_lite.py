@@ -189,7 +189,8 @@ def test_distill_lite_from_stores_a_plan_that_loads(character, tmp_path, capsys)
     assert LiteStudent(load_character(path).poser)._face_plan is None
     out = tmp_path / "lite.kyara"
     assert main(["distill", "--lite-from", str(path), "-o", str(out)]) == 0
-    assert "lite face plan stored" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "lite plan stored" in printed and "no held-out PSNR" in printed   # no metrics: the default grid
     stored = LiteStudent(load_character(out).poser)._face_plan
     assert stored is not None and stored.seconds == 0.0   # read from the file, not recomputed
     computed = movable_face(character.poser)
@@ -299,3 +300,76 @@ def test_auto_picks_lite_for_short_jobs_when_the_file_carries_the_plan(character
     assert isinstance(use_student(with_plan, "auto", frames=1).poser, LiteStudent)
     without = load_character(Character(character.name, character.image, character.poser, "none").save(tmp_path / "p.kyara"))
     assert not isinstance(use_student(without, "auto", frames=1).poser, LiteStudent)
+
+
+# -- the body grid chosen per student -------------------------------------------------------------------------
+def test_predicted_gap_adds_the_two_errors():
+    from kyara.student.lite import predicted_gap_db
+
+    assert predicted_gap_db(40.0, 1e-4) == pytest.approx(10 * np.log10(2.0))   # equal errors: 3.01 dB
+    assert predicted_gap_db(30.0, 0.0) == 0.0
+    assert predicted_gap_db(30.0, 1e-4) < predicted_gap_db(40.0, 1e-4)          # a worse student hides more
+
+
+def test_choose_body_grid_measures_the_lite_path_against_the_full_student(character):
+    """With every face pixel movable and the body's native chain at 512 the lite frames are the full
+    student's, so the predicted gap is rounding only; a student far from its teacher accepts the first
+    grid; one that is (said to be) perfect accepts none and gets the largest, every grid measured."""
+    from kyara.student.lite import choose_body_grid
+
+    exact = LiteConfig(body_grid=512, body_low=None, face_threshold=-1.0, face_poses=4, grid_poses=2,
+                       body_grids=(256, 512))
+    plan = movable_face(character.poser, exact)
+    grid, gaps = choose_body_grid(character.poser, character.image, 80.0, plan, exact)
+    # 512: the same maths in another summation order; measured 5.5e-6 dB (a squared difference of ~1e-14,
+    # float32 rounding, against the 1e-8 of an 80 dB student); 256 measured 1.59 dB on this random student
+    assert grid == 512 and list(gaps) == [256, 512] and gaps[512] < 1e-4 and gaps[256] > exact.max_gap_db
+    config = LiteConfig(face_poses=4, grid_poses=2)
+    plan = movable_face(character.poser, config)
+    grid, gaps = choose_body_grid(character.poser, character.image, 3.0, plan, config)
+    assert grid == 128 and list(gaps) == [128] and gaps[128] <= config.max_gap_db
+    grid, gaps = choose_body_grid(character.poser, character.image, 99.0, plan, config)
+    assert grid == 256 and list(gaps) == [128, 160, 192, 256] and min(gaps.values()) > config.max_gap_db
+
+
+def test_the_chosen_grid_travels_in_the_file_and_sets_the_lite_body(character, tmp_path):
+    from kyara.character import load_character, resave_kyara
+    from kyara.errors import CharacterFileError
+    from kyara.student.lite import DEFAULT_BODY_GRID, make_plan
+
+    config = LiteConfig(face_poses=4, grid_poses=2)
+    lite = LiteStudent(character.poser, config)
+    assert lite.body_grid == DEFAULT_BODY_GRID                     # a plan made at load chooses nothing
+    lite._face_plan = make_plan(character.poser, character.image, 99.0, config)
+    assert lite._face_plan.body_grid == 256 and lite.body_grid == 256
+    assert [level.size for level in lite.coarse(lite.body_pixels()).pixels.levels] == [8, 24, 256]
+    path = Character(character.name, character.image, lite, "none").save(tmp_path / "c.kyara")
+    loaded = LiteStudent(load_character(path).poser, config)
+    assert loaded._face_plan.body_grid == 256 and loaded.body_grid == 256
+    assert LiteStudent(load_character(path).poser, LiteConfig(body_grid=160, face_poses=4)).body_grid == 160
+    meta = '{"face_threshold": 64.0, "face_quantile": 0.99, "face_dilate_px": 1, "face_poses": 4, "seed": 15, ' \
+           '"face_weights_sha256": "x", "body_grid": 130}'
+    resave_kyara(path, tmp_path / "bad.kyara", add_metadata={"lite": meta})
+    with pytest.raises(CharacterFileError, match="body_grid 130"):
+        load_character(tmp_path / "bad.kyara")
+
+
+def test_lite_from_chooses_the_grid_from_the_files_heldout_psnr(character, tmp_path, capsys):
+    """A file whose metrics give the student's held-out PSNR gets a chosen grid; a plan stored without one
+    is made again; a plan with one is left alone."""
+    import json
+
+    from kyara.character import load_character, store_lite_plan
+    from kyara.cli import main
+
+    metrics = {"metrics": json.dumps({"heldout_psnr_db": 99.0})}   # "perfect": no grid is close enough
+    lite = LiteStudent(character.poser)
+    lite._face_plan = movable_face(character.poser)                 # a plan of the defaults, without a grid
+    path = Character(character.name, character.image, lite, "none", metrics).save(tmp_path / "c.kyara")
+    assert LiteStudent(load_character(path).poser)._face_plan.body_grid is None
+    assert main(["distill", "--lite-from", str(path)]) == 0
+    assert "body grid 256²" in capsys.readouterr().out
+    assert LiteStudent(load_character(path).poser).body_grid == 256
+    before = path.stat().st_mtime_ns
+    plan, written = store_lite_plan(path)
+    assert not written and plan.body_grid == 256 and path.stat().st_mtime_ns == before

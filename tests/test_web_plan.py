@@ -100,7 +100,7 @@ def test_js_lite_plan_equals_python_lite_plan_and_the_lite_student(tmp_path, sam
     # sets, the face mask its movable face pixels
     coarse = lite.coarse(lite.body_pixels())
     sizes = [level.size for level in coarse.pixels.levels]
-    assert parsed.header["lite"]["body_sizes"] == sizes and sizes[-1] == lite.config.body_grid < 512
+    assert parsed.header["lite"]["body_sizes"] == sizes and sizes[-1] == lite.body_grid < 512
     assert plan.passes[-1].prev_size == sizes[-1]
     assert [p.size for p in plan.passes if p.kind == "first"][1:] == sizes
     for level, offset in zip(coarse.pixels.levels, plan.mask_offsets):

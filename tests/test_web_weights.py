@@ -94,7 +94,7 @@ def test_lite_plan_is_stored_and_optional(character, blob):
     plan = lite.face_plan()
     parsed = parse_web_bytes(blob)
     sizes = [level.size for level in lite.coarse(lite.body_pixels()).pixels.levels]
-    assert parsed.header["lite"] == {"body_grid": lite.config.body_grid, "body_sizes": sizes}
+    assert parsed.header["lite"] == {"body_grid": lite.body_grid, "body_sizes": sizes}
     mask = np.unpackbits(parsed.tensors["lite_face_mask"]).astype(bool)
     np.testing.assert_array_equal(np.flatnonzero(mask), plan.pixels.output.index.numpy())
     assert 0.05 < mask.mean() < 0.9                      # some of the face moves, not all of it

@@ -126,6 +126,25 @@ def test_wgsl_lite_matches_pytorch_lite_on_a_tiny_student():
         np.testing.assert_array_equal(out[~tiny.poser.region.numpy()], ref[~tiny.poser.region.numpy()])
 
 
+def test_wgsl_lite_follows_the_grid_chosen_for_the_student():
+    """A plan that chose a finer body grid (kyara.student.lite.choose_body_grid) reaches the page: the header's
+    body sizes and the shaders' frames are those of PyTorch's lite student at that grid."""
+    from dataclasses import replace
+
+    from kyara.student.lite import LiteStudent, movable_face, use_student
+
+    tiny = tiny_character()
+    tiny.poser.lite_face_plan = replace(movable_face(tiny.poser), body_grid=160)   # as if chosen and stored
+    tiny = use_student(tiny, "lite")
+    assert isinstance(tiny.poser, LiteStudent) and tiny.poser.body_grid == 160
+    assert parse_web_bytes(student_to_web_bytes(tiny, lite=True)).header["lite"]["body_sizes"] == [8, 24, 160]
+    # The tiny student is smooth (its frames at grids 128 and 160 are ~91 dB apart), so the header pins the
+    # grid; the frames check that the shaders run the 160 plan (its level masks and taps) correctly.
+    renderer = wgsl_for(tiny, lite=True)
+    for pose in exactness_poses(5)[3:5]:
+        assert psnr_u8(renderer.render(pose), reference(tiny, pose)) >= ACCEPT_PSNR_DB
+
+
 def test_wgsl_lite_matches_pytorch_lite_student(lite_character, wgsl_lite):
     """Three of the 20 poses (rest, a turned preset, a random one) in the fast suite."""
     poses = exactness_poses(20)[[0, 2, 12]]

@@ -204,31 +204,48 @@ def resave_kyara(path: str | Path, out: str | Path | None = None, add_tensors: d
 
 
 def store_lite_plan(path: str | Path, out: str | Path | None = None):
-    """Add the CPU-lite student's face plan (kyara.student.lite.movable_face, default LiteConfig) to a
+    """Add the CPU-lite student's plan (kyara.student.lite.make_plan, default LiteConfig: the movable face
+    pixels and, when the file's metrics give the student's held-out PSNR, the body grid chosen for it) to a
     .kyara student file, so ``--student lite|auto`` loads without the analysis; every other tensor and
     metadata entry is kept bit for bit (resave_kyara). out: None writes in place.
 
     The lite student needs no training of its own (it evaluates the full student's networks on fewer
     pixels), so this is all ``kyara distill --lite-from`` does; ``distill()`` stores the plan itself.
-    Returns (plan, written): written is False when the file already carries a fitting plan and out is
-    the same file. Raises CharacterFileError for a file that is not a student, or whose stored plan
-    does not load back equal."""
-    from kyara.student.lite import PLAN_META_KEY, LiteStudent, plan_to_file
+    Returns (plan, written): written is False when the file already carries a fitting plan (with a body
+    grid, where one can be chosen) and out is the same file. Raises CharacterFileError for a file that is
+    not a student, or whose stored plan does not load back equal."""
+    from kyara.student.lite import PLAN_META_KEY, LiteStudent, make_plan, plan_to_file
 
     path = Path(path)
     out = Path(out) if out is not None else path
     character = load_character(path, device="cpu")
+    full_psnr = heldout_psnr(character)
     lite = LiteStudent(character.poser)
-    if lite._face_plan is not None and out.resolve() == path.resolve():
-        return lite._face_plan, False
-    lite._face_plan = None
-    plan = lite.face_plan()
+    stored = lite._face_plan
+    if (stored is not None and out.resolve() == path.resolve()
+            and (stored.body_grid is not None or full_psnr is None)):
+        return stored, False
+    plan = make_plan(character.poser, character.image, full_psnr)
     tensors, meta = plan_to_file(plan)
     resave_kyara(path, out, add_tensors=tensors, add_metadata={PLAN_META_KEY: meta})
-    stored = LiteStudent(load_character(out, device="cpu").poser)._face_plan
-    if stored is None or not torch.equal(stored.mask, plan.mask) or not torch.equal(stored.constant, plan.constant):
-        raise CharacterFileError(f"{out}: the stored lite face plan did not load back equal; the file is not usable")
+    loaded = LiteStudent(load_character(out, device="cpu").poser)._face_plan
+    if (loaded is None or not torch.equal(loaded.mask, plan.mask) or not torch.equal(loaded.constant, plan.constant)
+            or loaded.body_grid != plan.body_grid):
+        raise CharacterFileError(f"{out}: the stored lite plan did not load back equal; the file is not usable")
     return plan, True
+
+
+def heldout_psnr(character: Character) -> float | None:
+    """The student's mean PSNR (dB) against its teacher on the distillation's held-out poses, from the
+    file's "metrics" entry; None when the file has none (or it is not a finite number)."""
+    import math
+
+    metrics = character.metadata.get("metrics") if character.metadata else None
+    try:
+        value = (json.loads(metrics) if isinstance(metrics, str) else metrics or {}).get("heldout_psnr_db")
+        return float(value) if value is not None and math.isfinite(float(value)) else None
+    except (ValueError, TypeError, AttributeError):
+        return None
 
 
 def _read_kyara(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:

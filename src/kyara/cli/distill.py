@@ -24,7 +24,8 @@ def register(sub) -> None:
                                    "held-out PSNR against the teacher. Several GPUs: "
                                    "`torchrun --nproc-per-node N -m kyara distill ...` (data parallel; "
                                    "--examples and --batch-size count per step over all GPUs / per GPU). "
-                                   "The file also carries the CPU-lite student's face plan (`--student lite`); "
+                                   "The file also carries the CPU-lite student's plan (`--student lite`: its movable face pixels and "
+                                   "the body grid that keeps it within 1.25 dB of the full student); "
                                    "`kyara distill --lite-from FILE.kyara` adds it to an older file (seconds, "
                                    "any CPU: the lite student needs no training of its own).",
                        formatter_class=HelpFormatter)
@@ -32,8 +33,8 @@ def register(sub) -> None:
     p.add_argument("-o", "--output", help="output .kyara file (required with IMAGE; with --lite-from: default "
                                           "in place)")
     p.add_argument("--lite-from", metavar="FILE.kyara",
-                   help="instead of distilling: add the CPU-lite student's face plan to this distilled "
-                        "character (written to --output, or in place)")
+                   help="instead of distilling: add the CPU-lite student's plan (face pixels, body grid) to this "
+                        "distilled character (written to --output, or in place)")
     p.add_argument("--teacher", default=DEFAULTS.teacher, help="teacher network")
     p.add_argument("--weights", metavar="DIR", help="directory of official teacher weight files")
     p.add_argument("--device", default="auto", help="auto (a CUDA GPU if there is one, else the CPU), cpu, cuda or cuda:N")
@@ -305,7 +306,7 @@ def run(args) -> int:
 
 
 def add_lite(args) -> int:
-    """`kyara distill --lite-from FILE.kyara [-o OUT.kyara]`: store the lite student's face plan."""
+    """`kyara distill --lite-from FILE.kyara [-o OUT.kyara]`: store the lite student's plan."""
     import time
 
     from kyara.character import store_lite_plan
@@ -320,11 +321,13 @@ def add_lite(args) -> int:
             raise KyaraError(f"{option} {path}: expected a .kyara file (a distilled character)")
     start = time.perf_counter()
     plan, written = store_lite_plan(source, out)
+    grid = (f"body grid {plan.body_grid}²" if plan.body_grid is not None else
+            "body grid 128² (the file has no held-out PSNR to choose one by)")
     if not written:
-        print(f"{source}: already carries a lite face plan for its weights ({plan.share:.1%} of the face box "
-              f"movable); unchanged")
+        print(f"{source}: already carries a lite plan for its weights ({plan.share:.1%} of the face box "
+              f"movable, {grid}); unchanged")
         return 0
-    print(f"wrote {out}: lite face plan stored ({plan.share:.1%} of the face box movable, "
+    print(f"wrote {out}: lite plan stored ({plan.share:.1%} of the face box movable, {grid}, "
           f"{time.perf_counter() - start:.1f} s, {out.stat().st_size / 2**20:.2f} MiB); "
-          f"`--student lite` now starts without the face analysis")
+          f"`--student lite` now starts without the analysis")
     return 0

@@ -44,7 +44,7 @@ from kyara.image import to_premultiplied
 from kyara.pose_dataset import pose_sampler
 from kyara.student import BodyMorpher, Student
 from kyara.student.body_morpher import levels_for_widths
-from kyara.student.lite import movable_face
+from kyara.student.lite import make_plan
 from kyara.student.pixels import dilate
 
 AUTO_MARK_STEPS = 10     # an auto-sized run (examples=0) times its steps from here: the first steps
@@ -439,9 +439,10 @@ def distill(image: torch.Tensor, teacher, config: DistillConfig = DistillConfig(
             metadata[COLOUR_KEY] = colour
         character = Character(name, stored_image, student, teacher.name, metadata)
         if ranks.is_main:
-            # The CPU-lite student's face plan (48 face evaluations): stored with the student, so that
-            # `--student lite|auto` starts without the analysis. The lite student needs no training.
-            student.lite_face_plan = movable_face(student)
+            # The CPU-lite student's plan (48 face evaluations; its body grid from 16 poses against the full
+            # student): stored with the student, so that `--student lite|auto` starts without the analysis.
+            # The lite student needs no training.
+            student.lite_face_plan = make_plan(student, image, psnr_value)
             out_path = Path(output) if output else out_dir / f"{name}.kyara"
             save_kyara(out_path, name, stored_image, student, teacher.name, metadata, image_png=image_png)
         ranks.barrier()

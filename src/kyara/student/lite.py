@@ -5,17 +5,20 @@
 kyara.produce.frames, the live engine) can use either. What it skips, and why that is safe:
 
 - Body: the multi-resolution body SIREN's raw head outputs (flow, alpha, colour) are smooth almost
-  everywhere, so they are evaluated on coarse grids (``LiteConfig``: 8/24/128 instead of 128/256/512;
+  everywhere, so they are evaluated on coarse grids (``LiteConfig``: 8/24/G instead of 128/256/512;
   the same continuous network sampled more sparsely), only at the coarse pixels the student's region
-  needs, then bilinearly upsampled to the region's 512 pixels. The original image is still warped at
+  needs, then bilinearly upsampled to the region's 512 pixels. G is chosen per student when its plan
+  is made (``choose_body_grid``: the smallest of 128/160/192/256 that keeps the lite path within
+  1.25 dB of the full student against the teacher; a sharper student needs a finer grid). The original image is still warped at
   full resolution: only flow, alpha and the generated colour are coarse (differences sit on silhouette
   edges).
 - Face: most of the 128×128 face box (hair, skin, outline) barely changes with the face pose. A
   per-character mask of "movable" pixels is found once by sampling poses with the full face morpher
   (99th percentile of each pixel's deviation from the median face, in 8-bit premultiplied sRGB,
   above ``face_threshold``, dilated); only those pixels are evaluated per frame, the rest is the
-  median face (a constant). The plan can be stored in the .kyara file (kyara.character;
-  written by ``kyara distill`` and ``kyara distill --lite-from``), so loading skips the analysis.
+  median face (a constant). The plan (these pixels and the body grid) can be stored in the .kyara
+  file (kyara.character; written by ``kyara distill`` and ``kyara distill --lite-from``), so loading
+  skips the analysis.
 - Per frame (``pose_rgba_u8``): networks bound to their fixed pixels (``BoundSiren``: the first
   layer's position term precomputed), the face not evaluated again while its 39 parameters do not
   change, two lanes of single-threaded torch ops (body + part of the face | rest of the face, then
@@ -29,10 +32,11 @@ loaded Character.
 """
 from __future__ import annotations
 
+import math
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -48,22 +52,33 @@ STUDENT_MODES = ("auto", "lite", "full")
 
 @dataclass(frozen=True)
 class LiteConfig:
-    """body_grid: side of the grid the body network's finest level is evaluated on; body_low: the grids
-    of its coarser levels (None: body_grid/4, /2, the network's own ×2 chain; body_grid 512 with None
-    reproduces the full student). Default 8/24/128: body network work ~230 MMAC a frame instead of 493
-    at 32/64/128 (~8 GMAC for the full student) for the same error (44.3 vs 44.6 dB from the full
-    student's body on the sample; the last upsampling is what costs: 8/24/96 gave 41.4 dB;
-    docs/benchmarks.md). face_threshold: a face pixel is evaluated
+    """body_grid: side of the grid the body network's finest level is evaluated on; None (the default):
+    the grid stored in the student's lite plan (chosen per student by choose_body_grid when the plan was
+    made), else DEFAULT_BODY_GRID. body_low: the grids of its coarser levels (None: body_grid/4, /2, the
+    network's own ×2 chain; body_grid 512 with None reproduces the full student). 8/24/128: body network
+    work ~230 MMAC a frame instead of 493 at 32/64/128 (~8 GMAC for the full student) for the same error
+    (44.3 vs 44.6 dB from the full student's body on the sample; the last upsampling is what costs:
+    8/24/96 gave 41.4 dB; docs/benchmarks.md). face_threshold: a face pixel is evaluated
     per frame when the face_quantile of its deviation from the median face over face_poses sampled
     poses exceeds this many 8-bit levels (premultiplied sRGB, any channel); the mask is then grown by
-    face_dilate_px. seed: the sampled poses (kyara.pose_sampler, the distillation distribution)."""
-    body_grid: int = 128
+    face_dilate_px. seed: the sampled poses (kyara.pose_sampler, the distillation distribution).
+    body_grids, max_gap_db, grid_poses: choose_body_grid's candidates (ascending), the most dB the lite
+    path may lose against the teacher, and how many poses (seed + 1) measure it."""
+    body_grid: int | None = None
     body_low: tuple[int, ...] | None = (8, 24)
     face_threshold: float = 64.0   # 32 marked 35 % of the sample's face box, 64 22 %: both as close to the teacher
     face_quantile: float = 0.99
     face_dilate_px: int = 1
     face_poses: int = 48
     seed: int = 15
+    body_grids: tuple[int, ...] = (128, 160, 192, 256)
+    # Issue 15 bounds the lite path's loss at 1.5 dB; 0.25 dB of margin is ~5× the estimate's error
+    # (16 poses against 100: within 0.05 dB on the sample, docs/benchmarks.md "lite body grid per student").
+    max_gap_db: float = 1.25
+    grid_poses: int = 16
+
+
+DEFAULT_BODY_GRID = 128   # a plan made without a measure of the full student's error (lazily, at load)
 
 
 # -- coarse pixel sets ------------------------------------------------------------------------------
@@ -141,15 +156,17 @@ FACE_FIELDS = ("face_threshold", "face_quantile", "face_dilate_px", "face_poses"
 
 @dataclass(frozen=True)
 class FacePlan:
-    """pixels: the movable face pixels (a one-level PixelSet on the 128 face grid); constant:
-    (4, 128, 128) float32 model-space face used everywhere else (the median over the sampled poses);
-    seconds: how long finding them took (0 when read from a file); config: the LiteConfig it was made
-    with; weights: face_weights_sha256 of the face morpher it was made from."""
+    """The lite plan of one student. pixels: the movable face pixels (a one-level PixelSet on the 128
+    face grid); constant: (4, 128, 128) float32 model-space face used everywhere else (the median over
+    the sampled poses); seconds: how long finding them took (0 when read from a file); config: the
+    LiteConfig it was made with; weights: face_weights_sha256 of the face morpher it was made from;
+    body_grid: the body grid chosen for this student (choose_body_grid), None when none was measured."""
     pixels: PixelSet
     constant: torch.Tensor
     seconds: float
     config: LiteConfig = LiteConfig()
     weights: str = ""
+    body_grid: int | None = None
 
     @property
     def share(self) -> float:
@@ -204,7 +221,7 @@ def movable_face(student: Student, config: LiteConfig = LiteConfig()) -> FacePla
 # -- the face plan in a .kyara file (kyara.character reads and writes these) ------------------------------
 FACE_MASK_KEY = "lite_face_mask"           # tensor: np.packbits of the (128, 128) bool movable mask, row-major
 FACE_CONSTANT_KEY = "lite_face_constant"   # tensor: (4, 128, 128) float32 model-space constant face
-PLAN_META_KEY = "lite"                     # metadata: JSON {LiteConfig face fields, "face_weights_sha256"}
+PLAN_META_KEY = "lite"                     # metadata: JSON {LiteConfig face fields, "face_weights_sha256", "body_grid"?}
 
 
 def plan_to_file(plan: FacePlan) -> tuple[dict[str, torch.Tensor], str]:
@@ -213,6 +230,8 @@ def plan_to_file(plan: FacePlan) -> tuple[dict[str, torch.Tensor], str]:
 
     packed = torch.from_numpy(np.packbits(plan.mask.numpy().reshape(-1)))
     meta = {**{f: getattr(plan.config, f) for f in FACE_FIELDS}, "face_weights_sha256": plan.weights}
+    if plan.body_grid is not None:
+        meta["body_grid"] = plan.body_grid
     return {FACE_MASK_KEY: packed, FACE_CONSTANT_KEY: plan.constant.detach().float().cpu().contiguous()}, json.dumps(meta)
 
 
@@ -244,6 +263,9 @@ def plan_from_file(tensors: dict[str, torch.Tensor], meta: str | None, source: s
     try:
         fields = json.loads(meta)
         weights = fields.pop("face_weights_sha256")
+        body_grid = fields.pop("body_grid", None)   # files before the grid was chosen per student have none
+        if body_grid is not None and not (isinstance(body_grid, int) and _grid_ok(body_grid)):
+            raise ValueError(f"body_grid {body_grid!r} is not a multiple of 4 in [32, 512]")
         if set(fields) != set(FACE_FIELDS):
             raise KeyError(f"fields {sorted(fields)}, expected {sorted(FACE_FIELDS)}")
         config = LiteConfig(**fields)
@@ -252,7 +274,7 @@ def plan_from_file(tensors: dict[str, torch.Tensor], meta: str | None, source: s
     mask = np.unpackbits(packed.numpy()).reshape(size, size).astype(bool)
     if not mask.any():
         raise ValueError(f"{source}: {FACE_MASK_KEY} selects no pixel")
-    return FacePlan(PixelSet.from_mask(mask, levels=1), constant.contiguous(), 0.0, config, str(weights))
+    return FacePlan(PixelSet.from_mask(mask, levels=1), constant.contiguous(), 0.0, config, str(weights), body_grid)
 
 
 # -- per-frame evaluation: networks bound to fixed pixel sets, and the 8-bit compositor ---------------
@@ -441,16 +463,10 @@ class LiteStudent(Student):
     def __init__(self, student: Student, config: LiteConfig = LiteConfig(), face_plan: FacePlan | None = None):
         if not isinstance(student, Student):
             raise TypeError(f"LiteStudent wraps a Student, got {type(student).__name__}")
-        levels = len(student.body_morpher.levels)
-        if config.body_low is None and (config.body_grid % 4 or not 4 <= config.body_grid <= student.size):
-            raise ValueError(f"body_grid must be a multiple of 4 in [4, {student.size}], got {config.body_grid}")
-        if config.body_low is not None:
-            sizes = (*config.body_low, config.body_grid)
-            if (len(sizes) != levels or any(not 1 <= a <= b for a, b in zip(sizes, sizes[1:]))
-                    or not sizes[0] >= 1 or sizes[-1] > student.size):
-                raise ValueError(f"body grids {sizes} must be {levels} ascending sizes in [1, {student.size}]")
         super().__init__(student.face_morpher, student.body_morpher, student.region)
         self.config = config
+        if config.body_grid is not None:
+            self._body_sizes(config.body_grid)   # a ValueError now, not at the first frame
         if face_plan is None:   # a plan stored in the .kyara file (kyara.character), if it fits these weights
             stored = getattr(student, "lite_face_plan", None)
             face_plan = stored if stored is not None and stored.fits(student, config) else None
@@ -500,13 +516,32 @@ class LiteStudent(Student):
         faces.view(n, 4, -1).index_copy_(2, plan.pixels.output.index, values.transpose(1, 2))
         return faces
 
+    @property
+    def body_grid(self) -> int:
+        """The body's finest grid: the config's, else the one chosen for this student in its plan, else
+        DEFAULT_BODY_GRID."""
+        if self.config.body_grid is not None:
+            return self.config.body_grid
+        chosen = self.face_plan().body_grid
+        return chosen if chosen is not None else DEFAULT_BODY_GRID
+
+    def _body_sizes(self, grid: int) -> tuple[int, ...]:
+        """The body levels' grids (coarse to fine) for a finest grid; ValueError when they make no plan."""
+        levels = len(self.body_morpher.levels)
+        if self.config.body_low is None:
+            if grid % 4 or not 4 <= grid <= self.size:
+                raise ValueError(f"body_grid must be a multiple of 4 in [4, {self.size}], got {grid}")
+            return tuple(grid // 2 ** (levels - 1 - i) for i in range(levels))
+        sizes = (*self.config.body_low, grid)
+        if len(sizes) != levels or any(not 1 <= a <= b for a, b in zip(sizes, sizes[1:])) or sizes[-1] > self.size:
+            raise ValueError(f"body grids {sizes} must be {levels} ascending sizes in [1, {self.size}]")
+        return sizes
+
     def coarse(self, pixels: PixelSet) -> CoarseBody:
-        """The CoarseBody for pixels.output at this config's grid (built once per pixel set)."""
+        """The CoarseBody for pixels.output at this student's body grid (built once per pixel set)."""
         key = (pixels.output.index.data_ptr(), len(pixels.output))
         if key not in self._coarse:
-            grid = self.config.body_grid
-            sizes = ((*self.config.body_low, grid) if self.config.body_low is not None else
-                     tuple(grid // 2 ** (len(self.body_morpher.levels) - 1 - i) for i in range(len(self.body_morpher.levels))))
+            sizes = self._body_sizes(self.body_grid)
             self._coarse[key] = (pixels, coarse_body(pixels.output.to("cpu"), sizes))   # keep pixels alive: key is a pointer
         return self._coarse[key][1]
 
@@ -644,6 +679,61 @@ def _lane() -> ThreadPoolExecutor:
     if _LANE is None:
         _LANE = ThreadPoolExecutor(1, thread_name_prefix="kyara-lite")
     return _LANE
+
+
+# -- the body grid per student ----------------------------------------------------------------------
+def _grid_ok(grid: int) -> bool:
+    return grid % 4 == 0 and 32 <= grid <= 512
+
+
+def predicted_gap_db(full_psnr_db: float, lite_vs_full_mse: float) -> float:
+    """dB the lite path loses against the teacher, from the full student's PSNR against it (display
+    space, peak 1) and the lite frames' mean squared difference from the full student's: the two errors
+    add, being independent (on the bundled sample this predicted 1.03 / 0.53 / 0.31 dB at body grids
+    128 / 160 / 192 where the teacher measured 1.02 / 0.53 / 0.29, 100 poses; docs/benchmarks.md)."""
+    return 10.0 * math.log10(1.0 + lite_vs_full_mse / 10.0 ** (-full_psnr_db / 10.0))
+
+
+def choose_body_grid(student: Student, image: torch.Tensor, full_psnr_db: float, face_plan: FacePlan,
+                     config: LiteConfig = LiteConfig()) -> tuple[int, dict[int, float]]:
+    """The smallest of config.body_grids whose lite frames lose at most config.max_gap_db against the
+    teacher (predicted_gap_db), measured against the full student on config.grid_poses sampled poses
+    (seed config.seed + 1); the largest grid when none does. A sharper student needs a finer grid: the
+    coarse grid smooths exactly the detail a better flow adds. image: (4, 512, 512) model space;
+    full_psnr_db: the full student's mean PSNR against its teacher (a distillation's held-out figure).
+    Any device (the lite frames by reference_pose). Returns (grid, {grid: predicted gap dB} for the
+    grids measured, in order)."""
+    from kyara.image import display_space
+    from kyara.pose_sampler import sample_poses
+
+    full_student = Student(student.face_morpher, student.body_morpher, student.region)   # never the lite path
+    device, dtype = student.device, student.dtype
+    image = image.to(device, dtype)
+    batches = sample_poses(config.grid_poses, torch.Generator().manual_seed(config.seed + 1)).to(device, dtype).split(4)
+    gaps: dict[int, float] = {}
+    with torch.inference_mode():
+        full = [display_space(full_student.pose(image, poses).double()) for poses in batches]
+        for grid in config.body_grids:
+            lite = LiteStudent(student, replace(config, body_grid=grid), face_plan)
+            squares = torch.cat([(display_space(lite.reference_pose(image, poses).double()) - target)
+                                 .pow(2).mean(dim=(1, 2, 3)) for poses, target in zip(batches, full)])
+            gaps[grid] = predicted_gap_db(full_psnr_db, float(squares.mean()))
+            if gaps[grid] <= config.max_gap_db:
+                return grid, gaps
+    return config.body_grids[-1], gaps
+
+
+def make_plan(student: Student, image: torch.Tensor | None = None, full_psnr_db: float | None = None,
+              config: LiteConfig = LiteConfig()) -> FacePlan:
+    """A student's lite plan: its movable face (movable_face) and, given its image and its full PSNR
+    against the teacher (finite), the body grid chosen for it (choose_body_grid); without them the
+    plan has no grid of its own and the lite student uses DEFAULT_BODY_GRID."""
+    plan = movable_face(student, config)
+    if image is None or full_psnr_db is None or not math.isfinite(full_psnr_db):
+        return plan
+    start = time.perf_counter()
+    grid, _ = choose_body_grid(student, image, full_psnr_db, plan, config)
+    return replace(plan, body_grid=grid, seconds=plan.seconds + time.perf_counter() - start)
 
 
 # auto picks lite only for jobs long enough to repay the one-time face analysis (movable_face).
