@@ -77,13 +77,21 @@ def test_js_plan_equals_python_plan(tmp_path, sample, which):
     assert kinds.count("first") == 4 and kinds[-1] == "compose"
 
 
-def test_js_lite_plan_equals_python_lite_plan_and_the_lite_student(tmp_path, sample):
+@pytest.mark.parametrize("chosen_grid", [None, 160])
+def test_js_lite_plan_equals_python_lite_plan_and_the_lite_student(tmp_path, chosen_grid):
     """The lite plan (kyara.student.lite): coarse body levels, the region and movable-face masks, the
     constant face, compose reading a coarse head; equal in JS and Python, and its masks are exactly
-    the pixel sets LiteStudent evaluates."""
-    from kyara.student.lite import LiteStudent
+    the pixel sets LiteStudent evaluates. Also with a body grid chosen for the student (160: the file's
+    plan, as kyara.student.lite.choose_body_grid stores it) instead of the default 128."""
+    from dataclasses import replace
 
+    from kyara.student.lite import LiteStudent, movable_face
+
+    sample = load_character(SAMPLE_CHARACTER)   # its own copy: the plan is replaced below
+    if chosen_grid is not None:
+        sample.poser.lite_face_plan = replace(movable_face(sample.poser), body_grid=chosen_grid)
     lite = LiteStudent(sample.poser)
+    assert lite.body_grid == (chosen_grid or 128)
     kyw = student_to_web_bytes(sample, lite=True)
     pose = exactness_poses(5)[4]
     run_node(tmp_path, kyw, pose, lite=True)
