@@ -373,3 +373,24 @@ def test_lite_from_chooses_the_grid_from_the_files_heldout_psnr(character, tmp_p
     before = path.stat().st_mtime_ns
     plan, written = store_lite_plan(path)
     assert not written and plan.body_grid == 256 and path.stat().st_mtime_ns == before
+
+
+@pytest.mark.gpu
+def test_choose_body_grid_on_cuda_agrees_with_the_cpu():
+    """At the end of a GPU distillation the grid is chosen on the GPU (reference_pose there): the same grid as
+    on the CPU, and the same predicted gaps to float32 rounding."""
+    from kyara.character import SAMPLE_CHARACTER, load_character
+    from kyara.student.lite import choose_body_grid
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    config = LiteConfig(grid_poses=4)
+    results = {}
+    for device in ("cpu", "cuda"):
+        character = load_character(SAMPLE_CHARACTER, device=device)
+        plan = movable_face(character.poser, config)
+        results[device] = choose_body_grid(character.poser, character.image, 36.44, plan, config)
+    assert results["cuda"][0] == results["cpu"][0]
+    for grid, gap in results["cpu"][1].items():
+        # TF32 matmuls may be on: 1e-3 of a squared difference of ~6e-5 moves a ~1 dB gap by ~1e-3 dB
+        assert results["cuda"][1][grid] == pytest.approx(gap, abs=0.02)
