@@ -225,7 +225,8 @@ def store_lite_plan(path: str | Path, out: str | Path | None = None):
     if (stored is not None and out.resolve() == path.resolve()
             and (stored.body_grid is not None or full_psnr is None)):
         return stored, False
-    plan = make_plan(character.poser, character.image, full_psnr)
+    # the image as the student takes it (premultiplied for THA4-teacher students), as distill() measured its PSNR
+    plan = make_plan(character.poser, character._model_input(), full_psnr)
     tensors, meta = plan_to_file(plan)
     resave_kyara(path, out, add_tensors=tensors, add_metadata={PLAN_META_KEY: meta})
     loaded = LiteStudent(load_character(out, device="cpu").poser)._face_plan
