@@ -394,3 +394,15 @@ def test_choose_body_grid_on_cuda_agrees_with_the_cpu():
     for grid, gap in results["cpu"][1].items():
         # TF32 matmuls may be on: 1e-3 of a squared difference of ~6e-5 moves a ~1 dB gap by ~1e-3 dB
         assert results["cuda"][1][grid] == pytest.approx(gap, abs=0.02)
+
+
+def test_make_plan_chooses_no_grid_for_a_body_of_another_depth(character):
+    """LiteConfig's coarse grids (8, 24, G) are for THA4's three body levels; a two-level body (small test
+    students) gets the face plan alone instead of a ValueError at the end of its distillation."""
+    from kyara.student import BodyMorpher, FaceMorpher
+    from kyara.student.lite import make_plan
+
+    two = Student(FaceMorpher(hidden=16, num_layers=2), BodyMorpher(levels=((256, 8, 8), (512, 8, 8)), layers_per_level=1),
+                  region=character.poser.region)
+    plan = make_plan(two, character.image, 30.0, LiteConfig(face_poses=4, grid_poses=2))
+    assert plan.body_grid is None and plan.pixels.fraction > 0

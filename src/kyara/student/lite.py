@@ -731,6 +731,8 @@ def make_plan(student: Student, image: torch.Tensor | None = None, full_psnr_db:
     plan = movable_face(student, config)
     if image is None or full_psnr_db is None or not math.isfinite(full_psnr_db):
         return plan
+    if config.body_low is not None and len(config.body_low) + 1 != len(student.body_morpher.levels):
+        return plan   # a body of another depth than the config's coarse grids (small test students): no lite body
     start = time.perf_counter()
     grid, _ = choose_body_grid(student, image, full_psnr_db, plan, config)
     return replace(plan, body_grid=grid, seconds=plan.seconds + time.perf_counter() - start)
