@@ -507,9 +507,10 @@ def test_auto_sized_run_resizes_from_the_steady_rate_and_fits_its_budget(tmp_pat
     assert json.loads(meta["config"])["examples"] == result.steps * config.batch_size
 
 
-def _cli_distill_config(monkeypatch, tmp_path, *extra, metadata=None, psnr=36.0, complete=True, examples=700_000):
-    """Run `kyara distill` with the teacher and the loop replaced (its result carries `metadata`); return the
-    DistillConfig it built."""
+def _cli_distill_config(monkeypatch, tmp_path, *extra, metadata=None, psnr=36.0, complete=True, examples=700_000,
+                        lite_plan=None):
+    """Run `kyara distill` with the teacher and the loop replaced (its result carries `metadata`, and its student
+    the lite plan `lite_plan`); return the DistillConfig it built."""
     import types
 
     import kyara.distill
@@ -523,7 +524,8 @@ def _cli_distill_config(monkeypatch, tmp_path, *extra, metadata=None, psnr=36.0,
         seen["config"], seen["kw"] = config, kw
         kw["output"].write_bytes(b"x")
         return types.SimpleNamespace(examples=examples, complete=complete, psnr=psnr, wall_seconds=0.0, teacher_seconds=0.0,
-                                     character=types.SimpleNamespace(metadata=metadata or {}))
+                                     character=types.SimpleNamespace(metadata=metadata or {},
+                                                                     poser=types.SimpleNamespace(lite_face_plan=lite_plan)))
 
     monkeypatch.setattr(kyara.teacher, "load_teacher", lambda *a, **k: FakeTeacher())
     monkeypatch.setattr(kyara.distill, "distill", fake_distill)
@@ -803,6 +805,15 @@ def test_cli_distill_names_the_divergence_rollbacks_in_its_last_line(monkeypatch
     assert "; 1 divergence rollback(s): face at step 6000" in capsys.readouterr().out
     _cli_distill_config(monkeypatch, tmp_path)
     assert "rollback" not in capsys.readouterr().out
+
+
+def test_cli_distill_names_the_lite_grid_chosen_for_the_student(monkeypatch, tmp_path, capsys):
+    import types
+
+    _cli_distill_config(monkeypatch, tmp_path, lite_plan=types.SimpleNamespace(body_grid=160))
+    assert ", CPU-lite body grid 160²" in capsys.readouterr().out
+    _cli_distill_config(monkeypatch, tmp_path, lite_plan=types.SimpleNamespace(body_grid=None))
+    assert "body grid" not in capsys.readouterr().out
 
 
 def test_cli_distill_notes_a_low_psnr_of_a_finished_run_only(monkeypatch, tmp_path, capsys):

@@ -288,9 +288,12 @@ def run(args) -> int:
     done = "complete" if result.complete else "stopped early (resume with --resume)"
     metrics = result.character.metadata.get("metrics", {})
     peak, rollbacks = metrics.get("gpu_peak_reserved_gib"), metrics.get("rollbacks", [])
+    plan = getattr(result.character.poser, "lite_face_plan", None)
+    grid = plan.body_grid if plan is not None else None   # chosen for this student (kyara.student.lite.make_plan)
     print(f"wrote {out} ({out.stat().st_size / 1024:.0f} KiB): {result.examples:,} examples, {done}, "
           f"held-out PSNR {result.psnr:.2f} dB, {result.wall_seconds / 60:.1f} min "
           f"(teacher {result.teacher_seconds / 60:.1f} min)" + (f", GPU memory peak {peak:.1f} GiB" if peak else "")
+          + (f", CPU-lite body grid {grid}²" if grid else "")
           + (f"; {len(rollbacks)} divergence rollback(s): "
              + ", ".join(f"{r['network']} at step {r['step']}" for r in rollbacks) if rollbacks else ""))
     if result.complete and result.psnr < LOW_PSNR_DB and result.examples < SHORT_RUN_EXAMPLES:
