@@ -9,8 +9,8 @@ kyara.produce.frames, the live engine) can use either. What it skips, and why th
   the same continuous network sampled more sparsely), only at the coarse pixels the student's region
   needs, then bilinearly upsampled to the region's 512 pixels. G is chosen per student when its plan
   is made (``choose_body_grid``: the smallest of 128/160/192/256 that keeps the lite path within
-  1.25 dB of the full student against the teacher; a sharper student needs a finer grid). The original image is still warped at
-  full resolution: only flow, alpha and the generated colour are coarse (differences sit on silhouette
+  1.25 dB of the full student against the teacher; a sharper student needs a finer grid). The
+  original image is still warped at full resolution: only flow, alpha and the generated colour are coarse (differences sit on silhouette
   edges).
 - Face: most of the 128×128 face box (hair, skin, outline) barely changes with the face pose. A
   per-character mask of "movable" pixels is found once by sampling poses with the full face morpher
@@ -73,7 +73,7 @@ class LiteConfig:
     seed: int = 15
     body_grids: tuple[int, ...] = (128, 160, 192, 256)
     # Issue 15 bounds the lite path's loss at 1.5 dB; 0.25 dB of margin is ~5× the estimate's error
-    # (16 poses against 100: within 0.05 dB on the sample, docs/benchmarks.md "lite body grid per student").
+    # (16 poses against 100: within 0.05 dB on the sample, docs/benchmarks.md "Issue 16, session 45").
     max_gap_db: float = 1.25
     grid_poses: int = 16
 
