@@ -10,8 +10,8 @@ kyara.produce.frames, the live engine) can use either. What it skips, and why th
   needs, then bilinearly upsampled to the region's 512 pixels. G is chosen per student when its plan
   is made (``choose_body_grid``: the smallest of 128/160/192/256 that keeps the lite path within
   1.25 dB of the full student against the teacher; a sharper student needs a finer grid). The
-  original image is still warped at full resolution: only flow, alpha and the generated colour are coarse (differences sit on silhouette
-  edges).
+  original image is still warped at full resolution: only flow, alpha and the generated colour are
+  coarse (differences sit on silhouette edges).
 - Face: most of the 128×128 face box (hair, skin, outline) barely changes with the face pose. A
   per-character mask of "movable" pixels is found once by sampling poses with the full face morpher
   (99th percentile of each pixel's deviation from the median face, in 8-bit premultiplied sRGB,
